@@ -1,14 +1,204 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The storage trait for Bulkhead's rows and its embedded SQLite backend.
+//!
+//! Rows hold ciphertext, wrapped keys, keyed hashes, ids and times — never
+//! plaintext, and this crate has no way to make any: it knows nothing of keys or of
+//! what a record means. Every method that touches tenant data takes the tenant id
+//! as a separate argument and puts it in the `WHERE` clause, so a caller cannot read
+//! across tenants by choosing a record id.
+//!
+//! The trait is async and object-safe so that a PostgreSQL backend (many replicas,
+//! one database) can implement it without any caller changing.
+
+#![forbid(unsafe_code)]
+
+mod sqlite;
+
+use async_trait::async_trait;
+use bulkhead_types::{
+    ApiKeyId, KeyVersion, PolicyName, RecordKind, Region, TenantId, TenantStatus, UnixMillis,
+};
+
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A row with this key exists already.
+    #[error("a row with this key already exists")]
+    Conflict,
+    /// The backend failed; the message is for operators' logs, not for clients.
+    #[error("storage backend: {0}")]
+    Backend(String),
+    /// A row read back does not have the shape this build writes.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The store has shut down.
+    #[error("the store is shut down")]
+    Closed,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub type StoreResult<T> = Result<T, StoreError>;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRow {
+    pub id: TenantId,
+    pub name: String,
+    pub region: Region,
+    pub policy: PolicyName,
+    pub status: TenantStatus,
+    /// The data key version new records are sealed under.
+    pub current_key_version: KeyVersion,
+    pub created_at: UnixMillis,
+}
+
+/// A tenant data key, wrapped by the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataKeyRow {
+    pub version: KeyVersion,
+    pub wrapped: Vec<u8>,
+    pub created_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    pub key_id: ApiKeyId,
+    pub tenant_id: TenantId,
+    /// A keyed hash of the secret; the secret itself is never stored.
+    pub secret_hash: Vec<u8>,
+    pub created_at: UnixMillis,
+    pub expires_at: Option<UnixMillis>,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+/// One sealed record as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRow {
+    pub tenant_id: TenantId,
+    pub kind: RecordKind,
+    pub record_id: String,
+    pub key_version: KeyVersion,
+    pub sealed: Vec<u8>,
+    pub created_at: UnixMillis,
+    pub expires_at: Option<UnixMillis>,
+}
+
+/// A record as read back, with its position in insertion order (the page cursor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub seq: i64,
+    pub row: RecordRow,
+}
+
+/// What `erase_tenant` removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ErasureCounts {
+    pub records: u64,
+    pub api_keys: u64,
+    pub data_keys: u64,
+}
+
+/// Totals for metrics; counting never reads a record's contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreCounts {
+    pub tenants: u64,
+    pub quarantined_tenants: u64,
+    pub documents: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Returns the value stored under `key`, storing `init` first if there is none.
+    /// Concurrent callers all get the one value that won.
+    async fn get_or_init_meta(&self, key: &'static str, init: Vec<u8>) -> StoreResult<Vec<u8>>;
+
+    /// Creates a tenant with its first data key. `Conflict` if the id was ever used.
+    async fn create_tenant(&self, tenant: TenantRow, first_key: DataKeyRow) -> StoreResult<()>;
+    async fn tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRow>>;
+    /// Tenants in creation order, after the cursor `after_seq`, at most `limit`.
+    async fn list_tenants(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<(i64, TenantRow)>>;
+    /// Returns false if the tenant does not exist.
+    async fn set_tenant_status(&self, id: &TenantId, status: TenantStatus) -> StoreResult<bool>;
+
+    async fn data_keys(&self, id: &TenantId) -> StoreResult<Vec<DataKeyRow>>;
+    /// Adds a data key version and makes it current, atomically. Returns false if
+    /// the tenant does not exist; `Conflict` if the version exists.
+    async fn add_data_key(&self, id: &TenantId, key: DataKeyRow) -> StoreResult<bool>;
+    /// Deletes data key versions below `below` that no record uses any more;
+    /// returns how many were destroyed.
+    async fn retire_data_keys(&self, id: &TenantId, below: KeyVersion) -> StoreResult<u64>;
+
+    /// Removes every row of the tenant (records, API keys, wrapped data keys, the
+    /// tenant itself) in one transaction and keeps `receipt` as the tombstone that
+    /// stops the id from being reused. `None` if the tenant does not exist.
+    async fn erase_tenant(
+        &self,
+        id: &TenantId,
+        erased_at: UnixMillis,
+        receipt: Vec<u8>,
+    ) -> StoreResult<Option<ErasureCounts>>;
+
+    async fn insert_api_key(&self, row: ApiKeyRow) -> StoreResult<()>;
+    async fn api_key(&self, key_id: &ApiKeyId) -> StoreResult<Option<ApiKeyRow>>;
+    /// Marks a key revoked. False if no such key belongs to this tenant.
+    async fn revoke_api_key(
+        &self,
+        tenant: &TenantId,
+        key_id: &ApiKeyId,
+        at: UnixMillis,
+    ) -> StoreResult<bool>;
+
+    /// Inserts a record; `Conflict` if (tenant, kind, id) exists.
+    async fn insert_record(&self, row: RecordRow) -> StoreResult<i64>;
+    /// One record, if it exists and has not expired at `now`.
+    async fn record(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        record_id: &str,
+        now: UnixMillis,
+    ) -> StoreResult<Option<StoredRecord>>;
+    /// Unexpired records of one kind in insertion order after `after_seq`.
+    async fn list_records(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        after_seq: i64,
+        limit: u32,
+        now: UnixMillis,
+    ) -> StoreResult<Vec<StoredRecord>>;
+    /// Deletes one record; false if there was none (expired ones count as none).
+    async fn delete_record(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        record_id: &str,
+        now: UnixMillis,
+    ) -> StoreResult<bool>;
+
+    /// Records of the tenant sealed under a version below `below`, for re-sealing.
+    async fn records_sealed_below(
+        &self,
+        tenant: &TenantId,
+        below: KeyVersion,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredRecord>>;
+    /// Replaces a record's ciphertext if it is still sealed under `expected`.
+    async fn reseal_record(
+        &self,
+        tenant: &TenantId,
+        seq: i64,
+        expected: KeyVersion,
+        new_version: KeyVersion,
+        sealed: Vec<u8>,
+    ) -> StoreResult<bool>;
+
+    /// Tenants that still have records or keys under a version older than their
+    /// current one: re-sealing was interrupted and should resume.
+    async fn tenants_with_old_keys(&self, limit: u32) -> StoreResult<Vec<TenantId>>;
+
+    async fn counts(&self) -> StoreResult<StoreCounts>;
+    /// A cheap round trip, for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Finishes queued writes and closes; later calls return `Closed`.
+    async fn shutdown(&self);
 }

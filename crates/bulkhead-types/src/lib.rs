@@ -275,14 +275,23 @@ impl RecordKind {
     /// A document as ingested: id, text and metadata.
     pub const DOCUMENT: RecordKind = RecordKind("document");
 
-    /// For kinds added by later capabilities (sessions, traces, chunks): each is a
-    /// constant, never a string taken from a request.
-    pub const fn custom(name: &'static str) -> Self {
-        Self(name)
+    /// Every kind there is. Later capabilities (sessions, traces, chunks) add theirs
+    /// here as constants; a kind is never a string taken from a request.
+    pub const ALL: &'static [RecordKind] = &[RecordKind::DOCUMENT];
+
+    /// The kind a stored name stands for; `None` for a name this build does not know.
+    pub fn from_stored(name: &str) -> Option<RecordKind> {
+        Self::ALL.iter().copied().find(|k| k.0 == name)
     }
 
     pub fn as_str(self) -> &'static str {
         self.0
+    }
+
+    /// A kind for tests of the kind binding; never stored by the server.
+    #[doc(hidden)]
+    pub const fn test_only(name: &'static str) -> Self {
+        Self(name)
     }
 }
 
