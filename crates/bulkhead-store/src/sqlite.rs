@@ -48,7 +48,11 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { readers: 4, group_commit_max: 256, queue_len_max: 4096 }
+        Self {
+            readers: 4,
+            group_commit_max: 256,
+            queue_len_max: 4096,
+        }
     }
 }
 
@@ -65,7 +69,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -146,8 +152,9 @@ impl SqliteStore {
     pub fn open(path: &Path, options: SqliteOptions) -> StoreResult<Self> {
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StoreError::Backend(format!("create {}: {e}", parent.display())))?;
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Backend(format!("create {}: {e}", parent.display()))
+                })?;
             }
         }
         let writer_conn = Connection::open(path).map_err(backend)?;
@@ -163,7 +170,8 @@ impl SqliteStore {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(backend)?;
-            conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(backend)?;
             readers.push(Mutex::new(conn));
         }
 
@@ -201,7 +209,9 @@ impl SqliteStore {
                 let result = if committed {
                     result
                 } else {
-                    Err(StoreError::Backend("group commit failed; nothing was written".into()))
+                    Err(StoreError::Backend(
+                        "group commit failed; nothing was written".into(),
+                    ))
                 };
                 // The caller may have gone away (request cancelled); the write stands.
                 let _ = reply.send(result);
@@ -245,7 +255,11 @@ fn in_savepoint<R>(
 ) -> StoreResult<R> {
     conn.execute_batch("SAVEPOINT job").map_err(backend)?;
     let result = f(conn);
-    let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+    let end = if result.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
     conn.execute_batch(end).map_err(backend)?;
     result
 }
@@ -307,7 +321,10 @@ fn tenant_from_row(row: &Row<'_>) -> StoreResult<TenantRow> {
 }
 
 fn version_from(value: i64) -> StoreResult<KeyVersion> {
-    u32::try_from(value).ok().and_then(KeyVersion::new).ok_or_else(|| corrupt("key version"))
+    u32::try_from(value)
+        .ok()
+        .and_then(KeyVersion::new)
+        .ok_or_else(|| corrupt("key version"))
 }
 
 const TENANT_COLUMNS: &str = "id, name, region, policy, status, current_key_version, created_at";
@@ -326,7 +343,10 @@ fn record_from_row(row: &Row<'_>) -> StoreResult<StoredRecord> {
             key_version: version_from(row.get(4).map_err(backend)?)?,
             sealed: row.get(5).map_err(backend)?,
             created_at: UnixMillis(row.get(6).map_err(backend)?),
-            expires_at: row.get::<_, Option<i64>>(7).map_err(backend)?.map(UnixMillis),
+            expires_at: row
+                .get::<_, Option<i64>>(7)
+                .map_err(backend)?
+                .map(UnixMillis),
         },
     })
 }
@@ -339,8 +359,14 @@ fn api_key_from_row(row: &Row<'_>) -> StoreResult<ApiKeyRow> {
         tenant_id: TenantId::parse(&tenant).map_err(|_| corrupt("tenant id"))?,
         secret_hash: row.get(2).map_err(backend)?,
         created_at: UnixMillis(row.get(3).map_err(backend)?),
-        expires_at: row.get::<_, Option<i64>>(4).map_err(backend)?.map(UnixMillis),
-        revoked_at: row.get::<_, Option<i64>>(5).map_err(backend)?.map(UnixMillis),
+        expires_at: row
+            .get::<_, Option<i64>>(4)
+            .map_err(backend)?
+            .map(UnixMillis),
+        revoked_at: row
+            .get::<_, Option<i64>>(5)
+            .map_err(backend)?
+            .map(UnixMillis),
     })
 }
 
@@ -363,8 +389,11 @@ fn collect<T>(
 impl Store for SqliteStore {
     async fn get_or_init_meta(&self, key: &'static str, init: Vec<u8>) -> StoreResult<Vec<u8>> {
         self.write(move |conn| {
-            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![key, init])
-                .map_err(backend)?;
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, init],
+            )
+            .map_err(backend)?;
             conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
                 .map_err(backend)
         })
@@ -413,7 +442,9 @@ impl Store for SqliteStore {
         let id = id.clone();
         self.read(move |conn| {
             let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1");
-            Ok(collect(conn, &sql, [id.as_str()], tenant_from_row)?.into_iter().next())
+            Ok(collect(conn, &sql, [id.as_str()], tenant_from_row)?
+                .into_iter()
+                .next())
         })
         .await
     }
@@ -434,7 +465,10 @@ impl Store for SqliteStore {
         let id = id.clone();
         self.write(move |conn| {
             let n = conn
-                .execute("UPDATE tenants SET status = ?2 WHERE id = ?1", params![id.as_str(), status.as_str()])
+                .execute(
+                    "UPDATE tenants SET status = ?2 WHERE id = ?1",
+                    params![id.as_str(), status.as_str()],
+                )
                 .map_err(backend)?;
             Ok(n == 1)
         })
@@ -515,7 +549,9 @@ impl Store for SqliteStore {
             let records = records.map_err(backend)? as u64;
             let api_keys = conn.execute("DELETE FROM api_keys WHERE tenant_id = ?1", [tenant]);
             let api_keys = api_keys.map_err(backend)? as u64;
-            let tenants = conn.execute("DELETE FROM tenants WHERE id = ?1", [tenant]).map_err(backend)?;
+            let tenants = conn
+                .execute("DELETE FROM tenants WHERE id = ?1", [tenant])
+                .map_err(backend)?;
             if tenants == 0 {
                 return Ok(None);
             }
@@ -524,7 +560,11 @@ impl Store for SqliteStore {
                 params![tenant, erased_at.0, receipt],
             )
             .map_err(backend)?;
-            Ok(Some(ErasureCounts { records, api_keys, data_keys }))
+            Ok(Some(ErasureCounts {
+                records,
+                api_keys,
+                data_keys,
+            }))
         })
         .await
     }
@@ -702,7 +742,12 @@ impl Store for SqliteStore {
                 "SELECT {RECORD_COLUMNS} FROM records WHERE tenant_id = ?1 AND key_version < ?2
                  ORDER BY seq LIMIT ?3"
             );
-            collect(conn, &sql, params![tenant.as_str(), below.get(), limit], record_from_row)
+            collect(
+                conn,
+                &sql,
+                params![tenant.as_str(), below.get(), limit],
+                record_from_row,
+            )
         })
         .await
     }
@@ -721,7 +766,13 @@ impl Store for SqliteStore {
                 .execute(
                     "UPDATE records SET sealed = ?4, key_version = ?5
                      WHERE seq = ?1 AND tenant_id = ?2 AND key_version = ?3",
-                    params![seq, tenant.as_str(), expected.get(), sealed, new_version.get()],
+                    params![
+                        seq,
+                        tenant.as_str(),
+                        expected.get(),
+                        sealed,
+                        new_version.get()
+                    ],
                 )
                 .map_err(backend)?;
             Ok(n == 1)
@@ -753,7 +804,9 @@ impl Store for SqliteStore {
             };
             Ok(StoreCounts {
                 tenants: count("SELECT COUNT(*) FROM tenants")?,
-                quarantined_tenants: count("SELECT COUNT(*) FROM tenants WHERE status = 'quarantined'")?,
+                quarantined_tenants: count(
+                    "SELECT COUNT(*) FROM tenants WHERE status = 'quarantined'",
+                )?,
                 documents: count("SELECT COUNT(*) FROM records WHERE kind = 'document'")?,
             })
         })
@@ -761,7 +814,8 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend)).await
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+            .await
     }
 
     async fn shutdown(&self) {
@@ -793,7 +847,11 @@ mod tests {
     }
 
     fn key(v: u32) -> DataKeyRow {
-        DataKeyRow { version: KeyVersion::new(v).unwrap(), wrapped: vec![v as u8; 8], created_at: UnixMillis(1) }
+        DataKeyRow {
+            version: KeyVersion::new(v).unwrap(),
+            wrapped: vec![v as u8; 8],
+            created_at: UnixMillis(1),
+        }
     }
 
     fn record(t: &TenantRow, id: &str, expires_at: Option<i64>) -> RecordRow {
@@ -815,33 +873,94 @@ mod tests {
         let (a, b) = (tenant(1), tenant(2));
         store.create_tenant(a.clone(), key(1)).await.unwrap();
         store.create_tenant(b.clone(), key(1)).await.unwrap();
-        assert!(matches!(store.create_tenant(a.clone(), key(1)).await, Err(StoreError::Conflict)));
+        assert!(matches!(
+            store.create_tenant(a.clone(), key(1)).await,
+            Err(StoreError::Conflict)
+        ));
 
         store.insert_record(record(&a, "doc", None)).await.unwrap();
         store.insert_record(record(&b, "doc", None)).await.unwrap();
-        store.insert_record(record(&a, "old", Some(10))).await.unwrap();
-        assert!(matches!(store.insert_record(record(&a, "doc", None)).await, Err(StoreError::Conflict)));
+        store
+            .insert_record(record(&a, "old", Some(10)))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.insert_record(record(&a, "doc", None)).await,
+            Err(StoreError::Conflict)
+        ));
 
         let now = UnixMillis(20);
-        let got = store.record(&a.id, RecordKind::DOCUMENT, "doc", now).await.unwrap().unwrap();
+        let got = store
+            .record(&a.id, RecordKind::DOCUMENT, "doc", now)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.row.tenant_id, a.id);
-        assert!(store.record(&a.id, RecordKind::DOCUMENT, "old", now).await.unwrap().is_none());
-        assert!(store.record(&a.id, RecordKind::DOCUMENT, "old", UnixMillis(9)).await.unwrap().is_some());
-        let listed = store.list_records(&a.id, RecordKind::DOCUMENT, 0, 10, now).await.unwrap();
+        assert!(
+            store
+                .record(&a.id, RecordKind::DOCUMENT, "old", now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .record(&a.id, RecordKind::DOCUMENT, "old", UnixMillis(9))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let listed = store
+            .list_records(&a.id, RecordKind::DOCUMENT, 0, 10, now)
+            .await
+            .unwrap();
         assert_eq!(listed.len(), 1);
 
-        assert!(!store.delete_record(&a.id, RecordKind::DOCUMENT, "old", now).await.unwrap());
-        assert!(store.delete_record(&a.id, RecordKind::DOCUMENT, "doc", now).await.unwrap());
-        assert!(store.record(&b.id, RecordKind::DOCUMENT, "doc", now).await.unwrap().is_some());
+        assert!(
+            !store
+                .delete_record(&a.id, RecordKind::DOCUMENT, "old", now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .delete_record(&a.id, RecordKind::DOCUMENT, "doc", now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .record(&b.id, RecordKind::DOCUMENT, "doc", now)
+                .await
+                .unwrap()
+                .is_some()
+        );
 
-        let counts = store.erase_tenant(&b.id, now, b"receipt".to_vec()).await.unwrap().unwrap();
-        assert_eq!(counts, ErasureCounts { records: 1, api_keys: 0, data_keys: 1 });
+        let counts = store
+            .erase_tenant(&b.id, now, b"receipt".to_vec())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            counts,
+            ErasureCounts {
+                records: 1,
+                api_keys: 0,
+                data_keys: 1
+            }
+        );
         assert!(store.tenant(&b.id).await.unwrap().is_none());
         // An erased id is never reused.
-        assert!(matches!(store.create_tenant(b.clone(), key(1)).await, Err(StoreError::Conflict)));
+        assert!(matches!(
+            store.create_tenant(b.clone(), key(1)).await,
+            Err(StoreError::Conflict)
+        ));
         store.shutdown().await;
         assert!(matches!(store.ping().await, Ok(())));
-        assert!(matches!(store.insert_record(record(&a, "late", None)).await, Err(StoreError::Closed)));
+        assert!(matches!(
+            store.insert_record(record(&a, "late", None)).await,
+            Err(StoreError::Closed)
+        ));
     }
 
     #[tokio::test]
@@ -854,14 +973,21 @@ mod tests {
         let mut tasks = Vec::new();
         for i in 0..200 {
             let (store, t) = (Arc::clone(&store), t.clone());
-            tasks.push(tokio::spawn(async move { store.insert_record(record(&t, &format!("d{i}"), None)).await }));
+            tasks.push(tokio::spawn(async move {
+                store
+                    .insert_record(record(&t, &format!("d{i}"), None))
+                    .await
+            }));
         }
         for task in tasks {
             task.await.unwrap().unwrap();
         }
         store.shutdown().await;
         let reopened = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
-        let all = reopened.list_records(&t.id, RecordKind::DOCUMENT, 0, 1000, UnixMillis(0)).await.unwrap();
+        let all = reopened
+            .list_records(&t.id, RecordKind::DOCUMENT, 0, 1000, UnixMillis(0))
+            .await
+            .unwrap();
         assert_eq!(all.len(), 200);
     }
 }

@@ -1,14 +1,707 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Tenants, their key hierarchy, API keys and sealed documents.
+//!
+//! This is the only crate that turns stored rows into plaintext. Every tenant-plane
+//! operation takes a `TenantCtx`, which only `Vault::authenticate` can construct from
+//! a verified API key: there is no function here in which the tenant is a free
+//! parameter of a request (invariant 1). Every record is sealed with XAES-256-GCM
+//! under the tenant's data key, with associated data binding tenant id, record
+//! kind, record id and key version (invariant 2).
+//!
+//! Must never: return or log plaintext of another tenant; accept a tenant id from
+//! anything but a `TenantCtx` on the tenant plane; write a data key unwrapped.
+
+#![forbid(unsafe_code)]
+
+mod keys;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bulkhead_crypto::{CryptoError, KeyEncryptionKey, KeyedHasher, SecretKey, random_array};
+use bulkhead_store::{ApiKeyRow, DataKeyRow, RecordRow, Store, StoreError, TenantRow};
+use bulkhead_types::{
+    ApiKeyId, Clock, DocumentId, KeyVersion, PolicyName, RecordKind, Region, TenantId,
+    TenantStatus, UnixMillis,
+};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+pub use bulkhead_store::{ErasureCounts, StoreCounts, TenantRow as Tenant};
+pub use keys::record_aad;
+use keys::{KeyCache, dek_aad};
+
+/// What went wrong, in a closed set the HTTP edge maps to statuses.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    Conflict,
+    /// Input the caller can fix; the message is safe to show.
+    #[error("{0}")]
+    Invalid(String),
+    /// A record failed to open: a wrong binding, a foreign row or tampering.
+    #[error("a stored record failed its integrity check")]
+    Integrity,
+    #[error(
+        "the master key does not open this data directory's keys; supply the BULKHEAD_MASTER_KEY it was created with"
+    )]
+    MasterKeyMismatch,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("crypto: {0}")]
+    Crypto(CryptoError),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl From<CryptoError> for VaultError {
+    fn from(e: CryptoError) -> Self {
+        match e {
+            CryptoError::Open => VaultError::Integrity,
+            other => VaultError::Crypto(other),
+        }
     }
+}
+
+pub type VaultResult<T> = Result<T, VaultError>;
+
+/// Why a presented API key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    #[error("the credential is not valid")]
+    Invalid,
+    #[error("the API key has expired")]
+    Expired,
+    #[error("the API key has been revoked")]
+    Revoked,
+    #[error(
+        "the tenant is quarantined; its data is intact but no request is served until an operator releases it"
+    )]
+    Quarantined,
+    #[error("the credential could not be checked right now")]
+    Unavailable,
+}
+
+/// A verified tenant: proof that the request carried a valid, unrevoked, unexpired
+/// key of an active tenant. Only `Vault::authenticate` makes one.
+#[derive(Debug, Clone)]
+pub struct TenantCtx {
+    tenant: TenantId,
+    key_id: ApiKeyId,
+}
+
+impl TenantCtx {
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    pub fn key_id(&self) -> &ApiKeyId {
+        &self.key_id
+    }
+}
+
+/// Limits the vault enforces whatever the caller is.
+#[derive(Debug, Clone)]
+pub struct VaultLimits {
+    pub document_text_bytes_max: usize,
+    pub metadata_bytes_max: usize,
+    pub tenant_name_len_max: usize,
+    pub ttl_secs_max: u64,
+    pub page_len_max: u32,
+    /// Unwrapped data keys kept in memory at most.
+    pub key_cache_len_max: usize,
+}
+
+impl Default for VaultLimits {
+    fn default() -> Self {
+        Self {
+            document_text_bytes_max: 1 << 20,
+            metadata_bytes_max: 16 << 10,
+            tenant_name_len_max: 200,
+            ttl_secs_max: 10 * 365 * 24 * 3600,
+            page_len_max: 100,
+            key_cache_len_max: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub name: String,
+    pub region: Region,
+    pub policy: PolicyName,
+}
+
+/// An API key as issued: the token is shown once and never stored.
+#[derive(Debug)]
+pub struct IssuedKey {
+    pub key_id: ApiKeyId,
+    pub token: Zeroizing<String>,
+    pub expires_at: Option<UnixMillis>,
+}
+
+#[derive(Debug)]
+pub struct NewDocument {
+    pub id: Option<DocumentId>,
+    pub text: String,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub ttl_secs: Option<u64>,
+}
+
+/// A document as opened. The text is wiped when dropped.
+#[derive(Debug)]
+pub struct Document {
+    pub id: DocumentId,
+    pub text: Zeroizing<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_at: UnixMillis,
+    pub expires_at: Option<UnixMillis>,
+}
+
+#[derive(Debug)]
+pub struct StoredDocument {
+    pub id: DocumentId,
+    pub created_at: UnixMillis,
+    pub expires_at: Option<UnixMillis>,
+}
+
+#[derive(Debug)]
+pub struct DocumentPage {
+    pub documents: Vec<Document>,
+    pub next_cursor: Option<String>,
+}
+
+/// Proof of a crypto-shred, returned once to the operator and kept (without the
+/// tenant's name) as the tombstone of the id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErasureReceipt {
+    pub tenant_id: TenantId,
+    pub erased_at: UnixMillis,
+    pub data_keys_destroyed: u64,
+    pub records_deleted: u64,
+    pub api_keys_deleted: u64,
+    /// How the erasure works, for the reader of the receipt.
+    pub method: String,
+}
+
+/// The sealed payload of a document; the id is bound by the associated data.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentBody {
+    text: String,
+    #[serde(default)]
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+const SERVER_SECRET_META: &str = "server_secret.v1";
+const SERVER_SECRET_AAD: &[u8] = b"bulkhead/server-secret/v1";
+
+#[derive(Debug)]
+pub struct Vault {
+    store: Arc<dyn Store>,
+    kek: Arc<dyn KeyEncryptionKey>,
+    clock: Arc<dyn Clock>,
+    keys: KeyCache,
+    api_key_hasher: KeyedHasher,
+    /// A server-wide secret (wrapped by the master key in the store) from which
+    /// purpose-bound subkeys are derived.
+    server_secret: SecretKey,
+    limits: VaultLimits,
+}
+
+impl Vault {
+    /// Opens the vault over a store, creating the server secret on first use. Fails
+    /// with `MasterKeyMismatch` if the master key is not the one the store was
+    /// created with.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        kek: Arc<dyn KeyEncryptionKey>,
+        clock: Arc<dyn Clock>,
+        limits: VaultLimits,
+    ) -> VaultResult<Self> {
+        let fresh = SecretKey::generate()?;
+        let wrapped_fresh = kek.wrap(&fresh, SERVER_SECRET_AAD)?;
+        let wrapped = store
+            .get_or_init_meta(SERVER_SECRET_META, wrapped_fresh)
+            .await?;
+        let server_secret = kek
+            .unwrap(&wrapped, SERVER_SECRET_AAD)
+            .map_err(|_| VaultError::MasterKeyMismatch)?;
+        let api_key_hasher = KeyedHasher::new(&server_secret.derive("bulkhead/api-key-hash/v1"));
+        Ok(Self {
+            keys: KeyCache::new(limits.key_cache_len_max),
+            store,
+            kek,
+            clock,
+            api_key_hasher,
+            server_secret,
+            limits,
+        })
+    }
+
+    pub fn limits(&self) -> &VaultLimits {
+        &self.limits
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// A subkey of the server secret for one named purpose (later capabilities:
+    /// cache salts, fingerprint keys).
+    pub fn derive_server_key(&self, purpose: &str) -> SecretKey {
+        self.server_secret.derive(purpose)
+    }
+
+    pub fn now(&self) -> UnixMillis {
+        self.clock.now()
+    }
+
+    // ---- operator plane -------------------------------------------------------
+
+    pub async fn create_tenant(&self, new: NewTenant) -> VaultResult<Tenant> {
+        let name = new.name.trim();
+        if name.is_empty() || name.chars().count() > self.limits.tenant_name_len_max {
+            return Err(VaultError::Invalid(format!(
+                "name must be 1 to {} characters",
+                self.limits.tenant_name_len_max
+            )));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(VaultError::Invalid(
+                "name must not contain control characters".into(),
+            ));
+        }
+        let id = TenantId::from_random(random_array()?);
+        let now = self.clock.now();
+        let dek = SecretKey::generate()?;
+        let wrapped = self.kek.wrap(&dek, &dek_aad(&id, KeyVersion::FIRST))?;
+        let tenant = TenantRow {
+            id,
+            name: name.to_owned(),
+            region: new.region,
+            policy: new.policy,
+            status: TenantStatus::Active,
+            current_key_version: KeyVersion::FIRST,
+            created_at: now,
+        };
+        let first_key = DataKeyRow {
+            version: KeyVersion::FIRST,
+            wrapped,
+            created_at: now,
+        };
+        self.store.create_tenant(tenant.clone(), first_key).await?;
+        Ok(tenant)
+    }
+
+    pub async fn tenant(&self, id: &TenantId) -> VaultResult<Tenant> {
+        self.store.tenant(id).await?.ok_or(VaultError::NotFound)
+    }
+
+    /// One page of tenants and the cursor of the next, if any.
+    pub async fn list_tenants(
+        &self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> VaultResult<(Vec<Tenant>, Option<String>)> {
+        let limit = limit.clamp(1, self.limits.page_len_max);
+        let after = parse_cursor(cursor)?;
+        let rows = self.store.list_tenants(after, limit + 1).await?;
+        let next = (rows.len() > limit as usize).then(|| encode_cursor(rows[limit as usize - 1].0));
+        Ok((
+            rows.into_iter()
+                .take(limit as usize)
+                .map(|(_, t)| t)
+                .collect(),
+            next,
+        ))
+    }
+
+    pub async fn set_quarantine(&self, id: &TenantId, quarantined: bool) -> VaultResult<Tenant> {
+        let status = if quarantined {
+            TenantStatus::Quarantined
+        } else {
+            TenantStatus::Active
+        };
+        if !self.store.set_tenant_status(id, status).await? {
+            return Err(VaultError::NotFound);
+        }
+        self.tenant(id).await
+    }
+
+    /// Adds a new data key version; new records are sealed under it at once. Old
+    /// records still open under their version until `reseal` moves them.
+    pub async fn rotate_key(&self, id: &TenantId) -> VaultResult<KeyVersion> {
+        let tenant = self.tenant(id).await?;
+        let version = tenant
+            .current_key_version
+            .next()
+            .ok_or_else(|| VaultError::Invalid("key version space exhausted".into()))?;
+        let dek = SecretKey::generate()?;
+        let wrapped = self.kek.wrap(&dek, &dek_aad(id, version))?;
+        let row = DataKeyRow {
+            version,
+            wrapped,
+            created_at: self.clock.now(),
+        };
+        if !self.store.add_data_key(id, row).await? {
+            return Err(VaultError::NotFound);
+        }
+        Ok(version)
+    }
+
+    /// Re-seals up to `batch` records of the tenant that are under an older key
+    /// version; once none remain, destroys the old wrapped keys. Returns how many
+    /// records were re-sealed (0 means the tenant is fully rotated).
+    pub async fn reseal(&self, id: &TenantId, batch: u32) -> VaultResult<usize> {
+        let tenant = self.tenant(id).await?;
+        let current = tenant.current_key_version;
+        let rows = self
+            .store
+            .records_sealed_below(id, current, batch.max(1))
+            .await?;
+        let mut done = 0;
+        for stored in &rows {
+            let row = &stored.row;
+            let old_aad = record_aad(id, row.kind, &row.record_id, row.key_version);
+            let old_key = self
+                .keys
+                .get(&self.store, &*self.kek, id, row.key_version)
+                .await?;
+            let plain = old_key.open(&old_aad, &row.sealed)?;
+            let new_key = self.keys.get(&self.store, &*self.kek, id, current).await?;
+            let new_aad = record_aad(id, row.kind, &row.record_id, current);
+            let sealed = new_key.seal(&new_aad, plain.as_slice())?;
+            if self
+                .store
+                .reseal_record(id, stored.seq, row.key_version, current, sealed)
+                .await?
+            {
+                done += 1;
+            }
+        }
+        if rows.is_empty() {
+            let retired = self.store.retire_data_keys(id, current).await?;
+            if retired > 0 {
+                self.keys.forget_below(id, current);
+                tracing::info!(tenant = %id, retired, "old data key versions destroyed after re-sealing");
+            }
+        }
+        Ok(done)
+    }
+
+    /// Tenants whose re-sealing did not finish (for resuming after a restart).
+    pub async fn tenants_needing_reseal(&self, limit: u32) -> VaultResult<Vec<TenantId>> {
+        Ok(self.store.tenants_with_old_keys(limit).await?)
+    }
+
+    /// Crypto-shreds a tenant: its wrapped data keys are destroyed (after which no
+    /// copy of its ciphertext, backups included, can be opened), its rows deleted,
+    /// its in-memory keys dropped and wiped.
+    pub async fn erase_tenant(&self, id: &TenantId) -> VaultResult<ErasureReceipt> {
+        let erased_at = self.clock.now();
+        let mut receipt = ErasureReceipt {
+            tenant_id: id.clone(),
+            erased_at,
+            data_keys_destroyed: 0,
+            records_deleted: 0,
+            api_keys_deleted: 0,
+            method: "crypto-shred: every wrapped data key of the tenant was deleted, so its \
+                     ciphertext cannot be opened anywhere, backups included; its rows were then deleted"
+                .into(),
+        };
+        let tombstone =
+            serde_json::to_vec(&receipt).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let counts = self
+            .store
+            .erase_tenant(id, erased_at, tombstone)
+            .await?
+            .ok_or(VaultError::NotFound)?;
+        self.keys.forget_tenant(id);
+        receipt.data_keys_destroyed = counts.data_keys;
+        receipt.records_deleted = counts.records;
+        receipt.api_keys_deleted = counts.api_keys;
+        Ok(receipt)
+    }
+
+    pub async fn issue_api_key(
+        &self,
+        tenant: &TenantId,
+        ttl_secs: Option<u64>,
+    ) -> VaultResult<IssuedKey> {
+        self.tenant(tenant).await?;
+        let now = self.clock.now();
+        let expires_at = match ttl_secs {
+            Some(0) => return Err(VaultError::Invalid("ttl_seconds must be at least 1".into())),
+            Some(t) if t > self.limits.ttl_secs_max => {
+                return Err(VaultError::Invalid(format!(
+                    "ttl_seconds must be at most {}",
+                    self.limits.ttl_secs_max
+                )));
+            }
+            Some(t) => Some(now.saturating_add_secs(t)),
+            None => None,
+        };
+        let key_id = ApiKeyId::from_random(random_array()?);
+        let secret: Zeroizing<[u8; 32]> = Zeroizing::new(random_array()?);
+        let secret_text = Zeroizing::new(URL_SAFE_NO_PAD.encode(secret.as_ref()));
+        let row = ApiKeyRow {
+            key_id: key_id.clone(),
+            tenant_id: tenant.clone(),
+            secret_hash: self.api_key_hasher.hash(secret_text.as_bytes()).to_vec(),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+        };
+        self.store.insert_api_key(row).await?;
+        let token = Zeroizing::new(format!("{key_id}.{}", secret_text.as_str()));
+        Ok(IssuedKey {
+            key_id,
+            token,
+            expires_at,
+        })
+    }
+
+    pub async fn revoke_api_key(&self, tenant: &TenantId, key_id: &ApiKeyId) -> VaultResult<()> {
+        let now = self.clock.now();
+        if self.store.revoke_api_key(tenant, key_id, now).await? {
+            Ok(())
+        } else {
+            Err(VaultError::NotFound)
+        }
+    }
+
+    /// Verifies a presented API key (`bhk_<id>.<secret>`) and returns the tenant it
+    /// was issued to. The secret is compared as a keyed hash in constant time; an
+    /// unknown key id costs the same hash so timing does not reveal which ids exist.
+    pub async fn authenticate(&self, presented: &str) -> Result<TenantCtx, AuthError> {
+        let (id_part, secret) = presented.split_once('.').ok_or(AuthError::Invalid)?;
+        let key_id = ApiKeyId::parse(id_part).map_err(|_| AuthError::Invalid)?;
+        let row = self
+            .store
+            .api_key(&key_id)
+            .await
+            .map_err(|_| AuthError::Unavailable)?;
+        let Some(row) = row else {
+            let _ = self.api_key_hasher.verify(secret.as_bytes(), &[0u8; 32]);
+            return Err(AuthError::Invalid);
+        };
+        if !self
+            .api_key_hasher
+            .verify(secret.as_bytes(), &row.secret_hash)
+        {
+            return Err(AuthError::Invalid);
+        }
+        if row.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if row.expires_at.is_some_and(|t| t <= self.clock.now()) {
+            return Err(AuthError::Expired);
+        }
+        let tenant = self
+            .store
+            .tenant(&row.tenant_id)
+            .await
+            .map_err(|_| AuthError::Unavailable)?;
+        match tenant {
+            None => Err(AuthError::Invalid),
+            Some(t) if t.status == TenantStatus::Quarantined => Err(AuthError::Quarantined),
+            Some(t) => Ok(TenantCtx {
+                tenant: t.id,
+                key_id,
+            }),
+        }
+    }
+
+    // ---- tenant plane ---------------------------------------------------------
+
+    pub async fn put_document(
+        &self,
+        ctx: &TenantCtx,
+        new: NewDocument,
+    ) -> VaultResult<StoredDocument> {
+        if new.text.len() > self.limits.document_text_bytes_max {
+            return Err(VaultError::Invalid(format!(
+                "text must be at most {} bytes",
+                self.limits.document_text_bytes_max
+            )));
+        }
+        let expires_at = match new.ttl_secs {
+            Some(0) => return Err(VaultError::Invalid("ttl_seconds must be at least 1".into())),
+            Some(t) if t > self.limits.ttl_secs_max => {
+                return Err(VaultError::Invalid(format!(
+                    "ttl_seconds must be at most {}",
+                    self.limits.ttl_secs_max
+                )));
+            }
+            other => other,
+        };
+        let id = match new.id {
+            Some(id) => id,
+            None => DocumentId::generate(random_array()?),
+        };
+        let mut body = DocumentBody {
+            text: new.text,
+            metadata: new.metadata.unwrap_or_default(),
+        };
+        let mut plain =
+            serde_json::to_vec(&body).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        body.text.zeroize();
+        if plain.len() > self.limits.document_text_bytes_max + self.limits.metadata_bytes_max {
+            bulkhead_crypto::wipe(&mut plain);
+            return Err(VaultError::Invalid(format!(
+                "metadata must be at most {} bytes",
+                self.limits.metadata_bytes_max
+            )));
+        }
+        let tenant = ctx.tenant();
+        let version = self.current_version(tenant).await?;
+        let key = self
+            .keys
+            .get(&self.store, &*self.kek, tenant, version)
+            .await?;
+        let aad = record_aad(tenant, RecordKind::DOCUMENT, id.as_str(), version);
+        key.seal_in_place(&aad, &mut plain)?;
+        let now = self.clock.now();
+        let expires_at = expires_at.map(|t| now.saturating_add_secs(t));
+        let row = RecordRow {
+            tenant_id: tenant.clone(),
+            kind: RecordKind::DOCUMENT,
+            record_id: id.as_str().to_owned(),
+            key_version: version,
+            sealed: plain,
+            created_at: now,
+            expires_at,
+        };
+        match self.store.insert_record(row).await {
+            Ok(_) => Ok(StoredDocument {
+                id,
+                created_at: now,
+                expires_at,
+            }),
+            Err(StoreError::Conflict) => Err(VaultError::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn document(&self, ctx: &TenantCtx, id: &DocumentId) -> VaultResult<Document> {
+        let now = self.clock.now();
+        let stored = self
+            .store
+            .record(ctx.tenant(), RecordKind::DOCUMENT, id.as_str(), now)
+            .await?
+            .ok_or(VaultError::NotFound)?;
+        self.open_document(ctx.tenant(), stored.row).await
+    }
+
+    pub async fn list_documents(
+        &self,
+        ctx: &TenantCtx,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> VaultResult<DocumentPage> {
+        let limit = limit.clamp(1, self.limits.page_len_max);
+        let after = parse_cursor(cursor)?;
+        let now = self.clock.now();
+        let rows = self
+            .store
+            .list_records(ctx.tenant(), RecordKind::DOCUMENT, after, limit + 1, now)
+            .await?;
+        let next_cursor =
+            (rows.len() > limit as usize).then(|| encode_cursor(rows[limit as usize - 1].seq));
+        let mut documents = Vec::with_capacity(rows.len().min(limit as usize));
+        for stored in rows.into_iter().take(limit as usize) {
+            documents.push(self.open_document(ctx.tenant(), stored.row).await?);
+        }
+        Ok(DocumentPage {
+            documents,
+            next_cursor,
+        })
+    }
+
+    pub async fn delete_document(&self, ctx: &TenantCtx, id: &DocumentId) -> VaultResult<()> {
+        let now = self.clock.now();
+        if self
+            .store
+            .delete_record(ctx.tenant(), RecordKind::DOCUMENT, id.as_str(), now)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(VaultError::NotFound)
+        }
+    }
+
+    pub async fn counts(&self) -> VaultResult<StoreCounts> {
+        Ok(self.store.counts().await?)
+    }
+
+    async fn current_version(&self, tenant: &TenantId) -> VaultResult<KeyVersion> {
+        // The tenant row is read per write so that a rotation done by another
+        // replica takes effect at once.
+        Ok(self.tenant(tenant).await?.current_key_version)
+    }
+
+    async fn open_document(&self, tenant: &TenantId, row: RecordRow) -> VaultResult<Document> {
+        // Paired with the write path: the row must be the tenant's and of the kind
+        // asked for before any key is touched (the AAD check below is the real wall).
+        debug_assert_eq!(&row.tenant_id, tenant);
+        let key = self
+            .keys
+            .get(&self.store, &*self.kek, tenant, row.key_version)
+            .await?;
+        let aad = record_aad(
+            tenant,
+            RecordKind::DOCUMENT,
+            &row.record_id,
+            row.key_version,
+        );
+        let plain = key.open_in_place(&aad, row.sealed).inspect_err(|_| {
+            tracing::error!(tenant = %tenant, record = %row.record_id,
+                "a document failed to open under its tenant's key: the row was moved, altered or corrupted");
+        })?;
+        let body: DocumentBody =
+            serde_json::from_slice(plain.as_slice()).map_err(|_| VaultError::Integrity)?;
+        let id = DocumentId::parse(&row.record_id).map_err(|_| VaultError::Integrity)?;
+        Ok(Document {
+            id,
+            text: Zeroizing::new(body.text),
+            metadata: body.metadata,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+        })
+    }
+
+    /// Opens a raw record of any kind for this tenant. For tests of the binding and
+    /// for later capabilities that add kinds.
+    pub async fn open_record(
+        &self,
+        ctx: &TenantCtx,
+        kind: RecordKind,
+        row: &RecordRow,
+    ) -> VaultResult<bulkhead_crypto::Plaintext> {
+        let key = self
+            .keys
+            .get(&self.store, &*self.kek, ctx.tenant(), row.key_version)
+            .await?;
+        let aad = record_aad(ctx.tenant(), kind, &row.record_id, row.key_version);
+        Ok(key.open(&aad, &row.sealed)?)
+    }
+}
+
+fn encode_cursor(seq: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("s{seq}"))
+}
+
+fn parse_cursor(cursor: Option<&str>) -> VaultResult<i64> {
+    let Some(cursor) = cursor else { return Ok(0) };
+    let bad = || VaultError::Invalid("cursor is not one this server issued".into());
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
+    text.strip_prefix('s')
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(bad)
 }
