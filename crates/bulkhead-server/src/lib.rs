@@ -1,14 +1,219 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The HTTP edge of Bulkhead: the axum router, credentials for each plane, the JSON
+//! wire types, problem+json errors and metrics.
+//!
+//! Only this crate knows axum and the wire format. Handlers are thin: they parse,
+//! call the vault with a `TenantCtx` (tenant plane) or as the operator (admin
+//! plane), and shape the answer. Must never: read a tenant id from the path, query
+//! or body of a tenant-plane request; put content or secrets in a log line or a
+//! metric label.
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod documents;
+pub mod error;
+mod extract;
+pub mod metrics;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use bulkhead_types::TenantId;
+use bulkhead_vault::Vault;
+
+use crate::error::{ApiError, ProblemKind};
+use crate::metrics::Metrics;
+
+/// Limits the HTTP layer enforces on what a client controls.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    pub body_bytes_max: usize,
+    pub request_timeout: Duration,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            body_bytes_max: 2 << 20,
+            request_timeout: Duration::from_secs(30),
+        }
     }
+}
+
+/// Everything a handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub vault: Arc<Vault>,
+    pub metrics: Arc<Metrics>,
+    pub limits: ServerLimits,
+    /// SHA-256 of the admin token: comparing digests in constant time does not leak
+    /// the token's length.
+    admin_token_digest: [u8; 32],
+}
+
+impl AppState {
+    pub fn new(vault: Arc<Vault>, admin_token: &str, limits: ServerLimits) -> Self {
+        Self {
+            vault,
+            metrics: Arc::new(Metrics::new()),
+            limits,
+            admin_token_digest: bulkhead_crypto::sha256(admin_token.as_bytes()),
+        }
+    }
+
+    fn admin_token_matches(&self, presented: &str) -> bool {
+        let digest = bulkhead_crypto::sha256(presented.as_bytes());
+        bulkhead_crypto::constant_time_eq(&digest, &self.admin_token_digest)
+    }
+
+    /// Re-seals a tenant's records under its current key in the background, in
+    /// bounded batches, then retires the old keys. Logged, never fatal.
+    pub fn spawn_reseal(&self, tenant: TenantId) {
+        let vault = Arc::clone(&self.vault);
+        tokio::spawn(async move {
+            let mut total = 0usize;
+            loop {
+                match vault.reseal(&tenant, 256).await {
+                    Ok(0) => break,
+                    Ok(n) => total += n,
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant, error = %e,
+                            "re-sealing stopped; it resumes at the next start or rotation");
+                        return;
+                    }
+                }
+            }
+            tracing::info!(tenant = %tenant, records = total, "re-sealed records under the current key");
+        });
+    }
+}
+
+/// The whole HTTP API. Built by a function so tests drive it with
+/// `tower::ServiceExt::oneshot`, no sockets.
+pub fn app(state: AppState) -> Router {
+    let admin = Router::new()
+        .route(
+            "/tenants",
+            post(admin::create_tenant).get(admin::list_tenants),
+        )
+        .route(
+            "/tenants/{id}",
+            get(admin::show_tenant).delete(admin::erase_tenant),
+        )
+        .route("/tenants/{id}/keys", post(admin::issue_key))
+        .route("/tenants/{id}/keys/{key_id}", delete(admin::revoke_key))
+        .route(
+            "/tenants/{id}/quarantine",
+            post(admin::quarantine).delete(admin::release),
+        )
+        .route("/tenants/{id}/rotate-key", post(admin::rotate_key));
+    let tenant = Router::new()
+        .route("/documents", post(documents::create).get(documents::list))
+        .route(
+            "/documents/{id}",
+            get(documents::show).delete(documents::remove),
+        );
+    Router::new()
+        .nest("/admin/v1", admin)
+        .nest("/v1", tenant)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/problems/{code}", get(problem_doc))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.limits.body_bytes_max))
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}
+
+/// Bounds the time of every request. A request cut off here acknowledged nothing
+/// the client could rely on: a write either committed before the cut (and the
+/// client is told to check) or not at all.
+async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            ProblemKind::RequestTimeout,
+            "the request exceeded the server's time limit",
+        )
+        .into_response(),
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.vault.store().ping().await {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"ready"}"#,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed: the store did not answer");
+            ApiError::new(ProblemKind::Unavailable, "the store is not answering").into_response()
+        }
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    match state.vault.counts().await {
+        Ok(counts) => state.metrics.set_counts(&counts),
+        Err(e) => tracing::warn!(error = %e, "could not count rows for metrics"),
+    }
+    let mut response = state.metrics.encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+async fn problem_doc(Path(code): Path<String>) -> Response {
+    match ProblemKind::ALL.iter().find(|k| k.code() == code) {
+        Some(kind) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!(
+                "{} ({})\n\n{}\n",
+                kind.title(),
+                kind.status(),
+                kind.advice()
+            ),
+        )
+            .into_response(),
+        None => ApiError::not_found().into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ProblemKind::MethodNotAllowed,
+        "this endpoint does not support that method",
+    )
+}
+
+/// 204 No Content.
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
 }

@@ -1,0 +1,153 @@
+//! Request extractors: credentials for each plane and strict JSON bodies.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use bulkhead_vault::TenantCtx;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::{ApiError, ProblemKind};
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::new(
+            ProblemKind::Unauthorized,
+            "send Authorization: Bearer <token>",
+        )
+    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::new(ProblemKind::Unauthorized, "the credential is not valid"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::new(ProblemKind::Unauthorized, "use the Bearer scheme"))?;
+    Ok(token.trim())
+}
+
+/// The operator: the request carried the admin token. The admin token reaches only
+/// `/admin/…`; API keys are refused here.
+#[derive(Debug)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        if state.admin_token_matches(token) {
+            Ok(Admin)
+        } else {
+            state.metrics.auth_failure("admin");
+            Err(ApiError::new(
+                ProblemKind::Unauthorized,
+                "this endpoint needs the admin token",
+            ))
+        }
+    }
+}
+
+/// A tenant: the request carried a valid API key of an active tenant. The tenant
+/// comes from the key and from nowhere else (invariant 1).
+#[derive(Debug)]
+pub struct Tenant(pub TenantCtx);
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        match state.vault.authenticate(token).await {
+            Ok(ctx) => Ok(Tenant(ctx)),
+            Err(e) => {
+                state.metrics.auth_failure("tenant");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// A JSON body that must be `application/json`, within the body limit, valid UTF-8
+/// JSON, and of exactly the expected shape: unknown fields are refused (the target
+/// types say `deny_unknown_fields`) because silently ignoring a misspelt
+/// `ttl_seconds` would keep data longer than the client asked.
+#[derive(Debug)]
+pub struct StrictJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for StrictJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = read_json_body(req, state).await?;
+        parse_json(&bytes).map(StrictJson)
+    }
+}
+
+/// Like `StrictJson`, for endpoints whose fields are all optional: an empty body
+/// (as `curl -X POST` sends) reads as `{}`.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let has_type = req.headers().contains_key(header::CONTENT_TYPE);
+        let declared_len = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok());
+        if !has_type && matches!(declared_len, None | Some("0")) {
+            let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+            if bytes.is_empty() {
+                return Ok(OptionalJson(T::default()));
+            }
+            return Err(ApiError::new(
+                ProblemKind::UnsupportedMediaType,
+                "send Content-Type: application/json",
+            ));
+        }
+        let bytes = read_json_body(req, state).await?;
+        parse_json(&bytes).map(OptionalJson)
+    }
+}
+
+async fn read_json_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            ProblemKind::UnsupportedMediaType,
+            "send Content-Type: application/json",
+        ));
+    }
+    Bytes::from_request(req, state).await.map_err(body_error)
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            ProblemKind::PayloadTooLarge,
+            "the body exceeds the server's body_bytes_max",
+        )
+    } else {
+        ApiError::new(
+            ProblemKind::InvalidRequest,
+            "the request body could not be read",
+        )
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        // serde_json's message names the field and position, never the content.
+        ApiError::new(ProblemKind::MalformedJson, e.to_string())
+    })
+}

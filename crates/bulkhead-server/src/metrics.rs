@@ -1,0 +1,154 @@
+//! Prometheus metrics. Labels are route templates, methods and statuses — never a
+//! path with ids in it, never content.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlaneLabels {
+    plane: String,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    auth_failures: Family<PlaneLabels, Counter>,
+    tenants: Gauge,
+    quarantined_tenants: Gauge,
+    documents: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("bulkhead");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ])
+        });
+        let auth_failures = Family::<PlaneLabels, Counter>::default();
+        let (tenants, quarantined_tenants, documents) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route template, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template and method",
+            latency.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Refused credentials by plane",
+            auth_failures.clone(),
+        );
+        registry.register("tenants", "Registered tenants", tenants.clone());
+        registry.register(
+            "quarantined_tenants",
+            "Tenants in quarantine",
+            quarantined_tenants.clone(),
+        );
+        registry.register(
+            "documents",
+            "Stored (sealed) documents, all tenants",
+            documents.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            auth_failures,
+            tenants,
+            quarantined_tenants,
+            documents,
+        }
+    }
+
+    pub fn auth_failure(&self, plane: &str) {
+        self.auth_failures
+            .get_or_create(&PlaneLabels {
+                plane: plane.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn set_counts(&self, counts: &bulkhead_vault::StoreCounts) {
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.tenants.set(clamp(counts.tenants));
+        self.quarantined_tenants
+            .set(clamp(counts.quarantined_tenants));
+        self.documents.set(clamp(counts.documents));
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Counts and times every request under its route template.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let metrics: &Arc<Metrics> = &state.metrics;
+    metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+            method: method.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}

@@ -1,0 +1,148 @@
+//! JSON wire types of Bulkhead's own endpoints. Requests refuse unknown fields.
+
+use bulkhead_types::{DocumentId, PolicyName, Region, UnixMillis};
+use bulkhead_vault::{Document, Tenant};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// RFC 3339 in UTC, as every time on the wire is written.
+pub fn rfc3339(t: UnixMillis) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0) * 1_000_000)
+        .ok()
+        .and_then(|dt| dt.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantRequest {
+    pub name: String,
+    #[serde(default)]
+    pub region: Option<Region>,
+    #[serde(default)]
+    pub policy: Option<PolicyName>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TenantResponse {
+    pub id: String,
+    pub name: String,
+    pub region: String,
+    pub policy: String,
+    pub status: String,
+    pub key_version: u32,
+    pub created_at: String,
+}
+
+impl From<&Tenant> for TenantResponse {
+    fn from(t: &Tenant) -> Self {
+        Self {
+            id: t.id.to_string(),
+            name: t.name.clone(),
+            region: t.region.to_string(),
+            policy: t.policy.to_string(),
+            status: t.status.as_str().to_owned(),
+            key_version: t.current_key_version.get(),
+            created_at: rfc3339(t.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TenantListResponse {
+    pub tenants: Vec<TenantResponse>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueKeyRequest {
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IssuedKeyResponse {
+    pub key_id: String,
+    /// Shown once; the server keeps only a keyed hash.
+    pub key: String,
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RotateKeyResponse {
+    pub tenant_id: String,
+    pub key_version: u32,
+    /// Older records are being re-sealed under the new version in the background.
+    pub resealing: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDocumentRequest {
+    #[serde(default)]
+    pub id: Option<DocumentId>,
+    pub text: String,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreateDocumentResponse {
+    pub id: String,
+    /// Retrieval chunks indexed for the document. Chunking arrives with tenant-scoped
+    /// retrieval; until then documents are stored whole and this is 0.
+    pub chunks: u32,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DocumentResponse {
+    pub id: String,
+    pub text: String,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+impl From<&Document> for DocumentResponse {
+    fn from(d: &Document) -> Self {
+        Self {
+            id: d.id.to_string(),
+            text: d.text.to_string(),
+            metadata: d.metadata.clone(),
+            created_at: rfc3339(d.created_at),
+            expires_at: d.expires_at.map(rfc3339),
+        }
+    }
+}
+
+/// A document in a list page: everything but the text, which `GET /v1/documents/{id}`
+/// returns, so a page stays small whatever the documents weigh.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DocumentSummary {
+    pub id: String,
+    pub text_bytes: usize,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DocumentListResponse {
+    pub documents: Vec<DocumentSummary>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}

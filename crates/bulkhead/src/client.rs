@@ -1,0 +1,285 @@
+//! The operator CLI: `bulkhead tenant …` and `bulkhead key …` over the admin API of
+//! a running server.
+
+use anyhow::{Context, bail};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::{ConnArgs, KeyCommand, TenantCommand};
+
+struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: Zeroizing<String>,
+    json: bool,
+}
+
+impl AdminClient {
+    fn new(conn: ConnArgs) -> anyhow::Result<Self> {
+        let token = match conn.admin_token {
+            Some(t) => Zeroizing::new(t),
+            None => {
+                let path = conn.data_dir.join("admin.token");
+                let text = std::fs::read_to_string(&path).with_context(|| {
+                    format!(
+                        "no admin token: set BULKHEAD_ADMIN_TOKEN or --admin-token (the development token is read from {}, \
+                         which could not be read)",
+                        path.display()
+                    )
+                })?;
+                Zeroizing::new(text.trim().to_owned())
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .context("build the HTTP client")?;
+        Ok(Self {
+            http,
+            base: conn.server.trim_end_matches('/').to_owned(),
+            token,
+            json: conn.json,
+        })
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let url = format!("{}/admin/v1{path}", self.base);
+        let mut request = self
+            .http
+            .request(method, &url)
+            .bearer_auth(self.token.as_str());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| {
+            format!(
+                "reach the server at {} (is `bulkhead serve` running? see --server)",
+                self.base
+            )
+        })?;
+        let status = response.status();
+        let text = response.text().await.context("read the server's answer")?;
+        if !status.is_success() {
+            let problem: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let title = problem["title"].as_str().unwrap_or("request failed");
+            let detail = problem["detail"].as_str().unwrap_or(&text);
+            if status == StatusCode::UNAUTHORIZED {
+                bail!(
+                    "{title}: {detail} (HTTP {status}); check BULKHEAD_ADMIN_TOKEN / --admin-token"
+                );
+            }
+            bail!("{title}: {detail} (HTTP {status})");
+        }
+        if text.is_empty() {
+            Ok(Value::Null)
+        } else {
+            serde_json::from_str(&text).context("parse the server's JSON")
+        }
+    }
+
+    fn print(&self, value: &Value, summary: impl FnOnce(&Value) -> String) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+        } else {
+            println!("{}", summary(value));
+        }
+    }
+}
+
+fn tenant_line(t: &Value) -> String {
+    format!(
+        "{}  {:<24}  region={}  policy={}  status={}  key=v{}",
+        t["id"].as_str().unwrap_or("?"),
+        t["name"].as_str().unwrap_or("?"),
+        t["region"].as_str().unwrap_or("?"),
+        t["policy"].as_str().unwrap_or("?"),
+        t["status"].as_str().unwrap_or("?"),
+        t["key_version"],
+    )
+}
+
+fn segment(id: &str) -> anyhow::Result<&str> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        bail!("{id:?} is not an id (expected something like tn_0123… or bhk_0123…)");
+    }
+    Ok(id)
+}
+
+pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()> {
+    let client = AdminClient::new(conn)?;
+    match command {
+        TenantCommand::Create {
+            name,
+            region,
+            policy,
+        } => {
+            let mut body = json!({ "name": name });
+            if let Some(r) = region {
+                body["region"] = json!(r);
+            }
+            if let Some(p) = policy {
+                body["policy"] = json!(p);
+            }
+            let t = client.call(Method::POST, "/tenants", Some(body)).await?;
+            client.print(&t, |t| {
+                format!(
+                    "created {}\nnext: bulkhead key issue {}",
+                    tenant_line(t),
+                    t["id"].as_str().unwrap_or("?")
+                )
+            });
+        }
+        TenantCommand::List => {
+            let mut cursor: Option<String> = None;
+            let mut all = Vec::new();
+            loop {
+                let path = match &cursor {
+                    Some(c) => format!("/tenants?limit=100&cursor={c}"),
+                    None => "/tenants?limit=100".to_owned(),
+                };
+                let page = client.call(Method::GET, &path, None).await?;
+                all.extend(page["tenants"].as_array().cloned().unwrap_or_default());
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break,
+                }
+            }
+            let value = Value::Array(all);
+            client.print(&value, |v| {
+                let rows: Vec<String> = v
+                    .as_array()
+                    .map(|a| a.iter().map(tenant_line).collect())
+                    .unwrap_or_default();
+                if rows.is_empty() {
+                    "no tenants yet; create one with `bulkhead tenant create --name …`".into()
+                } else {
+                    rows.join("\n")
+                }
+            });
+        }
+        TenantCommand::Show { tenant_id } => {
+            let t = client
+                .call(
+                    Method::GET,
+                    &format!("/tenants/{}", segment(&tenant_id)?),
+                    None,
+                )
+                .await?;
+            client.print(&t, tenant_line);
+        }
+        TenantCommand::Quarantine { tenant_id } => {
+            let t = client
+                .call(
+                    Method::POST,
+                    &format!("/tenants/{}/quarantine", segment(&tenant_id)?),
+                    None,
+                )
+                .await?;
+            client.print(&t, |t| format!("quarantined {}\nits keys now get 403; undo with `bulkhead tenant release {tenant_id}`", tenant_line(t)));
+        }
+        TenantCommand::Release { tenant_id } => {
+            let t = client
+                .call(
+                    Method::DELETE,
+                    &format!("/tenants/{}/quarantine", segment(&tenant_id)?),
+                    None,
+                )
+                .await?;
+            client.print(&t, |t| format!("released {}", tenant_line(t)));
+        }
+        TenantCommand::RotateKey { tenant_id } => {
+            let r = client
+                .call(
+                    Method::POST,
+                    &format!("/tenants/{}/rotate-key", segment(&tenant_id)?),
+                    None,
+                )
+                .await?;
+            client.print(&r, |r| {
+                format!(
+                    "data key rotated to v{}; older records are re-sealed in the background",
+                    r["key_version"]
+                )
+            });
+        }
+        TenantCommand::Delete { tenant_id, yes } => {
+            if !yes {
+                bail!(
+                    "deleting a tenant destroys its data keys: its data can never be read again, backups included. Re-run with --yes to confirm"
+                );
+            }
+            let r = client
+                .call(
+                    Method::DELETE,
+                    &format!("/tenants/{}", segment(&tenant_id)?),
+                    None,
+                )
+                .await?;
+            client.print(&r, |r| {
+                format!(
+                    "erased {} at {}: {} data key(s) destroyed, {} record(s) and {} API key(s) deleted\nkeep this receipt:\n{}",
+                    r["tenant_id"].as_str().unwrap_or("?"),
+                    r["erased_at"].as_str().unwrap_or("?"),
+                    r["data_keys_destroyed"],
+                    r["records_deleted"],
+                    r["api_keys_deleted"],
+                    serde_json::to_string_pretty(r).unwrap_or_default()
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+pub async fn key(conn: ConnArgs, command: KeyCommand) -> anyhow::Result<()> {
+    let client = AdminClient::new(conn)?;
+    match command {
+        KeyCommand::Issue {
+            tenant_id,
+            ttl_seconds,
+        } => {
+            let body = match ttl_seconds {
+                Some(t) => json!({ "ttl_seconds": t }),
+                None => json!({}),
+            };
+            let k = client
+                .call(
+                    Method::POST,
+                    &format!("/tenants/{}/keys", segment(&tenant_id)?),
+                    Some(body),
+                )
+                .await?;
+            client.print(&k, |k| {
+                format!(
+                    "key id:  {}\nkey:     {}\nexpires: {}\nThis key is shown once; the server keeps only a hash. Use it as `Authorization: Bearer <key>`.",
+                    k["key_id"].as_str().unwrap_or("?"),
+                    k["key"].as_str().unwrap_or("?"),
+                    k["expires_at"].as_str().unwrap_or("never (until revoked)"),
+                )
+            });
+        }
+        KeyCommand::Revoke { tenant_id, key_id } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!(
+                        "/tenants/{}/keys/{}",
+                        segment(&tenant_id)?,
+                        segment(&key_id)?
+                    ),
+                    None,
+                )
+                .await?;
+            if client.json {
+                println!("{}", json!({ "revoked": key_id }));
+            } else {
+                println!("revoked {key_id}; it is refused from the next request on");
+            }
+        }
+    }
+    Ok(())
+}

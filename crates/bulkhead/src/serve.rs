@@ -1,0 +1,174 @@
+//! `bulkhead serve`: resolve settings, obtain secrets, open the store and vault,
+//! serve until SIGINT/SIGTERM, then drain and close.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use base64::Engine;
+use bulkhead_crypto::{KeyEncryptionKey, LocalKek, random_array, write_secret_file};
+use bulkhead_server::{AppState, ServerLimits};
+use bulkhead_store::{SqliteOptions, SqliteStore, Store};
+use bulkhead_types::SystemClock;
+use bulkhead_vault::{Vault, VaultLimits};
+use zeroize::Zeroizing;
+
+use crate::config::ServeArgs;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let settings = args.resolve()?;
+    create_private_dir(&settings.data_dir)?;
+
+    let kek: Arc<dyn KeyEncryptionKey> = match &settings.master_key {
+        Some(text) => {
+            Arc::new(LocalKek::parse(text, "BULKHEAD_MASTER_KEY").context("read the master key")?)
+        }
+        None => {
+            let path = settings.data_dir.join("master.key");
+            let (kek, generated) =
+                LocalKek::load_or_generate(&path).context("load the development master key")?;
+            if generated {
+                tracing::warn!(path = %path.display(),
+                    "GENERATED A DEVELOPMENT MASTER KEY. Anyone who can read this file can open every tenant's data, \
+                     and losing it loses all data. In production set BULKHEAD_MASTER_KEY (32 random bytes, base64: \
+                     `openssl rand -base64 32`) from a secret manager, or a KMS provider once available.");
+            } else {
+                tracing::warn!(path = %path.display(),
+                    "using the development master key file; production should set BULKHEAD_MASTER_KEY");
+            }
+            Arc::new(kek)
+        }
+    };
+    let admin_token = match &settings.admin_token {
+        Some(token) if token.len() >= 16 => Zeroizing::new(token.clone()),
+        Some(_) => anyhow::bail!("the admin token must be at least 16 characters"),
+        None => load_or_generate_admin_token(&settings.data_dir.join("admin.token"))?,
+    };
+
+    let store = SqliteStore::open(
+        &settings.sqlite_path,
+        SqliteOptions {
+            group_commit_max: settings.sqlite_group_commit_max,
+            ..SqliteOptions::default()
+        },
+    )
+    .with_context(|| {
+        format!(
+            "open the SQLite store at {}",
+            settings.sqlite_path.display()
+        )
+    })?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let limits = VaultLimits {
+        document_text_bytes_max: settings.document_text_bytes_max,
+        ..VaultLimits::default()
+    };
+    let vault = Vault::open(Arc::clone(&store), kek, Arc::new(SystemClock), limits).await?;
+    let state = AppState::new(
+        Arc::new(vault),
+        &admin_token,
+        ServerLimits {
+            body_bytes_max: settings.body_bytes_max,
+            request_timeout: settings.request_timeout,
+        },
+    );
+    drop(admin_token);
+
+    for tenant in state.vault.tenants_needing_reseal(10_000).await? {
+        tracing::info!(tenant = %tenant, "resuming an interrupted re-seal after key rotation");
+        state.spawn_reseal(tenant);
+    }
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listen on {} (is another server running? use --listen)",
+                settings.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(store = %settings.sqlite_path.display(), "bulkhead listening on http://{addr}");
+
+    let app = bulkhead_server::app(state);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let grace = settings.shutdown_grace;
+    tokio::select! {
+        result = server => result.context("serve HTTP")?,
+        _ = async {
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing anyway"),
+    }
+    // Every acknowledged write was committed before its response was sent; this
+    // drains writes still queued and folds the WAL into the database file.
+    store.shutdown().await;
+    tracing::info!("bulkhead stopped cleanly");
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("create data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restrict data directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn load_or_generate_admin_token(path: &Path) -> anyhow::Result<Zeroizing<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Zeroizing::new(text.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes: [u8; 32] = random_array()?;
+            let token = Zeroizing::new(format!(
+                "bha_{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            ));
+            write_secret_file(path, token.as_bytes())
+                .with_context(|| format!("write {}", path.display()))?;
+            tracing::warn!(path = %path.display(),
+                "generated a development admin token (the CLI reads it from there). \
+                 In production set BULKHEAD_ADMIN_TOKEN from a secret manager.");
+            Ok(token)
+        }
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
