@@ -127,10 +127,10 @@ CREATE TABLE IF NOT EXISTS erasures (
 ";
 
 fn backend(e: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(f, _) = &e {
-        if f.code == rusqlite::ErrorCode::ConstraintViolation {
-            return StoreError::Conflict;
-        }
+    if let rusqlite::Error::SqliteFailure(f, _) = &e
+        && f.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        return StoreError::Conflict;
     }
     StoreError::Backend(e.to_string())
 }
@@ -150,12 +150,11 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path, options: SqliteOptions) -> StoreResult<Self> {
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    StoreError::Backend(format!("create {}: {e}", parent.display()))
-                })?;
-            }
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Backend(format!("create {}: {e}", parent.display())))?;
         }
         let writer_conn = Connection::open(path).map_err(backend)?;
         configure(&writer_conn).map_err(backend)?;

@@ -468,11 +468,14 @@ proptest! {
                         counter += 1;
                         let text = format!("{} body {counter}", canary(t));
                         let res = f.vault.put_document(&ctx, doc(&format!("doc{d}"), &text)).await;
-                        if model[t].contains_key(&format!("doc{d}")) {
-                            assert!(matches!(res, Err(VaultError::Conflict)));
-                        } else {
-                            res.unwrap();
-                            model[t].insert(format!("doc{d}"), text);
+                        match model[t].entry(format!("doc{d}")) {
+                            std::collections::btree_map::Entry::Occupied(_) => {
+                                assert!(matches!(res, Err(VaultError::Conflict)));
+                            }
+                            std::collections::btree_map::Entry::Vacant(slot) => {
+                                res.unwrap();
+                                slot.insert(text);
+                            }
                         }
                     }
                     Op::Get { doc: d, .. } => {
