@@ -11,7 +11,8 @@
 //! `synchronous=FULL`, commits batched by group commit), so the numbers include
 //! the fsyncs. The same workload is then run against a server started with
 //! `BULKHEAD_SQLITE_GROUP_COMMIT_MAX=1` (one fsync per document) to show what
-//! group commit buys.
+//! group commit buys. Data directories are created under the system temporary
+//! directory; set `TMPDIR` to measure another disk (a tmpfs makes fsync free).
 //!
 //! This is a measurement, not a test: it asserts nothing about timing. It does
 //! stop on any answer other than 201, because throughput of failures means
@@ -66,6 +67,10 @@ fn main() {
         WARM_UP.as_secs()
     );
     println!("machine: nproc = {}", nproc());
+    println!(
+        "data: under {} (set TMPDIR to measure another disk)",
+        std::env::temp_dir().display()
+    );
     println!(
         "durability: every 201 is a durable commit \
          (SQLite WAL, synchronous=FULL, group commit)"
