@@ -1,4 +1,5 @@
-//! End to end: an acknowledged write survives `kill -9`.
+//! End to end: an acknowledged write survives `kill -9`, and a clean shutdown
+//! (SIGTERM) mid-ingest exits 0 and loses nothing acknowledged.
 //!
 //! What is proven: every `POST /v1/documents` that the server answered with
 //! `201 Created` can be read back, with the same text, after the server process
@@ -55,8 +56,28 @@ const VERIFIERS: usize = 8;
 const LOG_TAIL_LINES: usize = 40;
 const SIGKILL: i32 = 9;
 
+/// How the first server life ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGKILL: no chance to flush anything.
+    Kill9,
+    /// SIGTERM: a clean shutdown that lets in-flight requests finish.
+    Term,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_documents_survive_kill_9() {
+    ingest_then_stop_then_verify(Stop::Kill9).await;
+}
+
+/// SIGTERM during ingest: the server exits 0 after finishing in-flight requests,
+/// and every document it acknowledged is there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_mid_ingest_loses_nothing_acknowledged() {
+    ingest_then_stop_then_verify(Stop::Term).await;
+}
+
+async fn ingest_then_stop_then_verify(stop: Stop) {
     let data_dir = tempfile::tempdir().expect("create a temporary data directory");
     let client = Client::builder()
         .timeout(REQUEST_TIMEOUT)
@@ -108,13 +129,37 @@ async fn acknowledged_documents_survive_kill_9() {
     // Set the flag before the kill so that any transport error a writer sees
     // while the flag is still clear is a genuine failure, not the kill.
     killed.store(true, Ordering::SeqCst);
-    let status = server.kill_9();
-    assert_eq!(
-        status.signal(),
-        Some(SIGKILL),
-        "the server should have been running until SIGKILL, but it ended with {status}\n{}",
-        server.log_tail()
-    );
+    match stop {
+        Stop::Kill9 => {
+            let status = server.kill_9();
+            assert_eq!(
+                status.signal(),
+                Some(SIGKILL),
+                "the server should have been running until SIGKILL, but it ended with {status}\n{}",
+                server.log_tail()
+            );
+        }
+        Stop::Term => {
+            let status = server.terminate();
+            assert!(
+                status.success(),
+                "after SIGTERM the server should exit 0, but it ended with {status}\n{}",
+                server.log_tail()
+            );
+            // The log is drained by a thread; give it a moment to read the last lines.
+            for _ in 0..50 {
+                if server.log_tail().contains("bulkhead stopped cleanly") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(
+                server.log_tail().contains("bulkhead stopped cleanly"),
+                "the server did not report a clean stop\n{}",
+                server.log_tail()
+            );
+        }
+    }
     drop(server);
 
     let mut writer_failures = Vec::new();
@@ -431,6 +476,17 @@ impl Server {
         };
         server.base_url = format!("http://{addr}");
         server
+    }
+
+    /// Sends SIGTERM and waits for the server to finish shutting down.
+    fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill -TERM");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        self.child.wait().expect("reap the stopped server")
     }
 
     /// Sends SIGKILL and reaps the process.
