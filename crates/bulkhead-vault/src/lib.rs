@@ -433,17 +433,9 @@ impl Vault {
     ) -> VaultResult<IssuedKey> {
         self.tenant(tenant).await?;
         let now = self.clock.now();
-        let expires_at = match ttl_secs {
-            Some(0) => return Err(VaultError::Invalid("ttl_seconds must be at least 1".into())),
-            Some(t) if t > self.limits.ttl_secs_max => {
-                return Err(VaultError::Invalid(format!(
-                    "ttl_seconds must be at most {}",
-                    self.limits.ttl_secs_max
-                )));
-            }
-            Some(t) => Some(now.saturating_add_secs(t)),
-            None => None,
-        };
+        let expires_at = self
+            .check_ttl(ttl_secs)?
+            .map(|t| now.saturating_add_secs(t));
         let key_id = ApiKeyId::from_random(random_array()?);
         let secret: Zeroizing<[u8; 32]> = Zeroizing::new(random_array()?);
         let secret_text = Zeroizing::new(URL_SAFE_NO_PAD.encode(secret.as_ref()));
@@ -528,16 +520,7 @@ impl Vault {
                 self.limits.document_text_bytes_max
             )));
         }
-        let expires_at = match new.ttl_secs {
-            Some(0) => return Err(VaultError::Invalid("ttl_seconds must be at least 1".into())),
-            Some(t) if t > self.limits.ttl_secs_max => {
-                return Err(VaultError::Invalid(format!(
-                    "ttl_seconds must be at most {}",
-                    self.limits.ttl_secs_max
-                )));
-            }
-            other => other,
-        };
+        let expires_at = self.check_ttl(new.ttl_secs)?;
         let id = match new.id {
             Some(id) => id,
             None => DocumentId::generate(random_array()?),
@@ -636,6 +619,18 @@ impl Vault {
 
     pub async fn counts(&self) -> VaultResult<StoreCounts> {
         Ok(self.store.counts().await?)
+    }
+
+    /// A TTL must be at least a second and at most `ttl_secs_max`.
+    fn check_ttl(&self, ttl_secs: Option<u64>) -> VaultResult<Option<u64>> {
+        match ttl_secs {
+            Some(0) => Err(VaultError::Invalid("ttl_seconds must be at least 1".into())),
+            Some(t) if t > self.limits.ttl_secs_max => Err(VaultError::Invalid(format!(
+                "ttl_seconds must be at most {}",
+                self.limits.ttl_secs_max
+            ))),
+            other => Ok(other),
+        }
     }
 
     async fn current_version(&self, tenant: &TenantId) -> VaultResult<KeyVersion> {
