@@ -3,15 +3,10 @@
 use bulkhead_types::{DocumentId, PolicyName, Region, UnixMillis};
 use bulkhead_vault::{Document, Tenant};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// RFC 3339 in UTC, as every time on the wire is written.
 pub fn rfc3339(t: UnixMillis) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0) * 1_000_000)
-        .ok()
-        .and_then(|dt| dt.format(&Rfc3339).ok())
-        .unwrap_or_default()
+    t.rfc3339()
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,7 +15,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use bulkhead_types::{
-    ApiKeyId, KeyVersion, PolicyName, RecordKind, Region, TenantId, TenantStatus, UnixMillis,
+    ApiKeyId, KeyVersion, LogId, PolicyName, RecordKind, Region, TenantId, TenantStatus, UnixMillis,
 };
 
 pub use sqlite::{SqliteOptions, SqliteStore};
@@ -105,6 +105,49 @@ pub struct StoreCounts {
     pub documents: u64,
 }
 
+/// One audit log entry as stored: the leaf hash in the clear (it reveals nothing:
+/// it hashes an event that holds a request id and a time) and the event body sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntryRow {
+    pub index: u64,
+    pub leaf_hash: Vec<u8>,
+    /// The tenant data key version the body is sealed under; 0 for the operator
+    /// log, whose bodies are sealed under a key derived from the server secret.
+    pub key_version: u32,
+    /// `None` once the tenant was crypto-shredded: the leaf stays, the body is gone.
+    pub sealed: Option<Vec<u8>>,
+    pub created_at: UnixMillis,
+}
+
+/// One stored tile of interior hashes (see `bulkhead_ledger::tiles`); the store
+/// does not interpret it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditTileRow {
+    pub level: u8,
+    pub index: u64,
+    pub data: Vec<u8>,
+}
+
+/// Entries and changed tiles for one log, applied only if the log still has
+/// `old_size` entries: two writers can never both extend one log from one size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditAppend {
+    pub log: LogId,
+    pub old_size: u64,
+    pub entries: Vec<AuditEntryRow>,
+    pub tiles: Vec<AuditTileRow>,
+}
+
+/// A log's size and its latest signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditHead {
+    pub size: u64,
+    pub checkpoint_size: u64,
+    /// The signed note, if a checkpoint was ever signed.
+    pub checkpoint: Option<Vec<u8>>,
+    pub checkpoint_at: Option<UnixMillis>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Returns the value stored under `key`, storing `init` first if there is none.
@@ -128,7 +171,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn retire_data_keys(&self, id: &TenantId, below: KeyVersion) -> StoreResult<u64>;
 
     /// Removes every row of the tenant (records, API keys, wrapped data keys, the
-    /// tenant itself) in one transaction and keeps `receipt` as the tombstone that
+    /// tenant itself, the sealed bodies of its audit entries — their leaf hashes and
+    /// tiles stay, so the log still verifies) in one transaction and keeps `receipt` as the tombstone that
     /// stops the id from being reused. `None` if the tenant does not exist.
     async fn erase_tenant(
         &self,
@@ -195,6 +239,55 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Tenants that still have records or keys under a version older than their
     /// current one: re-sealing was interrupted and should resume.
     async fn tenants_with_old_keys(&self, limit: u32) -> StoreResult<Vec<TenantId>>;
+
+    // ---- audit logs -------------------------------------------------------------
+
+    /// The log's size and latest checkpoint; a log never appended to has size 0.
+    async fn audit_head(&self, log: &LogId) -> StoreResult<AuditHead>;
+    /// The stored tiles among `ids` (tile level, tile index); missing ones are left out.
+    async fn audit_tiles(&self, log: &LogId, ids: Vec<(u8, u64)>)
+    -> StoreResult<Vec<AuditTileRow>>;
+    /// Applies each append in one transaction; per append, true if applied and false
+    /// if the log's size was no longer `old_size` (nothing of it is written then).
+    async fn audit_append(&self, appends: Vec<AuditAppend>) -> StoreResult<Vec<bool>>;
+    /// Entries `start..end` (end exclusive) that exist, in index order.
+    async fn audit_entries(
+        &self,
+        log: &LogId,
+        start: u64,
+        end: u64,
+    ) -> StoreResult<Vec<AuditEntryRow>>;
+    /// Stores a signed checkpoint if the stored one is still of `expected_size`
+    /// (0 for none) and the new size is not smaller. False otherwise.
+    async fn audit_set_checkpoint(
+        &self,
+        log: &LogId,
+        expected_size: u64,
+        size: u64,
+        note: Vec<u8>,
+        at: UnixMillis,
+    ) -> StoreResult<bool>;
+    /// Logs with entries beyond their latest checkpoint.
+    async fn audit_logs_behind(&self, limit: u32) -> StoreResult<Vec<LogId>>;
+    /// Every log with its head, in creation order after `after` (a cursor).
+    async fn audit_logs(&self, after: i64, limit: u32)
+    -> StoreResult<Vec<(i64, LogId, AuditHead)>>;
+    /// Entries of a tenant's log sealed under a key version below `below`.
+    async fn audit_entries_sealed_below(
+        &self,
+        tenant: &TenantId,
+        below: KeyVersion,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntryRow>>;
+    /// Replaces an entry's sealed body if it is still under `expected`.
+    async fn reseal_audit_entry(
+        &self,
+        tenant: &TenantId,
+        index: u64,
+        expected: KeyVersion,
+        new_version: KeyVersion,
+        sealed: Vec<u8>,
+    ) -> StoreResult<bool>;
 
     async fn counts(&self) -> StoreResult<StoreCounts>;
     /// A cheap round trip, for readiness checks.

@@ -25,14 +25,14 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bulkhead_types::{
-    ApiKeyId, KeyVersion, PolicyName, RecordKind, Region, TenantId, TenantStatus, UnixMillis,
+    ApiKeyId, KeyVersion, LogId, PolicyName, RecordKind, Region, TenantId, TenantStatus, UnixMillis,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    ApiKeyRow, DataKeyRow, ErasureCounts, RecordRow, Store, StoreCounts, StoreError, StoreResult,
-    StoredRecord, TenantRow,
+    ApiKeyRow, AuditAppend, AuditEntryRow, AuditHead, AuditTileRow, DataKeyRow, ErasureCounts,
+    RecordRow, Store, StoreCounts, StoreError, StoreResult, StoredRecord, TenantRow,
 };
 
 /// How the SQLite store is tuned. Every field is a limit.
@@ -119,6 +119,31 @@ CREATE TABLE IF NOT EXISTS records (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS records_by_tenant_kind ON records (tenant_id, kind, seq);
 CREATE INDEX IF NOT EXISTS records_by_key_version ON records (tenant_id, key_version);
+CREATE TABLE IF NOT EXISTS audit_logs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    log_id TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    checkpoint_size INTEGER NOT NULL DEFAULT 0,
+    checkpoint BLOB,
+    checkpoint_at INTEGER
+) STRICT;
+CREATE TABLE IF NOT EXISTS audit_entries (
+    log INTEGER NOT NULL REFERENCES audit_logs (seq),
+    idx INTEGER NOT NULL,
+    leaf_hash BLOB NOT NULL,
+    key_version INTEGER NOT NULL,
+    sealed BLOB,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (log, idx)
+) STRICT;
+CREATE INDEX IF NOT EXISTS audit_entries_by_key_version ON audit_entries (log, key_version);
+CREATE TABLE IF NOT EXISTS audit_tiles (
+    log INTEGER NOT NULL REFERENCES audit_logs (seq),
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (log, level, idx)
+) STRICT;
 CREATE TABLE IF NOT EXISTS erasures (
     tenant_id TEXT PRIMARY KEY,
     erased_at INTEGER NOT NULL,
@@ -384,6 +409,96 @@ fn collect<T>(
     Ok(out)
 }
 
+fn to_i64(n: u64) -> StoreResult<i64> {
+    i64::try_from(n).map_err(|_| StoreError::Backend(format!("{n} is out of SQLite's range")))
+}
+
+fn audit_head_from_row(row: &Row<'_>) -> rusqlite::Result<AuditHead> {
+    let size: i64 = row.get(0)?;
+    let checkpoint_size: i64 = row.get(1)?;
+    Ok(AuditHead {
+        size: size.max(0) as u64,
+        checkpoint_size: checkpoint_size.max(0) as u64,
+        checkpoint: row.get(2)?,
+        checkpoint_at: row.get::<_, Option<i64>>(3)?.map(UnixMillis),
+    })
+}
+
+fn audit_entry_from_row(row: &Row<'_>) -> StoreResult<AuditEntryRow> {
+    let index: i64 = row.get(0).map_err(backend)?;
+    let key_version: i64 = row.get(2).map_err(backend)?;
+    Ok(AuditEntryRow {
+        index: u64::try_from(index).map_err(|_| corrupt("audit index"))?,
+        leaf_hash: row.get(1).map_err(backend)?,
+        key_version: u32::try_from(key_version).map_err(|_| corrupt("audit key version"))?,
+        sealed: row.get(3).map_err(backend)?,
+        created_at: UnixMillis(row.get(4).map_err(backend)?),
+    })
+}
+
+/// One log's part of an audit append: compare-and-set on the size, then entries,
+/// tiles and the new size. Returns false, writing nothing, if the size moved.
+fn apply_audit_append(conn: &Connection, append: AuditAppend) -> StoreResult<bool> {
+    let log = append.log.as_str();
+    conn.prepare_cached("INSERT OR IGNORE INTO audit_logs (log_id, size) VALUES (?1, 0)")
+        .and_then(|mut s| s.execute([log]))
+        .map_err(backend)?;
+    let (seq, size): (i64, i64) = conn
+        .prepare_cached("SELECT seq, size FROM audit_logs WHERE log_id = ?1")
+        .and_then(|mut s| s.query_row([log], |r| Ok((r.get(0)?, r.get(1)?))))
+        .map_err(backend)?;
+    if size != to_i64(append.old_size)? {
+        return Ok(false);
+    }
+    let new_size = append.old_size + append.entries.len() as u64;
+    {
+        let mut insert = conn
+            .prepare_cached(
+                "INSERT INTO audit_entries (log, idx, leaf_hash, key_version, sealed, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(backend)?;
+        for (offset, entry) in append.entries.iter().enumerate() {
+            if entry.index != append.old_size + offset as u64 {
+                return Err(StoreError::Backend(
+                    "audit entries must be contiguous from the old size".into(),
+                ));
+            }
+            insert
+                .execute(params![
+                    seq,
+                    to_i64(entry.index)?,
+                    entry.leaf_hash,
+                    entry.key_version,
+                    entry.sealed,
+                    entry.created_at.0
+                ])
+                .map_err(backend)?;
+        }
+    }
+    {
+        // A tile only ever grows; refusing to shrink one guards against a bug
+        // rewriting history with a stale right edge.
+        let mut upsert = conn
+            .prepare_cached(
+                "INSERT INTO audit_tiles (log, level, idx, data) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (log, level, idx) DO UPDATE SET data = excluded.data
+                 WHERE length(excluded.data) >= length(audit_tiles.data)",
+            )
+            .map_err(backend)?;
+        for tile in &append.tiles {
+            upsert
+                .execute(params![seq, tile.level, to_i64(tile.index)?, tile.data])
+                .map_err(backend)?;
+        }
+    }
+    let new_size = to_i64(new_size)?;
+    conn.prepare_cached("UPDATE audit_logs SET size = ?2 WHERE seq = ?1")
+        .and_then(|mut s| s.execute(params![seq, new_size]))
+        .map_err(backend)?;
+    Ok(true)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn get_or_init_meta(&self, key: &'static str, init: Vec<u8>) -> StoreResult<Vec<u8>> {
@@ -522,7 +637,11 @@ impl Store for SqliteStore {
                 .execute(
                     "DELETE FROM data_keys WHERE tenant_id = ?1 AND version < ?2
                      AND NOT EXISTS (SELECT 1 FROM records r
-                                     WHERE r.tenant_id = ?1 AND r.key_version = data_keys.version)",
+                                     WHERE r.tenant_id = ?1 AND r.key_version = data_keys.version)
+                     AND NOT EXISTS (SELECT 1 FROM audit_entries e
+                                     WHERE e.log = (SELECT seq FROM audit_logs WHERE log_id = ?1)
+                                       AND e.key_version = data_keys.version
+                                       AND e.sealed IS NOT NULL)",
                     params![id.as_str(), below.get()],
                 )
                 .map_err(backend)?;
@@ -546,6 +665,14 @@ impl Store for SqliteStore {
             let data_keys = data_keys.map_err(backend)? as u64;
             let records = conn.execute("DELETE FROM records WHERE tenant_id = ?1", [tenant]);
             let records = records.map_err(backend)? as u64;
+            // The audit log keeps its leaves and tiles (and so still verifies); the
+            // event bodies, unreadable from now on, go.
+            conn.execute(
+                "UPDATE audit_entries SET sealed = NULL
+                 WHERE log = (SELECT seq FROM audit_logs WHERE log_id = ?1)",
+                [tenant],
+            )
+            .map_err(backend)?;
             let api_keys = conn.execute("DELETE FROM api_keys WHERE tenant_id = ?1", [tenant]);
             let api_keys = api_keys.map_err(backend)? as u64;
             let tenants = conn
@@ -791,6 +918,191 @@ impl Store for SqliteStore {
                     TenantId::parse(&id).map_err(|_| corrupt("tenant id"))
                 },
             )
+        })
+        .await
+    }
+
+    async fn audit_head(&self, log: &LogId) -> StoreResult<AuditHead> {
+        let log = log.as_str().to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT size, checkpoint_size, checkpoint, checkpoint_at FROM audit_logs
+                     WHERE log_id = ?1",
+                )
+                .and_then(|mut s| s.query_row([&log], audit_head_from_row).optional())
+                .map_err(backend)?
+                .unwrap_or_default())
+        })
+        .await
+    }
+
+    async fn audit_tiles(
+        &self,
+        log: &LogId,
+        ids: Vec<(u8, u64)>,
+    ) -> StoreResult<Vec<AuditTileRow>> {
+        let log = log.as_str().to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT data FROM audit_tiles
+                     WHERE log = (SELECT seq FROM audit_logs WHERE log_id = ?1)
+                       AND level = ?2 AND idx = ?3",
+                )
+                .map_err(backend)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for (level, index) in ids {
+                let data: Option<Vec<u8>> = stmt
+                    .query_row(params![log, level, to_i64(index)?], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)?;
+                if let Some(data) = data {
+                    out.push(AuditTileRow { level, index, data });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn audit_append(&self, appends: Vec<AuditAppend>) -> StoreResult<Vec<bool>> {
+        self.write(move |conn| {
+            let mut applied = Vec::with_capacity(appends.len());
+            for append in appends {
+                applied.push(apply_audit_append(conn, append)?);
+            }
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn audit_entries(
+        &self,
+        log: &LogId,
+        start: u64,
+        end: u64,
+    ) -> StoreResult<Vec<AuditEntryRow>> {
+        let log = log.as_str().to_owned();
+        self.read(move |conn| {
+            collect(
+                conn,
+                "SELECT idx, leaf_hash, key_version, sealed, created_at FROM audit_entries
+                 WHERE log = (SELECT seq FROM audit_logs WHERE log_id = ?1)
+                   AND idx >= ?2 AND idx < ?3 ORDER BY idx",
+                params![log, to_i64(start)?, to_i64(end)?],
+                audit_entry_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn audit_set_checkpoint(
+        &self,
+        log: &LogId,
+        expected_size: u64,
+        size: u64,
+        note: Vec<u8>,
+        at: UnixMillis,
+    ) -> StoreResult<bool> {
+        let log = log.as_str().to_owned();
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE audit_logs SET checkpoint_size = ?3, checkpoint = ?4, checkpoint_at = ?5
+                     WHERE log_id = ?1 AND checkpoint_size = ?2 AND ?3 >= checkpoint_size
+                       AND ?3 <= size",
+                    params![log, to_i64(expected_size)?, to_i64(size)?, note, at.0],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn audit_logs_behind(&self, limit: u32) -> StoreResult<Vec<LogId>> {
+        self.read(move |conn| {
+            collect(
+                conn,
+                "SELECT log_id FROM audit_logs WHERE size > checkpoint_size ORDER BY seq LIMIT ?1",
+                [limit],
+                |row| {
+                    let id: String = row.get(0).map_err(backend)?;
+                    LogId::parse(&id).map_err(|_| corrupt("audit log id"))
+                },
+            )
+        })
+        .await
+    }
+
+    async fn audit_logs(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, LogId, AuditHead)>> {
+        self.read(move |conn| {
+            collect(
+                conn,
+                "SELECT size, checkpoint_size, checkpoint, checkpoint_at, seq, log_id FROM audit_logs
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                params![after, limit],
+                |row| {
+                    let head = audit_head_from_row(row).map_err(backend)?;
+                    let id: String = row.get(5).map_err(backend)?;
+                    let log = LogId::parse(&id).map_err(|_| corrupt("audit log id"))?;
+                    Ok((row.get(4).map_err(backend)?, log, head))
+                },
+            )
+        })
+        .await
+    }
+
+    async fn audit_entries_sealed_below(
+        &self,
+        tenant: &TenantId,
+        below: KeyVersion,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntryRow>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            collect(
+                conn,
+                "SELECT idx, leaf_hash, key_version, sealed, created_at FROM audit_entries
+                 WHERE log = (SELECT seq FROM audit_logs WHERE log_id = ?1)
+                   AND key_version < ?2 AND sealed IS NOT NULL
+                 ORDER BY idx LIMIT ?3",
+                params![tenant.as_str(), below.get(), limit],
+                audit_entry_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn reseal_audit_entry(
+        &self,
+        tenant: &TenantId,
+        index: u64,
+        expected: KeyVersion,
+        new_version: KeyVersion,
+        sealed: Vec<u8>,
+    ) -> StoreResult<bool> {
+        let tenant = tenant.clone();
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE audit_entries SET sealed = ?4, key_version = ?5
+                     WHERE log = (SELECT seq FROM audit_logs WHERE log_id = ?1)
+                       AND idx = ?2 AND key_version = ?3 AND sealed IS NOT NULL",
+                    params![
+                        tenant.as_str(),
+                        to_i64(index)?,
+                        expected.get(),
+                        sealed,
+                        new_version.get()
+                    ],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
         })
         .await
     }

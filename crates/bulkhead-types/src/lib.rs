@@ -45,7 +45,8 @@ fn check_token(
     Ok(())
 }
 
-fn hex_lower(bytes: &[u8]) -> String {
+/// Lowercase hex of some bytes.
+pub fn hex_lower(bytes: &[u8]) -> String {
     use fmt::Write;
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -274,6 +275,9 @@ pub struct RecordKind(&'static str);
 impl RecordKind {
     /// A document as ingested: id, text and metadata.
     pub const DOCUMENT: RecordKind = RecordKind("document");
+    /// The body of an audit event. Its record id is the hex of the entry's leaf hash,
+    /// so a body moved to another entry fails to open.
+    pub const AUDIT_EVENT: RecordKind = RecordKind("audit_event");
 
     /// Every kind there is. Later capabilities (sessions, traces, chunks) add theirs
     /// here as constants; a kind is never a string taken from a request.
@@ -292,6 +296,45 @@ impl RecordKind {
     #[doc(hidden)]
     pub const fn test_only(name: &'static str) -> Self {
         Self(name)
+    }
+}
+
+/// Which audit log: the operator's (admin actions, unattributable denials) or one
+/// tenant's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LogId {
+    Operator,
+    Tenant(TenantId),
+}
+
+impl LogId {
+    /// The stored and displayed name: `operator` or the tenant id.
+    pub fn as_str(&self) -> &str {
+        match self {
+            LogId::Operator => "operator",
+            LogId::Tenant(t) => t.as_str(),
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidId> {
+        if raw == "operator" {
+            Ok(LogId::Operator)
+        } else {
+            TenantId::parse(raw).map(LogId::Tenant)
+        }
+    }
+
+    pub fn tenant(&self) -> Option<&TenantId> {
+        match self {
+            LogId::Operator => None,
+            LogId::Tenant(t) => Some(t),
+        }
+    }
+}
+
+impl fmt::Display for LogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -328,6 +371,17 @@ impl TenantStatus {
 pub struct UnixMillis(pub i64);
 
 impl UnixMillis {
+    /// RFC 3339 in UTC, with fractional seconds when there are any.
+    pub fn rfc3339(self) -> String {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .ok()
+            .and_then(|dt| {
+                dt.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn saturating_add_secs(self, secs: u64) -> Self {
         let millis = i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000);
         Self(self.0.saturating_add(millis))

@@ -365,15 +365,16 @@ impl Vault {
         let mut done = 0;
         for stored in &rows {
             let row = &stored.row;
-            let old_aad = record_aad(id, row.kind, &row.record_id, row.key_version);
-            let old_key = self
-                .keys
-                .get(&self.store, &*self.kek, id, row.key_version)
+            let sealed = self
+                .reseal_one(
+                    id,
+                    row.kind,
+                    &row.record_id,
+                    row.key_version,
+                    current,
+                    &row.sealed,
+                )
                 .await?;
-            let plain = old_key.open(&old_aad, &row.sealed)?;
-            let new_key = self.keys.get(&self.store, &*self.kek, id, current).await?;
-            let new_aad = record_aad(id, row.kind, &row.record_id, current);
-            let sealed = new_key.seal(&new_aad, plain.as_slice())?;
             if self
                 .store
                 .reseal_record(id, stored.seq, row.key_version, current, sealed)
@@ -382,7 +383,36 @@ impl Vault {
                 done += 1;
             }
         }
-        if rows.is_empty() {
+        // Audit event bodies are sealed under the same keys and move with them.
+        let entries = self
+            .store
+            .audit_entries_sealed_below(id, current, batch.max(1))
+            .await?;
+        for entry in &entries {
+            let (Some(old), Some(sealed)) = (KeyVersion::new(entry.key_version), &entry.sealed)
+            else {
+                continue;
+            };
+            let record_id = bulkhead_types::hex_lower(&entry.leaf_hash);
+            let resealed = self
+                .reseal_one(
+                    id,
+                    RecordKind::AUDIT_EVENT,
+                    &record_id,
+                    old,
+                    current,
+                    sealed,
+                )
+                .await?;
+            if self
+                .store
+                .reseal_audit_entry(id, entry.index, old, current, resealed)
+                .await?
+            {
+                done += 1;
+            }
+        }
+        if rows.is_empty() && entries.is_empty() {
             let retired = self.store.retire_data_keys(id, current).await?;
             if retired > 0 {
                 self.keys.forget_below(id, current);
@@ -390,6 +420,22 @@ impl Vault {
             }
         }
         Ok(done)
+    }
+
+    async fn reseal_one(
+        &self,
+        id: &TenantId,
+        kind: RecordKind,
+        record_id: &str,
+        old: KeyVersion,
+        current: KeyVersion,
+        sealed: &[u8],
+    ) -> VaultResult<Vec<u8>> {
+        let old_key = self.keys.get(&self.store, &*self.kek, id, old).await?;
+        let plain = old_key.open(&record_aad(id, kind, record_id, old), sealed)?;
+        let new_key = self.keys.get(&self.store, &*self.kek, id, current).await?;
+        let new_aad = record_aad(id, kind, record_id, current);
+        Ok(new_key.seal(&new_aad, plain.as_slice())?)
     }
 
     /// Tenants whose re-sealing did not finish (for resuming after a restart).
@@ -469,37 +515,54 @@ impl Vault {
     /// was issued to. The secret is compared as a keyed hash in constant time; an
     /// unknown key id costs the same hash so timing does not reveal which ids exist.
     pub async fn authenticate(&self, presented: &str) -> Result<TenantCtx, AuthError> {
-        let (id_part, secret) = presented.split_once('.').ok_or(AuthError::Invalid)?;
-        let key_id = ApiKeyId::parse(id_part).map_err(|_| AuthError::Invalid)?;
+        self.authenticate_attributed(presented)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// Like `authenticate`, and on failure also says whose key was presented when
+    /// the key id exists, so the denial can go into that tenant's audit log. The
+    /// attribution names the key's owner, never the caller's claim.
+    pub async fn authenticate_attributed(
+        &self,
+        presented: &str,
+    ) -> Result<TenantCtx, (AuthError, Option<(TenantId, ApiKeyId)>)> {
+        let (id_part, secret) = presented
+            .split_once('.')
+            .ok_or((AuthError::Invalid, None))?;
+        let key_id = ApiKeyId::parse(id_part).map_err(|_| (AuthError::Invalid, None))?;
         let row = self
             .store
             .api_key(&key_id)
             .await
-            .map_err(|_| AuthError::Unavailable)?;
+            .map_err(|_| (AuthError::Unavailable, None))?;
         let Some(row) = row else {
             let _ = self.api_key_hasher.verify(secret.as_bytes(), &[0u8; 32]);
-            return Err(AuthError::Invalid);
+            return Err((AuthError::Invalid, None));
         };
+        let owner = Some((row.tenant_id.clone(), key_id.clone()));
         if !self
             .api_key_hasher
             .verify(secret.as_bytes(), &row.secret_hash)
         {
-            return Err(AuthError::Invalid);
+            return Err((AuthError::Invalid, owner));
         }
         if row.revoked_at.is_some() {
-            return Err(AuthError::Revoked);
+            return Err((AuthError::Revoked, owner));
         }
         if row.expires_at.is_some_and(|t| t <= self.clock.now()) {
-            return Err(AuthError::Expired);
+            return Err((AuthError::Expired, owner));
         }
         let tenant = self
             .store
             .tenant(&row.tenant_id)
             .await
-            .map_err(|_| AuthError::Unavailable)?;
+            .map_err(|_| (AuthError::Unavailable, owner.clone()))?;
         match tenant {
-            None => Err(AuthError::Invalid),
-            Some(t) if t.status == TenantStatus::Quarantined => Err(AuthError::Quarantined),
+            None => Err((AuthError::Invalid, None)),
+            Some(t) if t.status == TenantStatus::Quarantined => {
+                Err((AuthError::Quarantined, owner))
+            }
             Some(t) => Ok(TenantCtx {
                 tenant: t.id,
                 key_id,
@@ -615,6 +678,43 @@ impl Vault {
         } else {
             Err(VaultError::NotFound)
         }
+    }
+
+    // ---- audit event bodies ----------------------------------------------------
+
+    /// Seals the body of an event for the tenant's own audit log under its current
+    /// data key. The record id is the hex of the entry's leaf hash, so a body moved to
+    /// another entry fails to open; crypto-shredding the tenant makes every body
+    /// unreadable while the log's hashes still verify. For the audit crate only: the
+    /// tenant here comes from the log being written, never from a request.
+    pub async fn seal_audit_event(
+        &self,
+        tenant: &TenantId,
+        leaf_hex: &str,
+        body: &[u8],
+    ) -> VaultResult<(KeyVersion, Vec<u8>)> {
+        let version = self.current_version(tenant).await?;
+        let key = self
+            .keys
+            .get(&self.store, &*self.kek, tenant, version)
+            .await?;
+        let aad = record_aad(tenant, RecordKind::AUDIT_EVENT, leaf_hex, version);
+        Ok((version, key.seal(&aad, body)?))
+    }
+
+    pub async fn open_audit_event(
+        &self,
+        tenant: &TenantId,
+        leaf_hex: &str,
+        version: KeyVersion,
+        sealed: &[u8],
+    ) -> VaultResult<bulkhead_crypto::Plaintext> {
+        let key = self
+            .keys
+            .get(&self.store, &*self.kek, tenant, version)
+            .await?;
+        let aad = record_aad(tenant, RecordKind::AUDIT_EVENT, leaf_hex, version);
+        Ok(key.open(&aad, sealed)?)
     }
 
     pub async fn counts(&self) -> VaultResult<StoreCounts> {
