@@ -4,9 +4,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use bulkhead_audit::{Attr, Subject};
 use bulkhead_types::{ApiKeyId, TenantId};
-use bulkhead_vault::NewTenant;
+use bulkhead_vault::{NewTenant, VaultError};
 
+use crate::audit::{RequestId, Trail, denial_reason};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, OptionalJson, StrictJson};
 use crate::wire::{
@@ -20,9 +22,44 @@ fn tenant_id(raw: &str) -> ApiResult<TenantId> {
     TenantId::parse(raw).map_err(|_| ApiError::not_found())
 }
 
+/// Logs a refused admin action (an unknown tenant or key) in the operator log and
+/// hands the error back.
+async fn refused(
+    state: &AppState,
+    rid: &RequestId,
+    kind: &str,
+    tenant: Option<&TenantId>,
+    e: VaultError,
+) -> ApiError {
+    if let Some(reason) = denial_reason(&e) {
+        let mut trail = Trail::admin(state, kind, rid).denied(reason);
+        if let Some(tenant) = tenant {
+            trail = trail.about_tenant(tenant);
+        }
+        if let Err(audit) = trail.record(bulkhead_types::LogId::Operator).await {
+            return audit;
+        }
+    }
+    e.into()
+}
+
+/// The tenant named in the path, or a logged 404.
+async fn known_tenant(
+    state: &AppState,
+    rid: &RequestId,
+    kind: &str,
+    raw: &str,
+) -> ApiResult<TenantId> {
+    match tenant_id(raw) {
+        Ok(id) => Ok(id),
+        Err(_) => Err(refused(state, rid, kind, None, VaultError::NotFound).await),
+    }
+}
+
 pub async fn create_tenant(
     _: Admin,
     State(state): State<AppState>,
+    rid: RequestId,
     StrictJson(req): StrictJson<CreateTenantRequest>,
 ) -> ApiResult<Response> {
     let new = NewTenant {
@@ -31,6 +68,13 @@ pub async fn create_tenant(
         policy: req.policy.unwrap_or_default(),
     };
     let tenant = state.vault.create_tenant(new).await?;
+    // The first entry of every tenant's log is its creation.
+    Trail::admin(&state, "tenant.create", &rid)
+        .subject(Subject::new("tenant", tenant.id.as_str()))
+        .attr("region", Attr::Text(tenant.region.to_string()))
+        .attr("policy", Attr::Text(tenant.policy.to_string()))
+        .record_admin(Some(&tenant.id))
+        .await?;
     tracing::info!(tenant = %tenant.id, region = %tenant.region, policy = %tenant.policy, "tenant created");
     Ok((StatusCode::CREATED, Json(TenantResponse::from(&tenant))).into_response())
 }
@@ -64,10 +108,31 @@ pub async fn show_tenant(
 pub async fn erase_tenant(
     _: Admin,
     State(state): State<AppState>,
+    rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let id = tenant_id(&id)?;
-    let receipt = state.vault.erase_tenant(&id).await?;
+    const KIND: &str = "tenant.erase";
+    let id = known_tenant(&state, &rid, KIND, &id).await?;
+    let receipt = match state.vault.erase_tenant(&id).await {
+        Ok(r) => r,
+        Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
+    };
+    // The tenant's own log can no longer be written (its keys are gone); the
+    // operator log records the erasure with the counts of the receipt.
+    Trail::admin(&state, KIND, &rid)
+        .about_tenant(&id)
+        .subject(Subject::new("tenant", id.as_str()))
+        .attr(
+            "data_keys_destroyed",
+            Attr::Int(receipt.data_keys_destroyed as i64),
+        )
+        .attr("records_deleted", Attr::Int(receipt.records_deleted as i64))
+        .attr(
+            "api_keys_deleted",
+            Attr::Int(receipt.api_keys_deleted as i64),
+        )
+        .record(bulkhead_types::LogId::Operator)
+        .await?;
     tracing::warn!(tenant = %id, records = receipt.records_deleted, keys = receipt.data_keys_destroyed,
         "tenant crypto-shredded");
     let body = serde_json::json!({
@@ -84,11 +149,22 @@ pub async fn erase_tenant(
 pub async fn issue_key(
     _: Admin,
     State(state): State<AppState>,
+    rid: RequestId,
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<IssueKeyRequest>,
 ) -> ApiResult<Response> {
-    let id = tenant_id(&id)?;
-    let issued = state.vault.issue_api_key(&id, req.ttl_seconds).await?;
+    const KIND: &str = "key.issue";
+    let id = known_tenant(&state, &rid, KIND, &id).await?;
+    let issued = match state.vault.issue_api_key(&id, req.ttl_seconds).await {
+        Ok(issued) => issued,
+        Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
+    };
+    let mut trail =
+        Trail::admin(&state, KIND, &rid).subject(Subject::new("key", issued.key_id.as_str()));
+    if let Some(expires_at) = issued.expires_at {
+        trail = trail.attr("expires_at", Attr::Text(rfc3339(expires_at)));
+    }
+    trail.record_admin(Some(&id)).await?;
     tracing::info!(tenant = %id, key_id = %issued.key_id, "API key issued");
     let body = IssuedKeyResponse {
         key_id: issued.key_id.to_string(),
@@ -101,11 +177,21 @@ pub async fn issue_key(
 pub async fn revoke_key(
     _: Admin,
     State(state): State<AppState>,
+    rid: RequestId,
     Path((id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let id = tenant_id(&id)?;
-    let key_id = ApiKeyId::parse(&key_id).map_err(|_| ApiError::not_found())?;
-    state.vault.revoke_api_key(&id, &key_id).await?;
+    const KIND: &str = "key.revoke";
+    let id = known_tenant(&state, &rid, KIND, &id).await?;
+    let Ok(key_id) = ApiKeyId::parse(&key_id) else {
+        return Err(refused(&state, &rid, KIND, Some(&id), VaultError::NotFound).await);
+    };
+    if let Err(e) = state.vault.revoke_api_key(&id, &key_id).await {
+        return Err(refused(&state, &rid, KIND, Some(&id), e).await);
+    }
+    Trail::admin(&state, KIND, &rid)
+        .subject(Subject::new("key", key_id.as_str()))
+        .record_admin(Some(&id))
+        .await?;
     tracing::info!(tenant = %id, key_id = %key_id, "API key revoked");
     Ok(no_content())
 }
@@ -113,10 +199,19 @@ pub async fn revoke_key(
 pub async fn quarantine(
     _: Admin,
     State(state): State<AppState>,
+    rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TenantResponse>> {
-    let id = tenant_id(&id)?;
-    let tenant = state.vault.set_quarantine(&id, true).await?;
+    const KIND: &str = "tenant.quarantine";
+    let id = known_tenant(&state, &rid, KIND, &id).await?;
+    let tenant = match state.vault.set_quarantine(&id, true).await {
+        Ok(t) => t,
+        Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
+    };
+    Trail::admin(&state, KIND, &rid)
+        .subject(Subject::new("tenant", id.as_str()))
+        .record_admin(Some(&id))
+        .await?;
     tracing::warn!(tenant = %id, "tenant quarantined: its keys get 403 until released");
     Ok(Json(TenantResponse::from(&tenant)))
 }
@@ -124,10 +219,19 @@ pub async fn quarantine(
 pub async fn release(
     _: Admin,
     State(state): State<AppState>,
+    rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TenantResponse>> {
-    let id = tenant_id(&id)?;
-    let tenant = state.vault.set_quarantine(&id, false).await?;
+    const KIND: &str = "tenant.release";
+    let id = known_tenant(&state, &rid, KIND, &id).await?;
+    let tenant = match state.vault.set_quarantine(&id, false).await {
+        Ok(t) => t,
+        Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
+    };
+    Trail::admin(&state, KIND, &rid)
+        .subject(Subject::new("tenant", id.as_str()))
+        .record_admin(Some(&id))
+        .await?;
     tracing::info!(tenant = %id, "tenant released from quarantine");
     Ok(Json(TenantResponse::from(&tenant)))
 }
@@ -135,10 +239,20 @@ pub async fn release(
 pub async fn rotate_key(
     _: Admin,
     State(state): State<AppState>,
+    rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RotateKeyResponse>> {
-    let id = tenant_id(&id)?;
-    let version = state.vault.rotate_key(&id).await?;
+    const KIND: &str = "tenant.rotate_key";
+    let id = known_tenant(&state, &rid, KIND, &id).await?;
+    let version = match state.vault.rotate_key(&id).await {
+        Ok(v) => v,
+        Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
+    };
+    Trail::admin(&state, KIND, &rid)
+        .subject(Subject::new("tenant", id.as_str()))
+        .attr("key_version", Attr::Int(i64::from(version.get())))
+        .record_admin(Some(&id))
+        .await?;
     tracing::info!(tenant = %id, key_version = version.get(), "tenant data key rotated; re-sealing older records");
     state.spawn_reseal(id.clone());
     Ok(Json(RotateKeyResponse {

@@ -4,9 +4,11 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use bulkhead_types::DocumentId;
-use bulkhead_vault::NewDocument;
+use bulkhead_audit::{Attr, Subject};
+use bulkhead_types::{DocumentId, LogId};
+use bulkhead_vault::{NewDocument, TenantCtx, VaultError};
 
+use crate::audit::{RequestId, Trail, denial_reason};
 use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::{StrictJson, Tenant};
 use crate::wire::{
@@ -32,18 +34,63 @@ fn document_id(raw: &str) -> ApiResult<DocumentId> {
     DocumentId::parse(raw).map_err(|_| ApiError::not_found())
 }
 
+/// Logs a tenant's document access that was refused (a missing or foreign id, an
+/// id taken) and hands the error back.
+async fn refused(
+    state: &AppState,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    kind: &str,
+    id: Option<&DocumentId>,
+    e: VaultError,
+) -> ApiError {
+    if let Some(reason) = denial_reason(&e) {
+        let mut trail = Trail::tenant(state, ctx, kind, rid).denied(reason);
+        if let Some(id) = id {
+            trail = trail.subject(Subject::new("document", id.as_str()));
+        }
+        if let Err(audit) = trail.record(LogId::Tenant(ctx.tenant().clone())).await {
+            return audit;
+        }
+    }
+    e.into()
+}
+
 pub async fn create(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
+    rid: RequestId,
     StrictJson(req): StrictJson<CreateDocumentRequest>,
 ) -> ApiResult<Response> {
+    let content = Subject::new("document", "").with_content(req.text.as_bytes());
+    let requested_id = req.id.clone();
     let new = NewDocument {
         id: req.id,
         text: req.text,
         metadata: req.metadata,
         ttl_secs: req.ttl_seconds,
     };
-    let stored = state.vault.put_document(&ctx, new).await?;
+    let stored = match state.vault.put_document(&ctx, new).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            return Err(refused(
+                &state,
+                &ctx,
+                &rid,
+                "document.create",
+                requested_id.as_ref(),
+                e,
+            )
+            .await);
+        }
+    };
+    Trail::tenant(&state, &ctx, "document.create", &rid)
+        .subject(Subject {
+            id: stored.id.to_string(),
+            ..content
+        })
+        .record(LogId::Tenant(ctx.tenant().clone()))
+        .await?;
     let body = CreateDocumentResponse {
         id: stored.id.to_string(),
         chunks: 0,
@@ -56,15 +103,39 @@ pub async fn create(
 pub async fn show(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
+    rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DocumentResponse>> {
-    let doc = state.vault.document(&ctx, &document_id(&id)?).await?;
+    let id = match document_id(&id) {
+        Ok(id) => id,
+        Err(_) => {
+            return Err(refused(
+                &state,
+                &ctx,
+                &rid,
+                "document.read",
+                None,
+                VaultError::NotFound,
+            )
+            .await);
+        }
+    };
+    let doc = match state.vault.document(&ctx, &id).await {
+        Ok(doc) => doc,
+        Err(e) => return Err(refused(&state, &ctx, &rid, "document.read", Some(&id), e).await),
+    };
+    // The content leaves only once its read is durably logged.
+    Trail::tenant(&state, &ctx, "document.read", &rid)
+        .subject(Subject::new("document", id.as_str()).with_content(doc.text.as_bytes()))
+        .record(LogId::Tenant(ctx.tenant().clone()))
+        .await?;
     Ok(Json(DocumentResponse::from(&doc)))
 }
 
 pub async fn list(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
+    rid: RequestId,
     uri: Uri,
 ) -> ApiResult<Json<DocumentListResponse>> {
     let page = page_query(&uri)?;
@@ -73,6 +144,13 @@ pub async fn list(
         .vault
         .list_documents(&ctx, page.cursor.as_deref(), limit)
         .await?;
+    let mut trail = Trail::tenant(&state, &ctx, "document.list", &rid)
+        .attr("count", Attr::Int(result.documents.len() as i64));
+    for d in &result.documents {
+        trail =
+            trail.subject(Subject::new("document", d.id.as_str()).with_content(d.text.as_bytes()));
+    }
+    trail.record(LogId::Tenant(ctx.tenant().clone())).await?;
     let documents = result
         .documents
         .iter()
@@ -93,11 +171,29 @@ pub async fn list(
 pub async fn remove(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
+    rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    state
-        .vault
-        .delete_document(&ctx, &document_id(&id)?)
+    let id = match document_id(&id) {
+        Ok(id) => id,
+        Err(_) => {
+            return Err(refused(
+                &state,
+                &ctx,
+                &rid,
+                "document.delete",
+                None,
+                VaultError::NotFound,
+            )
+            .await);
+        }
+    };
+    if let Err(e) = state.vault.delete_document(&ctx, &id).await {
+        return Err(refused(&state, &ctx, &rid, "document.delete", Some(&id), e).await);
+    }
+    Trail::tenant(&state, &ctx, "document.delete", &rid)
+        .subject(Subject::new("document", id.as_str()))
+        .record(LogId::Tenant(ctx.tenant().clone()))
         .await?;
     Ok(no_content())
 }

@@ -25,6 +25,7 @@ pub enum ProblemKind {
     Conflict,
     RequestTimeout,
     Unavailable,
+    AuditInconsistent,
     Internal,
 }
 
@@ -42,6 +43,7 @@ impl ProblemKind {
         ProblemKind::Conflict,
         ProblemKind::RequestTimeout,
         ProblemKind::Unavailable,
+        ProblemKind::AuditInconsistent,
         ProblemKind::Internal,
     ];
 
@@ -59,6 +61,7 @@ impl ProblemKind {
             ProblemKind::Conflict => "conflict",
             ProblemKind::RequestTimeout => "request-timeout",
             ProblemKind::Unavailable => "unavailable",
+            ProblemKind::AuditInconsistent => "audit-inconsistent",
             ProblemKind::Internal => "internal",
         }
     }
@@ -75,7 +78,9 @@ impl ProblemKind {
             ProblemKind::Conflict => StatusCode::CONFLICT,
             ProblemKind::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ProblemKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ProblemKind::AuditInconsistent | ProblemKind::Internal => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -95,6 +100,7 @@ impl ProblemKind {
             ProblemKind::Conflict => "Conflict",
             ProblemKind::RequestTimeout => "The request took too long",
             ProblemKind::Unavailable => "The service is unavailable",
+            ProblemKind::AuditInconsistent => "The audit log failed its integrity check",
             ProblemKind::Internal => "Internal error",
         }
     }
@@ -129,6 +135,12 @@ impl ProblemKind {
             ProblemKind::RequestTimeout => "Retry later; nothing partial was acknowledged.",
             ProblemKind::Unavailable => {
                 "Retry with backoff; the server is starting, stopping or its store is down."
+            }
+            ProblemKind::AuditInconsistent => {
+                "The stored log no longer matches a checkpoint this server signed, so it refuses to sign \
+                 or prove anything from it. Operators: treat this as an incident; check the log with \
+                 `bulkhead audit verify` against checkpoints clients kept, and restore storage from a \
+                 trusted backup."
             }
             ProblemKind::Internal => {
                 "Retry later; operators find the cause in the server log by the time of the request."

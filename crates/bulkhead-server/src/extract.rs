@@ -5,10 +5,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
-use bulkhead_vault::TenantCtx;
+use bulkhead_types::LogId;
+use bulkhead_vault::{AuthError, TenantCtx};
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
+use crate::audit::{RequestId, Trail};
 use crate::error::{ApiError, ProblemKind};
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
@@ -37,17 +39,34 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        if state.admin_token_matches(token) {
-            Ok(Admin)
-        } else {
-            state.metrics.auth_failure("admin");
-            Err(ApiError::new(
-                ProblemKind::Unauthorized,
-                "this endpoint needs the admin token",
-            ))
-        }
+        let rid = request_id(parts);
+        let refused = match bearer(parts) {
+            Ok(token) if state.admin_token_matches(token) => return Ok(Admin),
+            Ok(_) => (
+                "invalid_admin_token",
+                ApiError::new(
+                    ProblemKind::Unauthorized,
+                    "this endpoint needs the admin token",
+                ),
+            ),
+            Err(e) => ("missing_credential", e),
+        };
+        state.metrics.auth_failure("admin");
+        // Every denied access is logged; the operator log holds the unattributable.
+        let _ = Trail::new(state, "admin.auth", "anonymous".into(), &rid)
+            .denied(refused.0)
+            .record(LogId::Operator)
+            .await;
+        Err(refused.1)
     }
+}
+
+fn request_id(parts: &Parts) -> RequestId {
+    parts
+        .extensions
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_else(|| RequestId("req_unassigned".into()))
 }
 
 /// A tenant: the request carried a valid API key of an active tenant. The tenant
@@ -59,11 +78,43 @@ impl FromRequestParts<AppState> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        match state.vault.authenticate(token).await {
-            Ok(ctx) => Ok(Tenant(ctx)),
+        let rid = request_id(parts);
+        let token = match bearer(parts) {
+            Ok(token) => token,
             Err(e) => {
                 state.metrics.auth_failure("tenant");
+                let _ = Trail::new(state, "auth", "anonymous".into(), &rid)
+                    .denied("missing_credential")
+                    .record(LogId::Operator)
+                    .await;
+                return Err(e);
+            }
+        };
+        match state.vault.authenticate_attributed(token).await {
+            Ok(ctx) => Ok(Tenant(ctx)),
+            Err((e, owner)) => {
+                state.metrics.auth_failure("tenant");
+                let reason = match e {
+                    AuthError::Invalid if owner.is_some() => Some("invalid_secret"),
+                    AuthError::Invalid => Some("unknown_key"),
+                    AuthError::Expired => Some("expired"),
+                    AuthError::Revoked => Some("revoked"),
+                    AuthError::Quarantined => Some("quarantined"),
+                    _ => None,
+                };
+                if let Some(reason) = reason {
+                    // A real key id goes into its owner's log (the tenant's auditor
+                    // wants to see attempts on its keys); anything else into the
+                    // operator's.
+                    let (actor, log) = match owner {
+                        Some((tenant, key_id)) => (format!("key:{key_id}"), LogId::Tenant(tenant)),
+                        None => ("anonymous".to_owned(), LogId::Operator),
+                    };
+                    let _ = Trail::new(state, "auth", actor, &rid)
+                        .denied(reason)
+                        .record(log)
+                        .await;
+                }
                 Err(e.into())
             }
         }

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+pub mod audit;
 mod documents;
 pub mod error;
 mod extract;
@@ -25,6 +26,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use bulkhead_audit::Audit;
 use bulkhead_types::TenantId;
 use bulkhead_vault::Vault;
 
@@ -51,6 +53,7 @@ impl Default for ServerLimits {
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub vault: Arc<Vault>,
+    pub audit: Arc<Audit>,
     pub metrics: Arc<Metrics>,
     pub limits: ServerLimits,
     /// SHA-256 of the admin token: comparing digests in constant time does not leak
@@ -59,9 +62,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(vault: Arc<Vault>, admin_token: &str, limits: ServerLimits) -> Self {
+    pub fn new(
+        vault: Arc<Vault>,
+        audit: Arc<Audit>,
+        admin_token: &str,
+        limits: ServerLimits,
+    ) -> Self {
         Self {
             vault,
+            audit,
             metrics: Arc::new(Metrics::new()),
             limits,
             admin_token_digest: bulkhead_crypto::sha256(admin_token.as_bytes()),
@@ -113,13 +122,40 @@ pub fn app(state: AppState) -> Router {
             "/tenants/{id}/quarantine",
             post(admin::quarantine).delete(admin::release),
         )
-        .route("/tenants/{id}/rotate-key", post(admin::rotate_key));
+        .route("/tenants/{id}/rotate-key", post(admin::rotate_key))
+        .route("/audit/public-key", get(audit::public_key))
+        .route("/audit/logs", get(audit::logs))
+        .route("/audit/checkpoint", get(audit::operator_checkpoint))
+        .route("/audit/entries", get(audit::operator_entries))
+        .route("/audit/proof/inclusion", get(audit::operator_inclusion))
+        .route("/audit/proof/consistency", get(audit::operator_consistency))
+        .route(
+            "/audit/tenants/{id}/checkpoint",
+            get(audit::admin_tenant_checkpoint),
+        )
+        .route(
+            "/audit/tenants/{id}/entries",
+            get(audit::admin_tenant_entries),
+        )
+        .route(
+            "/audit/tenants/{id}/proof/inclusion",
+            get(audit::admin_tenant_inclusion),
+        )
+        .route(
+            "/audit/tenants/{id}/proof/consistency",
+            get(audit::admin_tenant_consistency),
+        );
     let tenant = Router::new()
         .route("/documents", post(documents::create).get(documents::list))
         .route(
             "/documents/{id}",
             get(documents::show).delete(documents::remove),
-        );
+        )
+        .route("/audit/public-key", get(audit::public_key))
+        .route("/audit/checkpoint", get(audit::tenant_checkpoint))
+        .route("/audit/entries", get(audit::tenant_entries))
+        .route("/audit/proof/inclusion", get(audit::tenant_inclusion))
+        .route("/audit/proof/consistency", get(audit::tenant_consistency));
     Router::new()
         .nest("/admin/v1", admin)
         .nest("/v1", tenant)
@@ -135,6 +171,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
+        .layer(middleware::from_fn(audit::assign_request_id))
         .with_state(state)
 }
 

@@ -48,6 +48,19 @@ pub struct ServeArgs {
     /// Longest a clean shutdown waits for in-flight requests, in seconds [default: 30].
     #[arg(long, env = "BULKHEAD_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// This server's name: the audit signing key's name and the prefix of every audit
+    /// log's origin (`<name>/tenants/<id>`). Choose it once; a DNS-like name such as
+    /// `bulkhead.example.com` [default: bulkhead.local].
+    #[arg(long, env = "BULKHEAD_SERVER_NAME")]
+    pub server_name: Option<String>,
+    /// File with the Ed25519 key that signs audit checkpoints (C2SP signing-key
+    /// format), generated 0600 on first start [default: <data-dir>/audit-signing.key].
+    #[arg(long, env = "BULKHEAD_AUDIT_SIGNING_KEY")]
+    pub audit_signing_key: Option<PathBuf>,
+    /// How often audit logs that grew get a new signed checkpoint, in seconds
+    /// [default: 1]. Clients asking for a checkpoint always get a fresh one.
+    #[arg(long, env = "BULKHEAD_AUDIT_CHECKPOINT_INTERVAL_SECS")]
+    pub audit_checkpoint_interval_secs: Option<u64>,
 }
 
 /// The same keys, as read from the TOML file.
@@ -64,6 +77,9 @@ pub struct FileConfig {
     pub document_text_bytes_max: Option<usize>,
     pub sqlite_group_commit_max: Option<usize>,
     pub shutdown_grace_secs: Option<u64>,
+    pub server_name: Option<String>,
+    pub audit_signing_key: Option<PathBuf>,
+    pub audit_checkpoint_interval_secs: Option<u64>,
 }
 
 /// Settings after precedence and defaults are applied.
@@ -79,6 +95,9 @@ pub struct Settings {
     pub document_text_bytes_max: usize,
     pub sqlite_group_commit_max: usize,
     pub shutdown_grace: Duration,
+    pub server_name: String,
+    pub audit_signing_key: PathBuf,
+    pub audit_checkpoint_interval: Duration,
 }
 
 impl ServeArgs {
@@ -114,7 +133,35 @@ impl ServeArgs {
         if request_timeout_secs == 0 {
             bail!("request_timeout_secs must be at least 1");
         }
+        let server_name = self
+            .server_name
+            .or(file.server_name)
+            .unwrap_or_else(|| "bulkhead.local".to_owned());
+        if server_name.is_empty()
+            || server_name.contains('+')
+            || server_name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            bail!(
+                "server_name must be non-empty, without spaces or '+' (e.g. bulkhead.example.com)"
+            );
+        }
+        let audit_signing_key = self
+            .audit_signing_key
+            .or(file.audit_signing_key)
+            .unwrap_or_else(|| data_dir.join("audit-signing.key"));
+        let checkpoint_secs = self
+            .audit_checkpoint_interval_secs
+            .or(file.audit_checkpoint_interval_secs)
+            .unwrap_or(1);
+        if checkpoint_secs == 0 {
+            bail!("audit_checkpoint_interval_secs must be at least 1");
+        }
         Ok(Settings {
+            server_name,
+            audit_signing_key,
+            audit_checkpoint_interval: Duration::from_secs(checkpoint_secs),
             listen: self
                 .listen
                 .or(file.listen)
@@ -197,7 +244,8 @@ mod tests {
             if id != "config" {
                 let value = match id {
                     "listen" => "\"127.0.0.1:1\"".to_owned(),
-                    "data_dir" | "store" | "admin_token" | "master_key" => "\"x\"".to_owned(),
+                    "data_dir" | "store" | "admin_token" | "master_key" | "server_name"
+                    | "audit_signing_key" => "\"x\"".to_owned(),
                     _ => "1".to_owned(),
                 };
                 let parsed: Result<FileConfig, _> = toml::from_str(&format!("{id} = {value}"));

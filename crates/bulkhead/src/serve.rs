@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use base64::Engine;
+use bulkhead_audit::{Audit, AuditOptions};
 use bulkhead_crypto::{KeyEncryptionKey, LocalKek, random_array, write_secret_file};
+use bulkhead_ledger::note::NoteSigner;
 use bulkhead_server::{AppState, ServerLimits};
 use bulkhead_store::{SqliteOptions, SqliteStore, Store};
 use bulkhead_types::SystemClock;
@@ -64,9 +66,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         document_text_bytes_max: settings.document_text_bytes_max,
         ..VaultLimits::default()
     };
-    let vault = Vault::open(Arc::clone(&store), kek, Arc::new(SystemClock), limits).await?;
+    let vault =
+        Arc::new(Vault::open(Arc::clone(&store), kek, Arc::new(SystemClock), limits).await?);
+    let signer = load_or_generate_signing_key(&settings.audit_signing_key, &settings.server_name)?;
+    tracing::info!(vkey = %signer.vkey(), "audit checkpoints are signed with this key (publish it to auditors)");
+    let audit = Audit::start(
+        Arc::clone(&vault),
+        signer,
+        AuditOptions {
+            server_name: settings.server_name.clone(),
+            checkpoint_interval: settings.audit_checkpoint_interval,
+            ..AuditOptions::default()
+        },
+    )?;
     let state = AppState::new(
-        Arc::new(vault),
+        vault,
+        Arc::clone(&audit),
         &admin_token,
         ServerLimits {
             body_bytes_max: settings.body_bytes_max,
@@ -106,7 +121,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         } => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing anyway"),
     }
     // Every acknowledged write was committed before its response was sent; this
-    // drains writes still queued and folds the WAL into the database file.
+    // commits audit events still queued, signs final checkpoints, then drains the
+    // store's queue and folds the WAL into the database file.
+    audit.shutdown().await;
     store.shutdown().await;
     tracing::info!("bulkhead stopped cleanly");
     Ok(())
@@ -168,6 +185,46 @@ fn load_or_generate_admin_token(path: &Path) -> anyhow::Result<Zeroizing<String>
                 "generated a development admin token (the CLI reads it from there). \
                  In production set BULKHEAD_ADMIN_TOKEN from a secret manager.");
             Ok(token)
+        }
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+/// The audit signing key: read from its file, or generated there (0600) on first
+/// start. The key's name is the server name; a mismatch is refused, because
+/// checkpoints would silently change origin and break every auditor's chain.
+fn load_or_generate_signing_key(path: &Path, server_name: &str) -> anyhow::Result<NoteSigner> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let signer = NoteSigner::from_skey(&text).with_context(|| {
+                format!(
+                    "read the audit signing key {} (C2SP PRIVATE+KEY+… format)",
+                    path.display()
+                )
+            })?;
+            if signer.name() != server_name {
+                anyhow::bail!(
+                    "the audit signing key in {} is for server name {:?} but server_name is {:?}; \
+                     set server_name = {:?} to keep the audit logs' identity, or move the key away to \
+                     start a new one (auditors will need the new public key)",
+                    path.display(),
+                    signer.name(),
+                    server_name,
+                    signer.name()
+                );
+            }
+            Ok(signer)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let signer =
+                NoteSigner::generate(server_name).context("generate the audit signing key")?;
+            let skey = Zeroizing::new(signer.to_skey().context("encode the audit signing key")?);
+            write_secret_file(path, skey.as_bytes())
+                .with_context(|| format!("write {}", path.display()))?;
+            tracing::warn!(path = %path.display(),
+                "generated the audit signing key. Back it up: auditors verify checkpoints with its \
+                 public key (bulkhead audit public-key), and a new key starts a new chain of trust.");
+            Ok(signer)
         }
         Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
     }

@@ -1,0 +1,167 @@
+//! The test harness shared by the HTTP tests: a server state over a temporary SQLite
+//! file, driven through `app(state)` with `oneshot` (no sockets).
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use bulkhead_crypto::{LocalKek, SecretKey};
+use bulkhead_server::{AppState, ServerLimits, app};
+use bulkhead_store::{SqliteOptions, SqliteStore};
+use bulkhead_types::SystemClock;
+use bulkhead_vault::{Vault, VaultLimits};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+pub const ADMIN: &str = "admin-token-for-tests-0123456789";
+
+pub struct Api {
+    pub dir: tempfile::TempDir,
+    pub state: AppState,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl Api {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap());
+        let kek = Arc::new(LocalKek::new(&SecretKey::generate().unwrap(), "test").unwrap());
+        let limits = VaultLimits {
+            document_text_bytes_max: 4096,
+            ..VaultLimits::default()
+        };
+        let vault = Arc::new(
+            Vault::open(store, kek, Arc::new(SystemClock), limits)
+                .await
+                .unwrap(),
+        );
+        let signer = bulkhead_ledger::note::NoteSigner::generate("bulkhead.test").unwrap();
+        let audit = bulkhead_audit::Audit::start(
+            Arc::clone(&vault),
+            signer,
+            bulkhead_audit::AuditOptions {
+                server_name: "bulkhead.test".into(),
+                ..bulkhead_audit::AuditOptions::default()
+            },
+        )
+        .unwrap();
+        let server_limits = ServerLimits {
+            body_bytes_max: 16 * 1024,
+            ..ServerLimits::default()
+        };
+        Self {
+            dir,
+            state: AppState::new(vault, audit, ADMIN, server_limits),
+        }
+    }
+
+    pub async fn raw(&self, request: Request<Body>) -> Reply {
+        let response = app(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Reply {
+            status,
+            content_type,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        };
+        self.raw(req.unwrap()).await
+    }
+
+    pub async fn tenant_with_key(&self, name: &str) -> (String, String) {
+        let t = self
+            .call(
+                "POST",
+                "/admin/v1/tenants",
+                Some(ADMIN),
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(t.status, StatusCode::CREATED);
+        let id = t.json()["id"].as_str().unwrap().to_owned();
+        let k = self
+            .call(
+                "POST",
+                &format!("/admin/v1/tenants/{id}/keys"),
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        assert_eq!(
+            k.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&k.body)
+        );
+        (id, k.json()["key"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn counts(&self) -> (u64, u64) {
+        let c = self.state.vault.counts().await.unwrap();
+        (c.tenants, c.documents)
+    }
+}
+
+pub fn assert_problem(reply: &Reply, status: StatusCode, what: &str) {
+    assert_eq!(
+        reply.status,
+        status,
+        "{what}: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.content_type, "application/problem+json", "{what}");
+    let p = reply.json();
+    assert_eq!(p["status"], status.as_u16(), "{what}");
+    assert!(
+        p["type"].as_str().unwrap().starts_with("/problems/"),
+        "{what}"
+    );
+    assert!(p["title"].is_string() && p["detail"].is_string(), "{what}");
+}
