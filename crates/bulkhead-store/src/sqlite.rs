@@ -1301,4 +1301,120 @@ mod tests {
             .unwrap();
         assert_eq!(all.len(), 200);
     }
+
+    fn entry(index: u64) -> AuditEntryRow {
+        AuditEntryRow {
+            index,
+            leaf_hash: vec![index as u8; 32],
+            key_version: 1,
+            sealed: Some(vec![9; 16]),
+            created_at: UnixMillis(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn audit_appends_compare_and_set_and_survive_erasure_as_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap();
+        let t = tenant(4);
+        store.create_tenant(t.clone(), key(1)).await.unwrap();
+        let log = LogId::Tenant(t.id.clone());
+        let append = |old_size: u64, n: u64| AuditAppend {
+            log: log.clone(),
+            old_size,
+            entries: (old_size..old_size + n).map(entry).collect(),
+            tiles: vec![AuditTileRow {
+                level: 0,
+                index: 0,
+                data: vec![1; 32 * (old_size + n) as usize],
+            }],
+        };
+        assert_eq!(
+            store.audit_append(vec![append(0, 3)]).await.unwrap(),
+            [true]
+        );
+        // Two writers extending the same size: the second is refused whole.
+        assert_eq!(
+            store.audit_append(vec![append(0, 2)]).await.unwrap(),
+            [false]
+        );
+        assert_eq!(store.audit_head(&log).await.unwrap().size, 3);
+        assert_eq!(
+            store.audit_append(vec![append(3, 1)]).await.unwrap(),
+            [true]
+        );
+        let entries = store.audit_entries(&log, 0, 10).await.unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+
+        // A checkpoint only moves forward, from the size it was.
+        assert!(
+            store
+                .audit_set_checkpoint(&log, 0, 2, b"cp2".to_vec(), UnixMillis(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .audit_set_checkpoint(&log, 0, 4, b"x".to_vec(), UnixMillis(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .audit_set_checkpoint(&log, 2, 1, b"x".to_vec(), UnixMillis(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .audit_set_checkpoint(&log, 2, 9, b"x".to_vec(), UnixMillis(5))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.audit_logs_behind(10).await.unwrap(), [log.clone()]);
+
+        // Key version 1 is still used by audit bodies: not retired.
+        store.add_data_key(&t.id, key(2)).await.unwrap();
+        assert_eq!(
+            store
+                .retire_data_keys(&t.id, KeyVersion::new(2).unwrap())
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .audit_entries_sealed_below(&t.id, KeyVersion::new(2).unwrap(), 10)
+                .await
+                .unwrap()
+                .len(),
+            4
+        );
+
+        // Erasure drops the bodies and keeps the leaves and tiles.
+        store
+            .erase_tenant(&t.id, UnixMillis(9), b"r".to_vec())
+            .await
+            .unwrap()
+            .unwrap();
+        let entries = store.audit_entries(&log, 0, 10).await.unwrap();
+        assert_eq!(entries.len(), 4);
+        assert!(
+            entries
+                .iter()
+                .all(|e| e.sealed.is_none() && e.leaf_hash.len() == 32)
+        );
+        assert_eq!(
+            store
+                .audit_tiles(&log, vec![(0, 0), (0, 1)])
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        store.shutdown().await;
+    }
 }
