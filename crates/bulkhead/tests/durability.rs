@@ -209,6 +209,28 @@ async fn ingest_then_stop_then_verify(stop: Stop) {
         acked.len()
     );
 
+    // The audit log is as durable as the data: every acknowledged create is in its
+    // tenant's log, and the log verifies against a checkpoint signed by the same key.
+    let vkey = client
+        .get(format!("{}/v1/audit/public-key", server.base_url))
+        .send()
+        .await
+        .expect("GET the public key")
+        .text()
+        .await
+        .expect("read the public key");
+    let verifier = bulkhead_ledger::note::NoteVerifier::from_vkey(&vkey).expect("a valid vkey");
+    for (index, tenant) in tenants.iter().enumerate() {
+        let logged = audited_document_ids(&client, &server.base_url, tenant, &verifier).await;
+        for doc in acked.iter().filter(|d| d.tenant == index) {
+            assert!(
+                logged.contains(&doc.id),
+                "document {} was acknowledged but its creation is not in tenant {index}'s audit log",
+                doc.id
+            );
+        }
+    }
+
     // Isolation sanity: a document of tenant 0 does not exist for tenant 1.
     let (owner, other) = (0, 1);
     let doc = acked.iter().find(|doc| doc.tenant == owner).expect(
@@ -226,6 +248,62 @@ async fn ingest_then_stop_then_verify(stop: Stop) {
         "tenant {other} could see tenant {owner}'s document {}",
         doc.id
     );
+}
+
+/// The ids of every `document.create` in the tenant's audit log, after checking the
+/// signed checkpoint and recomputing its root from every entry.
+async fn audited_document_ids(
+    client: &Client,
+    base_url: &str,
+    tenant: &Tenant,
+    verifier: &bulkhead_ledger::note::NoteVerifier,
+) -> std::collections::HashSet<String> {
+    let note = client
+        .get(format!("{base_url}/v1/audit/checkpoint"))
+        .bearer_auth(&tenant.key)
+        .send()
+        .await
+        .expect("GET the checkpoint")
+        .text()
+        .await
+        .expect("read the checkpoint");
+    let checkpoint = bulkhead_ledger::checkpoint::Checkpoint::open(&note, verifier)
+        .expect("the checkpoint verifies under the server's key");
+    let mut range = bulkhead_ledger::CompactRange::new();
+    let mut ids = std::collections::HashSet::new();
+    while range.size() < checkpoint.size {
+        let page = expect_json(
+            client
+                .get(format!(
+                    "{base_url}/v1/audit/entries?start={}&end={}",
+                    range.size(),
+                    checkpoint.size
+                ))
+                .bearer_auth(&tenant.key),
+            StatusCode::OK,
+            "audit entries",
+        )
+        .await;
+        for entry in page["entries"].as_array().expect("entries") {
+            let leaf = bulkhead_ledger::hash_from_b64(entry["leaf_hash"].as_str().unwrap())
+                .expect("a base64 leaf hash");
+            range.push(leaf);
+            let event = &entry["event"];
+            assert_eq!(
+                bulkhead_ledger::event::leaf_hash_of_json(event).unwrap(),
+                leaf
+            );
+            if event["kind"] == "document.create" {
+                ids.insert(string_field(&event["subjects"][0], "id"));
+            }
+        }
+    }
+    assert_eq!(
+        range.root(),
+        checkpoint.root,
+        "the audit log's root does not match its checkpoint"
+    );
+    ids
 }
 
 /// A tenant created through the admin plane, with one API key.
