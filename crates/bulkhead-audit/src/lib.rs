@@ -26,6 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -137,6 +138,19 @@ pub struct LogSummary {
     pub checkpoint_at: Option<UnixMillis>,
 }
 
+/// Running totals since start, for metrics.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    /// Events durably appended.
+    pub events: AtomicU64,
+    /// Store transactions that appended them (events / batches = group size).
+    pub batches: AtomicU64,
+    /// Checkpoints signed and stored.
+    pub checkpoints: AtomicU64,
+    /// Times the service refused to sign because storage no longer matched.
+    pub refusals: AtomicU64,
+}
+
 struct Pending {
     log: LogId,
     leaf: Hash,
@@ -163,6 +177,7 @@ pub struct Audit {
     /// One signing at a time per process: two concurrent signers of one log could
     /// otherwise both pass the consistency check against the same predecessor.
     signing: tokio::sync::Mutex<()>,
+    stats: AuditStats,
 }
 
 const OPERATOR_AAD: &[u8] = b"bulkhead/audit/operator/v1";
@@ -195,6 +210,7 @@ impl Audit {
             tiles: Mutex::new(LruCache::new(tiles_len)),
             dirty: Mutex::new(HashSet::new()),
             signing: tokio::sync::Mutex::new(()),
+            stats: AuditStats::default(),
             options,
         });
         let sequencer = tokio::spawn(sequence(Arc::clone(&audit), rx));
@@ -216,6 +232,10 @@ impl Audit {
         });
         *audit.checkpointer.lock().expect("fresh mutex") = Some(checkpointer);
         Ok(audit)
+    }
+
+    pub fn stats(&self) -> &AuditStats {
+        &self.stats
     }
 
     /// The C2SP verifier key for every checkpoint this server signs.
@@ -339,6 +359,7 @@ impl Audit {
             return self.parse_stored(log, &head);
         }
         let inconsistent = |detail: String| {
+            self.stats.refusals.fetch_add(1, Ordering::Relaxed);
             tracing::error!(log = %log, %detail,
                 "REFUSING TO SIGN an audit checkpoint: the stored log no longer matches what this \
                  server signed. Storage was edited or rolled back; treat it as an incident and \
@@ -408,6 +429,7 @@ impl Audit {
             return self.parse_stored(log, &head);
         }
         if stored {
+            self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(log = %log, size = head.size, "audit checkpoint signed");
         }
         Ok(SignedCheckpoint {
@@ -821,11 +843,16 @@ async fn commit_groups(
     let mut retry = Vec::new();
     match audit.store.audit_append(appends).await {
         Ok(applied) => {
+            audit.stats.batches.fetch_add(1, Ordering::Relaxed);
             let mut grown = Vec::new();
             for ((log, pendings, indices, edge), ok) in ready.into_iter().zip(applied) {
                 if ok {
                     audit.cache_tiles(&log, edge.tiles());
                     edges.put(log.clone(), edge);
+                    audit
+                        .stats
+                        .events
+                        .fetch_add(pendings.len() as u64, Ordering::Relaxed);
                     for (p, index) in pendings.into_iter().zip(indices) {
                         let _ = p.reply.send(Ok(index));
                     }

@@ -215,6 +215,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         Ok(counts) => state.metrics.set_counts(&counts),
         Err(e) => tracing::warn!(error = %e, "could not count rows for metrics"),
     }
+    state.metrics.set_audit(state.audit.stats());
     let mut response = state.metrics.encode().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

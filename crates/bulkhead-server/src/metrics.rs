@@ -43,6 +43,10 @@ pub struct Metrics {
     tenants: Gauge,
     quarantined_tenants: Gauge,
     documents: Gauge,
+    audit_events: Counter,
+    audit_batches: Counter,
+    audit_checkpoints: Counter,
+    audit_refusals: Counter,
 }
 
 impl Default for Metrics {
@@ -89,8 +93,36 @@ impl Metrics {
             "Stored (sealed) documents, all tenants",
             documents.clone(),
         );
+        let audit_events = Counter::default();
+        let audit_batches = Counter::default();
+        let audit_checkpoints = Counter::default();
+        let audit_refusals = Counter::default();
+        registry.register(
+            "audit_events",
+            "Audit events durably appended, all logs",
+            audit_events.clone(),
+        );
+        registry.register(
+            "audit_append_batches",
+            "Store transactions that appended audit events (group commits)",
+            audit_batches.clone(),
+        );
+        registry.register(
+            "audit_checkpoints_signed",
+            "Audit checkpoints signed",
+            audit_checkpoints.clone(),
+        );
+        registry.register(
+            "audit_signing_refusals",
+            "Times a checkpoint was refused because the stored log no longer matched a signed one: page someone",
+            audit_refusals.clone(),
+        );
         Self {
             registry,
+            audit_events,
+            audit_batches,
+            audit_checkpoints,
+            audit_refusals,
             requests,
             latency,
             auth_failures,
@@ -114,6 +146,19 @@ impl Metrics {
         self.quarantined_tenants
             .set(clamp(counts.quarantined_tenants));
         self.documents.set(clamp(counts.documents));
+    }
+
+    /// Mirrors the audit service's running totals (kept there as atomics).
+    pub fn set_audit(&self, stats: &bulkhead_audit::AuditStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (counter, value) in [
+            (&self.audit_events, &stats.events),
+            (&self.audit_batches, &stats.batches),
+            (&self.audit_checkpoints, &stats.checkpoints),
+            (&self.audit_refusals, &stats.refusals),
+        ] {
+            counter.inner().store(value.load(Relaxed), Relaxed);
+        }
     }
 
     pub fn encode(&self) -> String {

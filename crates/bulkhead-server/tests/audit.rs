@@ -298,6 +298,17 @@ async fn every_access_admin_action_and_denial_lands_in_the_right_log() {
         );
     }
     assert_eq!(operator[0]["tenant"], a.as_str());
+
+    let metrics = api.call("GET", "/metrics", None, None).await;
+    let text = String::from_utf8(metrics.body).unwrap();
+    let events: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("bulkhead_audit_events_total "))
+        .expect("the audit event counter is exported")
+        .parse()
+        .unwrap();
+    assert!(events >= (events_a.len() + events_b.len() + operator.len()) as u64);
+    assert!(text.contains("bulkhead_audit_signing_refusals_total 0"));
 }
 
 #[tokio::test]
