@@ -19,31 +19,27 @@
 //! nothing. The client runs on the same machine as the server and competes with
 //! it for CPU.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+
+// The same real-process harness the end-to-end tests use.
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::{ADMIN_TOKEN, Server};
 
 const COMMAND: &str = "cargo bench -p bulkhead --bench ingest";
 /// At least 32 characters, as the server requires of an admin token.
-const ADMIN_TOKEN: &str = "ingest-bench-admin-token-0123456789abcdef";
 const TENANTS: usize = 100;
 const CONCURRENCY: usize = 32;
 const DOC_BYTES: usize = 1024;
 const DOCS_DEFAULT: usize = 20_000;
 const WARM_UP: Duration = Duration::from_secs(2);
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Server log lines kept for panic messages.
-const LOG_TAIL_LINES: usize = 40;
 
 fn main() {
     let docs = match std::env::var("BENCH_DOCS") {
@@ -137,7 +133,7 @@ impl RunResult {
 async fn run(label: &'static str, extra_env: &[(&str, &str)], docs: usize) -> RunResult {
     eprintln!("{label}: starting server");
     let data_dir = tempfile::tempdir().expect("create a temporary data directory");
-    let server = Server::start(data_dir.path(), extra_env).await;
+    let server = Server::start_with(data_dir.path(), extra_env).await;
     let client = Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()
@@ -312,128 +308,4 @@ fn nproc() -> String {
                 .map(|n| n.to_string())
         })
         .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock ends the benchmark anyway; the log tail
-    // is still worth printing.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-// The server harness below is the same as in `tests/durability.rs`; a bench
-// target cannot share a module with a test target without a support crate.
-
-/// A running `bulkhead serve`, killed when dropped (also on panic).
-struct Server {
-    child: Child,
-    base_url: String,
-    log_tail: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl Server {
-    /// Starts the binary and waits until it says where it listens. Its stdout
-    /// and stderr are drained by threads for the rest of its life, so a full
-    /// pipe can never stall it.
-    async fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-            .arg("serve")
-            .env("BULKHEAD_DATA_DIR", data_dir)
-            .env("BULKHEAD_LISTEN", "127.0.0.1:0")
-            .env("BULKHEAD_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .envs(extra_env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the bulkhead binary");
-        let mut server = Server {
-            child,
-            base_url: String::new(),
-            log_tail: Arc::default(),
-        };
-
-        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
-        let stdout = server
-            .child
-            .stdout
-            .take()
-            .expect("stdout was configured as piped");
-        let stderr = server
-            .child
-            .stderr
-            .take()
-            .expect("stderr was configured as piped");
-        drain(stdout, ready_tx.clone(), Arc::clone(&server.log_tail));
-        drain(stderr, ready_tx, Arc::clone(&server.log_tail));
-
-        let addr = match tokio::time::timeout(STARTUP_TIMEOUT, ready_rx.recv()).await {
-            Ok(Some(addr)) => addr,
-            Ok(None) => panic!(
-                "bulkhead exited before it was listening ({:?})\n{}",
-                server.child.try_wait(),
-                server.log_tail()
-            ),
-            Err(_elapsed) => panic!(
-                "bulkhead did not log `listening on http://…` within {STARTUP_TIMEOUT:?}\n{}",
-                server.log_tail()
-            ),
-        };
-        server.base_url = format!("http://{addr}");
-        server
-    }
-
-    fn log_tail(&self) -> String {
-        let tail = lock(&self.log_tail);
-        let mut out = format!("--- last {} server log lines ---\n", tail.len());
-        for line in tail.iter() {
-            out.push_str(line);
-            out.push('\n');
-        }
-        out
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Errors mean the process is already gone, which is what we want.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Reads `stream` line by line until it closes, keeping the last lines for
-/// panic messages and reporting the listen address once it appears.
-fn drain(
-    stream: impl Read + Send + 'static,
-    ready: mpsc::UnboundedSender<SocketAddr>,
-    tail: Arc<Mutex<VecDeque<String>>>,
-) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if let Some(addr) = parse_listen_line(&line) {
-                // The receiver is gone once the server is up; that is fine.
-                let _ = ready.send(addr);
-            }
-            let mut tail = lock(&tail);
-            if tail.len() == LOG_TAIL_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(line);
-        }
-    });
-}
-
-/// Finds `listening on http://ADDR` in a log line, with or without colour codes.
-fn parse_listen_line(line: &str) -> Option<SocketAddr> {
-    const MARKER: &str = "listening on http://";
-    let rest = &line[line.find(MARKER)? + MARKER.len()..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
