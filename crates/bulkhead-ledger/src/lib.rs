@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod checkpoint;
 pub mod event;
 pub mod note;

@@ -1,12 +1,46 @@
 //! The operator CLI: `bulkhead tenant …` and `bulkhead key …` over the admin API of
 //! a running server.
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::{ConnArgs, KeyCommand, TenantCommand};
+
+/// The admin token: --admin-token or BULKHEAD_ADMIN_TOKEN, else the development
+/// token in the data directory.
+pub(crate) fn admin_token(conn: &ConnArgs) -> anyhow::Result<Zeroizing<String>> {
+    if let Some(t) = &conn.admin_token {
+        return Ok(Zeroizing::new(t.clone()));
+    }
+    let path = conn.data_dir.join("admin.token");
+    let text = Zeroizing::new(std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no admin token: set BULKHEAD_ADMIN_TOKEN or --admin-token (the development token is read from {}, \
+             which could not be read)",
+            path.display()
+        )
+    })?);
+    Ok(Zeroizing::new(text.trim().to_owned()))
+}
+
+/// The error for a non-success answer: the problem+json `title` and `detail` when
+/// the body has them, and on 401 what to check.
+pub(crate) fn problem_error(
+    status: StatusCode,
+    text: &str,
+    unauthorized_hint: &str,
+) -> anyhow::Error {
+    let problem: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let title = problem["title"].as_str().unwrap_or("request failed");
+    let detail = problem["detail"].as_str().unwrap_or(text);
+    if status == StatusCode::UNAUTHORIZED {
+        anyhow!("{title}: {detail} (HTTP {status}); {unauthorized_hint}")
+    } else {
+        anyhow!("{title}: {detail} (HTTP {status})")
+    }
+}
 
 struct AdminClient {
     http: reqwest::Client,
@@ -17,20 +51,7 @@ struct AdminClient {
 
 impl AdminClient {
     fn new(conn: ConnArgs) -> anyhow::Result<Self> {
-        let token = match conn.admin_token {
-            Some(t) => Zeroizing::new(t),
-            None => {
-                let path = conn.data_dir.join("admin.token");
-                let text = std::fs::read_to_string(&path).with_context(|| {
-                    format!(
-                        "no admin token: set BULKHEAD_ADMIN_TOKEN or --admin-token (the development token is read from {}, \
-                         which could not be read)",
-                        path.display()
-                    )
-                })?;
-                Zeroizing::new(text.trim().to_owned())
-            }
-        };
+        let token = admin_token(&conn)?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .build()
@@ -61,15 +82,11 @@ impl AdminClient {
         let status = response.status();
         let text = response.text().await.context("read the server's answer")?;
         if !status.is_success() {
-            let problem: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let title = problem["title"].as_str().unwrap_or("request failed");
-            let detail = problem["detail"].as_str().unwrap_or(&text);
-            if status == StatusCode::UNAUTHORIZED {
-                bail!(
-                    "{title}: {detail} (HTTP {status}); check BULKHEAD_ADMIN_TOKEN / --admin-token"
-                );
-            }
-            bail!("{title}: {detail} (HTTP {status})");
+            return Err(problem_error(
+                status,
+                &text,
+                "check BULKHEAD_ADMIN_TOKEN / --admin-token",
+            ));
         }
         if text.is_empty() {
             Ok(Value::Null)
@@ -102,7 +119,7 @@ fn tenant_line(t: &Value) -> String {
     )
 }
 
-fn segment(id: &str) -> anyhow::Result<&str> {
+pub(crate) fn segment(id: &str) -> anyhow::Result<&str> {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         bail!("{id:?} is not an id (expected something like tn_0123… or bhk_0123…)");
     }

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod client;
 mod config;
 mod serve;
@@ -52,6 +53,27 @@ enum Command {
         conn: ConnArgs,
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Fetch, export and verify the signed audit logs (one per tenant, one for the
+    /// operator).
+    ///
+    /// Each log is a Merkle tree whose checkpoints the server signs. With nothing
+    /// but the server's public key, anyone can check that no entry was edited,
+    /// removed or rewritten, and that the log only grew since a checkpoint they kept:
+    ///
+    ///     bulkhead audit public-key > bulkhead.vkey    # keep it where the server cannot change it
+    ///     bulkhead audit export --tenant tn_… --out acme.audit.json
+    ///     bulkhead audit verify --file acme.audit.json --vkey-file bulkhead.vkey \
+    ///         --save-checkpoint acme.checkpoint
+    ///     # later, live, proving the log only grew since then:
+    ///     bulkhead audit verify --tenant tn_… --vkey-file bulkhead.vkey \
+    ///         --old-checkpoint acme.checkpoint --save-checkpoint acme.checkpoint
+    #[command(verbatim_doc_comment)]
+    Audit {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: AuditCommand,
     },
 }
 
@@ -137,6 +159,102 @@ enum KeyCommand {
     Revoke { tenant_id: String, key_id: String },
 }
 
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print the public key (C2SP vkey) that verifies every checkpoint of the server.
+    ///
+    /// Fetched from the server (no credentials needed) or, with --local, derived from
+    /// the signing key file on the server's machine without contacting a server.
+    /// Hand it to auditors by a channel the server does not control.
+    ///
+    /// Examples:
+    ///     bulkhead audit public-key > bulkhead.vkey
+    ///     bulkhead audit public-key --local --data-dir /var/lib/bulkhead
+    #[command(verbatim_doc_comment)]
+    PublicKey {
+        /// Read the signing key file instead of asking the server.
+        #[arg(long)]
+        local: bool,
+        /// With --local: the signing key file [default: <data-dir>/audit-signing.key].
+        #[arg(long, env = "BULKHEAD_AUDIT_SIGNING_KEY", value_name = "FILE")]
+        audit_signing_key: Option<PathBuf>,
+    },
+    /// Print a log's latest signed checkpoint (a C2SP signed note: origin, size, root).
+    ///
+    /// Examples:
+    ///     BULKHEAD_API_KEY=bhk_… bulkhead audit checkpoint
+    ///     bulkhead audit checkpoint --tenant tn_… > acme.checkpoint
+    ///     bulkhead audit checkpoint --operator
+    #[command(verbatim_doc_comment)]
+    Checkpoint {
+        #[command(flatten)]
+        log: audit::LogArgs,
+    },
+    /// Export a whole log to one file: its signed checkpoint and every entry.
+    ///
+    /// The file (JSON, format bulkhead-audit-export/v1, one entry per line) is all
+    /// `audit verify --file` needs besides the public key. With --since it also
+    /// carries the server's consistency proof from that older checkpoint. The file
+    /// is replaced only once every entry has arrived.
+    ///
+    /// Examples:
+    ///     bulkhead audit export --tenant tn_… --out acme-2026-11.audit.json
+    ///     bulkhead audit export --operator --out operator.audit.json --since operator.checkpoint
+    #[command(verbatim_doc_comment)]
+    Export {
+        /// The file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// An older checkpoint of the same log: include the consistency proof from it.
+        #[arg(long, value_name = "OLD_CHECKPOINT_FILE")]
+        since: Option<PathBuf>,
+        #[command(flatten)]
+        log: audit::LogArgs,
+    },
+    /// Verify a log, offline from an export file or live from the server.
+    ///
+    /// Checks the checkpoint's signature under the key you give (never one the
+    /// server gives), that every event hashes to its leaf, that the entries are
+    /// exactly those the checkpoint commits to, and, with --old-checkpoint, that the
+    /// log only grew since (no rollback, no rewritten history). Events of
+    /// crypto-shredded tenants show as unreadable; their entries still verify.
+    ///
+    /// Exit status: 0 verified, 3 verification failed (each problem is printed),
+    /// 2 bad arguments, 1 any other error.
+    ///
+    /// Examples:
+    ///     bulkhead audit verify --file acme.audit.json --vkey-file bulkhead.vkey
+    ///     bulkhead audit verify --tenant tn_… --vkey-file bulkhead.vkey \
+    ///         --old-checkpoint acme.checkpoint --save-checkpoint acme.checkpoint
+    #[command(verbatim_doc_comment)]
+    Verify {
+        /// Verify this export file (from `audit export`); no server is contacted.
+        /// Without it, the log is fetched live from --server.
+        #[arg(long, value_name = "FILE", conflicts_with = "log")]
+        file: Option<PathBuf>,
+        /// The server's public key, as `audit public-key` prints it.
+        #[arg(
+            long,
+            value_name = "VKEY",
+            required_unless_present = "vkey_file",
+            conflicts_with = "vkey_file"
+        )]
+        vkey: Option<String>,
+        /// A file holding the server's public key.
+        #[arg(long, value_name = "FILE")]
+        vkey_file: Option<PathBuf>,
+        /// A checkpoint of this log you kept: check the log is consistent with it.
+        #[arg(long, value_name = "FILE")]
+        old_checkpoint: Option<PathBuf>,
+        /// When verification passes, write the verified checkpoint here, to pass as
+        /// --old-checkpoint next time (may be the same file).
+        #[arg(long, value_name = "FILE")]
+        save_checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        log: audit::LogArgs,
+    },
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -154,12 +272,16 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Tenant { conn, command } => client::tenant(conn, command).await,
             Command::Key { conn, command } => client::key(conn, command).await,
+            Command::Audit { conn, command } => audit::run(conn, command).await,
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if e.is::<audit::NotVerified>() {
+                return std::process::ExitCode::from(audit::EXIT_NOT_VERIFIED);
+            }
             std::process::ExitCode::FAILURE
         }
     }
