@@ -117,6 +117,7 @@ pub async fn erase_tenant(
         Ok(r) => r,
         Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
     };
+    state.retrieval.forget(&id);
     // The tenant's own log can no longer be written (its keys are gone); the
     // operator log records the erasure with the counts of the receipt.
     Trail::admin(&state, KIND, &rid)
@@ -208,6 +209,7 @@ pub async fn quarantine(
         Ok(t) => t,
         Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
     };
+    state.retrieval.forget(&id);
     Trail::admin(&state, KIND, &rid)
         .subject(Subject::new("tenant", id.as_str()))
         .record_admin(Some(&id))
@@ -228,6 +230,7 @@ pub async fn release(
         Ok(t) => t,
         Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
     };
+    state.retrieval.forget(&id);
     Trail::admin(&state, KIND, &rid)
         .subject(Subject::new("tenant", id.as_str()))
         .record_admin(Some(&id))

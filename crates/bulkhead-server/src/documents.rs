@@ -64,13 +64,19 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let content = Subject::new("document", "").with_content(req.text.as_bytes());
     let requested_id = req.id.clone();
+    let metadata = req.metadata.clone().unwrap_or_default();
+    let chunks = state.retrieval.prepare(ctx.tenant(), &req.text).await?;
     let new = NewDocument {
         id: req.id,
         text: req.text,
         metadata: req.metadata,
         ttl_secs: req.ttl_seconds,
     };
-    let stored = match state.vault.put_document(&ctx, new).await {
+    let stored = match state
+        .vault
+        .put_document_chunked(&ctx, new, chunks_for_store(&chunks))
+        .await
+    {
         Ok(stored) => stored,
         Err(e) => {
             return Err(refused(
@@ -84,16 +90,21 @@ pub async fn create(
             .await);
         }
     };
+    state
+        .retrieval
+        .after_insert(ctx.tenant(), &stored.id, &metadata, &chunks)
+        .await;
     Trail::tenant(&state, &ctx, "document.create", &rid)
         .subject(Subject {
             id: stored.id.to_string(),
             ..content
         })
+        .attr("chunks", Attr::Int(chunks.len() as i64))
         .record(LogId::Tenant(ctx.tenant().clone()))
         .await?;
     let body = CreateDocumentResponse {
         id: stored.id.to_string(),
-        chunks: 0,
+        chunks: u32::try_from(chunks.len()).unwrap_or(u32::MAX),
         created_at: rfc3339(stored.created_at),
         expires_at: stored.expires_at.map(rfc3339),
     };
@@ -191,9 +202,23 @@ pub async fn remove(
     if let Err(e) = state.vault.delete_document(&ctx, &id).await {
         return Err(refused(&state, &ctx, &rid, "document.delete", Some(&id), e).await);
     }
+    state.retrieval.after_delete(ctx.tenant(), &id).await;
     Trail::tenant(&state, &ctx, "document.delete", &rid)
         .subject(Subject::new("document", id.as_str()))
         .record(LogId::Tenant(ctx.tenant().clone()))
         .await?;
     Ok(no_content())
+}
+
+/// The vault takes its own copies of the chunks (it seals and wipes them); the
+/// originals stay for the hot index.
+fn chunks_for_store(chunks: &[bulkhead_vault::NewChunk]) -> Vec<bulkhead_vault::NewChunk> {
+    chunks
+        .iter()
+        .map(|c| bulkhead_vault::NewChunk {
+            index: c.index,
+            text: c.text.clone(),
+            embedding: c.embedding.clone(),
+        })
+        .collect()
 }

@@ -15,6 +15,7 @@ mod documents;
 pub mod error;
 mod extract;
 pub mod metrics;
+pub mod retrieval;
 pub mod wire;
 
 use std::sync::Arc;
@@ -54,6 +55,7 @@ impl Default for ServerLimits {
 pub struct AppState {
     pub vault: Arc<Vault>,
     pub audit: Arc<Audit>,
+    pub retrieval: Arc<retrieval::Retrieval>,
     pub metrics: Arc<Metrics>,
     pub limits: ServerLimits,
     /// SHA-256 of the admin token: comparing digests in constant time does not leak
@@ -65,12 +67,14 @@ impl AppState {
     pub fn new(
         vault: Arc<Vault>,
         audit: Arc<Audit>,
+        retrieval: Arc<retrieval::Retrieval>,
         admin_token: &str,
         limits: ServerLimits,
     ) -> Self {
         Self {
             vault,
             audit,
+            retrieval,
             metrics: Arc::new(Metrics::new()),
             limits,
             admin_token_digest: bulkhead_crypto::sha256(admin_token.as_bytes()),
@@ -151,6 +155,7 @@ pub fn app(state: AppState) -> Router {
             "/documents/{id}",
             get(documents::show).delete(documents::remove),
         )
+        .route("/search", post(retrieval::search))
         .route("/audit/public-key", get(audit::public_key))
         .route("/audit/checkpoint", get(audit::tenant_checkpoint))
         .route("/audit/entries", get(audit::tenant_entries))

@@ -193,6 +193,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Inserts a record; `Conflict` if (tenant, kind, id) exists.
     async fn insert_record(&self, row: RecordRow) -> StoreResult<i64>;
+    /// Inserts records all or nothing (one transaction): `Conflict` if any exists.
+    async fn insert_records(&self, rows: Vec<RecordRow>) -> StoreResult<()>;
     /// One record, if it exists and has not expired at `now`.
     async fn record(
         &self,
@@ -216,6 +218,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         tenant: &TenantId,
         kind: RecordKind,
         record_id: &str,
+        now: UnixMillis,
+    ) -> StoreResult<bool>;
+
+    /// Deletes one record and, in the same transaction, its parts: records of
+    /// `part_kind` whose id is `record_id` followed by `#` (e.g. a document's
+    /// chunks, `doc-1#0`, `doc-1#1`…). False if the record did not exist or had
+    /// expired.
+    async fn delete_record_with_parts(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        record_id: &str,
+        part_kind: RecordKind,
         now: UnixMillis,
     ) -> StoreResult<bool>;
 

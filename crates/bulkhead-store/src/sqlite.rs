@@ -774,6 +774,76 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn insert_records(&self, rows: Vec<RecordRow>) -> StoreResult<()> {
+        // One job runs in one savepoint: a conflict on any row undoes them all.
+        self.write(move |conn| {
+            let mut insert = conn
+                .prepare_cached(
+                    "INSERT INTO records (tenant_id, kind, record_id, key_version, sealed, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(backend)?;
+            for row in &rows {
+                insert
+                    .execute(params![
+                        row.tenant_id.as_str(),
+                        row.kind.as_str(),
+                        row.record_id,
+                        row.key_version.get(),
+                        row.sealed,
+                        row.created_at.0,
+                        row.expires_at.map(|t| t.0),
+                    ])
+                    .map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_record_with_parts(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        record_id: &str,
+        part_kind: RecordKind,
+        now: UnixMillis,
+    ) -> StoreResult<bool> {
+        let (tenant, record_id) = (tenant.clone(), record_id.to_owned());
+        self.write(move |conn| {
+            let live = conn
+                .query_row(
+                    "SELECT expires_at IS NULL OR expires_at > ?4 FROM records
+                     WHERE tenant_id = ?1 AND kind = ?2 AND record_id = ?3",
+                    params![tenant.as_str(), kind.as_str(), record_id, now.0],
+                    |r| r.get::<_, bool>(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            let n = conn
+                .execute(
+                    "DELETE FROM records WHERE tenant_id = ?1 AND kind = ?2 AND record_id = ?3",
+                    params![tenant.as_str(), kind.as_str(), record_id],
+                )
+                .map_err(backend)?;
+            // Parts are `id#…`: the range [id#, id$) holds exactly them, because
+            // '#' and '$' cannot occur in an id and '$' follows '#'.
+            conn.execute(
+                "DELETE FROM records WHERE tenant_id = ?1 AND kind = ?2
+                   AND record_id >= ?3 AND record_id < ?4",
+                params![
+                    tenant.as_str(),
+                    part_kind.as_str(),
+                    format!("{record_id}#"),
+                    format!("{record_id}$")
+                ],
+            )
+            .map_err(backend)?;
+            Ok(n == 1 && live == Some(true))
+        })
+        .await
+    }
+
     async fn record(
         &self,
         tenant: &TenantId,
@@ -1374,7 +1444,10 @@ mod tests {
                 .await
                 .unwrap()
         );
-        assert_eq!(store.audit_logs_behind(10).await.unwrap(), [log.clone()]);
+        assert_eq!(
+            store.audit_logs_behind(10).await.unwrap(),
+            std::slice::from_ref(&log)
+        );
 
         // Key version 1 is still used by audit bodies: not retired.
         store.add_data_key(&t.id, key(2)).await.unwrap();

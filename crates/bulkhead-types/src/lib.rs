@@ -275,13 +275,16 @@ pub struct RecordKind(&'static str);
 impl RecordKind {
     /// A document as ingested: id, text and metadata.
     pub const DOCUMENT: RecordKind = RecordKind("document");
+    /// One chunk of a document, for retrieval: its text, metadata and embedding.
+    /// Its record id is `<document id>#<index>`.
+    pub const CHUNK: RecordKind = RecordKind("chunk");
     /// The body of an audit event. Its record id is the hex of the entry's leaf hash,
     /// so a body moved to another entry fails to open.
     pub const AUDIT_EVENT: RecordKind = RecordKind("audit_event");
 
     /// Every kind there is. Later capabilities (sessions, traces, chunks) add theirs
     /// here as constants; a kind is never a string taken from a request.
-    pub const ALL: &'static [RecordKind] = &[RecordKind::DOCUMENT];
+    pub const ALL: &'static [RecordKind] = &[RecordKind::DOCUMENT, RecordKind::CHUNK];
 
     /// The kind a stored name stands for; `None` for a name this build does not know.
     pub fn from_stored(name: &str) -> Option<RecordKind> {

@@ -150,6 +150,46 @@ pub struct NewDocument {
     pub ttl_secs: Option<u64>,
 }
 
+/// A chunk of a new document, as the retrieval layer cut it: its place in the
+/// document, its text and, when an embedder is configured, its embedding.
+#[derive(Debug)]
+pub struct NewChunk {
+    pub index: u32,
+    pub text: Zeroizing<String>,
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// A chunk as opened. The text and embedding are wiped when dropped.
+#[derive(Debug)]
+pub struct Chunk {
+    /// `<document id>#<index>`.
+    pub chunk_id: String,
+    pub document_id: String,
+    pub index: u32,
+    pub text: Zeroizing<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub embedding: Option<Zeroizing<Vec<f32>>>,
+    pub expires_at: Option<UnixMillis>,
+}
+
+/// The id of chunk `index` of a document. `#` cannot occur in a document id, so a
+/// chunk id names exactly one document.
+pub fn chunk_id(document: &DocumentId, index: u32) -> String {
+    format!("{document}#{index}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct ChunkBody {
+    document_id: String,
+    index: u32,
+    text: String,
+    #[serde(default)]
+    metadata: serde_json::Map<String, serde_json::Value>,
+    /// Little-endian f32s, base64: a quarter of the size of a JSON number list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    embedding: Option<String>,
+}
+
 /// A document as opened. The text is wiped when dropped.
 #[derive(Debug)]
 pub struct Document {
@@ -577,6 +617,19 @@ impl Vault {
         ctx: &TenantCtx,
         new: NewDocument,
     ) -> VaultResult<StoredDocument> {
+        self.put_document_chunked(ctx, new, Vec::new()).await
+    }
+
+    /// Stores a document and its chunks in one transaction: each chunk is its own
+    /// sealed record (`chunk` kind, id `<document id>#<index>`) carrying the
+    /// document's metadata and expiry, so a search can open a hit without opening
+    /// the whole document, and an index can be rebuilt from chunks alone.
+    pub async fn put_document_chunked(
+        &self,
+        ctx: &TenantCtx,
+        new: NewDocument,
+        chunks: Vec<NewChunk>,
+    ) -> VaultResult<StoredDocument> {
         if new.text.len() > self.limits.document_text_bytes_max {
             return Err(VaultError::Invalid(format!(
                 "text must be at most {} bytes",
@@ -621,8 +674,35 @@ impl Vault {
             created_at: now,
             expires_at,
         };
-        match self.store.insert_record(row).await {
-            Ok(_) => Ok(StoredDocument {
+        let mut rows = Vec::with_capacity(1 + chunks.len());
+        rows.push(row);
+        for chunk in chunks {
+            let record_id = chunk_id(&id, chunk.index);
+            let body = ChunkBody {
+                document_id: id.to_string(),
+                index: chunk.index,
+                text: chunk.text.to_string(),
+                metadata: body.metadata.clone(),
+                embedding: chunk.embedding.as_deref().map(encode_embedding),
+            };
+            let mut plain =
+                serde_json::to_vec(&body).map_err(|e| VaultError::Invalid(e.to_string()))?;
+            let mut body = body;
+            body.text.zeroize();
+            let aad = record_aad(tenant, RecordKind::CHUNK, &record_id, version);
+            key.seal_in_place(&aad, &mut plain)?;
+            rows.push(RecordRow {
+                tenant_id: tenant.clone(),
+                kind: RecordKind::CHUNK,
+                record_id,
+                key_version: version,
+                sealed: plain,
+                created_at: now,
+                expires_at,
+            });
+        }
+        match self.store.insert_records(rows).await {
+            Ok(()) => Ok(StoredDocument {
                 id,
                 created_at: now,
                 expires_at,
@@ -671,13 +751,82 @@ impl Vault {
         let now = self.clock.now();
         if self
             .store
-            .delete_record(ctx.tenant(), RecordKind::DOCUMENT, id.as_str(), now)
+            .delete_record_with_parts(
+                ctx.tenant(),
+                RecordKind::DOCUMENT,
+                id.as_str(),
+                RecordKind::CHUNK,
+                now,
+            )
             .await?
         {
             Ok(())
         } else {
             Err(VaultError::NotFound)
         }
+    }
+
+    /// Every unexpired chunk of the tenant, opened: what an index is rebuilt from.
+    pub async fn chunks(&self, ctx: &TenantCtx) -> VaultResult<Vec<Chunk>> {
+        let now = self.clock.now();
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let rows = self
+                .store
+                .list_records(ctx.tenant(), RecordKind::CHUNK, after, 1000, now)
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.seq;
+            let full = rows.len() == 1000;
+            for stored in rows {
+                out.push(self.open_chunk(ctx.tenant(), stored.row).await?);
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One chunk, if it exists and has not expired.
+    pub async fn chunk(&self, ctx: &TenantCtx, chunk_id: &str) -> VaultResult<Option<Chunk>> {
+        let now = self.clock.now();
+        let stored = self
+            .store
+            .record(ctx.tenant(), RecordKind::CHUNK, chunk_id, now)
+            .await?;
+        match stored {
+            Some(stored) => Ok(Some(self.open_chunk(ctx.tenant(), stored.row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn open_chunk(&self, tenant: &TenantId, row: RecordRow) -> VaultResult<Chunk> {
+        let key = self
+            .keys
+            .get(&self.store, &*self.kek, tenant, row.key_version)
+            .await?;
+        let aad = record_aad(tenant, RecordKind::CHUNK, &row.record_id, row.key_version);
+        let plain = key.open_in_place(&aad, row.sealed).inspect_err(|_| {
+            tracing::error!(tenant = %tenant, record = %row.record_id,
+                "a chunk failed to open under its tenant's key: the row was moved, altered or corrupted");
+        })?;
+        let body: ChunkBody =
+            serde_json::from_slice(plain.as_slice()).map_err(|_| VaultError::Integrity)?;
+        let embedding = match body.embedding {
+            Some(ref b64) => Some(Zeroizing::new(decode_embedding(b64)?)),
+            None => None,
+        };
+        Ok(Chunk {
+            chunk_id: row.record_id,
+            document_id: body.document_id,
+            index: body.index,
+            text: Zeroizing::new(body.text),
+            metadata: body.metadata,
+            embedding,
+            expires_at: row.expires_at,
+        })
     }
 
     // ---- audit event bodies ----------------------------------------------------
@@ -784,6 +933,31 @@ impl Vault {
         let aad = record_aad(ctx.tenant(), kind, &row.record_id, row.key_version);
         Ok(key.open(&aad, &row.sealed)?)
     }
+}
+
+fn encode_embedding(values: &[f32]) -> String {
+    let mut bytes = Vec::with_capacity(values.len() * 4);
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    bulkhead_crypto::wipe(&mut bytes);
+    encoded
+}
+
+fn decode_embedding(text: &str) -> VaultResult<Vec<f32>> {
+    let mut bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| VaultError::Integrity)?;
+    if bytes.len() % 4 != 0 {
+        return Err(VaultError::Integrity);
+    }
+    let values = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    bulkhead_crypto::wipe(&mut bytes);
+    Ok(values)
 }
 
 fn encode_cursor(seq: i64) -> String {

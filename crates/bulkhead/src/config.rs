@@ -61,6 +61,40 @@ pub struct ServeArgs {
     /// [default: 1]. Clients asking for a checkpoint always get a fresh one.
     #[arg(long, env = "BULKHEAD_AUDIT_CHECKPOINT_INTERVAL_SECS")]
     pub audit_checkpoint_interval_secs: Option<u64>,
+    /// Memory for hot tenants' search indexes, in bytes; the least recently used
+    /// are dropped (and wiped) beyond it [default: 1073741824].
+    #[arg(long, env = "BULKHEAD_INDEX_CACHE_BYTES_MAX")]
+    pub index_cache_bytes_max: Option<usize>,
+    /// Chunk size aimed at, in characters [default: 800].
+    #[arg(long, env = "BULKHEAD_CHUNK_TARGET_CHARS")]
+    pub chunk_target_chars: Option<usize>,
+    /// Largest chunk, in characters [default: 1200].
+    #[arg(long, env = "BULKHEAD_CHUNK_MAX_CHARS")]
+    pub chunk_max_chars: Option<usize>,
+    /// Characters repeated between neighbouring chunks [default: 100].
+    #[arg(long, env = "BULKHEAD_CHUNK_OVERLAP_CHARS")]
+    pub chunk_overlap_chars: Option<usize>,
+    /// Embedder for vector search: `hashed` (built in, no model: hashed character
+    /// n-grams, lexical), `http` (an OpenAI-compatible /v1/embeddings: TEI, Ollama,
+    /// vLLM…) or `none` (BM25 only) [default: hashed].
+    #[arg(long, env = "BULKHEAD_EMBEDDER")]
+    pub embedder: Option<String>,
+    /// With `embedder = "http"`: base URL ending in /v1, e.g. http://127.0.0.1:8080/v1.
+    #[arg(long, env = "BULKHEAD_EMBEDDER_URL")]
+    pub embedder_url: Option<String>,
+    /// With `embedder = "http"`: the model name to ask for.
+    #[arg(long, env = "BULKHEAD_EMBEDDER_MODEL")]
+    pub embedder_model: Option<String>,
+    /// With `embedder = "http"`: bearer token for the embedding service.
+    #[arg(long, env = "BULKHEAD_EMBEDDER_API_KEY", hide_env_values = true)]
+    pub embedder_api_key: Option<String>,
+    /// Embedding dimensions [default: 256 for `hashed`; required for `http`].
+    #[arg(long, env = "BULKHEAD_EMBEDDER_DIMENSIONS")]
+    pub embedder_dimensions: Option<usize>,
+    /// Ranking of a search that names none: `bm25`, `vector` or `hybrid`
+    /// [default: hybrid with an http embedder, else bm25].
+    #[arg(long, env = "BULKHEAD_SEARCH_DEFAULT_MODE")]
+    pub search_default_mode: Option<String>,
 }
 
 /// The same keys, as read from the TOML file.
@@ -80,6 +114,16 @@ pub struct FileConfig {
     pub server_name: Option<String>,
     pub audit_signing_key: Option<PathBuf>,
     pub audit_checkpoint_interval_secs: Option<u64>,
+    pub index_cache_bytes_max: Option<usize>,
+    pub chunk_target_chars: Option<usize>,
+    pub chunk_max_chars: Option<usize>,
+    pub chunk_overlap_chars: Option<usize>,
+    pub embedder: Option<String>,
+    pub embedder_url: Option<String>,
+    pub embedder_model: Option<String>,
+    pub embedder_api_key: Option<String>,
+    pub embedder_dimensions: Option<usize>,
+    pub search_default_mode: Option<String>,
 }
 
 /// Settings after precedence and defaults are applied.
@@ -98,6 +142,23 @@ pub struct Settings {
     pub server_name: String,
     pub audit_signing_key: PathBuf,
     pub audit_checkpoint_interval: Duration,
+    pub retrieval: RetrievalSettings,
+}
+
+/// How retrieval is set up, validated.
+#[derive(Debug)]
+pub struct RetrievalSettings {
+    pub index_cache_bytes_max: usize,
+    pub chunker: bulkhead_index::ChunkerConfig,
+    pub embedder: EmbedderSetting,
+    pub default_mode: bulkhead_index::SearchMode,
+}
+
+#[derive(Debug)]
+pub enum EmbedderSetting {
+    None,
+    Hashed { dimensions: usize },
+    Http(bulkhead_index::HttpEmbedderConfig),
 }
 
 impl ServeArgs {
@@ -158,7 +219,20 @@ impl ServeArgs {
         if checkpoint_secs == 0 {
             bail!("audit_checkpoint_interval_secs must be at least 1");
         }
+        let retrieval = resolve_retrieval(RetrievalKeys {
+            index_cache_bytes_max: self.index_cache_bytes_max.or(file.index_cache_bytes_max),
+            chunk_target_chars: self.chunk_target_chars.or(file.chunk_target_chars),
+            chunk_max_chars: self.chunk_max_chars.or(file.chunk_max_chars),
+            chunk_overlap_chars: self.chunk_overlap_chars.or(file.chunk_overlap_chars),
+            embedder: self.embedder.or(file.embedder),
+            embedder_url: self.embedder_url.or(file.embedder_url),
+            embedder_model: self.embedder_model.or(file.embedder_model),
+            embedder_api_key: self.embedder_api_key.or(file.embedder_api_key),
+            embedder_dimensions: self.embedder_dimensions.or(file.embedder_dimensions),
+            search_default_mode: self.search_default_mode.or(file.search_default_mode),
+        })?;
         Ok(Settings {
+            retrieval,
             server_name,
             audit_signing_key,
             audit_checkpoint_interval: Duration::from_secs(checkpoint_secs),
@@ -185,6 +259,81 @@ impl ServeArgs {
             ),
         })
     }
+}
+
+/// The retrieval keys after precedence, before validation.
+struct RetrievalKeys {
+    index_cache_bytes_max: Option<usize>,
+    chunk_target_chars: Option<usize>,
+    chunk_max_chars: Option<usize>,
+    chunk_overlap_chars: Option<usize>,
+    embedder: Option<String>,
+    embedder_url: Option<String>,
+    embedder_model: Option<String>,
+    embedder_api_key: Option<String>,
+    embedder_dimensions: Option<usize>,
+    search_default_mode: Option<String>,
+}
+
+fn resolve_retrieval(keys: RetrievalKeys) -> anyhow::Result<RetrievalSettings> {
+    use bulkhead_index::{ChunkerConfig, HttpEmbedderConfig, SearchMode};
+    let defaults = ChunkerConfig::default();
+    let chunker = ChunkerConfig {
+        target_chars: keys.chunk_target_chars.unwrap_or(defaults.target_chars),
+        max_chars: keys.chunk_max_chars.unwrap_or(defaults.max_chars),
+        overlap_chars: keys.chunk_overlap_chars.unwrap_or(defaults.overlap_chars),
+    };
+    bulkhead_index::Chunker::new(chunker)
+        .context("chunk_target_chars / chunk_max_chars / chunk_overlap_chars")?;
+    let embedder = match keys.embedder.as_deref().unwrap_or("hashed") {
+        "none" => EmbedderSetting::None,
+        "hashed" => EmbedderSetting::Hashed {
+            dimensions: keys.embedder_dimensions.unwrap_or(256),
+        },
+        "http" => {
+            let url = keys
+                .embedder_url
+                .context("embedder = \"http\" needs embedder_url (an OpenAI-compatible base URL ending in /v1)")?;
+            let model = keys
+                .embedder_model
+                .context("embedder = \"http\" needs embedder_model")?;
+            let dimensions = keys.embedder_dimensions.context(
+                "embedder = \"http\" needs embedder_dimensions (the model's vector length)",
+            )?;
+            let mut config = HttpEmbedderConfig::new(url, model, dimensions);
+            config.api_key = keys.embedder_api_key.map(zeroize::Zeroizing::new);
+            EmbedderSetting::Http(config)
+        }
+        other => bail!("embedder must be hashed, http or none, not {other:?}"),
+    };
+    if let EmbedderSetting::Hashed { dimensions }
+    | EmbedderSetting::Http(HttpEmbedderConfig { dimensions, .. }) = &embedder
+        && !(8..=8192).contains(dimensions)
+    {
+        bail!("embedder_dimensions must be between 8 and 8192");
+    }
+    let default_mode = match keys.search_default_mode.as_deref() {
+        None if matches!(embedder, EmbedderSetting::Http(_)) => SearchMode::Hybrid,
+        None | Some("bm25") => SearchMode::Bm25,
+        Some("vector") => SearchMode::Vector,
+        Some("hybrid") => SearchMode::Hybrid,
+        Some(other) => bail!("search_default_mode must be bm25, vector or hybrid, not {other:?}"),
+    };
+    if default_mode != SearchMode::Bm25 && matches!(embedder, EmbedderSetting::None) {
+        bail!(
+            "search_default_mode {default_mode:?} needs an embedder; set embedder = \"hashed\" or \"http\""
+        );
+    }
+    let index_cache_bytes_max = keys.index_cache_bytes_max.unwrap_or(1 << 30);
+    if index_cache_bytes_max < (1 << 20) {
+        bail!("index_cache_bytes_max must be at least 1048576 (1 MiB)");
+    }
+    Ok(RetrievalSettings {
+        index_cache_bytes_max,
+        chunker,
+        embedder,
+        default_mode,
+    })
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -244,8 +393,17 @@ mod tests {
             if id != "config" {
                 let value = match id {
                     "listen" => "\"127.0.0.1:1\"".to_owned(),
-                    "data_dir" | "store" | "admin_token" | "master_key" | "server_name"
-                    | "audit_signing_key" => "\"x\"".to_owned(),
+                    "data_dir"
+                    | "store"
+                    | "admin_token"
+                    | "master_key"
+                    | "server_name"
+                    | "audit_signing_key"
+                    | "embedder"
+                    | "embedder_url"
+                    | "embedder_model"
+                    | "embedder_api_key"
+                    | "search_default_mode" => "\"x\"".to_owned(),
                     _ => "1".to_owned(),
                 };
                 let parsed: Result<FileConfig, _> = toml::from_str(&format!("{id} = {value}"));

@@ -79,9 +79,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..AuditOptions::default()
         },
     )?;
+    let retrieval = build_retrieval(&settings.retrieval)?;
     let state = AppState::new(
         vault,
         Arc::clone(&audit),
+        Arc::new(retrieval),
         &admin_token,
         ServerLimits {
             body_bytes_max: settings.body_bytes_max,
@@ -228,4 +230,35 @@ fn load_or_generate_signing_key(path: &Path, server_name: &str) -> anyhow::Resul
         }
         Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
     }
+}
+
+fn build_retrieval(
+    settings: &crate::config::RetrievalSettings,
+) -> anyhow::Result<bulkhead_server::retrieval::Retrieval> {
+    use crate::config::EmbedderSetting;
+    use bulkhead_index::{Embedder, HashedNgramEmbedder, HttpEmbedder, IndexConfig};
+    let embedder: Option<Arc<dyn Embedder>> = match &settings.embedder {
+        EmbedderSetting::None => None,
+        EmbedderSetting::Hashed { dimensions } => Some(Arc::new(
+            HashedNgramEmbedder::new(*dimensions).context("the hashed embedder")?,
+        )),
+        EmbedderSetting::Http(config) => {
+            tracing::info!(url = %config.base_url, model = %config.model, "embedding with an OpenAI-compatible service");
+            Some(Arc::new(
+                HttpEmbedder::new(config.clone()).context("the HTTP embedder")?,
+            ))
+        }
+    };
+    Ok(bulkhead_server::retrieval::Retrieval {
+        chunker: bulkhead_index::Chunker::new(settings.chunker).context("the chunker")?,
+        index: IndexConfig {
+            vector_dims: embedder.as_ref().map(|e| e.dimensions()),
+            ..IndexConfig::default()
+        },
+        embedder,
+        cache: bulkhead_index::IndexCache::new(settings.index_cache_bytes_max),
+        default_mode: settings.default_mode,
+        top_k_max: 50,
+        query_bytes_max: 4096,
+    })
 }

@@ -9,10 +9,11 @@ use axum::http::{Request, StatusCode, header};
 use bulkhead_crypto::{LocalKek, SecretKey};
 use bulkhead_server::{AppState, ServerLimits, app};
 use bulkhead_store::{SqliteOptions, SqliteStore};
-use bulkhead_types::SystemClock;
+use bulkhead_types::{Clock, UnixMillis};
 use bulkhead_vault::{Vault, VaultLimits};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicI64, Ordering};
 use tower::ServiceExt;
 
 pub const ADMIN: &str = "admin-token-for-tests-0123456789";
@@ -20,6 +21,25 @@ pub const ADMIN: &str = "admin-token-for-tests-0123456789";
 pub struct Api {
     pub dir: tempfile::TempDir,
     pub state: AppState,
+    pub clock: Arc<TestClock>,
+}
+
+/// The wall clock plus an offset tests move forward, so expiry is tested without
+/// sleeping.
+#[derive(Debug, Default)]
+pub struct TestClock(AtomicI64);
+
+impl TestClock {
+    pub fn advance_secs(&self, secs: i64) {
+        self.0.fetch_add(secs * 1000, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> UnixMillis {
+        let wall = bulkhead_types::SystemClock.now();
+        UnixMillis(wall.0 + self.0.load(Ordering::SeqCst))
+    }
 }
 
 pub struct Reply {
@@ -45,8 +65,9 @@ impl Api {
             document_text_bytes_max: 4096,
             ..VaultLimits::default()
         };
+        let clock = Arc::new(TestClock::default());
         let vault = Arc::new(
-            Vault::open(store, kek, Arc::new(SystemClock), limits)
+            Vault::open(store, kek, clock.clone(), limits)
                 .await
                 .unwrap(),
         );
@@ -66,7 +87,14 @@ impl Api {
         };
         Self {
             dir,
-            state: AppState::new(vault, audit, ADMIN, server_limits),
+            clock,
+            state: AppState::new(
+                vault,
+                audit,
+                Arc::new(bulkhead_server::retrieval::Retrieval::with_defaults()),
+                ADMIN,
+                server_limits,
+            ),
         }
     }
 
