@@ -221,6 +221,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         Err(e) => tracing::warn!(error = %e, "could not count rows for metrics"),
     }
     state.metrics.set_audit(state.audit.stats());
+    state.metrics.set_index(&state.retrieval.cache.stats());
     let mut response = state.metrics.encode().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -47,6 +47,10 @@ pub struct Metrics {
     audit_batches: Counter,
     audit_checkpoints: Counter,
     audit_refusals: Counter,
+    index_hot_tenants: Gauge,
+    index_bytes: Gauge,
+    index_loads: Counter,
+    index_evictions: Counter,
 }
 
 impl Default for Metrics {
@@ -117,8 +121,34 @@ impl Metrics {
             "Times a checkpoint was refused because the stored log no longer matched a signed one: page someone",
             audit_refusals.clone(),
         );
+        let (index_hot_tenants, index_bytes) = (Gauge::default(), Gauge::default());
+        let (index_loads, index_evictions) = (Counter::default(), Counter::default());
+        registry.register(
+            "index_hot_tenants",
+            "Tenants whose search index is in memory",
+            index_hot_tenants.clone(),
+        );
+        registry.register(
+            "index_bytes",
+            "Memory held by hot search indexes (bounded by index_cache_bytes_max)",
+            index_bytes.clone(),
+        );
+        registry.register(
+            "index_loads",
+            "Search indexes built from sealed chunks (cold opens)",
+            index_loads.clone(),
+        );
+        registry.register(
+            "index_evictions",
+            "Search indexes dropped and wiped to stay within the memory budget",
+            index_evictions.clone(),
+        );
         Self {
             registry,
+            index_hot_tenants,
+            index_bytes,
+            index_loads,
+            index_evictions,
             audit_events,
             audit_batches,
             audit_checkpoints,
@@ -159,6 +189,16 @@ impl Metrics {
         ] {
             counter.inner().store(value.load(Relaxed), Relaxed);
         }
+    }
+
+    /// Mirrors the hot index cache's statistics.
+    pub fn set_index(&self, stats: &bulkhead_index::CacheStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let clamp = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.index_hot_tenants.set(clamp(stats.entries));
+        self.index_bytes.set(clamp(stats.bytes));
+        self.index_loads.inner().store(stats.misses, Relaxed);
+        self.index_evictions.inner().store(stats.evictions, Relaxed);
     }
 
     pub fn encode(&self) -> String {
