@@ -91,7 +91,8 @@ fn main() {
         let signer = bulkhead_ledger::note::NoteSigner::generate("bulkhead.bench").expect("signer");
         let audit = bulkhead_audit::Audit::start(Arc::clone(&vault), signer, bulkhead_audit::AuditOptions::default())
             .expect("audit");
-        let state = AppState::new(vault, audit, Arc::new(Retrieval::with_defaults()), "bench-admin-token-0123456789", ServerLimits::default());
+        let guard = Arc::new(bulkhead_server::guard::GuardState::new(&vault));
+        let state = AppState::new(vault, audit, Arc::new(Retrieval::with_defaults()), guard, "bench-admin-token-0123456789", ServerLimits::default());
         let tenant = state
             .vault
             .create_tenant(NewTenant { name: "bench".into(), region: Region::default(), policy: PolicyName::default() })

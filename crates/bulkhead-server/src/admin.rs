@@ -68,6 +68,7 @@ pub async fn create_tenant(
         policy: req.policy.unwrap_or_default(),
     };
     let tenant = state.vault.create_tenant(new).await?;
+    state.guard.seed_tenant(&state.vault, &tenant.id).await?;
     // The first entry of every tenant's log is its creation.
     Trail::admin(&state, "tenant.create", &rid)
         .subject(Subject::new("tenant", tenant.id.as_str()))
@@ -118,6 +119,7 @@ pub async fn erase_tenant(
         Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
     };
     state.retrieval.forget(&id);
+    state.guard.forget(&id).await;
     // The tenant's own log can no longer be written (its keys are gone); the
     // operator log records the erasure with the counts of the receipt.
     Trail::admin(&state, KIND, &rid)

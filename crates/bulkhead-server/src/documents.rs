@@ -66,6 +66,7 @@ pub async fn create(
     let requested_id = req.id.clone();
     let metadata = req.metadata.clone().unwrap_or_default();
     let chunks = state.retrieval.prepare(ctx.tenant(), &req.text).await?;
+    let text = zeroize::Zeroizing::new(req.text.clone());
     let new = NewDocument {
         id: req.id,
         text: req.text,
@@ -94,6 +95,7 @@ pub async fn create(
         .retrieval
         .after_insert(ctx.tenant(), &stored.id, &metadata, &chunks)
         .await;
+    state.guard.index(ctx.tenant(), &stored.id, &text).await;
     Trail::tenant(&state, &ctx, "document.create", &rid)
         .subject(Subject {
             id: stored.id.to_string(),
@@ -199,10 +201,17 @@ pub async fn remove(
             .await);
         }
     };
+    // The text is needed to take exactly this document's fingerprints out of the
+    // guard's map.
+    let doc = match state.vault.document(&ctx, &id).await {
+        Ok(doc) => doc,
+        Err(e) => return Err(refused(&state, &ctx, &rid, "document.delete", Some(&id), e).await),
+    };
     if let Err(e) = state.vault.delete_document(&ctx, &id).await {
         return Err(refused(&state, &ctx, &rid, "document.delete", Some(&id), e).await);
     }
     state.retrieval.after_delete(ctx.tenant(), &id).await;
+    state.guard.unindex(ctx.tenant(), &id, &doc.text);
     Trail::tenant(&state, &ctx, "document.delete", &rid)
         .subject(Subject::new("document", id.as_str()))
         .record(LogId::Tenant(ctx.tenant().clone()))

@@ -14,6 +14,7 @@ pub mod audit;
 mod documents;
 pub mod error;
 mod extract;
+pub mod guard;
 pub mod metrics;
 pub mod retrieval;
 pub mod wire;
@@ -56,6 +57,7 @@ pub struct AppState {
     pub vault: Arc<Vault>,
     pub audit: Arc<Audit>,
     pub retrieval: Arc<retrieval::Retrieval>,
+    pub guard: Arc<guard::GuardState>,
     pub metrics: Arc<Metrics>,
     pub limits: ServerLimits,
     /// SHA-256 of the admin token: comparing digests in constant time does not leak
@@ -68,6 +70,7 @@ impl AppState {
         vault: Arc<Vault>,
         audit: Arc<Audit>,
         retrieval: Arc<retrieval::Retrieval>,
+        guard: Arc<guard::GuardState>,
         admin_token: &str,
         limits: ServerLimits,
     ) -> Self {
@@ -75,6 +78,7 @@ impl AppState {
             vault,
             audit,
             retrieval,
+            guard,
             metrics: Arc::new(Metrics::new()),
             limits,
             admin_token_digest: bulkhead_crypto::sha256(admin_token.as_bytes()),
@@ -156,6 +160,7 @@ pub fn app(state: AppState) -> Router {
             get(documents::show).delete(documents::remove),
         )
         .route("/search", post(retrieval::search))
+        .route("/guard/scan", post(guard::scan))
         .route("/audit/public-key", get(audit::public_key))
         .route("/audit/checkpoint", get(audit::tenant_checkpoint))
         .route("/audit/entries", get(audit::tenant_entries))

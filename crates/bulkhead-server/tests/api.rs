@@ -453,8 +453,8 @@ async fn rotation_erasure_paging_and_ops_endpoints() {
         .await;
     assert_eq!(erased.status, StatusCode::OK);
     let receipt = erased.json();
-    // Five documents and their five chunks.
-    assert_eq!(receipt["records_deleted"], 10);
+    // Five documents, their five chunks and the tenant's canary.
+    assert_eq!(receipt["records_deleted"], 11);
     assert!(receipt["data_keys_destroyed"].as_u64().unwrap() >= 1);
     let gone = api.call("GET", "/v1/documents", Some(&key), None).await;
     assert_problem(&gone, StatusCode::UNAUTHORIZED, "erased tenant's key");

@@ -222,7 +222,10 @@ async fn bad_searches_are_problems_and_erasure_drops_the_index() {
     );
     assert!(api.state.retrieval.cache.stats().entries >= 1);
     let metrics = String::from_utf8(api.call("GET", "/metrics", None, None).await.body).unwrap();
-    assert!(metrics.contains("bulkhead_index_hot_tenants 1"), "{metrics}");
+    assert!(
+        metrics.contains("bulkhead_index_hot_tenants 1"),
+        "{metrics}"
+    );
     api.call(
         "DELETE",
         &format!("/admin/v1/tenants/{a}"),

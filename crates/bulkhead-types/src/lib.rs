@@ -278,13 +278,17 @@ impl RecordKind {
     /// One chunk of a document, for retrieval: its text, metadata and embedding.
     /// Its record id is `<document id>#<index>`.
     pub const CHUNK: RecordKind = RecordKind("chunk");
+    /// A tenant's canary token: a secret string planted in its context whose
+    /// appearance in another tenant's output proves a leak.
+    pub const CANARY: RecordKind = RecordKind("canary");
     /// The body of an audit event. Its record id is the hex of the entry's leaf hash,
     /// so a body moved to another entry fails to open.
     pub const AUDIT_EVENT: RecordKind = RecordKind("audit_event");
 
     /// Every kind there is. Later capabilities (sessions, traces, chunks) add theirs
     /// here as constants; a kind is never a string taken from a request.
-    pub const ALL: &'static [RecordKind] = &[RecordKind::DOCUMENT, RecordKind::CHUNK];
+    pub const ALL: &'static [RecordKind] =
+        &[RecordKind::DOCUMENT, RecordKind::CHUNK, RecordKind::CANARY];
 
     /// The kind a stored name stands for; `None` for a name this build does not know.
     pub fn from_stored(name: &str) -> Option<RecordKind> {

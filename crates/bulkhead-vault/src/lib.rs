@@ -829,6 +829,88 @@ impl Vault {
         })
     }
 
+    // ---- server-internal: the output guard's state ------------------------------
+    //
+    // The guard keeps canaries and fingerprints in memory; at start the server
+    // rebuilds them from these. The tenant here comes from the tenant list, never
+    // from a request.
+
+    /// Stores a canary token of the tenant, sealed. Its record id is a hash prefix,
+    /// so the token never appears in the clear.
+    pub async fn put_canary(&self, tenant: &TenantId, token: &str) -> VaultResult<()> {
+        let version = self.current_version(tenant).await?;
+        let key = self
+            .keys
+            .get(&self.store, &*self.kek, tenant, version)
+            .await?;
+        let digest = bulkhead_crypto::sha256(token.as_bytes());
+        let record_id = format!("canary-{}", bulkhead_types::hex_lower(&digest[..8]));
+        let aad = record_aad(tenant, RecordKind::CANARY, &record_id, version);
+        let row = RecordRow {
+            tenant_id: tenant.clone(),
+            kind: RecordKind::CANARY,
+            record_id,
+            key_version: version,
+            sealed: key.seal(&aad, token.as_bytes())?,
+            created_at: self.clock.now(),
+            expires_at: None,
+        };
+        match self.store.insert_record(row).await {
+            Ok(_) | Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The tenant's canary tokens.
+    pub async fn canaries(&self, tenant: &TenantId) -> VaultResult<Vec<Zeroizing<String>>> {
+        let mut out = Vec::new();
+        for row in self.all_records(tenant, RecordKind::CANARY).await? {
+            let key = self
+                .keys
+                .get(&self.store, &*self.kek, tenant, row.key_version)
+                .await?;
+            let aad = record_aad(tenant, RecordKind::CANARY, &row.record_id, row.key_version);
+            let plain = key.open(&aad, &row.sealed)?;
+            let token = std::str::from_utf8(plain.as_slice()).map_err(|_| VaultError::Integrity)?;
+            out.push(Zeroizing::new(token.to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Every unexpired document of the tenant, opened, for rebuilding the guard's
+    /// fingerprints at start.
+    pub async fn documents_of(&self, tenant: &TenantId) -> VaultResult<Vec<Document>> {
+        let mut out = Vec::new();
+        for row in self.all_records(tenant, RecordKind::DOCUMENT).await? {
+            out.push(self.open_document(tenant, row).await?);
+        }
+        Ok(out)
+    }
+
+    async fn all_records(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+    ) -> VaultResult<Vec<RecordRow>> {
+        let now = self.clock.now();
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let rows = self
+                .store
+                .list_records(tenant, kind, after, 1000, now)
+                .await?;
+            let full = rows.len() == 1000;
+            if let Some(last) = rows.last() {
+                after = last.seq;
+            }
+            out.extend(rows.into_iter().map(|r| r.row));
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
     // ---- audit event bodies ----------------------------------------------------
 
     /// Seals the body of an event for the tenant's own audit log under its current

@@ -80,10 +80,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     )?;
     let retrieval = build_retrieval(&settings.retrieval)?;
+    let guard = Arc::new(bulkhead_server::guard::GuardState::new(&vault));
+    guard
+        .rebuild(&vault)
+        .await
+        .context("load the output guard's canaries and fingerprints")?;
     let state = AppState::new(
         vault,
         Arc::clone(&audit),
         Arc::new(retrieval),
+        guard,
         &admin_token,
         ServerLimits {
             body_bytes_max: settings.body_bytes_max,

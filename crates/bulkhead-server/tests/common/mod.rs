@@ -89,9 +89,10 @@ impl Api {
             dir,
             clock,
             state: AppState::new(
-                vault,
+                Arc::clone(&vault),
                 audit,
                 Arc::new(bulkhead_server::retrieval::Retrieval::with_defaults()),
+                Arc::new(bulkhead_server::guard::GuardState::new(&vault)),
                 ADMIN,
                 server_limits,
             ),

@@ -1,0 +1,292 @@
+//! The output guard at the edge: its state kept in step with the store (canaries
+//! seeded at tenant creation, fingerprints on every document write and delete,
+//! both rebuilt at start), and `POST /v1/guard/scan`, the sidecar endpoint a
+//! deployment calls on any text before it reaches a tenant.
+//!
+//! A response for tenant A that carries another tenant's canary or exclusive
+//! fingerprints is blocked (invariant 3); the hit goes into A's audit log (types
+//! and counts, never the text) and, with the owning tenant named, into the operator
+//! log, and is logged as a warning for operators. A's client is never told whose
+//! data it matched.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use bulkhead_audit::{Attr, Subject};
+use bulkhead_guard::{FindingKind, Guard, Policy, ScanOutcome, Verdict};
+use bulkhead_types::{DocumentId, LogId, TenantId};
+use bulkhead_vault::Vault;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::AppState;
+use crate::audit::{RequestId, Trail};
+use crate::error::{ApiError, ApiResult, ProblemKind};
+use crate::extract::{StrictJson, Tenant};
+
+/// The guard and the policy it applies.
+#[derive(Debug)]
+pub struct GuardState {
+    pub guard: Guard,
+    pub policy: Policy,
+    pub text_bytes_max: usize,
+}
+
+impl GuardState {
+    /// The guard with its fingerprint key derived from the server secret, and the
+    /// default policy.
+    pub fn new(vault: &Vault) -> Self {
+        let key = vault.derive_server_key("bulkhead/guard-fingerprints/v1");
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(key.expose());
+        let guard = Guard::new(bytes, bulkhead_guard::GuardLimits::default());
+        bulkhead_crypto::wipe(&mut bytes);
+        Self {
+            guard,
+            policy: Policy::default(),
+            text_bytes_max: 1 << 20,
+        }
+    }
+
+    /// Gives a new tenant its first canary, stored sealed so it survives restarts.
+    pub async fn seed_tenant(&self, vault: &Vault, tenant: &TenantId) -> ApiResult<()> {
+        let token = Zeroizing::new(self.guard.seed_canary(tenant).map_err(|e| {
+            tracing::error!(error = %e, "could not seed a canary");
+            ApiError::internal()
+        })?);
+        vault.put_canary(tenant, &token).await?;
+        Ok(())
+    }
+
+    /// Adds a stored document's fingerprints. A document too large for the guard
+    /// is stored anyway and logged: its leaks are then caught by canaries only.
+    pub async fn index(&self, tenant: &TenantId, id: &DocumentId, text: &str) {
+        if let Err(e) = self.guard.index_document(tenant, id, text) {
+            tracing::warn!(tenant = %tenant, error = %e, "document not fingerprinted; cross-tenant detection relies on canaries for it");
+        }
+    }
+
+    pub fn unindex(&self, tenant: &TenantId, id: &DocumentId, text: &str) {
+        if let Err(e) = self.guard.remove_document(tenant, id, text) {
+            tracing::warn!(tenant = %tenant, error = %e, "document fingerprints not removed");
+        }
+    }
+
+    /// Forgets an erased tenant (a sweep of the map, off the async runtime).
+    pub async fn forget(self: &Arc<Self>, tenant: &TenantId) {
+        let (me, tenant) = (Arc::clone(self), tenant.clone());
+        let _ = tokio::task::spawn_blocking(move || me.guard.remove_tenant(&tenant)).await;
+    }
+
+    /// Rebuilds canaries and fingerprints from the store, tenant by tenant, and
+    /// seeds a canary for any tenant that has none. Logs progress: on a large
+    /// deployment this reads every document once.
+    pub async fn rebuild(&self, vault: &Vault) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let (mut tenants, mut documents, mut cursor) = (0usize, 0usize, None::<String>);
+        loop {
+            let (page, next) = vault.list_tenants(cursor.as_deref(), 100).await?;
+            for tenant in &page {
+                let canaries = vault.canaries(&tenant.id).await?;
+                if canaries.is_empty() {
+                    self.seed_tenant(vault, &tenant.id)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("seed a canary: {}", e.detail))?;
+                }
+                for token in &canaries {
+                    self.guard.add_canary(&tenant.id, token)?;
+                }
+                for doc in vault.documents_of(&tenant.id).await? {
+                    self.index(&tenant.id, &doc.id, &doc.text).await;
+                    documents += 1;
+                }
+                tenants += 1;
+                if tenants.is_multiple_of(1000) {
+                    tracing::info!(
+                        tenants,
+                        documents,
+                        "rebuilding the output guard's fingerprints…"
+                    );
+                }
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        tracing::info!(
+            tenants,
+            documents,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "output guard ready: canaries and fingerprints of every tenant loaded"
+        );
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Text about to be sent to the tenant (a model's answer): leak, PII and
+    /// secret detection, redaction, blocking.
+    #[default]
+    Output,
+    /// The tenant's own message to a model: injection screening.
+    Input,
+    /// Retrieved context about to enter a prompt: injection screening.
+    Context,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRequest {
+    pub text: String,
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FindingResponse {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub start: usize,
+    pub end: usize,
+    pub action: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScanResponse {
+    /// `allow`, `redacted` or `blocked` (output); `allow`, `flag`, `drop` or
+    /// `block` (input, context).
+    pub verdict: String,
+    pub findings: Vec<FindingResponse>,
+    /// The text to use: redacted when the verdict is `redacted`, `null` when
+    /// blocked.
+    pub text: Option<String>,
+    /// Injection score 0–100 and the rules that fired (input, context).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub injection: Option<serde_json::Value>,
+}
+
+fn kind_name(kind: &FindingKind) -> String {
+    kind.to_string()
+}
+
+/// Counts of finding types, for the audit log: never the text.
+fn type_counts(outcome: &ScanOutcome) -> std::collections::BTreeMap<String, i64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for f in &outcome.findings {
+        *counts.entry(kind_name(&f.kind)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// `POST /v1/guard/scan`: the guard as a sidecar. The tenant is the key's.
+pub async fn scan(
+    Tenant(ctx): Tenant,
+    State(state): State<AppState>,
+    rid: RequestId,
+    StrictJson(req): StrictJson<ScanRequest>,
+) -> ApiResult<Json<ScanResponse>> {
+    let guard = &state.guard;
+    let text = Zeroizing::new(req.text);
+    if text.len() > guard.text_bytes_max {
+        return Err(ApiError::new(
+            ProblemKind::InvalidRequest,
+            format!("text must be at most {} bytes", guard.text_bytes_max),
+        ));
+    }
+    let tenant_log = LogId::Tenant(ctx.tenant().clone());
+    if req.direction != Direction::Output {
+        let report = match req.direction {
+            Direction::Input => guard.guard.screen_input(&text, &guard.policy),
+            _ => guard.guard.screen_retrieved(&text, &guard.policy),
+        };
+        let verdict = format!("{:?}", report.action).to_lowercase();
+        Trail::tenant(&state, &ctx, "guard.screen", &rid)
+            .attr(
+                "direction",
+                Attr::Text(format!("{:?}", req.direction).to_lowercase()),
+            )
+            .attr("score", Attr::Int(i64::from(report.score)))
+            .attr("verdict", Attr::Text(verdict.clone()))
+            .record(tenant_log)
+            .await?;
+        let text = matches!(
+            report.action,
+            bulkhead_guard::InjectionAction::Allow | bulkhead_guard::InjectionAction::Flag
+        )
+        .then(|| text.to_string());
+        return Ok(Json(ScanResponse {
+            verdict,
+            findings: Vec::new(),
+            text,
+            injection: Some(serde_json::json!({"score": report.score, "rules": report.rules})),
+        }));
+    }
+
+    let (me, tenant, body) = (Arc::clone(guard), ctx.tenant().clone(), text.clone());
+    let outcome = tokio::task::spawn_blocking(move || me.guard.scan(&tenant, &body, &me.policy))
+        .await
+        .map_err(|_| ApiError::internal())?;
+    let counts = type_counts(&outcome);
+    let owners: Vec<TenantId> = {
+        let mut owners: Vec<TenantId> = outcome
+            .findings
+            .iter()
+            .filter_map(|f| f.owner.clone())
+            .collect();
+        owners.sort();
+        owners.dedup();
+        owners
+    };
+    let verdict = match outcome.verdict {
+        Verdict::Allow => "allow",
+        Verdict::Redacted => "redacted",
+        Verdict::Blocked => "blocked",
+    };
+    let mut trail =
+        Trail::tenant(&state, &ctx, "guard.scan", &rid).attr("verdict", Attr::Text(verdict.into()));
+    for (kind, n) in &counts {
+        trail = trail.attr(&format!("found.{kind}"), Attr::Int(*n));
+    }
+    if !owners.is_empty() {
+        trail = trail.denied("cross_tenant");
+    }
+    trail.record(tenant_log).await?;
+    if !owners.is_empty() {
+        // Invariant 3: a leak is blocked, logged where the operator sees whose data
+        // it was, and raised loudly.
+        tracing::warn!(tenant = %ctx.tenant(), owners = owners.len(), request_id = %rid.0,
+            "CROSS-TENANT LEAK BLOCKED: a text for this tenant carried another tenant's canary or \
+             fingerprints. See the operator audit log; consider quarantining the upstream or the tenant.");
+        let mut alert = Trail::new(&state, "guard.leak", format!("key:{}", ctx.key_id()), &rid)
+            .about_tenant(ctx.tenant())
+            .denied("cross_tenant");
+        for owner in &owners {
+            alert = alert.subject(Subject::new("owner_tenant", owner.as_str()));
+        }
+        for (kind, n) in &counts {
+            alert = alert.attr(&format!("found.{kind}"), Attr::Int(*n));
+        }
+        alert.record(LogId::Operator).await?;
+    }
+    let findings = outcome
+        .findings
+        .iter()
+        .map(|f| FindingResponse {
+            kind: kind_name(&f.kind),
+            start: f.span.start,
+            end: f.span.end,
+            action: format!("{:?}", f.action).to_lowercase(),
+        })
+        .collect();
+    let text = outcome.output(&text).map(str::to_owned);
+    Ok(Json(ScanResponse {
+        verdict: verdict.into(),
+        findings,
+        text,
+        injection: None,
+    }))
+}
