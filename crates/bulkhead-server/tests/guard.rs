@@ -10,16 +10,60 @@ use bulkhead_types::TenantId;
 use common::{ADMIN, Api, assert_problem};
 use serde_json::{Value, json};
 
-/// About 400 characters no other tenant has.
+/// About 500 characters of prose that depends entirely on `seed`: two seeds
+/// share no run of more than a word or two, so every fingerprint of one is
+/// exclusive to the tenant that stored it.
 fn passage(seed: &str) -> String {
-    format!(
-        "The {seed} acquisition closes on the ninth of March, with the board approving a \
-         price of forty-one dollars per share, contingent on the regulator in Lyon signing \
-         off the merger filing by the end of the quarter; the {seed} team keeps its \
-         offices in Rotterdam and its chief scientist stays for two years under a retention \
-         agreement worth three point two million, which the press must not learn before the \
-         announcement date agreed with both sets of lawyers."
-    )
+    const WORDS: &[&str] = &[
+        "acquisition",
+        "board",
+        "price",
+        "regulator",
+        "filing",
+        "quarter",
+        "offices",
+        "scientist",
+        "retention",
+        "agreement",
+        "press",
+        "lawyers",
+        "merger",
+        "harbour",
+        "shipment",
+        "invoice",
+        "pipeline",
+        "forecast",
+        "warranty",
+        "tender",
+        "audit",
+        "clause",
+        "renewal",
+        "budget",
+        "vendor",
+        "roadmap",
+        "launch",
+        "pilot",
+        "region",
+        "margin",
+        "rebate",
+        "subsidy",
+        "license",
+        "patent",
+        "dispute",
+        "settlement",
+    ];
+    let mut x = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut out = format!("The {seed} file: ");
+    while out.len() < 500 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
+        out.push_str(if x % 7 == 0 { ". " } else { " " });
+    }
+    out
 }
 
 async fn scan(api: &Api, key: &str, text: &str, direction: &str) -> Value {
