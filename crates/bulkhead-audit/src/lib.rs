@@ -172,6 +172,9 @@ pub struct Audit {
     sequencer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     checkpointer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     tiles: Mutex<LruCache<(LogId, TileId), Arc<Tile>>>,
+    /// A lower bound of each recently used log's size (logs only grow), so a proof
+    /// for a size already seen needs no store round trip to check it.
+    sizes: Mutex<LruCache<LogId, u64>>,
     /// Logs appended to since their last checkpoint.
     dirty: Mutex<HashSet<LogId>>,
     /// One signing at a time per process: two concurrent signers of one log could
@@ -208,6 +211,9 @@ impl Audit {
             sequencer: Mutex::new(None),
             checkpointer: Mutex::new(None),
             tiles: Mutex::new(LruCache::new(tiles_len)),
+            sizes: Mutex::new(LruCache::new(
+                NonZeroUsize::new(options.edge_cache_len_max.max(1)).expect("at least 1"),
+            )),
             dirty: Mutex::new(HashSet::new()),
             signing: tokio::sync::Mutex::new(()),
             stats: AuditStats::default(),
@@ -569,7 +575,17 @@ impl Audit {
     }
 
     async fn check_size(&self, log: &LogId, size: u64) -> AuditResult<()> {
+        let known = self
+            .sizes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(log)
+            .copied();
+        if known.is_some_and(|known| size <= known) {
+            return Ok(());
+        }
         let head = self.store.audit_head(log).await?;
+        self.note_size(log, head.size);
         if size > head.size {
             return Err(AuditError::Invalid(format!(
                 "size {size} is beyond the log's {} entries",
@@ -695,6 +711,12 @@ impl Audit {
     fn mark_dirty(&self, logs: impl Iterator<Item = LogId>) {
         let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
         dirty.extend(logs);
+    }
+
+    fn note_size(&self, log: &LogId, size: u64) {
+        let mut sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        let known = sizes.get(log).copied().unwrap_or(0);
+        sizes.put(log.clone(), known.max(size));
     }
 
     fn cache_tiles(&self, log: &LogId, tiles: &[Tile]) {
@@ -848,6 +870,7 @@ async fn commit_groups(
             for ((log, pendings, indices, edge), ok) in ready.into_iter().zip(applied) {
                 if ok {
                     audit.cache_tiles(&log, edge.tiles());
+                    audit.note_size(&log, edge.size());
                     edges.put(log.clone(), edge);
                     audit
                         .stats
