@@ -205,18 +205,8 @@ pub async fn quarantine(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TenantResponse>> {
-    const KIND: &str = "tenant.quarantine";
-    let id = known_tenant(&state, &rid, KIND, &id).await?;
-    let tenant = match state.vault.set_quarantine(&id, true).await {
-        Ok(t) => t,
-        Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
-    };
-    state.retrieval.forget(&id);
-    Trail::admin(&state, KIND, &rid)
-        .subject(Subject::new("tenant", id.as_str()))
-        .record_admin(Some(&id))
-        .await?;
-    tracing::warn!(tenant = %id, "tenant quarantined: its keys get 403 until released");
+    let tenant = set_quarantine(&state, &rid, &id, true).await?;
+    tracing::warn!(tenant = %tenant.id, "tenant quarantined: its keys get 403 until released");
     Ok(Json(TenantResponse::from(&tenant)))
 }
 
@@ -226,19 +216,35 @@ pub async fn release(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TenantResponse>> {
-    const KIND: &str = "tenant.release";
-    let id = known_tenant(&state, &rid, KIND, &id).await?;
-    let tenant = match state.vault.set_quarantine(&id, false).await {
+    let tenant = set_quarantine(&state, &rid, &id, false).await?;
+    tracing::info!(tenant = %tenant.id, "tenant released from quarantine");
+    Ok(Json(TenantResponse::from(&tenant)))
+}
+
+/// Quarantine or release, logged in both logs; the tenant's hot index is dropped
+/// either way (a quarantined tenant's index has no business staying in memory).
+async fn set_quarantine(
+    state: &AppState,
+    rid: &RequestId,
+    raw_id: &str,
+    quarantined: bool,
+) -> ApiResult<bulkhead_vault::Tenant> {
+    let kind = if quarantined {
+        "tenant.quarantine"
+    } else {
+        "tenant.release"
+    };
+    let id = known_tenant(state, rid, kind, raw_id).await?;
+    let tenant = match state.vault.set_quarantine(&id, quarantined).await {
         Ok(t) => t,
-        Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
+        Err(e) => return Err(refused(state, rid, kind, Some(&id), e).await),
     };
     state.retrieval.forget(&id);
-    Trail::admin(&state, KIND, &rid)
+    Trail::admin(state, kind, rid)
         .subject(Subject::new("tenant", id.as_str()))
         .record_admin(Some(&id))
         .await?;
-    tracing::info!(tenant = %id, "tenant released from quarantine");
-    Ok(Json(TenantResponse::from(&tenant)))
+    Ok(tenant)
 }
 
 pub async fn rotate_key(

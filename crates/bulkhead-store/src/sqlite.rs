@@ -409,6 +409,26 @@ fn collect<T>(
     Ok(out)
 }
 
+fn insert_record_row(conn: &Connection, row: &RecordRow) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO records (tenant_id, kind, record_id, key_version, sealed, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            row.tenant_id.as_str(),
+            row.kind.as_str(),
+            row.record_id,
+            row.key_version.get(),
+            row.sealed,
+            row.created_at.0,
+            row.expires_at.map(|t| t.0),
+        ])
+    })
+    .map_err(backend)?;
+    Ok(())
+}
+
 fn to_i64(n: u64) -> StoreResult<i64> {
     i64::try_from(n).map_err(|_| StoreError::Backend(format!("{n} is out of SQLite's range")))
 }
@@ -753,22 +773,7 @@ impl Store for SqliteStore {
 
     async fn insert_record(&self, row: RecordRow) -> StoreResult<i64> {
         self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO records (tenant_id, kind, record_id, key_version, sealed, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    row.tenant_id.as_str(),
-                    row.kind.as_str(),
-                    row.record_id,
-                    row.key_version.get(),
-                    row.sealed,
-                    row.created_at.0,
-                    row.expires_at.map(|t| t.0),
-                ])
-            })
-            .map_err(backend)?;
+            insert_record_row(conn, &row)?;
             Ok(conn.last_insert_rowid())
         })
         .await
@@ -776,29 +781,8 @@ impl Store for SqliteStore {
 
     async fn insert_records(&self, rows: Vec<RecordRow>) -> StoreResult<()> {
         // One job runs in one savepoint: a conflict on any row undoes them all.
-        self.write(move |conn| {
-            let mut insert = conn
-                .prepare_cached(
-                    "INSERT INTO records (tenant_id, kind, record_id, key_version, sealed, created_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(backend)?;
-            for row in &rows {
-                insert
-                    .execute(params![
-                        row.tenant_id.as_str(),
-                        row.kind.as_str(),
-                        row.record_id,
-                        row.key_version.get(),
-                        row.sealed,
-                        row.created_at.0,
-                        row.expires_at.map(|t| t.0),
-                    ])
-                    .map_err(backend)?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |conn| rows.iter().try_for_each(|row| insert_record_row(conn, row)))
+            .await
     }
 
     async fn delete_record_with_parts(

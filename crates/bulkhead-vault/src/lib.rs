@@ -768,23 +768,9 @@ impl Vault {
 
     /// Every unexpired chunk of the tenant, opened: what an index is rebuilt from.
     pub async fn chunks(&self, ctx: &TenantCtx) -> VaultResult<Vec<Chunk>> {
-        let now = self.clock.now();
         let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let rows = self
-                .store
-                .list_records(ctx.tenant(), RecordKind::CHUNK, after, 1000, now)
-                .await?;
-            let Some(last) = rows.last() else { break };
-            after = last.seq;
-            let full = rows.len() == 1000;
-            for stored in rows {
-                out.push(self.open_chunk(ctx.tenant(), stored.row).await?);
-            }
-            if !full {
-                break;
-            }
+        for row in self.all_records(ctx.tenant(), RecordKind::CHUNK).await? {
+            out.push(self.open_chunk(ctx.tenant(), row).await?);
         }
         Ok(out)
     }
@@ -803,15 +789,15 @@ impl Vault {
     }
 
     async fn open_chunk(&self, tenant: &TenantId, row: RecordRow) -> VaultResult<Chunk> {
-        let key = self
-            .keys
-            .get(&self.store, &*self.kek, tenant, row.key_version)
+        let plain = self
+            .open_row(
+                tenant,
+                RecordKind::CHUNK,
+                &row.record_id,
+                row.key_version,
+                row.sealed,
+            )
             .await?;
-        let aad = record_aad(tenant, RecordKind::CHUNK, &row.record_id, row.key_version);
-        let plain = key.open_in_place(&aad, row.sealed).inspect_err(|_| {
-            tracing::error!(tenant = %tenant, record = %row.record_id,
-                "a chunk failed to open under its tenant's key: the row was moved, altered or corrupted");
-        })?;
         let body: ChunkBody =
             serde_json::from_slice(plain.as_slice()).map_err(|_| VaultError::Integrity)?;
         let embedding = match body.embedding {
@@ -865,12 +851,15 @@ impl Vault {
     pub async fn canaries(&self, tenant: &TenantId) -> VaultResult<Vec<Zeroizing<String>>> {
         let mut out = Vec::new();
         for row in self.all_records(tenant, RecordKind::CANARY).await? {
-            let key = self
-                .keys
-                .get(&self.store, &*self.kek, tenant, row.key_version)
+            let plain = self
+                .open_row(
+                    tenant,
+                    RecordKind::CANARY,
+                    &row.record_id,
+                    row.key_version,
+                    row.sealed,
+                )
                 .await?;
-            let aad = record_aad(tenant, RecordKind::CANARY, &row.record_id, row.key_version);
-            let plain = key.open(&aad, &row.sealed)?;
             let token = std::str::from_utf8(plain.as_slice()).map_err(|_| VaultError::Integrity)?;
             out.push(Zeroizing::new(token.to_owned()));
         }
@@ -970,24 +959,40 @@ impl Vault {
         Ok(self.tenant(tenant).await?.current_key_version)
     }
 
+    /// Opens one sealed row of the tenant under the binding of its kind, id and key
+    /// version; a row moved, altered or corrupted fails here, loudly.
+    async fn open_row(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        record_id: &str,
+        version: KeyVersion,
+        sealed: Vec<u8>,
+    ) -> VaultResult<bulkhead_crypto::Plaintext> {
+        let key = self
+            .keys
+            .get(&self.store, &*self.kek, tenant, version)
+            .await?;
+        let aad = record_aad(tenant, kind, record_id, version);
+        Ok(key.open_in_place(&aad, sealed).inspect_err(|_| {
+            tracing::error!(tenant = %tenant, kind = kind.as_str(), record = %record_id,
+                "a record failed to open under its tenant's key: the row was moved, altered or corrupted");
+        })?)
+    }
+
     async fn open_document(&self, tenant: &TenantId, row: RecordRow) -> VaultResult<Document> {
         // Paired with the write path: the row must be the tenant's and of the kind
         // asked for before any key is touched (the AAD check below is the real wall).
         debug_assert_eq!(&row.tenant_id, tenant);
-        let key = self
-            .keys
-            .get(&self.store, &*self.kek, tenant, row.key_version)
+        let plain = self
+            .open_row(
+                tenant,
+                RecordKind::DOCUMENT,
+                &row.record_id,
+                row.key_version,
+                row.sealed,
+            )
             .await?;
-        let aad = record_aad(
-            tenant,
-            RecordKind::DOCUMENT,
-            &row.record_id,
-            row.key_version,
-        );
-        let plain = key.open_in_place(&aad, row.sealed).inspect_err(|_| {
-            tracing::error!(tenant = %tenant, record = %row.record_id,
-                "a document failed to open under its tenant's key: the row was moved, altered or corrupted");
-        })?;
         let body: DocumentBody =
             serde_json::from_slice(plain.as_slice()).map_err(|_| VaultError::Integrity)?;
         let id = DocumentId::parse(&row.record_id).map_err(|_| VaultError::Integrity)?;
