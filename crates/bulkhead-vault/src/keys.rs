@@ -1,7 +1,9 @@
 //! Unwrapped data keys in memory, and the associated data that binds ciphertext.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
 
 use bulkhead_crypto::{KeyEncryptionKey, Xaes256Gcm};
 use bulkhead_store::Store;
@@ -40,25 +42,24 @@ pub(crate) fn dek_aad(tenant: &TenantId, version: KeyVersion) -> Vec<u8> {
     aad
 }
 
-/// Unwrapped data keys, bounded in count. Keys are wiped when the last user drops
-/// them (`Xaes256Gcm` holds its secrets in zeroizing buffers, aws-lc cleanses its
-/// key schedules on free).
+/// Unwrapped data keys, least recently used first out, bounded in count. Keys are
+/// wiped when the last user drops them (`Xaes256Gcm` holds its secrets in
+/// zeroizing buffers, aws-lc cleanses its key schedules on free).
 #[derive(Debug)]
 pub(crate) struct KeyCache {
-    len_max: usize,
-    keys: Mutex<HashMap<(TenantId, KeyVersion), Arc<Xaes256Gcm>>>,
+    keys: Mutex<LruCache<(TenantId, KeyVersion), Arc<Xaes256Gcm>>>,
 }
 
 impl KeyCache {
     pub(crate) fn new(len_max: usize) -> Self {
+        let len_max = NonZeroUsize::new(len_max.max(1)).expect("at least 1");
         Self {
-            len_max: len_max.max(1),
-            keys: Mutex::new(HashMap::new()),
+            keys: Mutex::new(LruCache::new(len_max)),
         }
     }
 
     fn lookup(&self, tenant: &TenantId, version: KeyVersion) -> Option<Arc<Xaes256Gcm>> {
-        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         keys.get(&(tenant.clone(), version)).cloned()
     }
 
@@ -82,22 +83,27 @@ impl KeyCache {
             .map_err(|_| VaultError::Integrity)?;
         let key = Arc::new(Xaes256Gcm::new(&dek)?);
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        if keys.len() >= self.len_max {
-            // Crude but bounded: a full cache starts over. Unwrapping is cheap
-            // (one AES-GCM open of 32 bytes) next to the request it serves.
-            keys.clear();
-        }
-        keys.insert((tenant.clone(), version), Arc::clone(&key));
+        keys.put((tenant.clone(), version), Arc::clone(&key));
         Ok(key)
     }
 
     pub(crate) fn forget_tenant(&self, tenant: &TenantId) {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.retain(|(t, _), _| t != tenant);
+        self.forget(|t, _| t == tenant);
     }
 
     pub(crate) fn forget_below(&self, tenant: &TenantId, below: KeyVersion) {
+        self.forget(|t, v| t == tenant && v < below);
+    }
+
+    fn forget(&self, doomed: impl Fn(&TenantId, KeyVersion) -> bool) {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.retain(|(t, v), _| t != tenant || *v >= below);
+        let gone: Vec<(TenantId, KeyVersion)> = keys
+            .iter()
+            .filter(|((t, v), _)| doomed(t, *v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            keys.pop(&key);
+        }
     }
 }
