@@ -56,6 +56,21 @@ async fn refused(
     e.into()
 }
 
+/// The document a path names, or a logged 404: a malformed id is refused like a
+/// missing one, and both are denied accesses.
+async fn named_document(
+    state: &AppState,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    kind: &str,
+    raw: &str,
+) -> ApiResult<DocumentId> {
+    match document_id(raw) {
+        Ok(id) => Ok(id),
+        Err(_) => Err(refused(state, ctx, rid, kind, None, VaultError::NotFound).await),
+    }
+}
+
 pub async fn create(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
@@ -119,20 +134,7 @@ pub async fn show(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DocumentResponse>> {
-    let id = match document_id(&id) {
-        Ok(id) => id,
-        Err(_) => {
-            return Err(refused(
-                &state,
-                &ctx,
-                &rid,
-                "document.read",
-                None,
-                VaultError::NotFound,
-            )
-            .await);
-        }
-    };
+    let id = named_document(&state, &ctx, &rid, "document.read", &id).await?;
     let doc = match state.vault.document(&ctx, &id).await {
         Ok(doc) => doc,
         Err(e) => return Err(refused(&state, &ctx, &rid, "document.read", Some(&id), e).await),
@@ -187,20 +189,7 @@ pub async fn remove(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let id = match document_id(&id) {
-        Ok(id) => id,
-        Err(_) => {
-            return Err(refused(
-                &state,
-                &ctx,
-                &rid,
-                "document.delete",
-                None,
-                VaultError::NotFound,
-            )
-            .await);
-        }
-    };
+    let id = named_document(&state, &ctx, &rid, "document.delete", &id).await?;
     // The text is needed to take exactly this document's fingerprints out of the
     // guard's map.
     let doc = match state.vault.document(&ctx, &id).await {
