@@ -35,7 +35,7 @@ use bulkhead_ledger::checkpoint::Checkpoint;
 use bulkhead_ledger::event::AuditEvent;
 use bulkhead_ledger::note::{NoteSigner, NoteVerifier};
 use bulkhead_ledger::proof::{self, NodeId, ProofPlan};
-use bulkhead_ledger::tiles::{FULL_TILE_BYTES, RightEdge, Tile, TileId};
+use bulkhead_ledger::tiles::{FULL_TILE_BYTES, RightEdge, TILE_WIDTH, Tile, TileId};
 use bulkhead_ledger::{Hash, hex, leaf_hash};
 use bulkhead_store::{AuditAppend, AuditEntryRow, AuditHead, AuditTileRow, Store, StoreError};
 use bulkhead_types::{KeyVersion, LogId, UnixMillis};
@@ -656,7 +656,14 @@ impl Audit {
         }
         for id in waiting {
             let (tile_id, _, _) = TileId::locate(id);
-            if let Some(hash) = fetched.get(&tile_id).and_then(|t| t.node(id)) {
+            let mut hash = fetched.get(&tile_id).and_then(|t| t.node(id));
+            if hash.is_none() && tile_id.level == 0 {
+                // Partial bottom tiles are not stored: rebuild from the entries.
+                let tile = Arc::new(bottom_tile_from_entries(&self.store, log, tile_id).await?);
+                hash = tile.node(id);
+                fetched.insert(tile_id, tile);
+            }
+            if let Some(hash) = hash {
                 found.insert(id, hash);
             }
         }
@@ -785,23 +792,55 @@ async fn load_edge(store: &Arc<dyn Store>, log: &LogId) -> AuditResult<RightEdge
     let rows = store
         .audit_tiles(log, ids.iter().map(|t| (t.level, t.index)).collect())
         .await?;
-    let mut tiles = Vec::with_capacity(rows.len());
+    let mut tiles = Vec::with_capacity(ids.len());
     for row in rows {
         let id = TileId {
             level: row.level,
             index: row.index,
         };
-        tiles.push(
-            Tile::decode(id, &row.data).map_err(|e| AuditError::Inconsistent {
-                log: log.to_string(),
-                detail: e.to_string(),
-            })?,
-        );
+        if id.level == 0 && id.width_at(head.size) < TILE_WIDTH {
+            continue; // rebuilt from the entries below; a stored one may be stale
+        }
+        tiles.push(Tile::decode(id, &row.data).map_err(|e| inconsistent(log, e))?);
+    }
+    if let Some(bottom) = ids.first().filter(|id| id.width_at(head.size) < TILE_WIDTH) {
+        tiles.push(bottom_tile_from_entries(store, log, *bottom).await?);
     }
     RightEdge::from_tiles(head.size, tiles).map_err(|e| AuditError::Inconsistent {
         log: log.to_string(),
         detail: format!("cannot continue the log from storage: {e}"),
     })
+}
+
+fn inconsistent(log: &LogId, e: impl std::fmt::Display) -> AuditError {
+    AuditError::Inconsistent {
+        log: log.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// A bottom tile rebuilt from the leaf hashes of the entries it covers (as many as
+/// exist): how partial bottom tiles are read, since they are not stored.
+async fn bottom_tile_from_entries(
+    store: &Arc<dyn Store>,
+    log: &LogId,
+    id: TileId,
+) -> AuditResult<Tile> {
+    let start = id.index * TILE_WIDTH as u64;
+    let rows = store
+        .audit_leaf_hashes(log, start, start + TILE_WIDTH as u64)
+        .await?;
+    let mut leaves = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let hash: Hash = row.as_slice().try_into().map_err(|_| {
+            inconsistent(
+                log,
+                format!("entry {} has a malformed leaf hash", start + i as u64),
+            )
+        })?;
+        leaves.push(hash);
+    }
+    Tile::from_bottom_row(id, &leaves).map_err(|e| inconsistent(log, e))
 }
 
 /// Appends each group to its log in one store transaction. Returns the groups
@@ -842,9 +881,13 @@ async fn commit_groups(
                 created_at: p.created_at,
             });
         }
+        // A partial bottom tile is not written: it is rebuilt from the entries'
+        // leaf hashes when needed, so a commit does not rewrite up to 16 KiB per
+        // log. Full tiles, and upper tiles (which change once per 256 appends), are.
         let tiles: Vec<AuditTileRow> = edge
             .take_changed()
             .iter()
+            .filter(|t| t.id.level > 0 || t.is_full())
             .map(|t| AuditTileRow {
                 level: t.id.level,
                 index: t.id.index,

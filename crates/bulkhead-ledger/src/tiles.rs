@@ -149,6 +149,19 @@ impl Tile {
         out
     }
 
+    /// A tile rebuilt from its bottom row (at most 256 hashes, e.g. leaf hashes
+    /// read back from the log's entries): the rows above are recomputed.
+    pub fn from_bottom_row(id: TileId, bottom: &[Hash]) -> Result<Self, TileError> {
+        if bottom.len() > TILE_WIDTH {
+            return Err(TileError::BadLength(bottom.len() * 32));
+        }
+        let mut tile = Tile::new(id);
+        for hash in bottom {
+            tile.push(*hash);
+        }
+        Ok(tile)
+    }
+
     /// Decodes a stored tile. Checks only the shape: whether the hashes are right is
     /// what proofs and checkpoints establish.
     pub fn decode(id: TileId, bytes: &[u8]) -> Result<Self, TileError> {
@@ -386,6 +399,17 @@ mod tests {
                 verify_consistency(old, n, &proof, &old_root, &root).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn a_tile_rebuilt_from_its_bottom_row_equals_the_stored_one() {
+        let (stored, leaves) = build(700, 700);
+        let id = TileId { level: 0, index: 2 };
+        let rebuilt = Tile::from_bottom_row(id, &leaves[512..700]).unwrap();
+        assert_eq!(rebuilt, stored[&id]);
+        let full = Tile::from_bottom_row(TileId { level: 0, index: 0 }, &leaves[..256]).unwrap();
+        assert_eq!(full, stored[&TileId { level: 0, index: 0 }]);
+        assert!(Tile::from_bottom_row(id, &leaves[..257]).is_err());
     }
 
     #[test]

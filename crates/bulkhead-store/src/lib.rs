@@ -272,6 +272,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         start: u64,
         end: u64,
     ) -> StoreResult<Vec<AuditEntryRow>>;
+    /// The leaf hashes of entries `start..end` that exist, in index order (the
+    /// bottom row of a partial tile is rebuilt from these instead of being stored).
+    async fn audit_leaf_hashes(
+        &self,
+        log: &LogId,
+        start: u64,
+        end: u64,
+    ) -> StoreResult<Vec<Vec<u8>>>;
     /// Stores a signed checkpoint if the stored one is still of `expected_size`
     /// (0 for none) and the new size is not smaller. False otherwise.
     async fn audit_set_checkpoint(

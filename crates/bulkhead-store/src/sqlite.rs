@@ -1051,6 +1051,26 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn audit_leaf_hashes(
+        &self,
+        log: &LogId,
+        start: u64,
+        end: u64,
+    ) -> StoreResult<Vec<Vec<u8>>> {
+        let log = log.as_str().to_owned();
+        self.read(move |conn| {
+            collect(
+                conn,
+                "SELECT leaf_hash FROM audit_entries
+                 WHERE log = (SELECT seq FROM audit_logs WHERE log_id = ?1)
+                   AND idx >= ?2 AND idx < ?3 ORDER BY idx",
+                params![log, to_i64(start)?, to_i64(end)?],
+                |row| row.get(0).map_err(backend),
+            )
+        })
+        .await
+    }
+
     async fn audit_set_checkpoint(
         &self,
         log: &LogId,

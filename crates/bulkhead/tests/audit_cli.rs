@@ -281,12 +281,14 @@ async fn an_auditor_with_only_the_public_key_catches_every_rewrite() {
             &file("early.cp"),
         ],
     ));
-    add_documents(&client, &server, &key, "again", 10).await;
+    add_documents(&client, &server, &key, "again", 250).await;
     assert!(server.terminate().success());
 
     // Life 4: an interior hash of the tenant's tree is edited (node 2/0, the root of
-    // the first four leaves, which the consistency proof from `early.cp` uses). The
-    // entries still hash to the signed root, but the server's proof no longer holds.
+    // the first four leaves, which the consistency proof from `early.cp` uses; the
+    // 250 documents above filled the first tile, and full tiles are what is stored).
+    // The entries still hash to the signed root, but the server's proof no longer
+    // holds.
     let log_seq = format!("(SELECT seq FROM audit_logs WHERE log_id = '{tenant_id}')");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let tile_sql =
