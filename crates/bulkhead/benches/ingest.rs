@@ -25,12 +25,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 // The same real-process harness the end-to-end tests use.
 #[path = "../tests/support/mod.rs"]
 mod support;
-use support::{ADMIN_TOKEN, Server};
+use support::{ADMIN_TOKEN, Server, expect_json, string_field};
 
 const COMMAND: &str = "cargo bench -p bulkhead --bench ingest";
 /// At least 32 characters, as the server requires of an admin token.
@@ -253,6 +253,7 @@ async fn create_tenant_key(client: &Client, base_url: &str, index: usize) -> Str
             .post(format!("{base_url}/admin/v1/tenants"))
             .bearer_auth(ADMIN_TOKEN)
             .json(&json!({ "name": format!("bench-{index}") })),
+        StatusCode::CREATED,
         "create a tenant",
     )
     .await;
@@ -262,37 +263,11 @@ async fn create_tenant_key(client: &Client, base_url: &str, index: usize) -> Str
             .post(format!("{base_url}/admin/v1/tenants/{id}/keys"))
             .bearer_auth(ADMIN_TOKEN)
             .json(&json!({})),
+        StatusCode::CREATED,
         "create a tenant key",
     )
     .await;
     string_field(&key, "key")
-}
-
-/// Sends `request` and returns its JSON body, which must come with a 201.
-async fn expect_json(request: reqwest::RequestBuilder, what: &str) -> Value {
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|error| panic!("{what}: {error}"));
-    let status = response.status();
-    let body = response
-        .text()
-        .await
-        .unwrap_or_else(|error| panic!("{what}: read body: {error}"));
-    assert_eq!(
-        status,
-        StatusCode::CREATED,
-        "{what}: unexpected status, body: {body}"
-    );
-    serde_json::from_str(&body)
-        .unwrap_or_else(|error| panic!("{what}: body is not JSON ({error}): {body}"))
-}
-
-fn string_field(value: &Value, field: &str) -> String {
-    value[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("expected a string field {field:?} in {value}"))
-        .to_owned()
 }
 
 /// What `nproc` prints, or the standard library's view when it is missing.

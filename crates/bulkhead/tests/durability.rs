@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, Server, lock};
+use support::{ADMIN_TOKEN, Server, expect_json, lock, string_field};
 
 const TENANTS: usize = 4;
 const WRITERS: usize = 16;
@@ -455,26 +455,4 @@ async fn verify_one(
         return Err(format!("{}: text differs: {}", doc.id, read["text"]));
     }
     Ok(())
-}
-
-async fn expect_json(request: reqwest::RequestBuilder, expected: StatusCode, what: &str) -> Value {
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|error| panic!("{what}: {error}"));
-    let status = response.status();
-    let body = response
-        .text()
-        .await
-        .unwrap_or_else(|error| panic!("{what}: read body: {error}"));
-    assert_eq!(status, expected, "{what}: unexpected status, body: {body}");
-    serde_json::from_str(&body)
-        .unwrap_or_else(|error| panic!("{what}: body is not JSON ({error}): {body}"))
-}
-
-fn string_field(value: &Value, field: &str) -> String {
-    value[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("expected a string field {field:?} in {value}"))
-        .to_owned()
 }

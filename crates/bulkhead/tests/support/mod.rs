@@ -11,6 +11,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use reqwest::StatusCode;
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 /// At least 32 characters, as the server requires of an admin token.
@@ -163,4 +165,32 @@ fn parse_listen_line(line: &str) -> Option<SocketAddr> {
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')))
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
+}
+
+/// Sends `request`, asserts the status, and returns the JSON body.
+pub async fn expect_json(
+    request: reqwest::RequestBuilder,
+    expected: StatusCode,
+    what: &str,
+) -> Value {
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{what}: {error}"));
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .unwrap_or_else(|error| panic!("{what}: read body: {error}"));
+    assert_eq!(status, expected, "{what}: unexpected status, body: {body}");
+    serde_json::from_str(&body)
+        .unwrap_or_else(|error| panic!("{what}: body is not JSON ({error}): {body}"))
+}
+
+/// A string field of a JSON object, or a panic naming it.
+pub fn string_field(value: &Value, field: &str) -> String {
+    value[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a string field {field:?} in {value}"))
+        .to_owned()
 }
