@@ -95,17 +95,9 @@ fn grouping_ok(text: &[u8]) -> bool {
 
 /// Validates a candidate (digits with optional single separators).
 pub(crate) fn check(text: &[u8]) -> bool {
-    let mut digits = [0u8; 19];
-    let mut n = 0;
-    for &b in text {
-        if b.is_ascii_digit() {
-            if n == digits.len() {
-                return false;
-            }
-            digits[n] = b;
-            n += 1;
-        }
-    }
+    let Some((digits, n)) = super::digits_of::<19>(text) else {
+        return false;
+    };
     let digits = &digits[..n];
     if !(12..=19).contains(&n) || !grouping_ok(text) {
         return false;

@@ -33,6 +33,18 @@ use secrets::Extension;
 /// Upper bound on any candidate pattern's match length, in bytes.
 pub(crate) const CANDIDATE_BYTES_MAX: usize = 256;
 
+/// The ASCII digits of a candidate, in order, in a fixed buffer of `N`; `None` if
+/// there are more than `N` (no validator accepts that many).
+pub(crate) fn digits_of<const N: usize>(text: &[u8]) -> Option<([u8; N], usize)> {
+    let mut digits = [0u8; N];
+    let mut n = 0;
+    for &b in text.iter().filter(|b| b.is_ascii_digit()) {
+        *digits.get_mut(n)? = b;
+        n += 1;
+    }
+    Some((digits, n))
+}
+
 /// A candidate family: one pattern, one validator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Family {

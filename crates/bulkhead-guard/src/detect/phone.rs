@@ -58,17 +58,9 @@ fn nanp(digits: &[u8]) -> bool {
 }
 
 pub(crate) fn check(text: &[u8]) -> bool {
-    let mut digits = [0u8; 20];
-    let mut n = 0;
-    for &b in text {
-        if b.is_ascii_digit() {
-            if n == digits.len() {
-                return false;
-            }
-            digits[n] = b;
-            n += 1;
-        }
-    }
+    let Some((digits, n)) = super::digits_of::<20>(text) else {
+        return false;
+    };
     let digits = &digits[..n];
     if n < 2 {
         return false;
