@@ -555,6 +555,7 @@ async fn append_run(
                 name: format!("bench tenant {t}"),
                 region: Region::default(),
                 policy: PolicyName::default(),
+                models: None,
             })
             .await
             .expect("tenant");

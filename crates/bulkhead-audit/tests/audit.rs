@@ -76,6 +76,7 @@ async fn new_tenant(vault: &Vault, name: &str) -> TenantId {
             name: name.into(),
             region: Region::default(),
             policy: PolicyName::default(),
+            models: None,
         })
         .await
         .unwrap()

@@ -95,7 +95,7 @@ fn main() {
         let state = AppState::new(vault, audit, Arc::new(Retrieval::with_defaults()), guard, "bench-admin-token-0123456789", ServerLimits::default());
         let tenant = state
             .vault
-            .create_tenant(NewTenant { name: "bench".into(), region: Region::default(), policy: PolicyName::default() })
+            .create_tenant(NewTenant { name: "bench".into(), region: Region::default(), policy: PolicyName::default(), models: None })
             .await
             .expect("tenant");
         let key = state.vault.issue_api_key(&tenant.id, None).await.expect("key").token.to_string();

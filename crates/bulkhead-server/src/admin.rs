@@ -9,11 +9,11 @@ use bulkhead_types::{ApiKeyId, TenantId};
 use bulkhead_vault::{NewTenant, VaultError};
 
 use crate::audit::{RequestId, Trail, denial_reason};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::{Admin, OptionalJson, StrictJson};
 use crate::wire::{
-    CreateTenantRequest, IssueKeyRequest, IssuedKeyResponse, RotateKeyResponse, TenantListResponse,
-    TenantResponse, rfc3339,
+    CreateTenantRequest, IssueKeyRequest, IssuedKeyResponse, RotateKeyResponse, SetModelsRequest,
+    TenantListResponse, TenantResponse, rfc3339,
 };
 use crate::{AppState, documents::page_query, no_content};
 
@@ -62,10 +62,13 @@ pub async fn create_tenant(
     rid: RequestId,
     StrictJson(req): StrictJson<CreateTenantRequest>,
 ) -> ApiResult<Response> {
+    let region = req.region.unwrap_or_default();
+    let models = checked_models(&state, &region, req.models)?;
     let new = NewTenant {
         name: req.name,
-        region: req.region.unwrap_or_default(),
+        region,
         policy: req.policy.unwrap_or_default(),
+        models,
     };
     let tenant = state.vault.create_tenant(new).await?;
     state.guard.seed_tenant(&state.vault, &tenant.id).await?;
@@ -78,6 +81,64 @@ pub async fn create_tenant(
         .await?;
     tracing::info!(tenant = %tenant.id, region = %tenant.region, policy = %tenant.policy, "tenant created");
     Ok((StatusCode::CREATED, Json(TenantResponse::from(&tenant))).into_response())
+}
+
+/// An allow-list must name models that exist in the tenant's region: a typo would
+/// otherwise lock the tenant out of the model it was meant to have.
+fn checked_models(
+    state: &AppState,
+    region: &bulkhead_types::Region,
+    models: Option<Vec<String>>,
+) -> ApiResult<Option<Vec<String>>> {
+    let Some(mut models) = models else {
+        return Ok(None);
+    };
+    if models.len() > 1000 {
+        return Err(ApiError::new(
+            ProblemKind::InvalidRequest,
+            "models may name at most 1000 models",
+        ));
+    }
+    models.sort();
+    models.dedup();
+    if let Some(unknown) = models
+        .iter()
+        .find(|m| !state.gateway.gateway.offers(region, m))
+    {
+        return Err(ApiError::new(
+            ProblemKind::InvalidRequest,
+            format!("model `{unknown}` is not offered by any upstream in region `{region}`"),
+        ));
+    }
+    Ok(Some(models))
+}
+
+/// `PUT /admin/v1/tenants/{id}/models` `{"models": [...] | null}`.
+pub async fn set_models(
+    _: Admin,
+    State(state): State<AppState>,
+    rid: RequestId,
+    Path(id): Path<String>,
+    StrictJson(req): StrictJson<SetModelsRequest>,
+) -> ApiResult<Json<TenantResponse>> {
+    const KIND: &str = "tenant.models";
+    let id = known_tenant(&state, &rid, KIND, &id).await?;
+    let tenant = match state.vault.tenant(&id).await {
+        Ok(t) => t,
+        Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
+    };
+    let models = checked_models(&state, &tenant.region, req.models)?;
+    let tenant = match state.vault.set_tenant_models(&id, models.clone()).await {
+        Ok(t) => t,
+        Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
+    };
+    let listed = models.as_ref().map_or("*".to_owned(), |m| m.join(","));
+    Trail::admin(&state, KIND, &rid)
+        .subject(Subject::new("tenant", id.as_str()))
+        .attr("models", Attr::Text(listed))
+        .record_admin(Some(&id))
+        .await?;
+    Ok(Json(TenantResponse::from(&tenant)))
 }
 
 pub async fn list_tenants(

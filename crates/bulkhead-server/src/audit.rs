@@ -133,6 +133,16 @@ impl<'a> Trail<'a> {
             .map_err(audit_error)
     }
 
+    /// Appends to `log`, waits until it is durable, and returns the entry's index.
+    pub async fn record_entry(self, log: LogId) -> ApiResult<u64> {
+        self.state
+            .audit
+            .record(&log, &self.event)
+            .await
+            .map(|entry| entry.index)
+            .map_err(audit_error)
+    }
+
     /// Appends to the operator log, and to the tenant's own log when the action
     /// concerns one tenant, so the tenant's auditor sees it too.
     pub async fn record_admin(self, tenant: Option<&TenantId>) -> ApiResult<()> {

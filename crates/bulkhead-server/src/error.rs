@@ -26,6 +26,9 @@ pub enum ProblemKind {
     RequestTimeout,
     Unavailable,
     AuditInconsistent,
+    ContentRefused,
+    UpstreamFailed,
+    UpstreamTimeout,
     Internal,
 }
 
@@ -44,6 +47,9 @@ impl ProblemKind {
         ProblemKind::RequestTimeout,
         ProblemKind::Unavailable,
         ProblemKind::AuditInconsistent,
+        ProblemKind::ContentRefused,
+        ProblemKind::UpstreamFailed,
+        ProblemKind::UpstreamTimeout,
         ProblemKind::Internal,
     ];
 
@@ -62,6 +68,9 @@ impl ProblemKind {
             ProblemKind::RequestTimeout => "request-timeout",
             ProblemKind::Unavailable => "unavailable",
             ProblemKind::AuditInconsistent => "audit-inconsistent",
+            ProblemKind::ContentRefused => "content-refused",
+            ProblemKind::UpstreamFailed => "upstream-failed",
+            ProblemKind::UpstreamTimeout => "upstream-timeout",
             ProblemKind::Internal => "internal",
         }
     }
@@ -77,6 +86,9 @@ impl ProblemKind {
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemKind::Conflict => StatusCode::CONFLICT,
             ProblemKind::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            ProblemKind::ContentRefused => StatusCode::BAD_REQUEST,
+            ProblemKind::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            ProblemKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::AuditInconsistent | ProblemKind::Internal => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -101,6 +113,9 @@ impl ProblemKind {
             ProblemKind::RequestTimeout => "The request took too long",
             ProblemKind::Unavailable => "The service is unavailable",
             ProblemKind::AuditInconsistent => "The audit log failed its integrity check",
+            ProblemKind::ContentRefused => "The request was refused by the content policy",
+            ProblemKind::UpstreamFailed => "The model server failed",
+            ProblemKind::UpstreamTimeout => "The model server did not answer in time",
             ProblemKind::Internal => "Internal error",
         }
     }
@@ -141,6 +156,18 @@ impl ProblemKind {
                  or prove anything from it. Operators: treat this as an incident; check the log with \
                  `bulkhead audit verify` against checkpoints clients kept, and restore storage from a \
                  trusted backup."
+            }
+            ProblemKind::ContentRefused => {
+                "The input read as an attempt to override the model's instructions (prompt injection). \
+                 Rephrase it; the decision trace (x-bulkhead-trace-id) records the score and rules."
+            }
+            ProblemKind::UpstreamFailed => {
+                "The upstream model server refused, failed or sent a malformed or cut-off answer. Retry; \
+                 the decision trace (x-bulkhead-trace-id) records what happened. Operators: check the upstream."
+            }
+            ProblemKind::UpstreamTimeout => {
+                "The upstream model server was too slow (connect, first byte, idle or total timeout). \
+                 Retry later or ask for a shorter answer; the trace records which timeout fired."
             }
             ProblemKind::Internal => {
                 "Retry later; operators find the cause in the server log by the time of the request."
@@ -185,6 +212,17 @@ struct Problem<'a> {
     title: &'a str,
     status: u16,
     detail: &'a str,
+    /// An RFC 9457 extension member in the shape OpenAI SDKs read, so their
+    /// exceptions carry the detail instead of a bare status.
+    error: OpenAiError<'a>,
+}
+
+#[derive(Serialize)]
+struct OpenAiError<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    type_: &'static str,
+    code: &'static str,
 }
 
 impl IntoResponse for ApiError {
@@ -195,6 +233,15 @@ impl IntoResponse for ApiError {
             title: self.kind.title(),
             status: status.as_u16(),
             detail: &self.detail,
+            error: OpenAiError {
+                message: &self.detail,
+                type_: if status.is_server_error() {
+                    "server_error"
+                } else {
+                    "invalid_request_error"
+                },
+                code: self.kind.code(),
+            },
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (status, bytes).into_response();

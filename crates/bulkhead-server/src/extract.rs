@@ -166,6 +166,20 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
     }
 }
 
+/// A JSON body's bytes, checked for type and size but parsed by the handler: the
+/// OpenAI-compatible endpoints accept the OpenAI schema as SDKs send it and
+/// choose field by field what to keep.
+#[derive(Debug)]
+pub struct JsonBytes(pub Bytes);
+
+impl FromRequest<AppState> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        read_json_body(req, state).await.map(JsonBytes)
+    }
+}
+
 async fn read_json_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     let content_type = req
         .headers()

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use bulkhead_audit::{Attr, Subject};
-use bulkhead_guard::{FindingKind, Guard, Policy, ScanOutcome, Verdict};
+use bulkhead_guard::{Finding, FindingKind, Guard, Policy, Verdict};
 use bulkhead_types::{DocumentId, LogId, TenantId};
-use bulkhead_vault::Vault;
+use bulkhead_vault::{TenantCtx, Vault};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -174,12 +174,49 @@ fn kind_name(kind: &FindingKind) -> String {
 }
 
 /// Counts of finding types, for the audit log: never the text.
-fn type_counts(outcome: &ScanOutcome) -> std::collections::BTreeMap<String, i64> {
+pub(crate) fn type_counts(findings: &[Finding]) -> std::collections::BTreeMap<String, i64> {
     let mut counts = std::collections::BTreeMap::new();
-    for f in &outcome.findings {
+    for f in findings {
         *counts.entry(kind_name(&f.kind)).or_insert(0) += 1;
     }
     counts
+}
+
+/// The other tenants whose data the findings matched, sorted, once each.
+pub(crate) fn leak_owners(findings: &[Finding]) -> Vec<TenantId> {
+    let mut owners: Vec<TenantId> = findings.iter().filter_map(|f| f.owner.clone()).collect();
+    owners.sort();
+    owners.dedup();
+    owners
+}
+
+/// Invariant 3: a leak is blocked (by the caller), logged where the operator sees
+/// whose data it was, and raised loudly. The requesting tenant's own log gets the
+/// denial from the caller's event; nothing here names the owner to it.
+pub(crate) async fn report_leak(
+    state: &AppState,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    findings: &[Finding],
+) -> ApiResult<()> {
+    let owners = leak_owners(findings);
+    if owners.is_empty() {
+        return Ok(());
+    }
+    state.metrics.leak_blocked();
+    tracing::warn!(tenant = %ctx.tenant(), owners = owners.len(), request_id = %rid.0,
+        "CROSS-TENANT LEAK BLOCKED: a text for this tenant carried another tenant's canary or \
+         fingerprints. See the operator audit log; consider quarantining the upstream or the tenant.");
+    let mut alert = Trail::new(state, "guard.leak", format!("key:{}", ctx.key_id()), rid)
+        .about_tenant(ctx.tenant())
+        .denied("cross_tenant");
+    for owner in &owners {
+        alert = alert.subject(Subject::new("owner_tenant", owner.as_str()));
+    }
+    for (kind, n) in &type_counts(findings) {
+        alert = alert.attr(&format!("found.{kind}"), Attr::Int(*n));
+    }
+    alert.record(LogId::Operator).await
 }
 
 /// `POST /v1/guard/scan`: the guard as a sidecar. The tenant is the key's.
@@ -230,17 +267,8 @@ pub async fn scan(
     let outcome = tokio::task::spawn_blocking(move || me.guard.scan(&tenant, &body, &me.policy))
         .await
         .map_err(|_| ApiError::internal())?;
-    let counts = type_counts(&outcome);
-    let owners: Vec<TenantId> = {
-        let mut owners: Vec<TenantId> = outcome
-            .findings
-            .iter()
-            .filter_map(|f| f.owner.clone())
-            .collect();
-        owners.sort();
-        owners.dedup();
-        owners
-    };
+    let counts = type_counts(&outcome.findings);
+    let leaked = !leak_owners(&outcome.findings).is_empty();
     let verdict = match outcome.verdict {
         Verdict::Allow => "allow",
         Verdict::Redacted => "redacted",
@@ -251,27 +279,11 @@ pub async fn scan(
     for (kind, n) in &counts {
         trail = trail.attr(&format!("found.{kind}"), Attr::Int(*n));
     }
-    if !owners.is_empty() {
+    if leaked {
         trail = trail.denied("cross_tenant");
     }
     trail.record(tenant_log).await?;
-    if !owners.is_empty() {
-        // Invariant 3: a leak is blocked, logged where the operator sees whose data
-        // it was, and raised loudly.
-        tracing::warn!(tenant = %ctx.tenant(), owners = owners.len(), request_id = %rid.0,
-            "CROSS-TENANT LEAK BLOCKED: a text for this tenant carried another tenant's canary or \
-             fingerprints. See the operator audit log; consider quarantining the upstream or the tenant.");
-        let mut alert = Trail::new(&state, "guard.leak", format!("key:{}", ctx.key_id()), &rid)
-            .about_tenant(ctx.tenant())
-            .denied("cross_tenant");
-        for owner in &owners {
-            alert = alert.subject(Subject::new("owner_tenant", owner.as_str()));
-        }
-        for (kind, n) in &counts {
-            alert = alert.attr(&format!("found.{kind}"), Attr::Int(*n));
-        }
-        alert.record(LogId::Operator).await?;
-    }
+    report_leak(&state, &ctx, &rid, &outcome.findings).await?;
     let findings = outcome
         .findings
         .iter()

@@ -14,9 +14,12 @@ pub mod audit;
 mod documents;
 pub mod error;
 mod extract;
+pub mod gateway;
 pub mod guard;
 pub mod metrics;
 pub mod retrieval;
+pub mod sessions;
+pub mod traces;
 pub mod wire;
 
 use std::sync::Arc;
@@ -27,7 +30,7 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use bulkhead_audit::Audit;
 use bulkhead_types::TenantId;
 use bulkhead_vault::Vault;
@@ -58,6 +61,7 @@ pub struct AppState {
     pub audit: Arc<Audit>,
     pub retrieval: Arc<retrieval::Retrieval>,
     pub guard: Arc<guard::GuardState>,
+    pub gateway: Arc<gateway::GatewayState>,
     pub metrics: Arc<Metrics>,
     pub limits: ServerLimits,
     /// SHA-256 of the admin token: comparing digests in constant time does not leak
@@ -75,6 +79,7 @@ impl AppState {
         limits: ServerLimits,
     ) -> Self {
         Self {
+            gateway: Arc::new(gateway::GatewayState::without_upstreams(&vault)),
             vault,
             audit,
             retrieval,
@@ -82,6 +87,14 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             limits,
             admin_token_digest: bulkhead_crypto::sha256(admin_token.as_bytes()),
+        }
+    }
+
+    /// The same state with this model gateway (upstreams, limits).
+    pub fn with_gateway(self, gateway: gateway::GatewayState) -> Self {
+        Self {
+            gateway: Arc::new(gateway),
+            ..self
         }
     }
 
@@ -131,6 +144,7 @@ pub fn app(state: AppState) -> Router {
             post(admin::quarantine).delete(admin::release),
         )
         .route("/tenants/{id}/rotate-key", post(admin::rotate_key))
+        .route("/tenants/{id}/models", put(admin::set_models))
         .route("/audit/public-key", get(audit::public_key))
         .route("/audit/logs", get(audit::logs))
         .route("/audit/checkpoint", get(audit::operator_checkpoint))
@@ -161,6 +175,13 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/search", post(retrieval::search))
         .route("/guard/scan", post(guard::scan))
+        .route("/chat/completions", post(gateway::chat_completions))
+        .route("/embeddings", post(gateway::embeddings))
+        .route("/models", get(gateway::models))
+        .route("/sessions", post(sessions::create))
+        .route("/sessions/{id}", delete(sessions::sanitize))
+        .route("/sessions/{id}/messages", get(sessions::messages))
+        .route("/traces/{id}", get(traces::show))
         .route("/audit/public-key", get(audit::public_key))
         .route("/audit/checkpoint", get(audit::tenant_checkpoint))
         .route("/audit/entries", get(audit::tenant_entries))
@@ -187,8 +208,14 @@ pub fn app(state: AppState) -> Router {
 
 /// Bounds the time of every request. A request cut off here acknowledged nothing
 /// the client could rely on: a write either committed before the cut (and the
-/// client is told to check) or not at all.
+/// client is told to check) or not at all. Model calls are bounded by the
+/// gateway's own upstream timeouts instead, which a slow model legitimately needs
+/// more of.
 async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path == "/v1/chat/completions" || path == "/v1/embeddings" {
+        return next.run(request).await;
+    }
     match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(

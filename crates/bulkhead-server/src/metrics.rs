@@ -51,6 +51,14 @@ pub struct Metrics {
     index_bytes: Gauge,
     index_loads: Counter,
     index_evictions: Counter,
+    model_calls: Family<OutcomeLabels, Counter>,
+    leaks_blocked: Counter,
+    gateway_overhead: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
 }
 
 impl Default for Metrics {
@@ -143,8 +151,31 @@ impl Metrics {
             "Search indexes dropped and wiped to stay within the memory budget",
             index_evictions.clone(),
         );
+        let model_calls = Family::<OutcomeLabels, Counter>::default();
+        let leaks_blocked = Counter::default();
+        let gateway_overhead = Histogram::new([
+            0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        ]);
+        registry.register(
+            "model_calls",
+            "Model calls through the gateway by outcome (ok, redacted, blocked, upstream_timeout…)",
+            model_calls.clone(),
+        );
+        registry.register(
+            "leaks_blocked",
+            "Answers blocked because they carried another tenant's canary or fingerprints: investigate each",
+            leaks_blocked.clone(),
+        );
+        registry.register(
+            "gateway_overhead_seconds",
+            "Time the gateway added to a model call (everything but waiting on the upstream)",
+            gateway_overhead.clone(),
+        );
         Self {
             registry,
+            model_calls,
+            leaks_blocked,
+            gateway_overhead,
             index_hot_tenants,
             index_bytes,
             index_loads,
@@ -160,6 +191,19 @@ impl Metrics {
             quarantined_tenants,
             documents,
         }
+    }
+
+    pub fn model_call(&self, outcome: &str, overhead: std::time::Duration) {
+        self.model_calls
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.gateway_overhead.observe(overhead.as_secs_f64());
+    }
+
+    pub fn leak_blocked(&self) {
+        self.leaks_blocked.inc();
     }
 
     pub fn auth_failure(&self, plane: &str) {

@@ -131,6 +131,67 @@ impl Retrieval {
         self.cache.invalidate(tenant);
     }
 
+    /// The tenant's best `top_k` chunks for a query, opened. Each was re-read from
+    /// the store, which is the check that it still exists and has not expired: a
+    /// deleted or expired document never comes back. The caller logs what it uses.
+    pub(crate) async fn retrieve(
+        &self,
+        state: &AppState,
+        ctx: &TenantCtx,
+        query: &str,
+        top_k: usize,
+        mode: SearchMode,
+        filter: Option<&MetadataFilter>,
+    ) -> ApiResult<Vec<Retrieved>> {
+        let embedding = match (mode, &self.embedder) {
+            (SearchMode::Bm25, _) => None,
+            (_, None) => {
+                return Err(ApiError::new(
+                    ProblemKind::InvalidRequest,
+                    "vector and hybrid search need an embedder; this server has none configured",
+                ));
+            }
+            (_, Some(embedder)) => Some(
+                embedder
+                    .embed(ctx.tenant(), &[query])
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "query embedding failed");
+                        ApiError::new(
+                            ProblemKind::Unavailable,
+                            "the embedder did not answer; retry later",
+                        )
+                    })?
+                    .pop()
+                    .unwrap_or_default(),
+            ),
+        };
+        let index = self.index_for(state, ctx).await?;
+        // A few extra hits cover ones whose document expired since the index saw it.
+        let hits = index
+            .search(&Query {
+                text: query,
+                top_k: top_k + 8,
+                filter,
+                mode,
+                embedding: embedding.as_deref(),
+            })
+            .map_err(index_error)?;
+        let mut out = Vec::with_capacity(top_k);
+        for hit in hits {
+            if out.len() == top_k {
+                break;
+            }
+            if let Some(chunk) = state.vault.chunk(ctx, &hit.chunk_id).await? {
+                out.push(Retrieved {
+                    chunk,
+                    score: hit.score,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     async fn index_for(&self, state: &AppState, ctx: &TenantCtx) -> ApiResult<Arc<TenantIndex>> {
         let config = self.index;
         self.cache
@@ -160,6 +221,13 @@ fn build(config: IndexConfig, chunks: &[Chunk]) -> Result<TenantIndex, VaultErro
         tracing::error!(error = %e, "a tenant's index could not be built from its chunks");
         VaultError::Invalid(format!("the index could not be built: {e}"))
     })
+}
+
+/// A chunk found for a query, opened (its text is wiped when dropped).
+#[derive(Debug)]
+pub(crate) struct Retrieved {
+    pub chunk: Chunk,
+    pub score: f32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,57 +300,19 @@ pub async fn search(
         None => None,
     };
     let mode = req.mode.unwrap_or(retrieval.default_mode);
-    let embedding = match (mode, &retrieval.embedder) {
-        (SearchMode::Bm25, _) => None,
-        (_, None) => {
-            return Err(ApiError::new(
-                ProblemKind::InvalidRequest,
-                "vector and hybrid search need an embedder; this server has none configured",
-            ));
-        }
-        (_, Some(embedder)) => Some(
-            embedder
-                .embed(ctx.tenant(), &[query.as_str()])
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "query embedding failed");
-                    ApiError::new(
-                        ProblemKind::Unavailable,
-                        "the embedder did not answer; retry later",
-                    )
-                })?
-                .pop()
-                .unwrap_or_default(),
-        ),
-    };
-    let index = retrieval.index_for(&state, &ctx).await?;
-    // A few extra hits cover ones whose document expired since the index saw it.
-    let hits = index
-        .search(&Query {
-            text: &query,
-            top_k: top_k + 8,
-            filter: filter.as_ref(),
-            mode,
-            embedding: embedding.as_deref(),
-        })
-        .map_err(index_error)?;
-    let mut results = Vec::with_capacity(top_k);
+    let found = retrieval
+        .retrieve(&state, &ctx, &query, top_k, mode, filter.as_ref())
+        .await?;
+    let mut results = Vec::with_capacity(found.len());
     let mut trail = Trail::tenant(&state, &ctx, "search", &rid);
-    for hit in hits {
-        if results.len() == top_k {
-            break;
-        }
-        // Opening the record is the check that it still exists and has not
-        // expired: a deleted or expired document never comes back.
-        let Some(chunk) = state.vault.chunk(&ctx, &hit.chunk_id).await? else {
-            continue;
-        };
-        trail = trail
-            .subject(Subject::new("chunk", &*hit.chunk_id).with_content(chunk.text.as_bytes()));
+    for hit in found {
+        trail = trail.subject(
+            Subject::new("chunk", &*hit.chunk.chunk_id).with_content(hit.chunk.text.as_bytes()),
+        );
         results.push(SearchResult {
-            document_id: hit.document_id,
-            chunk_id: hit.chunk_id,
-            text: chunk.text.to_string(),
+            document_id: hit.chunk.document_id.clone(),
+            chunk_id: hit.chunk.chunk_id.clone(),
+            text: hit.chunk.text.to_string(),
             score: hit.score,
         });
     }

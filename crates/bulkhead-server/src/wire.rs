@@ -17,6 +17,16 @@ pub struct CreateTenantRequest {
     pub region: Option<Region>,
     #[serde(default)]
     pub policy: Option<PolicyName>,
+    /// The models the tenant may call; absent: every model of its region.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+}
+
+/// `PUT /admin/v1/tenants/{id}/models`: `null` lifts the allow-list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetModelsRequest {
+    pub models: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -28,6 +38,8 @@ pub struct TenantResponse {
     pub status: String,
     pub key_version: u32,
     pub created_at: String,
+    /// The model allow-list; `null`: every model of the tenant's region.
+    pub models: Option<Vec<String>>,
 }
 
 impl From<&Tenant> for TenantResponse {
@@ -40,6 +52,7 @@ impl From<&Tenant> for TenantResponse {
             status: t.status.as_str().to_owned(),
             key_version: t.current_key_version.get(),
             created_at: rfc3339(t.created_at),
+            models: t.models.clone(),
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct TenantRow {
     /// The data key version new records are sealed under.
     pub current_key_version: KeyVersion,
     pub created_at: UnixMillis,
+    /// The models the tenant may call; `None`: every model of its region's
+    /// upstreams.
+    pub models: Option<Vec<String>>,
 }
 
 /// A tenant data key, wrapped by the master key.
@@ -161,6 +164,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_tenants(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<(i64, TenantRow)>>;
     /// Returns false if the tenant does not exist.
     async fn set_tenant_status(&self, id: &TenantId, status: TenantStatus) -> StoreResult<bool>;
+    /// Sets (or, with `None`, clears) the tenant's model allow-list; false if the
+    /// tenant does not exist.
+    async fn set_tenant_models(
+        &self,
+        id: &TenantId,
+        models: Option<Vec<String>>,
+    ) -> StoreResult<bool>;
 
     async fn data_keys(&self, id: &TenantId) -> StoreResult<Vec<DataKeyRow>>;
     /// Adds a data key version and makes it current, atomically. Returns false if
@@ -203,6 +213,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         record_id: &str,
         now: UnixMillis,
     ) -> StoreResult<Option<StoredRecord>>;
+    /// The unexpired parts of a record (`record_id#…`, of `part_kind`), in id order.
+    async fn record_parts(
+        &self,
+        tenant: &TenantId,
+        part_kind: RecordKind,
+        record_id: &str,
+        limit: u32,
+        now: UnixMillis,
+    ) -> StoreResult<Vec<StoredRecord>>;
     /// Unexpired records of one kind in insertion order after `after_seq`.
     async fn list_records(
         &self,

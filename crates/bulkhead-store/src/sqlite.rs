@@ -88,7 +88,8 @@ CREATE TABLE IF NOT EXISTS tenants (
     policy TEXT NOT NULL,
     status TEXT NOT NULL,
     current_key_version INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    models TEXT
 ) STRICT;
 CREATE TABLE IF NOT EXISTS data_keys (
     tenant_id TEXT NOT NULL,
@@ -184,6 +185,7 @@ impl SqliteStore {
         let writer_conn = Connection::open(path).map_err(backend)?;
         configure(&writer_conn).map_err(backend)?;
         writer_conn.execute_batch(SCHEMA).map_err(backend)?;
+        migrate(&writer_conn).map_err(backend)?;
         #[cfg(unix)]
         restrict_permissions(path);
 
@@ -341,7 +343,17 @@ fn tenant_from_row(row: &Row<'_>) -> StoreResult<TenantRow> {
         status: TenantStatus::parse(&get_s(4)?).ok_or_else(|| corrupt("status"))?,
         current_key_version: version_from(row.get(5).map_err(backend)?)?,
         created_at: UnixMillis(row.get(6).map_err(backend)?),
+        models: match row.get::<_, Option<String>>(7).map_err(backend)? {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|_| corrupt("models"))?),
+            None => None,
+        },
     })
+}
+
+fn models_column(models: &Option<Vec<String>>) -> Option<String> {
+    models
+        .as_ref()
+        .map(|m| serde_json::to_string(m).expect("a list of strings serializes"))
 }
 
 fn version_from(value: i64) -> StoreResult<KeyVersion> {
@@ -351,7 +363,22 @@ fn version_from(value: i64) -> StoreResult<KeyVersion> {
         .ok_or_else(|| corrupt("key version"))
 }
 
-const TENANT_COLUMNS: &str = "id, name, region, policy, status, current_key_version, created_at";
+const TENANT_COLUMNS: &str =
+    "id, name, region, policy, status, current_key_version, created_at, models";
+
+/// Brings a database made by an older build up to this schema. Each step is
+/// idempotent: it checks before it alters.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    // The model allow-list came with the gateway; NULL means "every model of the
+    // tenant's region".
+    let has_models: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('tenants') WHERE name = 'models'")?
+        .exists([])?;
+    if !has_models {
+        conn.execute_batch("ALTER TABLE tenants ADD COLUMN models TEXT")?;
+    }
+    Ok(())
+}
 const RECORD_COLUMNS: &str =
     "seq, tenant_id, kind, record_id, key_version, sealed, created_at, expires_at";
 
@@ -547,8 +574,8 @@ impl Store for SqliteStore {
                 return Err(StoreError::Conflict);
             }
             conn.prepare_cached(
-                "INSERT INTO tenants (id, name, region, policy, status, current_key_version, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO tenants (id, name, region, policy, status, current_key_version, created_at, models)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -559,6 +586,7 @@ impl Store for SqliteStore {
                     tenant.status.as_str(),
                     tenant.current_key_version.get(),
                     tenant.created_at.0,
+                    models_column(&tenant.models),
                 ])
             })
             .map_err(backend)?;
@@ -589,7 +617,7 @@ impl Store for SqliteStore {
                 "SELECT {TENANT_COLUMNS}, seq FROM tenants WHERE seq > ?1 ORDER BY seq LIMIT ?2"
             );
             collect(conn, &sql, params![after_seq, limit], |row| {
-                Ok((row.get(7).map_err(backend)?, tenant_from_row(row)?))
+                Ok((row.get(8).map_err(backend)?, tenant_from_row(row)?))
             })
         })
         .await
@@ -602,6 +630,24 @@ impl Store for SqliteStore {
                 .execute(
                     "UPDATE tenants SET status = ?2 WHERE id = ?1",
                     params![id.as_str(), status.as_str()],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn set_tenant_models(
+        &self,
+        id: &TenantId,
+        models: Option<Vec<String>>,
+    ) -> StoreResult<bool> {
+        let id = id.clone();
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE tenants SET models = ?2 WHERE id = ?1",
+                    params![id.as_str(), models_column(&models)],
                 )
                 .map_err(backend)?;
             Ok(n == 1)
@@ -873,6 +919,40 @@ impl Store for SqliteStore {
                 conn,
                 &sql,
                 params![tenant.as_str(), kind.as_str(), after_seq, now.0, limit],
+                record_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn record_parts(
+        &self,
+        tenant: &TenantId,
+        part_kind: RecordKind,
+        record_id: &str,
+        limit: u32,
+        now: UnixMillis,
+    ) -> StoreResult<Vec<StoredRecord>> {
+        let (tenant, record_id) = (tenant.clone(), record_id.to_owned());
+        self.read(move |conn| {
+            // The same [id#, id$) range as `delete_record_with_parts`.
+            let sql = format!(
+                "SELECT {RECORD_COLUMNS} FROM records
+                 WHERE tenant_id = ?1 AND kind = ?2 AND record_id >= ?3 AND record_id < ?4
+                   AND (expires_at IS NULL OR expires_at > ?5)
+                 ORDER BY record_id LIMIT ?6"
+            );
+            collect(
+                conn,
+                &sql,
+                params![
+                    tenant.as_str(),
+                    part_kind.as_str(),
+                    format!("{record_id}#"),
+                    format!("{record_id}$"),
+                    now.0,
+                    limit
+                ],
                 record_from_row,
             )
         })
@@ -1228,6 +1308,7 @@ mod tests {
             status: TenantStatus::Active,
             current_key_version: KeyVersion::FIRST,
             created_at: UnixMillis(1),
+            models: None,
         }
     }
 
@@ -1249,6 +1330,76 @@ mod tests {
             created_at: UnixMillis(5),
             expires_at: expires_at.map(UnixMillis),
         }
+    }
+
+    #[tokio::test]
+    async fn model_allow_lists_and_record_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        // A database from before the allow-list column: the open migrates it.
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&SCHEMA.replace(",\n    models TEXT\n", "\n"))
+                .unwrap();
+            conn.execute(
+                "INSERT INTO tenants (id, name, region, policy, status, current_key_version, created_at)
+                 VALUES ('tn_000000000000000000000000', 'old', 'default', 'default', 'active', 1, 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let old = TenantId::parse("tn_000000000000000000000000").unwrap();
+        assert_eq!(store.tenant(&old).await.unwrap().unwrap().models, None);
+        let a = tenant(9);
+        store.create_tenant(a.clone(), key(1)).await.unwrap();
+        let models = Some(vec!["m1".to_owned(), "m2".to_owned()]);
+        assert!(
+            store
+                .set_tenant_models(&a.id, models.clone())
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.tenant(&a.id).await.unwrap().unwrap().models, models);
+        assert!(store.set_tenant_models(&a.id, None).await.unwrap());
+        assert_eq!(store.tenant(&a.id).await.unwrap().unwrap().models, None);
+        assert!(!store.set_tenant_models(&tenant(10).id, None).await.unwrap());
+
+        let part = |id: &str, expires: Option<i64>| RecordRow {
+            kind: RecordKind::SESSION_MESSAGE,
+            ..record(&a, id, expires)
+        };
+        for row in [
+            part("s1#2", None),
+            part("s1#1", None),
+            part("s10#1", None),
+            part("s1#3", Some(1)),
+        ] {
+            store.insert_record(row).await.unwrap();
+        }
+        let ids: Vec<String> = store
+            .record_parts(&a.id, RecordKind::SESSION_MESSAGE, "s1", 10, UnixMillis(2))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.row.record_id)
+            .collect();
+        assert_eq!(
+            ids,
+            ["s1#1", "s1#2"],
+            "in id order, this record's only, unexpired"
+        );
+        let other = store
+            .record_parts(
+                &tenant(10).id,
+                RecordKind::SESSION_MESSAGE,
+                "s1",
+                10,
+                UnixMillis(2),
+            )
+            .await
+            .unwrap();
+        assert!(other.is_empty(), "another tenant's parts are never listed");
     }
 
     #[tokio::test]

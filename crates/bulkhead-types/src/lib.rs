@@ -284,11 +284,23 @@ impl RecordKind {
     /// The body of an audit event. Its record id is the hex of the entry's leaf hash,
     /// so a body moved to another entry fails to open.
     pub const AUDIT_EVENT: RecordKind = RecordKind("audit_event");
+    /// A conversation session: its creation and expiry; the messages are its parts.
+    pub const SESSION: RecordKind = RecordKind("session");
+    /// One message of a session. Its record id is `<session id>#<seq, 8 digits>`.
+    pub const SESSION_MESSAGE: RecordKind = RecordKind("session_message");
+    /// The decision trace of one model call.
+    pub const TRACE: RecordKind = RecordKind("trace");
 
     /// Every kind there is. Later capabilities (sessions, traces, chunks) add theirs
     /// here as constants; a kind is never a string taken from a request.
-    pub const ALL: &'static [RecordKind] =
-        &[RecordKind::DOCUMENT, RecordKind::CHUNK, RecordKind::CANARY];
+    pub const ALL: &'static [RecordKind] = &[
+        RecordKind::DOCUMENT,
+        RecordKind::CHUNK,
+        RecordKind::CANARY,
+        RecordKind::SESSION,
+        RecordKind::SESSION_MESSAGE,
+        RecordKind::TRACE,
+    ];
 
     /// The kind a stored name stands for; `None` for a name this build does not know.
     pub fn from_stored(name: &str) -> Option<RecordKind> {

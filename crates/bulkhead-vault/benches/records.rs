@@ -77,6 +77,7 @@ fn main() {
                     name: "bench".into(),
                     region: Region::default(),
                     policy: PolicyName::default(),
+                    models: None,
                 })
                 .await
                 .expect("tenant");

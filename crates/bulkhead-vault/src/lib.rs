@@ -132,6 +132,26 @@ pub struct NewTenant {
     pub name: String,
     pub region: Region,
     pub policy: PolicyName,
+    /// The models the tenant may call; `None`: every model of its region.
+    pub models: Option<Vec<String>>,
+}
+
+/// A record of a tenant-plane kind (sessions, their messages, traces) to seal.
+#[derive(Debug)]
+pub struct NewSealed {
+    pub kind: RecordKind,
+    pub record_id: String,
+    pub body: Zeroizing<Vec<u8>>,
+    pub expires_at: Option<UnixMillis>,
+}
+
+/// A sealed record as opened; the body is wiped when dropped.
+#[derive(Debug)]
+pub struct OpenedRecord {
+    pub record_id: String,
+    pub body: bulkhead_crypto::Plaintext,
+    pub created_at: UnixMillis,
+    pub expires_at: Option<UnixMillis>,
 }
 
 /// An API key as issued: the token is shown once and never stored.
@@ -326,6 +346,7 @@ impl Vault {
             status: TenantStatus::Active,
             current_key_version: KeyVersion::FIRST,
             created_at: now,
+            models: new.models,
         };
         let first_key = DataKeyRow {
             version: KeyVersion::FIRST,
@@ -357,6 +378,18 @@ impl Vault {
                 .collect(),
             next,
         ))
+    }
+
+    /// Sets or clears the tenant's model allow-list.
+    pub async fn set_tenant_models(
+        &self,
+        id: &TenantId,
+        models: Option<Vec<String>>,
+    ) -> VaultResult<Tenant> {
+        if !self.store.set_tenant_models(id, models).await? {
+            return Err(VaultError::NotFound);
+        }
+        self.tenant(id).await
     }
 
     pub async fn set_quarantine(&self, id: &TenantId, quarantined: bool) -> VaultResult<Tenant> {
@@ -764,6 +797,120 @@ impl Vault {
         } else {
             Err(VaultError::NotFound)
         }
+    }
+
+    // ---- sealed records of later kinds (sessions, traces) ------------------------
+    //
+    // The kind is always a constant of the calling module, never a string from a
+    // request; the tenant is the credential's.
+
+    /// Seals and stores records all or nothing; `Conflict` if one exists.
+    pub async fn put_sealed(&self, ctx: &TenantCtx, records: Vec<NewSealed>) -> VaultResult<()> {
+        let tenant = ctx.tenant();
+        let version = self.current_version(tenant).await?;
+        let key = self
+            .keys
+            .get(&self.store, &*self.kek, tenant, version)
+            .await?;
+        let now = self.clock.now();
+        let mut rows = Vec::with_capacity(records.len());
+        for record in records {
+            let aad = record_aad(tenant, record.kind, &record.record_id, version);
+            let mut sealed = record.body.to_vec();
+            key.seal_in_place(&aad, &mut sealed)?;
+            rows.push(RecordRow {
+                tenant_id: tenant.clone(),
+                kind: record.kind,
+                record_id: record.record_id,
+                key_version: version,
+                sealed,
+                created_at: now,
+                expires_at: record.expires_at,
+            });
+        }
+        match self.store.insert_records(rows).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict) => Err(VaultError::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One record of the kind, opened; `None` if missing or expired.
+    pub async fn get_sealed(
+        &self,
+        ctx: &TenantCtx,
+        kind: RecordKind,
+        record_id: &str,
+    ) -> VaultResult<Option<OpenedRecord>> {
+        let now = self.clock.now();
+        let Some(stored) = self
+            .store
+            .record(ctx.tenant(), kind, record_id, now)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(
+            self.open_opened(ctx.tenant(), kind, stored.row).await?,
+        ))
+    }
+
+    /// The parts of a record (`record_id#…`), opened, in id order, at most `limit`.
+    pub async fn sealed_parts(
+        &self,
+        ctx: &TenantCtx,
+        part_kind: RecordKind,
+        record_id: &str,
+        limit: u32,
+    ) -> VaultResult<Vec<OpenedRecord>> {
+        let now = self.clock.now();
+        let rows = self
+            .store
+            .record_parts(ctx.tenant(), part_kind, record_id, limit, now)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for stored in rows {
+            out.push(
+                self.open_opened(ctx.tenant(), part_kind, stored.row)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Deletes a record and its parts in one transaction; false if it did not
+    /// exist (or had expired).
+    pub async fn delete_sealed(
+        &self,
+        ctx: &TenantCtx,
+        kind: RecordKind,
+        record_id: &str,
+        part_kind: RecordKind,
+    ) -> VaultResult<bool> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .delete_record_with_parts(ctx.tenant(), kind, record_id, part_kind, now)
+            .await?)
+    }
+
+    async fn open_opened(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        row: RecordRow,
+    ) -> VaultResult<OpenedRecord> {
+        let (record_id, created_at, expires_at) =
+            (row.record_id.clone(), row.created_at, row.expires_at);
+        let body = self
+            .open_row(tenant, kind, &row.record_id, row.key_version, row.sealed)
+            .await?;
+        Ok(OpenedRecord {
+            record_id,
+            body,
+            created_at,
+            expires_at,
+        })
     }
 
     /// Every unexpired chunk of the tenant, opened: what an index is rebuilt from.

@@ -54,6 +54,7 @@ async fn tenant_with_key(vault: &Vault, name: &str) -> TenantCtx {
             name: name.into(),
             region: Region::default(),
             policy: PolicyName::default(),
+            models: None,
         })
         .await
         .unwrap();
@@ -321,6 +322,7 @@ async fn api_keys_expire_revoke_and_quarantine() {
             name: "t".into(),
             region: Region::default(),
             policy: PolicyName::default(),
+            models: None,
         })
         .await
         .unwrap();
@@ -431,7 +433,7 @@ proptest! {
             let mut tokens = Vec::new();
             let mut ids = Vec::new();
             for i in 0..3 {
-                let t = f.vault.create_tenant(NewTenant { name: format!("t{i}"), region: Region::default(), policy: PolicyName::default() }).await.unwrap();
+                let t = f.vault.create_tenant(NewTenant { name: format!("t{i}"), region: Region::default(), policy: PolicyName::default(), models: None }).await.unwrap();
                 tokens.push(f.vault.issue_api_key(&t.id, None).await.unwrap().token.to_string());
                 ids.push(t.id);
             }

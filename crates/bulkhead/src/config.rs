@@ -95,6 +95,84 @@ pub struct ServeArgs {
     /// [default: hybrid with an http embedder, else bm25].
     #[arg(long, env = "BULKHEAD_SEARCH_DEFAULT_MODE")]
     pub search_default_mode: Option<String>,
+    /// One OpenAI-compatible upstream without a config file: its base URL, ending in
+    /// /v1 (e.g. http://127.0.0.1:8000/v1 for vLLM). More upstreams, regions and
+    /// per-tenant credentials go in the file's [[upstreams]] tables.
+    #[arg(long, env = "BULKHEAD_UPSTREAM_URL")]
+    pub upstream_url: Option<String>,
+    /// With --upstream-url: the models it serves, comma-separated.
+    #[arg(long, env = "BULKHEAD_UPSTREAM_MODELS")]
+    pub upstream_models: Option<String>,
+    /// With --upstream-url: bearer token sent to it.
+    #[arg(long, env = "BULKHEAD_UPSTREAM_API_KEY", hide_env_values = true)]
+    pub upstream_api_key: Option<String>,
+    /// With --upstream-url: the residency region it serves; only tenants of that
+    /// region reach it [default: default].
+    #[arg(long, env = "BULKHEAD_UPSTREAM_REGION")]
+    pub upstream_region: Option<String>,
+    /// With --upstream-url: send each tenant's own `cache_salt` (vLLM prefix-cache
+    /// isolation) [default: true].
+    #[arg(long, env = "BULKHEAD_UPSTREAM_CACHE_SALT", num_args = 0..=1, default_missing_value = "true")]
+    pub upstream_cache_salt: Option<bool>,
+    /// Offer the built-in echo models `bulkhead-echo` and `bulkhead-echo-leaky`, which
+    /// answer with their whole prompt (the leaky one with the previous caller's
+    /// too). For tests and demos only: never enable for real traffic [default: false].
+    #[arg(long, env = "BULKHEAD_ECHO_MODELS", num_args = 0..=1, default_missing_value = "true")]
+    pub echo_models: Option<bool>,
+    /// Longest wait to connect to an upstream, in seconds [default: 5].
+    #[arg(long, env = "BULKHEAD_UPSTREAM_CONNECT_TIMEOUT_SECS")]
+    pub upstream_connect_timeout_secs: Option<u64>,
+    /// Longest wait for an upstream's response head, in seconds [default: 60].
+    #[arg(long, env = "BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT_SECS")]
+    pub upstream_first_byte_timeout_secs: Option<u64>,
+    /// Longest silence inside an upstream's answer, in seconds [default: 30].
+    #[arg(long, env = "BULKHEAD_UPSTREAM_IDLE_TIMEOUT_SECS")]
+    pub upstream_idle_timeout_secs: Option<u64>,
+    /// Longest a whole model call may take, in seconds [default: 300].
+    #[arg(long, env = "BULKHEAD_UPSTREAM_TOTAL_TIMEOUT_SECS")]
+    pub upstream_total_timeout_secs: Option<u64>,
+    /// TTL of a session created without one, in seconds [default: 604800].
+    #[arg(long, env = "BULKHEAD_SESSION_TTL_SECS")]
+    pub session_ttl_secs: Option<u64>,
+    /// How long decision traces are kept, in seconds; 0 keeps them until the tenant
+    /// is erased [default: 0].
+    #[arg(long, env = "BULKHEAD_TRACE_TTL_SECS")]
+    pub trace_ttl_secs: Option<u64>,
+}
+
+/// One `[[upstreams]]` table of the config file.
+///
+/// ```toml
+/// [[upstreams]]
+/// name = "vllm-eu"
+/// base_url = "http://10.0.0.5:8000/v1"
+/// api_key_env = "VLLM_EU_KEY"       # or api_key = "…"
+/// region = "eu-west"
+/// models = ["llama-3.1-8b"]
+/// cache_salt = true                  # vLLM prefix-cache isolation
+/// [upstreams.tenant_api_keys]        # a tenant's own credential, by tenant id
+/// tn_0123456789abcdef01234567 = "env:ACME_OPENAI_KEY"
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub name: String,
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// The name of an environment variable holding the key (keeps it out of the file).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub cache_salt: Option<bool>,
+    #[serde(default)]
+    pub prompt_cache_key: Option<bool>,
+    /// Tenant id → key, or `env:VAR` to read it from the environment.
+    #[serde(default)]
+    pub tenant_api_keys: std::collections::BTreeMap<String, String>,
 }
 
 /// The same keys, as read from the TOML file.
@@ -124,6 +202,21 @@ pub struct FileConfig {
     pub embedder_api_key: Option<String>,
     pub embedder_dimensions: Option<usize>,
     pub search_default_mode: Option<String>,
+    pub upstream_url: Option<String>,
+    pub upstream_models: Option<String>,
+    pub upstream_api_key: Option<String>,
+    pub upstream_region: Option<String>,
+    pub upstream_cache_salt: Option<bool>,
+    pub echo_models: Option<bool>,
+    pub upstream_connect_timeout_secs: Option<u64>,
+    pub upstream_first_byte_timeout_secs: Option<u64>,
+    pub upstream_idle_timeout_secs: Option<u64>,
+    pub upstream_total_timeout_secs: Option<u64>,
+    pub session_ttl_secs: Option<u64>,
+    pub trace_ttl_secs: Option<u64>,
+    /// The upstreams, as tables (file only: a list of tables has no flag spelling).
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamFile>,
 }
 
 /// Settings after precedence and defaults are applied.
@@ -143,6 +236,17 @@ pub struct Settings {
     pub audit_signing_key: PathBuf,
     pub audit_checkpoint_interval: Duration,
     pub retrieval: RetrievalSettings,
+    pub gateway: GatewaySettings,
+}
+
+/// The model gateway, validated.
+#[derive(Debug)]
+pub struct GatewaySettings {
+    pub upstreams: Vec<bulkhead_gateway::UpstreamConfig>,
+    pub timeouts: bulkhead_gateway::Timeouts,
+    pub echo_models: bool,
+    pub session_ttl_secs: u64,
+    pub trace_ttl_secs: Option<u64>,
 }
 
 /// How retrieval is set up, validated.
@@ -231,8 +335,32 @@ impl ServeArgs {
             embedder_dimensions: self.embedder_dimensions.or(file.embedder_dimensions),
             search_default_mode: self.search_default_mode.or(file.search_default_mode),
         })?;
+        let gateway = resolve_gateway(GatewayKeys {
+            upstream_url: self.upstream_url.or(file.upstream_url),
+            upstream_models: self.upstream_models.or(file.upstream_models),
+            upstream_api_key: self.upstream_api_key.or(file.upstream_api_key),
+            upstream_region: self.upstream_region.or(file.upstream_region),
+            upstream_cache_salt: self.upstream_cache_salt.or(file.upstream_cache_salt),
+            echo_models: self.echo_models.or(file.echo_models),
+            connect: self
+                .upstream_connect_timeout_secs
+                .or(file.upstream_connect_timeout_secs),
+            first_byte: self
+                .upstream_first_byte_timeout_secs
+                .or(file.upstream_first_byte_timeout_secs),
+            idle: self
+                .upstream_idle_timeout_secs
+                .or(file.upstream_idle_timeout_secs),
+            total: self
+                .upstream_total_timeout_secs
+                .or(file.upstream_total_timeout_secs),
+            session_ttl_secs: self.session_ttl_secs.or(file.session_ttl_secs),
+            trace_ttl_secs: self.trace_ttl_secs.or(file.trace_ttl_secs),
+            upstreams: file.upstreams,
+        })?;
         Ok(Settings {
             retrieval,
+            gateway,
             server_name,
             audit_signing_key,
             audit_checkpoint_interval: Duration::from_secs(checkpoint_secs),
@@ -336,6 +464,128 @@ fn resolve_retrieval(keys: RetrievalKeys) -> anyhow::Result<RetrievalSettings> {
     })
 }
 
+/// The gateway keys after precedence, before validation.
+struct GatewayKeys {
+    upstream_url: Option<String>,
+    upstream_models: Option<String>,
+    upstream_api_key: Option<String>,
+    upstream_region: Option<String>,
+    upstream_cache_salt: Option<bool>,
+    echo_models: Option<bool>,
+    connect: Option<u64>,
+    first_byte: Option<u64>,
+    idle: Option<u64>,
+    total: Option<u64>,
+    session_ttl_secs: Option<u64>,
+    trace_ttl_secs: Option<u64>,
+    upstreams: Vec<UpstreamFile>,
+}
+
+fn region(raw: Option<&str>, what: &str) -> anyhow::Result<bulkhead_types::Region> {
+    match raw {
+        None => Ok(bulkhead_types::Region::default()),
+        Some(r) => bulkhead_types::Region::parse(r)
+            .map_err(|e| anyhow::anyhow!("{what}: region {r:?}: {}", e.problem)),
+    }
+}
+
+fn secret_from_env(var: &str, what: &str) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    std::env::var(var)
+        .map(zeroize::Zeroizing::new)
+        .with_context(|| format!("{what}: environment variable {var} is not set"))
+}
+
+fn resolve_gateway(keys: GatewayKeys) -> anyhow::Result<GatewaySettings> {
+    use bulkhead_gateway::{UpstreamConfig, UpstreamKind};
+    let mut upstreams = Vec::new();
+    for u in keys.upstreams {
+        let what = format!("upstream {:?}", u.name);
+        let api_key = match (u.api_key, u.api_key_env) {
+            (Some(_), Some(_)) => bail!("{what}: set api_key or api_key_env, not both"),
+            (Some(k), None) => Some(zeroize::Zeroizing::new(k)),
+            (None, Some(var)) => Some(secret_from_env(&var, &what)?),
+            (None, None) => None,
+        };
+        let mut tenant_api_keys = std::collections::HashMap::new();
+        for (tenant, key) in u.tenant_api_keys {
+            let id = bulkhead_types::TenantId::parse(&tenant).map_err(|e| {
+                anyhow::anyhow!("{what}: tenant_api_keys: {tenant:?}: {}", e.problem)
+            })?;
+            let key = match key.strip_prefix("env:") {
+                Some(var) => secret_from_env(var, &what)?,
+                None => zeroize::Zeroizing::new(key),
+            };
+            tenant_api_keys.insert(id, key);
+        }
+        upstreams.push(UpstreamConfig {
+            region: Some(region(u.region.as_deref(), &what)?),
+            kind: UpstreamKind::Http {
+                base_url: u.base_url.trim_end_matches('/').to_owned(),
+                api_key,
+                tenant_api_keys,
+            },
+            name: u.name,
+            models: u.models,
+            cache_salt: u.cache_salt.unwrap_or(true),
+            prompt_cache_key: u.prompt_cache_key.unwrap_or(false),
+        });
+    }
+    match (keys.upstream_url, keys.upstream_models) {
+        (Some(url), Some(models)) => {
+            let models: Vec<String> = models
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect();
+            upstreams.push(UpstreamConfig {
+                name: "default".into(),
+                kind: UpstreamKind::Http {
+                    base_url: url.trim_end_matches('/').to_owned(),
+                    api_key: keys.upstream_api_key.map(zeroize::Zeroizing::new),
+                    tenant_api_keys: Default::default(),
+                },
+                region: Some(region(keys.upstream_region.as_deref(), "upstream_region")?),
+                models,
+                cache_salt: keys.upstream_cache_salt.unwrap_or(true),
+                prompt_cache_key: false,
+            });
+        }
+        (Some(_), None) => {
+            bail!("--upstream-url needs --upstream-models (the models it serves, comma-separated)")
+        }
+        (None, Some(_)) => bail!("--upstream-models needs --upstream-url"),
+        (None, None) => {}
+    }
+    let echo_models = keys.echo_models.unwrap_or(false);
+    if echo_models {
+        upstreams.push(UpstreamConfig::echo());
+    }
+    let secs = |v: Option<u64>, default: u64, name: &str| -> anyhow::Result<Duration> {
+        match v.unwrap_or(default) {
+            0 => bail!("{name} must be at least 1"),
+            n => Ok(Duration::from_secs(n)),
+        }
+    };
+    let timeouts = bulkhead_gateway::Timeouts {
+        connect: secs(keys.connect, 5, "upstream_connect_timeout_secs")?,
+        first_byte: secs(keys.first_byte, 60, "upstream_first_byte_timeout_secs")?,
+        idle: secs(keys.idle, 30, "upstream_idle_timeout_secs")?,
+        total: secs(keys.total, 300, "upstream_total_timeout_secs")?,
+    };
+    let session_ttl_secs = keys.session_ttl_secs.unwrap_or(7 * 24 * 3600);
+    if session_ttl_secs == 0 {
+        bail!("session_ttl_secs must be at least 1");
+    }
+    Ok(GatewaySettings {
+        upstreams,
+        timeouts,
+        echo_models,
+        session_ttl_secs,
+        trace_ttl_secs: keys.trace_ttl_secs.filter(|t| *t > 0),
+    })
+}
+
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("read config file {}", path.display()))?;
@@ -403,7 +653,12 @@ mod tests {
                     | "embedder_url"
                     | "embedder_model"
                     | "embedder_api_key"
-                    | "search_default_mode" => "\"x\"".to_owned(),
+                    | "search_default_mode"
+                    | "upstream_url"
+                    | "upstream_models"
+                    | "upstream_api_key"
+                    | "upstream_region" => "\"x\"".to_owned(),
+                    "upstream_cache_salt" | "echo_models" => "true".to_owned(),
                     _ => "1".to_owned(),
                 };
                 let parsed: Result<FileConfig, _> = toml::from_str(&format!("{id} = {value}"));
@@ -412,6 +667,58 @@ mod tests {
         }
         assert!(keys >= 10);
         assert!(toml::from_str::<FileConfig>("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn upstreams_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bulkhead.toml");
+        std::fs::write(
+            &file,
+            r#"
+[[upstreams]]
+name = "eu"
+base_url = "http://10.0.0.5:8000/v1/"
+api_key = "k"
+region = "eu-west"
+models = ["llama"]
+[upstreams.tenant_api_keys]
+tn_000000000000000000000000 = "tenant-key"
+"#,
+        )
+        .unwrap();
+        let s = ServeArgs {
+            config: Some(file.clone()),
+            upstream_url: Some("http://127.0.0.1:9/v1".into()),
+            upstream_models: Some("a, b".into()),
+            echo_models: Some(true),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let names: Vec<&str> = s
+            .gateway
+            .upstreams
+            .iter()
+            .map(|u| u.name.as_str())
+            .collect();
+        assert_eq!(names, ["eu", "default", "builtin-echo"]);
+        assert_eq!(s.gateway.upstreams[1].models, ["a", "b"]);
+        assert!(
+            s.gateway.upstreams[1].cache_salt,
+            "salting is on unless turned off"
+        );
+        assert!(
+            ServeArgs {
+                upstream_url: Some("http://x/v1".into()),
+                ..ServeArgs::default()
+            }
+            .resolve()
+            .is_err(),
+            "a URL without models is refused"
+        );
+        let off = ServeArgs::default().resolve().unwrap();
+        assert!(off.gateway.upstreams.is_empty() && !off.gateway.echo_models);
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .rebuild(&vault)
         .await
         .context("load the output guard's canaries and fingerprints")?;
+    let gateway = build_gateway(&vault, &settings.gateway)?;
     let state = AppState::new(
         vault,
         Arc::clone(&audit),
@@ -95,7 +96,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             body_bytes_max: settings.body_bytes_max,
             request_timeout: settings.request_timeout,
         },
-    );
+    )
+    .with_gateway(gateway);
     drop(admin_token);
 
     for tenant in state.vault.tenants_needing_reseal(10_000).await? {
@@ -135,6 +137,44 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     store.shutdown().await;
     tracing::info!("bulkhead stopped cleanly");
     Ok(())
+}
+
+fn build_gateway(
+    vault: &Vault,
+    settings: &crate::config::GatewaySettings,
+) -> anyhow::Result<bulkhead_server::gateway::GatewayState> {
+    use bulkhead_server::gateway::{GATEWAY_SECRET_PURPOSE, GatewayState};
+    let secret = vault.derive_server_key(GATEWAY_SECRET_PURPOSE);
+    let gateway = bulkhead_gateway::Gateway::new(
+        bulkhead_gateway::GatewayConfig {
+            upstreams: settings.upstreams.clone(),
+            timeouts: settings.timeouts,
+            ..bulkhead_gateway::GatewayConfig::default()
+        },
+        &secret,
+    )
+    .context("configure the model gateway")?;
+    if settings.echo_models {
+        tracing::warn!(
+            "THE ECHO MODELS ARE ON: `bulkhead-echo` and `bulkhead-echo-leaky` answer with their whole prompt \
+             (the leaky one with the previous caller's too). They exist for tests and demos; turn echo_models \
+             off for real traffic."
+        );
+    }
+    if gateway.is_empty() {
+        tracing::info!(
+            "no model upstream configured: /v1/chat/completions answers 404 for every model. \
+             Set --upstream-url and --upstream-models, or [[upstreams]] in the config file."
+        );
+    }
+    for u in gateway.upstreams() {
+        tracing::info!(upstream = %u.name(), region = ?u.config.region.as_ref().map(|r| r.to_string()),
+            models = ?u.config.models, cache_salt = u.config.cache_salt, "model upstream ready");
+    }
+    let mut state = GatewayState::new(gateway);
+    state.sessions.ttl_secs_default = settings.session_ttl_secs;
+    state.trace_ttl_secs = settings.trace_ttl_secs;
+    Ok(state)
 }
 
 fn init_logging() {

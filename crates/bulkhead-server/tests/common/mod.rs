@@ -99,6 +99,31 @@ impl Api {
         }
     }
 
+    /// The same server with these model upstreams and timeouts.
+    pub fn with_upstreams(
+        mut self,
+        upstreams: Vec<bulkhead_gateway::UpstreamConfig>,
+        timeouts: bulkhead_gateway::Timeouts,
+    ) -> Self {
+        let secret = self
+            .state
+            .vault
+            .derive_server_key(bulkhead_server::gateway::GATEWAY_SECRET_PURPOSE);
+        let gateway = bulkhead_gateway::Gateway::new(
+            bulkhead_gateway::GatewayConfig {
+                upstreams,
+                timeouts,
+                ..bulkhead_gateway::GatewayConfig::default()
+            },
+            &secret,
+        )
+        .unwrap();
+        let mut gw = bulkhead_server::gateway::GatewayState::new(gateway);
+        gw.client_stall = std::time::Duration::from_secs(5);
+        self.state = self.state.clone().with_gateway(gw);
+        self
+    }
+
     pub async fn raw(&self, request: Request<Body>) -> Reply {
         let response = app(self.state.clone()).oneshot(request).await.unwrap();
         let status = response.status();

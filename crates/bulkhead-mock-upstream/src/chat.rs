@@ -1,0 +1,603 @@
+//! `POST /v1/chat/completions`: the models' behaviours in the OpenAI chat wire
+//! format, plain and streamed as server-sent events.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::stream::channel_body;
+use crate::{InFlight, Shared};
+
+const PATH: &str = "/v1/chat/completions";
+
+/// The last event of every well-formed stream.
+const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+
+/// The bytes `fault-cut` sends before cutting a plain answer, out of the
+/// `CUT_PROMISED_BYTES` it announces.
+const CUT_SENT_BYTES: usize = 20;
+const CUT_PROMISED_BYTES: usize = 1000;
+
+/// What a model does with a chat request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Model {
+    Echo,
+    Leaky,
+    Fast,
+    Fault500,
+    FaultMalformed,
+    FaultCut,
+    FaultDrip,
+    FaultHang,
+    FaultEmpty,
+}
+
+impl Model {
+    /// In the order of [`crate::MODELS`].
+    const ALL: [Model; 9] = [
+        Model::Echo,
+        Model::Leaky,
+        Model::Fast,
+        Model::Fault500,
+        Model::FaultMalformed,
+        Model::FaultCut,
+        Model::FaultDrip,
+        Model::FaultHang,
+        Model::FaultEmpty,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Model::Echo => "echo",
+            Model::Leaky => "leaky",
+            Model::Fast => "fast",
+            Model::Fault500 => "fault-500",
+            Model::FaultMalformed => "fault-malformed",
+            Model::FaultCut => "fault-cut",
+            Model::FaultDrip => "fault-drip",
+            Model::FaultHang => "fault-hang",
+            Model::FaultEmpty => "fault-empty",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Model> {
+        Model::ALL.into_iter().find(|model| model.name() == name)
+    }
+}
+
+/// The parts of an OpenAI chat request the mock looks at; the rest is ignored.
+#[derive(Debug, Deserialize)]
+struct ChatRequest<'a> {
+    model: &'a str,
+    #[serde(default, borrow)]
+    messages: Vec<Message<'a>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Message<'a> {
+    #[serde(default)]
+    role: &'a str,
+    /// Missing or null for an assistant turn that only calls tools.
+    #[serde(default, borrow)]
+    content: Option<Content<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content<'a> {
+    Text(&'a str),
+    #[serde(borrow)]
+    Parts(Vec<Part<'a>>),
+}
+
+#[derive(Debug, Deserialize)]
+struct Part<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(default)]
+    text: Option<&'a str>,
+}
+
+impl Message<'_> {
+    /// The message's text: a string content as is, or its text parts joined
+    /// with no separator; images and other parts carry no text.
+    fn texts(&self) -> impl Iterator<Item = &str> {
+        let (text, parts) = match &self.content {
+            None => (None, &[][..]),
+            Some(Content::Text(text)) => (Some(*text), &[][..]),
+            Some(Content::Parts(parts)) => (None, parts.as_slice()),
+        };
+        let part_texts = parts
+            .iter()
+            .filter(|part| part.kind == "text")
+            .filter_map(|part| part.text);
+        text.into_iter().chain(part_texts)
+    }
+}
+
+impl<'a> ChatRequest<'a> {
+    /// Borrows the request's strings from `value`, which holds them unescaped.
+    fn from_json(value: &'a Value) -> Result<ChatRequest<'a>, ApiError> {
+        ChatRequest::deserialize(value).map_err(|err| {
+            ApiError::invalid_request(format!(
+                "the request is not a chat completion request: {err}"
+            ))
+        })
+    }
+
+    /// Every piece of the rendered prompt in order; concatenated they give
+    /// `"{role}: {text}\n"` per message.
+    fn prompt_pieces(&self) -> impl Iterator<Item = &str> {
+        self.messages.iter().flat_map(|message| {
+            std::iter::once(message.role)
+                .chain(std::iter::once(": "))
+                .chain(message.texts())
+                .chain(std::iter::once("\n"))
+        })
+    }
+
+    fn render_prompt(&self) -> String {
+        self.prompt_pieces().collect()
+    }
+
+    /// The prompt's token count without rendering it, so `fast` stays cheap.
+    fn prompt_tokens(&self) -> usize {
+        let mut words = WordCount::default();
+        for piece in self.prompt_pieces() {
+            words.feed(piece);
+        }
+        words.count
+    }
+}
+
+/// Counts whitespace-separated words across pieces of one text, as
+/// `split_whitespace` would count them in the concatenation.
+#[derive(Debug, Default)]
+struct WordCount {
+    count: usize,
+    in_word: bool,
+}
+
+impl WordCount {
+    fn feed(&mut self, piece: &str) {
+        for ch in piece.chars() {
+            let is_word = !ch.is_whitespace();
+            if is_word && !self.in_word {
+                self.count += 1;
+            }
+            self.in_word = is_word;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    prompt_tokens: usize,
+    completion_tokens: usize,
+}
+
+impl Usage {
+    fn to_json(self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        })
+    }
+}
+
+/// The fields every object of one completion repeats.
+#[derive(Debug, Clone)]
+struct Envelope {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Envelope {
+    fn completion(&self, content: &str, usage: Usage) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": { "role": "assistant", "content": content },
+                "finish_reason": "stop",
+            }],
+            "usage": usage.to_json(),
+        })
+    }
+
+    fn chunk_value(&self, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        })
+    }
+
+    fn role_event(&self) -> Bytes {
+        let delta = json!({ "role": "assistant", "content": "" });
+        sse_event(&self.chunk_value(json!([{ "index": 0, "delta": delta, "finish_reason": null }])))
+    }
+
+    fn content_event(&self, piece: &str) -> Bytes {
+        let delta = json!({ "content": piece });
+        sse_event(&self.chunk_value(json!([{ "index": 0, "delta": delta, "finish_reason": null }])))
+    }
+
+    fn finish_event(&self) -> Bytes {
+        sse_event(&self.chunk_value(json!([{ "index": 0, "delta": {}, "finish_reason": "stop" }])))
+    }
+
+    fn usage_event(&self, usage: Usage) -> Bytes {
+        let mut chunk = self.chunk_value(json!([]));
+        chunk["usage"] = usage.to_json();
+        sse_event(&chunk)
+    }
+}
+
+fn sse_event(value: &Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+/// Splits `text` into pieces of `chars_per_piece` characters, never inside a
+/// character.
+fn pieces(text: &str, chars_per_piece: usize) -> impl Iterator<Item = &str> {
+    let chars_per_piece = chars_per_piece.max(1);
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = rest
+            .char_indices()
+            .nth(chars_per_piece)
+            .map_or(rest.len(), |(index, _)| index);
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
+}
+
+pub(crate) async fn completions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = crate::parse_json(body);
+    shared.record(PATH, &headers, body.as_ref().unwrap_or(&Value::Null));
+    shared.answer_latency().await;
+    let value = match body {
+        Ok(value) => value,
+        Err(err) => return err.into_response(),
+    };
+    // The request borrows its strings from the parsed body, so even a large
+    // prompt is not copied unless a model needs it rendered.
+    let request = match ChatRequest::from_json(&value) {
+        Ok(request) => request,
+        Err(err) => return err.into_response(),
+    };
+    let Some(model) = Model::from_name(request.model) else {
+        return ApiError::model_not_found(request.model).into_response();
+    };
+    let stream = request.stream.unwrap_or(false);
+    let include_usage = request
+        .stream_options
+        .as_ref()
+        .and_then(|options| options.include_usage)
+        .unwrap_or(false);
+    let serial = shared.next_completion_id.fetch_add(1, Ordering::Relaxed);
+    let envelope = Envelope {
+        id: format!("chatcmpl-mock-{serial}"),
+        created: crate::unix_now_secs(),
+        model: model.name().to_owned(),
+    };
+    let prompt_tokens = request.prompt_tokens();
+
+    match model {
+        Model::Echo | Model::Leaky | Model::Fast => {
+            let answer = match model {
+                Model::Echo => request.render_prompt(),
+                Model::Leaky => shared.leak(request.render_prompt()),
+                _ => "ok".to_owned(),
+            };
+            let usage = Usage {
+                prompt_tokens,
+                completion_tokens: crate::count_words(&answer),
+            };
+            if stream {
+                stream_answer(&shared, envelope, answer, usage, include_usage)
+            } else {
+                Json(envelope.completion(&answer, usage)).into_response()
+            }
+        }
+        Model::Fault500 => ApiError::upstream_failure().into_response(),
+        Model::FaultMalformed => malformed(&shared, &envelope, stream),
+        Model::FaultCut => cut(&shared, &envelope, stream),
+        Model::FaultDrip => drip(&shared, envelope, stream, prompt_tokens),
+        Model::FaultHang => hang(&shared).await,
+        Model::FaultEmpty => empty(&envelope, stream),
+    }
+}
+
+fn event_stream(body: Body) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn json_body(status: StatusCode, body: Body) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn stream_answer(
+    shared: &Arc<Shared>,
+    envelope: Envelope,
+    answer: String,
+    usage: Usage,
+    include_usage: bool,
+) -> Response {
+    let (mut producer, body) = channel_body(shared, None);
+    let chunk_chars = shared.options.chunk_chars;
+    tokio::spawn(async move {
+        if !producer.send(envelope.role_event()).await {
+            return;
+        }
+        for piece in pieces(&answer, chunk_chars) {
+            if !producer.send(envelope.content_event(piece)).await {
+                return;
+            }
+        }
+        if !producer.send(envelope.finish_event()).await {
+            return;
+        }
+        if include_usage && !producer.send(envelope.usage_event(usage)).await {
+            return;
+        }
+        producer.send(Bytes::from_static(DONE_EVENT)).await;
+    });
+    event_stream(body)
+}
+
+fn malformed(shared: &Arc<Shared>, envelope: &Envelope, stream: bool) -> Response {
+    if !stream {
+        return json_body(StatusCode::OK, Body::from(r#"{"choices": ["#));
+    }
+    let (mut producer, body) = channel_body(shared, None);
+    let events = [
+        envelope.role_event(),
+        Bytes::from_static(b"data: {not json}\n\n"),
+        Bytes::from_static(DONE_EVENT),
+    ];
+    tokio::spawn(async move {
+        for event in events {
+            if !producer.send(event).await {
+                return;
+            }
+        }
+    });
+    event_stream(body)
+}
+
+fn cut(shared: &Arc<Shared>, envelope: &Envelope, stream: bool) -> Response {
+    let (mut producer, body) = channel_body(shared, None);
+    let frames = if stream {
+        vec![
+            envelope.role_event(),
+            envelope.content_event("this answer "),
+            envelope.content_event("is cut off"),
+        ]
+    } else {
+        let usage = Usage {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        };
+        let document = envelope
+            .completion("this answer is cut off", usage)
+            .to_string();
+        let mut bytes = document.into_bytes();
+        bytes.truncate(CUT_SENT_BYTES);
+        vec![Bytes::from(bytes)]
+    };
+    tokio::spawn(async move {
+        for frame in frames {
+            if !producer.send(frame).await {
+                return;
+            }
+        }
+        producer.cut().await;
+    });
+    if stream {
+        event_stream(body)
+    } else {
+        let mut response = json_body(StatusCode::OK, body);
+        // hyper frames the body by this header because the body's own length
+        // is unknown, so the client waits for bytes that never come.
+        response.headers_mut().insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from(CUT_PROMISED_BYTES),
+        );
+        response
+    }
+}
+
+fn drip(shared: &Arc<Shared>, envelope: Envelope, stream: bool, prompt_tokens: usize) -> Response {
+    let (mut producer, body) = channel_body(shared, Some(InFlight::enter(shared)));
+    let interval = shared.options.drip_interval;
+    if stream {
+        tokio::spawn(async move {
+            if !producer.send(envelope.role_event()).await {
+                return;
+            }
+            let dot = envelope.content_event(".");
+            loop {
+                if !producer.pause(interval).await {
+                    return producer.abort();
+                }
+                if !producer.send(dot.clone()).await {
+                    return;
+                }
+            }
+        });
+        return event_stream(body);
+    }
+    let usage = Usage {
+        prompt_tokens,
+        completion_tokens: 1,
+    };
+    let mut document = envelope.completion(".", usage).to_string().into_bytes();
+    // The closing brace never comes; whitespace keeps the document valid so
+    // far, so a client parser keeps waiting instead of failing.
+    document.pop();
+    tokio::spawn(async move {
+        let bytes = document.into_iter().chain(std::iter::repeat(b' '));
+        for byte in bytes {
+            if !producer.send(Bytes::copy_from_slice(&[byte])).await {
+                return;
+            }
+            if !producer.pause(interval).await {
+                return producer.abort();
+            }
+        }
+    });
+    json_body(StatusCode::OK, body)
+}
+
+async fn hang(shared: &Arc<Shared>) -> Response {
+    // hyper drops this future, and with it the guard, when the client closes
+    // the connection; only a server shutdown ends it otherwise.
+    let _in_flight = InFlight::enter(shared);
+    shared.stopped().await;
+    ApiError::shutting_down().into_response()
+}
+
+fn empty(envelope: &Envelope, stream: bool) -> Response {
+    if stream {
+        return event_stream(Body::from(Bytes::from_static(DONE_EVENT)));
+    }
+    Json(json!({
+        "id": envelope.id,
+        "object": "chat.completion",
+        "created": envelope.created,
+        "model": envelope.model,
+        "choices": [],
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_match_the_public_list() {
+        let names: Vec<&str> = Model::ALL.iter().map(|model| model.name()).collect();
+        assert_eq!(names, crate::MODELS);
+        for model in Model::ALL {
+            assert_eq!(Model::from_name(model.name()), Some(model));
+        }
+        assert_eq!(Model::from_name("gpt-4o"), None);
+    }
+
+    #[test]
+    fn pieces_split_on_char_boundaries() {
+        let check = |text: &str, n: usize, expect: &[&str]| {
+            let got: Vec<&str> = pieces(text, n).collect();
+            assert_eq!(got, expect, "pieces({text:?}, {n})");
+        };
+        check("", 3, &[]);
+        check("abcdefg", 3, &["abc", "def", "g"]);
+        check("héllo🦀x", 2, &["hé", "ll", "o🦀", "x"]);
+        check("ab", 0, &["a", "b"]);
+        check("ab", 16, &["ab"]);
+    }
+
+    #[test]
+    fn word_count_across_pieces_matches_split_whitespace() {
+        let check = |pieces: &[&str]| {
+            let mut words = WordCount::default();
+            for piece in pieces {
+                words.feed(piece);
+            }
+            let joined: String = pieces.concat();
+            assert_eq!(words.count, crate::count_words(&joined), "{pieces:?}");
+        };
+        check(&[]);
+        check(&["user", ": ", "hello world", "\n"]);
+        check(&[
+            "user",
+            ": ",
+            "foo",
+            "bar",
+            "\n",
+            "assistant",
+            ": ",
+            "",
+            "\n",
+        ]);
+        check(&["  a", "b  ", " c\t", "d"]);
+    }
+
+    #[test]
+    fn prompt_renders_roles_text_and_parts() {
+        let value = json!({
+            "model": "echo",
+            "messages": [
+                { "role": "system", "content": "be brief" },
+                { "role": "user", "content": [
+                    { "type": "text", "text": "look at " },
+                    { "type": "image_url", "image_url": { "url": "data:," } },
+                    { "type": "text", "text": "this" },
+                ]},
+                { "role": "assistant", "content": null },
+            ],
+        });
+        let request = ChatRequest::from_json(&value).expect("the request is well-formed");
+        let prompt = request.render_prompt();
+        assert_eq!(
+            prompt,
+            "system: be brief\nuser: look at this\nassistant: \n"
+        );
+        assert_eq!(request.prompt_tokens(), 8);
+        assert_eq!(request.prompt_tokens(), crate::count_words(&prompt));
+    }
+}

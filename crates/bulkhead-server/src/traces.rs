@@ -1,0 +1,255 @@
+//! Decision traces: what every model call decided and why, sealed under the
+//! tenant's key, its hash appended to the tenant's audit log, readable at
+//! `GET /v1/traces/{id}`.
+//!
+//! A trace holds ids, hashes, counts, timings and outcomes — never the prompt, the
+//! context or the answer — so it can be kept longer than the data it describes.
+//! The audit entry is written first and the trace record after, carrying the
+//! entry's index: a reader goes from a trace to its inclusion proof in one step.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use bulkhead_audit::{Attr, Subject};
+use bulkhead_types::{LogId, RecordKind, UnixMillis};
+use bulkhead_vault::{NewSealed, TenantCtx};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::AppState;
+use crate::audit::{RequestId, Trail};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Tenant;
+
+/// One context item that was (or was not) put in front of the model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContextItem {
+    /// `chunk`, `session_message` or `canary`.
+    pub kind: String,
+    pub id: String,
+    /// `sha256:<hex>` of the item's text.
+    pub hash: String,
+    /// False when the guard dropped it (an injection in a retrieved chunk).
+    pub used: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GuardSummary {
+    /// `allow`, `redacted` or `blocked`.
+    pub verdict: String,
+    /// Finding types and how many of each; never the text.
+    pub findings: BTreeMap<String, i64>,
+    pub redactions: u32,
+    pub blocked: bool,
+    /// The other tenants' data was matched (who is in the operator log only).
+    pub cross_tenant: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InjectionSummary {
+    pub score: u32,
+    pub action: String,
+    pub rules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    pub total: f64,
+    /// Waiting on the upstream (head and body).
+    pub upstream: f64,
+    /// From the start of the call to the first piece of the answer (streams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_token: Option<f64>,
+    /// Everything but the upstream: what the gateway added.
+    pub overhead: f64,
+}
+
+/// The trace of one model call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Trace {
+    pub id: String,
+    /// `chat.completion` or `embeddings`.
+    pub call: String,
+    pub tenant: String,
+    pub key_id: String,
+    pub request_id: String,
+    pub model: String,
+    pub upstream: String,
+    pub region: String,
+    pub stream: bool,
+    pub started_at: String,
+    /// `sha256:<hex>` of the client's messages (or inputs) as received.
+    pub prompt_hash: String,
+    pub messages: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    pub context: Vec<ContextItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injection: Option<InjectionSummary>,
+    pub guard: GuardSummary,
+    /// `sha256:<hex>` of the answer as delivered (after redaction), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<serde_json::Value>,
+    pub latency_ms: Latency,
+    /// `ok`, `redacted`, `blocked`, `refused_input`, `upstream_timeout`,
+    /// `upstream_status`, `upstream_malformed`, `upstream_cut`,
+    /// `upstream_unreachable`, `upstream_too_large`, `client_disconnected`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What is stored: the trace and where its hash is in the log.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredTrace {
+    trace: Trace,
+    audit_index: u64,
+    content_hash: String,
+}
+
+/// `GET /v1/traces/{id}`'s answer: the trace, and how to prove it was logged.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TraceResponse {
+    #[serde(flatten)]
+    pub trace: Trace,
+    pub audit: TraceAudit,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TraceAudit {
+    /// The entry of the tenant's log whose `trace` subject carries `content_hash`;
+    /// `GET /v1/audit/proof/inclusion?index=…` proves it.
+    pub index: u64,
+    /// `sha256:<hex>` of the trace's JSON as it was logged.
+    pub content_hash: String,
+}
+
+pub fn new_trace_id() -> String {
+    let bytes: [u8; 12] = bulkhead_crypto::random_array().unwrap_or_else(|_| {
+        // The system CSPRNG failing is fatal elsewhere; a time-based id here only
+        // has to be unique.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mut b = [0u8; 12];
+        b.copy_from_slice(&nanos.to_le_bytes()[..12]);
+        b
+    });
+    format!("tr_{}", bulkhead_types::hex_lower(&bytes))
+}
+
+fn valid_trace_id(raw: &str) -> bool {
+    raw.len() == 27
+        && raw.starts_with("tr_")
+        && raw[3..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Appends the trace's hash to the tenant's log (durably), then stores the trace
+/// sealed. Returns the log index.
+pub(crate) async fn commit(
+    state: &AppState,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    trace: &Trace,
+    ttl_secs: Option<u64>,
+) -> ApiResult<u64> {
+    let bytes = serde_json::to_vec(trace).map_err(|_| ApiError::internal())?;
+    let content_hash = bulkhead_ledger::event::content_hash(&bytes);
+    let mut trail = Trail::tenant(state, ctx, "model.call", rid)
+        .subject(Subject::new("trace", &*trace.id).with_content(&bytes))
+        .attr("call", Attr::Text(trace.call.clone()))
+        .attr("model", Attr::Text(trace.model.clone()))
+        .attr("upstream", Attr::Text(trace.upstream.clone()))
+        .attr("outcome", Attr::Text(trace.outcome.clone()))
+        .attr("context_items", Attr::Int(trace.context.len() as i64));
+    for item in trace.context.iter().filter(|c| c.used) {
+        trail = trail.subject(Subject {
+            kind: item.kind.clone(),
+            id: item.id.clone(),
+            hash: Some(item.hash.clone()),
+        });
+    }
+    if trace.guard.cross_tenant {
+        trail = trail.denied("cross_tenant");
+    }
+    let entry = trail
+        .record_entry(LogId::Tenant(ctx.tenant().clone()))
+        .await?;
+    let stored = StoredTrace {
+        trace: trace.clone(),
+        audit_index: entry,
+        content_hash,
+    };
+    let body = Zeroizing::new(serde_json::to_vec(&stored).map_err(|_| ApiError::internal())?);
+    let expires_at = ttl_secs.map(|t| state.vault.now().saturating_add_secs(t));
+    state
+        .vault
+        .put_sealed(
+            ctx,
+            vec![NewSealed {
+                kind: RecordKind::TRACE,
+                record_id: trace.id.clone(),
+                body,
+                expires_at,
+            }],
+        )
+        .await?;
+    Ok(entry)
+}
+
+/// `GET /v1/traces/{id}`: one of the tenant's own traces. A foreign or unknown id
+/// is the same 404, and logged as a denied read.
+pub async fn show(
+    Tenant(ctx): Tenant,
+    State(state): State<AppState>,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TraceResponse>> {
+    let log = LogId::Tenant(ctx.tenant().clone());
+    let opened = if valid_trace_id(&id) {
+        state.vault.get_sealed(&ctx, RecordKind::TRACE, &id).await?
+    } else {
+        None
+    };
+    let Some(opened) = opened else {
+        Trail::tenant(&state, &ctx, "trace.read", &rid)
+            .denied("not_found")
+            .record(log)
+            .await?;
+        return Err(ApiError::not_found());
+    };
+    let stored: StoredTrace = serde_json::from_slice(opened.body.as_slice()).map_err(|e| {
+        tracing::error!(error = %e, "a stored trace does not parse");
+        ApiError::internal()
+    })?;
+    Trail::tenant(&state, &ctx, "trace.read", &rid)
+        .subject(Subject::new("trace", &*id))
+        .record(log)
+        .await?;
+    Ok(Json(TraceResponse {
+        trace: stored.trace,
+        audit: TraceAudit {
+            index: stored.audit_index,
+            content_hash: stored.content_hash,
+        },
+    }))
+}
+
+pub(crate) fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+pub(crate) fn started_at(now: UnixMillis) -> String {
+    now.rfc3339()
+}
