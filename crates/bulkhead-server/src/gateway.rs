@@ -800,7 +800,15 @@ impl StreamJob {
         }
         while stop.is_none() && !decision.blocked {
             let asked = Instant::now();
-            let next = upstream.next().await;
+            // A client that leaves is noticed at once, not at the next send: the
+            // scanner may hold a slow drip back for a long time.
+            let next = tokio::select! {
+                next = upstream.next() => next,
+                () = self.tx.closed() => {
+                    stop = Some(Stop::Client);
+                    break;
+                }
+            };
             self.upstream_wait += asked.elapsed();
             let delta = match next {
                 None => break,

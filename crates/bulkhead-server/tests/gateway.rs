@@ -1005,3 +1005,65 @@ async fn fifty_tenants_concurrently_see_zero_cross_delivery() {
         "the leaky model did leak, and the guard caught it"
     );
 }
+
+/// A client that goes away mid-stream ends the call: the upstream connection is
+/// closed, the task finishes, and the trace says the client disconnected.
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_ends_the_call() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mock = MockUpstream::start(MockOptions {
+        drip_interval: Duration::from_millis(100),
+        ..MockOptions::default()
+    })
+    .await
+    .unwrap();
+    let api = Api::new().await.with_upstreams(
+        vec![mock_upstream(&mock, "default", None)],
+        Timeouts {
+            total: Duration::from_secs(60),
+            ..quick_timeouts()
+        },
+    );
+    let (_a, key) = api.tenant_with_key("Acme").await;
+    let request = axum::http::Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            json!({"model": "fault-drip", "messages": user("x"), "stream": true}).to_string(),
+        ))
+        .unwrap();
+    let response = bulkhead_server::app(api.state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    let trace_id = response.headers()["x-bulkhead-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.data_ref().is_some());
+    assert_eq!(mock.in_flight(), 1, "the drip is running");
+    drop(body);
+    // The drip would go on for a minute; the call must end long before.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let r = api
+            .call("GET", &format!("/v1/traces/{trace_id}"), Some(&key), None)
+            .await;
+        if r.status == StatusCode::OK {
+            assert_eq!(r.json()["outcome"], "client_disconnected");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the call never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while mock.in_flight() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream request kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
