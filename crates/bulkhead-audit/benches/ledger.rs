@@ -750,6 +750,7 @@ async fn store_append_run(logs: usize, with_tiles: bool, sealed: &[u8]) -> Store
                 old_size: old_sizes[l],
                 entries,
                 tiles,
+                records: Vec::new(),
             });
         }
         let count = appends.len();
@@ -893,6 +894,7 @@ async fn build_log(store: &SqliteStore, log: &LogId, n: u64) -> Hash {
                 old_size,
                 entries,
                 tiles,
+                records: Vec::new(),
             }])
             .await
             .expect("audit append");

@@ -37,7 +37,9 @@ use bulkhead_ledger::note::{NoteSigner, NoteVerifier};
 use bulkhead_ledger::proof::{self, NodeId, ProofPlan};
 use bulkhead_ledger::tiles::{FULL_TILE_BYTES, RightEdge, TILE_WIDTH, Tile, TileId};
 use bulkhead_ledger::{Hash, hex, leaf_hash};
-use bulkhead_store::{AuditAppend, AuditEntryRow, AuditHead, AuditTileRow, Store, StoreError};
+use bulkhead_store::{
+    AuditAppend, AuditEntryRow, AuditHead, AuditTileRow, RecordRow, Store, StoreError,
+};
 use bulkhead_types::{KeyVersion, LogId, UnixMillis};
 use bulkhead_vault::{Vault, VaultError};
 use lru::LruCache;
@@ -157,6 +159,8 @@ struct Pending {
     key_version: u32,
     sealed: Vec<u8>,
     created_at: UnixMillis,
+    /// Sealed records committed with this entry (see `record_with`).
+    records: Vec<RecordRow>,
     reply: oneshot::Sender<AuditResult<u64>>,
 }
 
@@ -272,6 +276,22 @@ impl Audit {
 
     /// Appends an event and returns once it is durable.
     pub async fn record(&self, log: &LogId, event: &AuditEvent) -> AuditResult<EntryRef> {
+        self.record_with(log, event, Vec::new()).await
+    }
+
+    /// Like `record`, and writes `records` (already sealed, of the same tenant) in
+    /// the same transaction as the entry: a decision trace and the event that logs
+    /// its hash become durable together, with one commit.
+    pub async fn record_with(
+        &self,
+        log: &LogId,
+        event: &AuditEvent,
+        records: Vec<RecordRow>,
+    ) -> AuditResult<EntryRef> {
+        debug_assert!(
+            records.iter().all(|r| log.tenant() == Some(&r.tenant_id)),
+            "attached records belong to the log's tenant"
+        );
         let body = event.canonical_bytes();
         let leaf = leaf_hash(&body);
         let leaf_hex = hex(&leaf);
@@ -299,6 +319,7 @@ impl Audit {
             key_version,
             sealed,
             created_at: self.vault.now(),
+            records,
             reply,
         };
         let sender = {
@@ -318,6 +339,11 @@ impl Audit {
             index,
             leaf_hash: leaf,
         })
+    }
+
+    /// The index of the entry whose leaf hash is `leaf`, if the log has one.
+    pub async fn index_of(&self, log: &LogId, leaf: &Hash) -> AuditResult<Option<u64>> {
+        Ok(self.store.audit_index_of(log, leaf).await?)
     }
 
     pub async fn head(&self, log: &LogId) -> AuditResult<AuditHead> {
@@ -870,7 +896,9 @@ async fn commit_groups(
         let old_size = edge.size();
         let mut entries = Vec::with_capacity(pendings.len());
         let mut indices = Vec::with_capacity(pendings.len());
+        let mut records = Vec::new();
         for p in &pendings {
+            records.extend(p.records.iter().cloned());
             let index = edge.append(p.leaf);
             indices.push(index);
             entries.push(AuditEntryRow {
@@ -899,6 +927,7 @@ async fn commit_groups(
             old_size,
             entries,
             tiles,
+            records,
         });
         ready.push((log, pendings, indices, edge));
     }

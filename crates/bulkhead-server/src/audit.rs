@@ -133,11 +133,21 @@ impl<'a> Trail<'a> {
             .map_err(audit_error)
     }
 
-    /// Appends to `log`, waits until it is durable, and returns the entry's index.
-    pub async fn record_entry(self, log: LogId) -> ApiResult<u64> {
+    /// The leaf hash the event will have in its log.
+    pub fn leaf_hash(&self) -> bulkhead_ledger::Hash {
+        self.event.leaf_hash()
+    }
+
+    /// Appends to `log` with `records` in the same transaction (see
+    /// `Audit::record_with`), waits until durable, and returns the entry's index.
+    pub async fn record_with(
+        self,
+        log: LogId,
+        records: Vec<bulkhead_store::RecordRow>,
+    ) -> ApiResult<u64> {
         self.state
             .audit
-            .record(&log, &self.event)
+            .record_with(&log, &self.event, records)
             .await
             .map(|entry| entry.index)
             .map_err(audit_error)

@@ -846,6 +846,14 @@ impl StreamJob {
         }
         // Closing the upstream connection now, not when the trace is written.
         drop(upstream);
+        if decision.blocked {
+            // The scan stopped at the block; ending it closes what was still open
+            // (a cluster of another tenant's fingerprints), so the block carries its
+            // finding. Nothing is released once blocked.
+            let out = scanner.finish();
+            debug_assert!(out.release.is_empty());
+            decision.findings.extend(out.findings);
+        }
 
         if !decision.blocked && !matches!(stop, Some(Stop::Client)) {
             // Whatever the scanner still holds is decided now; on an upstream fault

@@ -111,8 +111,10 @@ pub struct Trace {
 #[serde(deny_unknown_fields)]
 struct StoredTrace {
     trace: Trace,
-    audit_index: u64,
     content_hash: String,
+    /// The leaf hash (hex) of the event that logs this trace: it finds the entry,
+    /// and so its inclusion proof.
+    leaf_hash: String,
 }
 
 /// `GET /v1/traces/{id}`'s answer: the trace, and how to prove it was logged.
@@ -155,8 +157,9 @@ fn valid_trace_id(raw: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Appends the trace's hash to the tenant's log (durably), then stores the trace
-/// sealed. Returns the log index.
+/// Appends the trace's hash to the tenant's log and stores the trace sealed, in
+/// one transaction (one commit, never one without the other). Returns the log
+/// index once both are durable.
 pub(crate) async fn commit(
     state: &AppState,
     ctx: &TenantCtx,
@@ -183,19 +186,16 @@ pub(crate) async fn commit(
     if trace.guard.cross_tenant {
         trail = trail.denied("cross_tenant");
     }
-    let entry = trail
-        .record_entry(LogId::Tenant(ctx.tenant().clone()))
-        .await?;
     let stored = StoredTrace {
         trace: trace.clone(),
-        audit_index: entry,
         content_hash,
+        leaf_hash: bulkhead_types::hex_lower(&trail.leaf_hash()),
     };
     let body = Zeroizing::new(serde_json::to_vec(&stored).map_err(|_| ApiError::internal())?);
     let expires_at = ttl_secs.map(|t| state.vault.now().saturating_add_secs(t));
-    state
+    let rows = state
         .vault
-        .put_sealed(
+        .seal_records(
             ctx,
             vec![NewSealed {
                 kind: RecordKind::TRACE,
@@ -205,7 +205,9 @@ pub(crate) async fn commit(
             }],
         )
         .await?;
-    Ok(entry)
+    trail
+        .record_with(LogId::Tenant(ctx.tenant().clone()), rows)
+        .await
 }
 
 /// `GET /v1/traces/{id}`: one of the tenant's own traces. A foreign or unknown id
@@ -233,6 +235,24 @@ pub async fn show(
         tracing::error!(error = %e, "a stored trace does not parse");
         ApiError::internal()
     })?;
+    let leaf: Option<bulkhead_ledger::Hash> = (0..32)
+        .map(|i| u8::from_str_radix(stored.leaf_hash.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()
+        .and_then(|v| v.try_into().ok());
+    let index = match leaf {
+        Some(leaf) => state
+            .audit
+            .index_of(&log, &leaf)
+            .await
+            .map_err(crate::audit::audit_error)?,
+        None => None,
+    };
+    let Some(index) = index else {
+        // Written in one transaction with its entry: a trace without one means
+        // the store was altered.
+        tracing::error!(trace = %id, "a stored trace has no audit entry");
+        return Err(ApiError::internal());
+    };
     Trail::tenant(&state, &ctx, "trace.read", &rid)
         .subject(Subject::new("trace", &*id))
         .record(log)
@@ -240,7 +260,7 @@ pub async fn show(
     Ok(Json(TraceResponse {
         trace: stored.trace,
         audit: TraceAudit {
-            index: stored.audit_index,
+            index,
             content_hash: stored.content_hash,
         },
     }))

@@ -341,7 +341,10 @@ async fn a_leaky_model_never_delivers_another_tenants_context() {
         };
         let trace = verified_trace(&api, &key_b, &trace_id).await;
         assert_eq!(trace["outcome"], "blocked");
-        assert_eq!(trace["guard"]["cross_tenant"], true);
+        assert_eq!(
+            trace["guard"]["cross_tenant"], true,
+            "stream={stream}: {trace}"
+        );
         assert!(!trace.to_string().contains(&a), "B's trace never names A");
     }
     // The operator log names whose data it was.

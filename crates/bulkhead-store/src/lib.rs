@@ -139,6 +139,10 @@ pub struct AuditAppend {
     pub old_size: u64,
     pub entries: Vec<AuditEntryRow>,
     pub tiles: Vec<AuditTileRow>,
+    /// Sealed records written in the same transaction when the append applies
+    /// (a decision trace with the event that logs its hash): one commit, and never
+    /// one without the other. Keyed by random ids; an existing one is left as is.
+    pub records: Vec<RecordRow>,
 }
 
 /// A log's size and its latest signed checkpoint.
@@ -301,6 +305,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Vec<Vec<u8>>>;
     /// Stores a signed checkpoint if the stored one is still of `expected_size`
     /// (0 for none) and the new size is not smaller. False otherwise.
+    /// The index of the entry with this leaf hash in the log, if any.
+    async fn audit_index_of(&self, log: &LogId, leaf_hash: &[u8]) -> StoreResult<Option<u64>>;
     async fn audit_set_checkpoint(
         &self,
         log: &LogId,

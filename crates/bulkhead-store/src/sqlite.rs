@@ -138,6 +138,7 @@ CREATE TABLE IF NOT EXISTS audit_entries (
     PRIMARY KEY (log, idx)
 ) STRICT;
 CREATE INDEX IF NOT EXISTS audit_entries_by_key_version ON audit_entries (log, key_version);
+CREATE INDEX IF NOT EXISTS audit_entries_by_leaf ON audit_entries (log, leaf_hash);
 CREATE TABLE IF NOT EXISTS audit_tiles (
     log INTEGER NOT NULL REFERENCES audit_logs (seq),
     level INTEGER NOT NULL,
@@ -437,10 +438,14 @@ fn collect<T>(
 }
 
 fn insert_record_row(conn: &Connection, row: &RecordRow) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO records (tenant_id, kind, record_id, key_version, sealed, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
+    insert_record_sql(conn, row, "INSERT")
+}
+
+fn insert_record_sql(conn: &Connection, row: &RecordRow, verb: &str) -> StoreResult<()> {
+    conn.prepare_cached(&format!(
+        "{verb} INTO records (tenant_id, kind, record_id, key_version, sealed, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    ))
     .and_then(|mut s| {
         s.execute(params![
             row.tenant_id.as_str(),
@@ -543,6 +548,11 @@ fn apply_audit_append(conn: &Connection, append: AuditAppend) -> StoreResult<boo
     conn.prepare_cached("UPDATE audit_logs SET size = ?2 WHERE seq = ?1")
         .and_then(|mut s| s.execute(params![seq, new_size]))
         .map_err(backend)?;
+    // Attached records must not fail the batch (other logs' events ride in it):
+    // their ids are random, and a duplicate is left as it was.
+    for row in &append.records {
+        insert_record_sql(conn, row, "INSERT OR IGNORE")?;
+    }
     Ok(true)
 }
 
@@ -1151,6 +1161,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn audit_index_of(&self, log: &LogId, leaf_hash: &[u8]) -> StoreResult<Option<u64>> {
+        let (log, leaf) = (log.as_str().to_owned(), leaf_hash.to_vec());
+        self.read(move |conn| {
+            let index: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT idx FROM audit_entries
+                     WHERE log = (SELECT seq FROM audit_logs WHERE log_id = ?1) AND leaf_hash = ?2
+                     ORDER BY idx LIMIT 1",
+                )
+                .and_then(|mut s| s.query_row(params![log, leaf], |r| r.get(0)).optional())
+                .map_err(backend)?;
+            Ok(index.map(|i| i as u64))
+        })
+        .await
+    }
+
     async fn audit_set_checkpoint(
         &self,
         log: &LogId,
@@ -1553,6 +1579,7 @@ mod tests {
                 index: 0,
                 data: vec![1; 32 * (old_size + n) as usize],
             }],
+            records: Vec::new(),
         };
         assert_eq!(
             store.audit_append(vec![append(0, 3)]).await.unwrap(),

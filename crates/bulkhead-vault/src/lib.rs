@@ -806,6 +806,21 @@ impl Vault {
 
     /// Seals and stores records all or nothing; `Conflict` if one exists.
     pub async fn put_sealed(&self, ctx: &TenantCtx, records: Vec<NewSealed>) -> VaultResult<()> {
+        let rows = self.seal_records(ctx, records).await?;
+        match self.store.insert_records(rows).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict) => Err(VaultError::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Seals records of the tenant without storing them, for a caller that
+    /// commits them with something else (a trace with its audit entry).
+    pub async fn seal_records(
+        &self,
+        ctx: &TenantCtx,
+        records: Vec<NewSealed>,
+    ) -> VaultResult<Vec<RecordRow>> {
         let tenant = ctx.tenant();
         let version = self.current_version(tenant).await?;
         let key = self
@@ -828,11 +843,7 @@ impl Vault {
                 expires_at: record.expires_at,
             });
         }
-        match self.store.insert_records(rows).await {
-            Ok(()) => Ok(()),
-            Err(StoreError::Conflict) => Err(VaultError::Conflict),
-            Err(e) => Err(e.into()),
-        }
+        Ok(rows)
     }
 
     /// One record of the kind, opened; `None` if missing or expired.

@@ -6,6 +6,7 @@
 mod audit;
 mod client;
 mod config;
+mod demo;
 mod serve;
 
 use std::path::PathBuf;
@@ -75,6 +76,34 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Show Bulkhead working in under a minute: a narrated tour that checks itself.
+    ///
+    /// Starts a throwaway server in this process (a fresh data directory under the
+    /// system's temporary directory, generated keys, the built-in echo models),
+    /// creates two tenants, "Acme Corp" and "Globex", each with a confidential
+    /// document, and lets Globex try to get Acme's data:
+    ///
+    ///   a. reading Acme's document by its id (404, same bytes as a missing id)
+    ///   b. searching for Acme's words (only Globex's own results)
+    ///   c. a prompt injection with retrieval (refused, or answered without Acme data)
+    ///   d. a shared model that repeats the previous caller's prompt (the output
+    ///      guard blocks it: finish_reason content_filter, a guard.leak event in
+    ///      the operator log naming Acme)
+    ///
+    /// Then it verifies the blocked call's entry in Globex's signed audit log
+    /// (checkpoint signature, leaf hash, inclusion proof), as an outside auditor
+    /// would, stops the server and removes the directory.
+    ///
+    /// Every claim it prints is a check of what the server answered. Exit status:
+    /// 0 when all held, 1 otherwise (each failure says what was expected and what
+    /// was seen), so it doubles as a smoke test. The server's own log is quiet
+    /// (errors only) unless RUST_LOG says otherwise.
+    ///
+    /// Examples:
+    ///     bulkhead demo
+    ///     bulkhead demo --no-color --keep
+    #[command(verbatim_doc_comment)]
+    Demo(demo::DemoArgs),
 }
 
 /// How the CLI reaches a running server.
@@ -273,6 +302,7 @@ fn main() -> std::process::ExitCode {
             Command::Tenant { conn, command } => client::tenant(conn, command).await,
             Command::Key { conn, command } => client::key(conn, command).await,
             Command::Audit { conn, command } => audit::run(conn, command).await,
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {

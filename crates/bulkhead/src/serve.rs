@@ -1,6 +1,10 @@
 //! `bulkhead serve`: resolve settings, obtain secrets, open the store and vault,
 //! serve until SIGINT/SIGTERM, then drain and close.
+//!
+//! [`start`] builds everything and binds the listener, so `bulkhead demo` can run
+//! the same server in-process; [`run`] is `serve` itself around it.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,11 +19,72 @@ use bulkhead_types::SystemClock;
 use bulkhead_vault::{Vault, VaultLimits};
 use zeroize::Zeroizing;
 
-use crate::config::ServeArgs;
+use crate::config::{ServeArgs, Settings};
+
+/// The log filter of `bulkhead serve` when RUST_LOG does not set one.
+pub const LOG_FILTER_DEFAULT: &str = "info";
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(LOG_FILTER_DEFAULT);
     let settings = args.resolve()?;
+    let store_path = settings.sqlite_path.clone();
+    let server = start(settings).await?;
+    let addr = server.addr();
+    tracing::info!(store = %store_path.display(), "bulkhead listening on http://{addr}");
+    let stop = server.stop_handle();
+    // Detached on purpose: if serving fails first, `wait` returns the error and the
+    // process exits with this task still waiting for a signal that no longer matters.
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.stop();
+    });
+    server.wait().await
+}
+
+/// A server that is built and listening. Stop it with [`Server::stop_handle`], then
+/// [`Server::wait`] for the audit logs and the store to close. Dropping it and
+/// every stop handle also stops it, but then nobody waits for the close.
+pub struct Server {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Asks a [`Server`] to stop: it accepts no new connections, gives in-flight
+/// requests the shutdown grace, then closes the audit logs and the store.
+#[derive(Clone)]
+pub struct StopHandle(tokio::sync::watch::Sender<bool>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        // `send_replace` stores the value even when the server already stopped
+        // and nobody listens any more; stopping twice is harmless.
+        self.0.send_replace(true);
+    }
+}
+
+impl Server {
+    /// The address the listener is bound to (the real port when asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
+    }
+
+    /// Waits until the server has stopped: in-flight requests finished (or the
+    /// grace ran out), queued audit events committed and signed, the store closed.
+    /// Returns early with the error if serving HTTP failed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.serving.await.context("the server task failed")?
+    }
+}
+
+/// Builds everything `serve` needs from `settings` and binds the listener; the
+/// server runs on the current runtime until stopped through [`Server::stop_handle`].
+/// Logging is the caller's to set up.
+pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     create_private_dir(&settings.data_dir)?;
 
     let kek: Arc<dyn KeyEncryptionKey> = match &settings.master_key {
@@ -114,29 +179,36 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    tracing::info!(store = %settings.sqlite_path.display(), "bulkhead listening on http://{addr}");
 
     let app = bulkhead_server::app(state);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
+    let mut graceful_rx = stop_rx.clone();
     let grace = settings.shutdown_grace;
-    tokio::select! {
-        result = server => result.context("serve HTTP")?,
-        _ = async {
-            let _ = stop_rx.wait_for(|stopped| *stopped).await;
-            tokio::time::sleep(grace).await;
-        } => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing anyway"),
-    }
-    // Every acknowledged write was committed before its response was sent; this
-    // commits audit events still queued, signs final checkpoints, then drains the
-    // store's queue and folds the WAL into the database file.
-    audit.shutdown().await;
-    store.shutdown().await;
-    tracing::info!("bulkhead stopped cleanly");
-    Ok(())
+    let serving = tokio::spawn(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            // An error means every sender is gone, which also means stop.
+            let _ = graceful_rx.wait_for(|stopped| *stopped).await;
+        });
+        tokio::select! {
+            result = server => result.context("serve HTTP")?,
+            _ = async {
+                let _ = stop_rx.wait_for(|stopped| *stopped).await;
+                tokio::time::sleep(grace).await;
+            } => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing anyway"),
+        }
+        // Every acknowledged write was committed before its response was sent; this
+        // commits audit events still queued, signs final checkpoints, then drains the
+        // store's queue and folds the WAL into the database file.
+        audit.shutdown().await;
+        store.shutdown().await;
+        tracing::info!("bulkhead stopped cleanly");
+        Ok(())
+    });
+    Ok(Server {
+        addr,
+        stop: stop_tx,
+        serving,
+    })
 }
 
 fn build_gateway(
@@ -177,9 +249,11 @@ fn build_gateway(
     Ok(state)
 }
 
-fn init_logging() {
+/// Logs to stderr, filtered by RUST_LOG when it is set, else by `default_filter`
+/// (an `EnvFilter` directive such as `info` or `error`). The first call wins.
+pub fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-/// At least 32 characters, as the server requires of an admin token.
+/// A fixed admin token for tests (the server requires at least 16 characters).
 pub const ADMIN_TOKEN: &str = "durability-test-admin-token-0123456789abcdef";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Server log lines kept for panic messages.
