@@ -267,7 +267,7 @@ def table(runs_path, max_ms):
             hdr = rep.get("header_ms") or {}
             bad = rep["errors"] + rep["non_2xx"]
             out.append(
-                f"{r['rate']:>7} {r['round']:>5} {r['scenario']:<8} {fmt(lat.get('p50'))} {fmt(lat.get('p99'))}"
+                f"{r['rate']:>7} {r['round']:>5} {r['scenario']:<9} {fmt(lat.get('p50'))} {fmt(lat.get('p99'))}"
                 f" {fmt(lat.get('p999'))} {fmt(lat.get('max'))} {fmt(plus50)} {fmt(plus99)}"
                 f" {fmt(hdr.get('p50'))} {fmt(hdr.get('p99'))} {str(rep['ok']) + '/' + str(rep['sent']):>13}"
                 f" {rep['behind_schedule']:>5}" + (f"  ({bad} failed)" if bad else "")
@@ -278,7 +278,7 @@ def table(runs_path, max_ms):
         out += ["", "Added latency (median over rounds), ms:"]
         for rate in sorted({r["rate"] for r in compare}):
             parts = []
-            for scenario in ("plain", "rag"):
+            for scenario in SCENARIOS:
                 p50s, p99s = [], []
                 for r in compare:
                     if r["rate"] != rate or r["scenario"] != scenario:
@@ -294,7 +294,7 @@ def table(runs_path, max_ms):
     sweep = [r for r in runs if r["phase"] == "sweep" and r["scenario"] != "direct"]
     if sweep:
         out += ["", f"Highest rate with p99 overhead under {max_ms} ms and no errors:"]
-        for scenario in ("plain", "rag"):
+        for scenario in SCENARIOS:
             rows = [r for r in sweep if r["scenario"] == scenario]
             passed = [r["rate"] for r in rows if r.get("verdict") == "pass"]
             last = rows[-1] if rows else None
@@ -304,6 +304,11 @@ def table(runs_path, max_ms):
             best = f"{max(passed)}/s" if passed else "none"
             out.append(f"  {scenario:<6} {best:>8}  ({note})")
     print("\n".join(out))
+
+
+# The gateway scenarios, in table order: the durable gateway (trace and audit entry
+# on disk before the answer leaves) and the one with trace_commit = background.
+SCENARIOS = ("plain", "rag", "plain-bg", "rag-bg")
 
 
 def median(xs):

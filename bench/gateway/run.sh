@@ -104,6 +104,29 @@ done
 [ "$ready" = 1 ] || { echo "the gateway was not ready in 30 s" >&2; tail -n 20 "$work/gateway.log" >&2; exit 1; }
 echo "gateway: $gateway"
 
+# 2b. A second gateway with trace_commit = background: the same work, but the
+# trace and its audit entry are committed just after the answer leaves instead of
+# before. Measured beside the durable one to show what the fsync on the answer's
+# path costs.
+port_bg="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+gateway_bg="http://127.0.0.1:$port_bg"
+BULKHEAD_ADMIN_TOKEN="$ADMIN_TOKEN" RUST_LOG=error "$bin/bulkhead" serve \
+    --data-dir "$work/data-bg" --listen "127.0.0.1:$port_bg" --trace-commit background \
+    --upstream-url "$mock_base" --upstream-models fast >"$work/gateway-bg.log" 2>&1 &
+gateway_bg_pid=$!
+pids+=("$gateway_bg_pid")
+ready=0
+for _ in $(seq 300); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' "$gateway_bg/readyz")" = 200 ]; then
+        ready=1
+        break
+    fi
+    alive gateway-bg "$gateway_bg_pid" "$work/gateway-bg.log"
+    sleep 0.1
+done
+[ "$ready" = 1 ] || { echo "the background-commit gateway was not ready in 30 s" >&2; exit 1; }
+echo "gateway (trace_commit = background): $gateway_bg"
+
 # 3. Tenants, keys and the RAG tenant's corpus.
 echo "setting up tenants; ingesting ~$CHUNKS chunks into bench-rag"
 # Writes setup.json (keys, corpus size) and the request bodies chat.json, rag.json.
@@ -113,6 +136,11 @@ plain_key="$(field plain_key)"
 rag_key="$(field rag_key)"
 rag_docs="$(field docs)"
 rag_chunks="$(field chunks)"
+mkdir -p "$work/bg"
+python3 "$helper" setup "$gateway_bg" "$ADMIN_TOKEN" "$CHUNKS" "$work/bg"
+field_bg() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$work/bg/setup.json" "$1"; }
+plain_bg_key="$(field_bg plain_key)"
+rag_bg_key="$(field_bg rag_key)"
 
 # One request of each kind before any load, so a broken path fails here, loudly.
 probe() { # name url body [key]
@@ -129,6 +157,8 @@ probe() { # name url body [key]
 probe direct "$mock_base/chat/completions" "$work/chat.json"
 probe plain "$gateway/v1/chat/completions" "$work/chat.json" "$plain_key"
 probe rag "$gateway/v1/chat/completions" "$work/rag.json" "$rag_key"
+probe plain-bg "$gateway_bg/v1/chat/completions" "$work/bg/chat.json" "$plain_bg_key"
+probe rag-bg "$gateway_bg/v1/chat/completions" "$work/bg/rag.json" "$rag_bg_key"
 
 runs="$work/runs.jsonl"
 : >"$runs"
@@ -141,9 +171,14 @@ scenario() { # name rate
             --header "Authorization: Bearer $plain_key" --header-metric x-bulkhead-overhead-ms) ;;
         rag) args=(--url "$gateway/v1/chat/completions" --body-file "$work/rag.json"
             --header "Authorization: Bearer $rag_key" --header-metric x-bulkhead-overhead-ms) ;;
+        plain-bg) args=(--url "$gateway_bg/v1/chat/completions" --body-file "$work/bg/chat.json"
+            --header "Authorization: Bearer $plain_bg_key" --header-metric x-bulkhead-overhead-ms) ;;
+        rag-bg) args=(--url "$gateway_bg/v1/chat/completions" --body-file "$work/bg/rag.json"
+            --header "Authorization: Bearer $rag_bg_key" --header-metric x-bulkhead-overhead-ms) ;;
     esac
     alive mock "$mock_pid" "$work/mock.err"
     alive gateway "$gateway_pid" "$work/gateway.log"
+    alive gateway-bg "$gateway_bg_pid" "$work/gateway-bg.log"
     if ! "$bin/bulkhead-loadgen" "${args[@]}" --rate "$rate" --duration "$DURATION" \
         --warmup "$WARMUP" --connections "$CONNECTIONS" --json >"$work/last.json" 2>"$work/last.err"; then
         cat "$work/last.err" >&2
@@ -157,7 +192,7 @@ scenario() { # name rate
 echo "side by side: rates $RATES, $ROUNDS round(s), $DURATION each after $WARMUP warmup"
 for rate in $RATES; do
     for round in $(seq "$ROUNDS"); do
-        for name in direct plain rag; do
+        for name in direct plain rag plain-bg rag-bg; do
             scenario "$name" "$rate"
             python3 "$helper" record "$runs" "$work/last.json" compare "$round" "$name" "$rate"
         done
@@ -178,7 +213,7 @@ if [ "$SWEEP" = 1 ]; then
         python3 "$helper" record "$runs" "$work/last.json" sweep "$round" direct "$rate"
         cp "$work/last.json" "$work/direct.json"
     }
-    active=(plain rag)
+    active=(plain rag plain-bg rag-bg)
     for rate in $SWEEP_RATES; do
         [ "${#active[@]}" -gt 0 ] || break
         round=0
@@ -213,6 +248,8 @@ mkdir -p "$(dirname "$OUT")"
     echo "# runs: $DURATION after $WARMUP warmup, $CONNECTIONS connections, loadgen on 1 thread; all processes share the machine"
     echo "# upstream: bulkhead-mock-upstream model fast; rag tenant: $rag_docs documents, $rag_chunks chunks, top_k 5"
     echo "# scenarios: direct = mock alone; plain = gateway, no retrieval; rag = gateway + retrieval + output guard"
+    echo "#   (both with trace_commit = durable: trace and audit entry fsynced before the answer leaves);"
+    echo "#   plain-bg, rag-bg = the same on a gateway with trace_commit = background"
     python3 "$helper" table "$runs" "$OVERHEAD_P99_MAX_MS"
 } | tee "$OUT"
 echo "written to $OUT"

@@ -65,6 +65,21 @@ pub struct GatewayState {
     pub embedding_inputs_max: usize,
     /// How long a streamed piece may wait for a client that does not read.
     pub client_stall: Duration,
+    pub trace_commit: TraceCommit,
+}
+
+/// When a call's trace (and its audit entry) must be durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceCommit {
+    /// Before the answer is released (a whole answer) or before `[DONE]` (a
+    /// stream): no answer leaves without its log entry on disk. Costs one group
+    /// commit (an fsync) per call on the answer's path.
+    Durable,
+    /// Right after the answer is released, batched with other calls: no fsync on
+    /// the answer's path. A crash of the machine in that moment can lose the entry
+    /// of an answer already sent, and a trace may be readable a few milliseconds
+    /// after its id is.
+    Background,
 }
 
 impl GatewayState {
@@ -77,6 +92,7 @@ impl GatewayState {
             plant_canaries: true,
             embedding_inputs_max: 2048,
             client_stall: Duration::from_secs(30),
+            trace_commit: TraceCommit::Durable,
         }
     }
 
@@ -238,7 +254,7 @@ async fn prepare<'a>(
         };
         state.metrics.model_call(&trace.outcome, overhead);
         let id = trace.id.clone();
-        if let Err(e) = traces::commit(state, ctx, rid, &trace, gw.trace_ttl_secs).await {
+        if let Err(e) = commit_trace(state, ctx, rid, &trace).await {
             return Err(e.into_response());
         }
         let problem = ApiError::new(
@@ -408,6 +424,33 @@ pub async fn chat_completions(
     }
 }
 
+/// Commits a trace as the settings say: awaited (durable before the caller goes
+/// on) or in the background (errors are logged; the answer has already left).
+async fn commit_trace(
+    state: &AppState,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    trace: &Trace,
+) -> ApiResult<()> {
+    let ttl = state.gateway.trace_ttl_secs;
+    match state.gateway.trace_commit {
+        TraceCommit::Durable => traces::commit(state, ctx, rid, trace, ttl)
+            .await
+            .map(|_| ()),
+        TraceCommit::Background => {
+            let (state, ctx, rid, trace) = (state.clone(), ctx.clone(), rid.clone(), trace.clone());
+            tokio::spawn(async move {
+                if let Err(e) = traces::commit(&state, &ctx, &rid, &trace, ttl).await {
+                    tracing::error!(trace = %trace.id, error = %e.detail,
+                        "a decision trace could not be committed after its answer was sent; \
+                         check the store, and consider trace_commit = \"durable\"");
+                }
+            });
+            Ok(())
+        }
+    }
+}
+
 /// Records a failed upstream call and answers with a problem.
 async fn upstream_failed(
     state: &AppState,
@@ -424,8 +467,7 @@ async fn upstream_failed(
     set_latency(&mut trace, started, upstream, None);
     let overhead = started.elapsed().saturating_sub(upstream);
     state.metrics.model_call(&trace.outcome, overhead);
-    if let Err(audit) = traces::commit(state, ctx, rid, &trace, state.gateway.trace_ttl_secs).await
-    {
+    if let Err(audit) = commit_trace(state, ctx, rid, &trace).await {
         return audit.into_response();
     }
     with_trace_headers(
@@ -637,7 +679,7 @@ async fn whole_chat(
             return e.into_response();
         }
     }
-    if let Err(e) = traces::commit(state, ctx, rid, &trace, gw.trace_ttl_secs).await {
+    if let Err(e) = commit_trace(state, ctx, rid, &trace).await {
         return e.into_response();
     }
     let overhead = started.elapsed().saturating_sub(upstream);
@@ -919,14 +961,7 @@ impl StreamJob {
                 .append(&state, &self.ctx, turn, &self.prepared.trace.id)
                 .await;
         }
-        let committed = traces::commit(
-            &state,
-            &self.ctx,
-            &self.rid,
-            &self.prepared.trace,
-            state.gateway.trace_ttl_secs,
-        )
-        .await;
+        let committed = commit_trace(&state, &self.ctx, &self.rid, &self.prepared.trace).await;
         let overhead = self
             .prepared
             .started
@@ -1101,7 +1136,7 @@ pub async fn embeddings(
         &serde_json::to_vec(&answer["data"]).unwrap_or_default(),
     ));
     set_latency(&mut trace, started, upstream, None);
-    if let Err(e) = traces::commit(&state, &ctx, &rid, &trace, gw.trace_ttl_secs).await {
+    if let Err(e) = commit_trace(&state, &ctx, &rid, &trace).await {
         return e.into_response();
     }
     let overhead = started.elapsed().saturating_sub(upstream);

@@ -1070,3 +1070,50 @@ async fn a_client_that_leaves_mid_stream_ends_the_call() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// With `trace_commit = background` the answer does not wait for the disk, and the
+/// trace still lands in the tenant's log with a proof that verifies.
+#[tokio::test]
+async fn background_trace_commit_still_logs_every_call() {
+    let api =
+        Api::new()
+            .await
+            .with_upstreams_and(vec![UpstreamConfig::echo()], quick_timeouts(), |gw| {
+                gw.trace_commit = bulkhead_server::gateway::TraceCommit::Background
+            });
+    let (_a, key) = api.tenant_with_key("Acme").await;
+    let mut ids = Vec::new();
+    for stream in [false, true] {
+        let r = chat(
+            &api,
+            &key,
+            json!({"model": ECHO_MODEL, "messages": user("hello"), "stream": stream}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        ids.push(
+            r.headers["x-bulkhead-trace-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for id in ids {
+        loop {
+            let r = api
+                .call("GET", &format!("/v1/traces/{id}"), Some(&key), None)
+                .await;
+            if r.status == StatusCode::OK {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "trace {id} never landed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let trace = verified_trace(&api, &key, &id).await;
+        assert_eq!(trace["outcome"], "ok");
+    }
+}

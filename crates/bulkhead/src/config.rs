@@ -138,6 +138,12 @@ pub struct ServeArgs {
     /// is erased [default: 0].
     #[arg(long, env = "BULKHEAD_TRACE_TTL_SECS")]
     pub trace_ttl_secs: Option<u64>,
+    /// When a model call's trace and audit entry reach the disk: `durable` (before the
+    /// answer is released: no answer without its log entry, at one fsync per call)
+    /// or `background` (just after, batched: no fsync on the answer's path; a machine
+    /// crash can lose the entries of the last few milliseconds) [default: durable].
+    #[arg(long, env = "BULKHEAD_TRACE_COMMIT")]
+    pub trace_commit: Option<String>,
 }
 
 /// One `[[upstreams]]` table of the config file.
@@ -214,6 +220,7 @@ pub struct FileConfig {
     pub upstream_total_timeout_secs: Option<u64>,
     pub session_ttl_secs: Option<u64>,
     pub trace_ttl_secs: Option<u64>,
+    pub trace_commit: Option<String>,
     /// The upstreams, as tables (file only: a list of tables has no flag spelling).
     #[serde(default)]
     pub upstreams: Vec<UpstreamFile>,
@@ -247,6 +254,7 @@ pub struct GatewaySettings {
     pub echo_models: bool,
     pub session_ttl_secs: u64,
     pub trace_ttl_secs: Option<u64>,
+    pub trace_commit_background: bool,
 }
 
 /// How retrieval is set up, validated.
@@ -356,6 +364,7 @@ impl ServeArgs {
                 .or(file.upstream_total_timeout_secs),
             session_ttl_secs: self.session_ttl_secs.or(file.session_ttl_secs),
             trace_ttl_secs: self.trace_ttl_secs.or(file.trace_ttl_secs),
+            trace_commit: self.trace_commit.or(file.trace_commit),
             upstreams: file.upstreams,
         })?;
         Ok(Settings {
@@ -478,6 +487,7 @@ struct GatewayKeys {
     total: Option<u64>,
     session_ttl_secs: Option<u64>,
     trace_ttl_secs: Option<u64>,
+    trace_commit: Option<String>,
     upstreams: Vec<UpstreamFile>,
 }
 
@@ -577,12 +587,18 @@ fn resolve_gateway(keys: GatewayKeys) -> anyhow::Result<GatewaySettings> {
     if session_ttl_secs == 0 {
         bail!("session_ttl_secs must be at least 1");
     }
+    let trace_commit_background = match keys.trace_commit.as_deref() {
+        None | Some("durable") => false,
+        Some("background") => true,
+        Some(other) => bail!("trace_commit must be durable or background, not {other:?}"),
+    };
     Ok(GatewaySettings {
         upstreams,
         timeouts,
         echo_models,
         session_ttl_secs,
         trace_ttl_secs: keys.trace_ttl_secs.filter(|t| *t > 0),
+        trace_commit_background,
     })
 }
 
@@ -657,7 +673,8 @@ mod tests {
                     | "upstream_url"
                     | "upstream_models"
                     | "upstream_api_key"
-                    | "upstream_region" => "\"x\"".to_owned(),
+                    | "upstream_region"
+                    | "trace_commit" => "\"x\"".to_owned(),
                     "upstream_cache_salt" | "echo_models" => "true".to_owned(),
                     _ => "1".to_owned(),
                 };

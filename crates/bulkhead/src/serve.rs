@@ -246,6 +246,13 @@ fn build_gateway(
     let mut state = GatewayState::new(gateway);
     state.sessions.ttl_secs_default = settings.session_ttl_secs;
     state.trace_ttl_secs = settings.trace_ttl_secs;
+    if settings.trace_commit_background {
+        state.trace_commit = bulkhead_server::gateway::TraceCommit::Background;
+        tracing::warn!(
+            "trace_commit = background: answers are released before their audit entries are on disk; \
+             a machine crash can lose the entries of the last few milliseconds"
+        );
+    }
     Ok(state)
 }
 

@@ -101,9 +101,19 @@ impl Api {
 
     /// The same server with these model upstreams and timeouts.
     pub fn with_upstreams(
+        self,
+        upstreams: Vec<bulkhead_gateway::UpstreamConfig>,
+        timeouts: bulkhead_gateway::Timeouts,
+    ) -> Self {
+        self.with_upstreams_and(upstreams, timeouts, |_| {})
+    }
+
+    /// `with_upstreams`, with the gateway's settings adjusted by `tune`.
+    pub fn with_upstreams_and(
         mut self,
         upstreams: Vec<bulkhead_gateway::UpstreamConfig>,
         timeouts: bulkhead_gateway::Timeouts,
+        tune: impl FnOnce(&mut bulkhead_server::gateway::GatewayState),
     ) -> Self {
         let secret = self
             .state
@@ -120,6 +130,7 @@ impl Api {
         .unwrap();
         let mut gw = bulkhead_server::gateway::GatewayState::new(gateway);
         gw.client_stall = std::time::Duration::from_secs(5);
+        tune(&mut gw);
         self.state = self.state.clone().with_gateway(gw);
         self
     }
