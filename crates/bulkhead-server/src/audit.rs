@@ -47,9 +47,29 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
+/// When the request reached the server (before authentication and body
+/// reading), so the gateway's overhead figure counts everything it added.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub std::time::Instant);
+
+impl<S: Send + Sync> FromRequestParts<S> for Arrival {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Arrival>()
+            .copied()
+            .unwrap_or_else(|| Arrival(std::time::Instant::now())))
+    }
+}
+
 /// Gives every request an id (never taken from the client, so a client cannot
 /// make two requests look like one in the log).
 pub async fn assign_request_id(mut request: axum::extract::Request, next: Next) -> Response {
+    request
+        .extensions_mut()
+        .insert(Arrival(std::time::Instant::now()));
     let id = RequestId::generate();
     request.extensions_mut().insert(id.clone());
     let mut response = next.run(request).await;

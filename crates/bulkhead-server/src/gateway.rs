@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::AppState;
-use crate::audit::RequestId;
+use crate::audit::{Arrival, RequestId};
 use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::{JsonBytes, Tenant};
 use crate::guard::{leak_owners, report_leak, type_counts};
@@ -402,12 +402,12 @@ fn truncate(text: &str, bytes_max: usize) -> String {
 
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
+    Arrival(started): Arrival,
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
     rid: RequestId,
     JsonBytes(body): JsonBytes,
 ) -> Response {
-    let started = Instant::now();
     let req = match openai::parse_chat(&body, state.gateway.request_limits) {
         Ok(r) => r,
         Err(e) => return request_error(e).into_response(),
@@ -1087,12 +1087,12 @@ fn merge_tool_calls(tools: &mut BTreeMap<u64, Value>, calls: &Value) {
 /// `POST /v1/embeddings`: the tenant's inputs to the model it may use, with its
 /// pseudonym; traced like a chat call.
 pub async fn embeddings(
+    Arrival(started): Arrival,
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
     rid: RequestId,
     JsonBytes(body): JsonBytes,
 ) -> Response {
-    let started = Instant::now();
     let gw = &state.gateway;
     let req = match openai::parse_embeddings(&body, gw.embedding_inputs_max) {
         Ok(r) => r,

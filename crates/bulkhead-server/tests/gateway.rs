@@ -596,12 +596,21 @@ async fn sessions_remember_turns_and_sanitize_on_delete() {
 #[tokio::test]
 async fn upstream_sees_each_tenants_own_salt_and_only_safe_fields() {
     let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
-    let api = Api::new().await.with_upstreams(
-        vec![mock_upstream(&mock, "default", Some("sk-global"))],
-        quick_timeouts(),
-    );
+    let api = Api::new().await;
     let (_a, key_a) = api.tenant_with_key("Acme").await;
-    let (_b, key_b) = api.tenant_with_key("Globex").await;
+    let (b, key_b) = api.tenant_with_key("Globex").await;
+    // Globex calls the upstream on its own account; everyone else on the global one.
+    let mut upstream = mock_upstream(&mock, "default", Some("sk-global"));
+    if let UpstreamKind::Http {
+        tenant_api_keys, ..
+    } = &mut upstream.kind
+    {
+        tenant_api_keys.insert(
+            TenantId::parse(&b).unwrap(),
+            zeroize::Zeroizing::new("sk-globex".to_owned()),
+        );
+    }
+    let api = api.with_upstreams(vec![upstream], quick_timeouts());
     for key in [&key_a, &key_b, &key_a] {
         let r = chat(
             &api,
@@ -635,8 +644,17 @@ async fn upstream_sees_each_tenants_own_salt_and_only_safe_fields() {
         for dropped in ["store", "metadata", "some_future_field"] {
             assert!(!body.contains_key(dropped), "{dropped} forwarded");
         }
-        assert_eq!(r.authorization.as_deref(), Some("Bearer sk-global"));
     }
+    let auth: Vec<Option<&str>> = seen.iter().map(|r| r.authorization.as_deref()).collect();
+    assert_eq!(
+        auth,
+        [
+            Some("Bearer sk-global"),
+            Some("Bearer sk-globex"),
+            Some("Bearer sk-global")
+        ],
+        "each tenant's own credential, or the global one"
+    );
 }
 
 #[tokio::test]

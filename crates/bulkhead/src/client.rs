@@ -108,14 +108,23 @@ impl AdminClient {
 }
 
 fn tenant_line(t: &Value) -> String {
+    let models = match t["models"].as_array() {
+        Some(m) => m
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
+        None => "all-in-region".to_owned(),
+    };
     format!(
-        "{}  {:<24}  region={}  policy={}  status={}  key=v{}",
+        "{}  {:<24}  region={}  policy={}  status={}  key=v{}  models={}",
         t["id"].as_str().unwrap_or("?"),
         t["name"].as_str().unwrap_or("?"),
         t["region"].as_str().unwrap_or("?"),
         t["policy"].as_str().unwrap_or("?"),
         t["status"].as_str().unwrap_or("?"),
         t["key_version"],
+        models,
     )
 }
 
@@ -133,6 +142,7 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
             name,
             region,
             policy,
+            models,
         } => {
             let mut body = json!({ "name": name });
             if let Some(r) = region {
@@ -140,6 +150,9 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
             }
             if let Some(p) = policy {
                 body["policy"] = json!(p);
+            }
+            if let Some(m) = models {
+                body["models"] = json!(m);
             }
             let t = client.call(Method::POST, "/tenants", Some(body)).await?;
             client.print(&t, |t| {
@@ -177,6 +190,16 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
                     rows.join("\n")
                 }
             });
+        }
+        TenantCommand::Models { tenant_id, set, .. } => {
+            let t = client
+                .call(
+                    Method::PUT,
+                    &format!("/tenants/{}/models", segment(&tenant_id)?),
+                    Some(json!({ "models": set })),
+                )
+                .await?;
+            client.print(&t, tenant_line);
         }
         TenantCommand::Show { tenant_id } => {
             let t = client

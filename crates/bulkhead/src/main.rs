@@ -153,6 +153,28 @@ enum TenantCommand {
         /// Policy pack name.
         #[arg(long)]
         policy: Option<String>,
+        /// The models the tenant may call, comma-separated; without it, every model
+        /// of its region's upstreams.
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+    },
+    /// Set or lift a tenant's model allow-list.
+    ///
+    /// Examples: bulkhead tenant models tn_… --set llama-3.1-8b,mistral-small
+    ///           bulkhead tenant models tn_… --all      # every model of its region
+    Models {
+        tenant_id: String,
+        /// The models it may call, comma-separated (each must exist in its region).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            conflicts_with = "all",
+            required_unless_present = "all"
+        )]
+        set: Option<Vec<String>>,
+        /// Lift the allow-list.
+        #[arg(long)]
+        all: bool,
     },
     /// List tenants (all pages).
     List,
