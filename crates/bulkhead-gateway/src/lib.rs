@@ -217,6 +217,14 @@ impl Upstream {
         &self.config.name
     }
 
+    /// The built-in models of an upstream that is not HTTP (`request` returned
+    /// `None` for it).
+    fn echo(&self) -> &echo::EchoModels {
+        self.echo
+            .as_ref()
+            .expect("an upstream that is not Http is Echo")
+    }
+
     fn serves(&self, region: &Region) -> bool {
         self.config.region.as_ref().is_none_or(|r| r == region)
     }
@@ -527,12 +535,7 @@ impl Gateway {
     ) -> Result<Completion, UpstreamError> {
         let deadline = Instant::now() + self.timeouts.total;
         let Some(req) = self.request(route, tenant, "/chat/completions", body) else {
-            let echo = route
-                .upstream
-                .echo
-                .as_ref()
-                .expect("an upstream that is not Http is Echo");
-            return Ok(echo.complete(route.model, body));
+            return Ok(route.upstream.echo().complete(route.model, body));
         };
         let response = self.send(req, deadline).await?;
         let bytes = read_body(
@@ -554,12 +557,9 @@ impl Gateway {
     ) -> Result<ChatStream, UpstreamError> {
         let deadline = Instant::now() + self.timeouts.total;
         let Some(req) = self.request(route, tenant, "/chat/completions", body) else {
-            let echo = route
-                .upstream
-                .echo
-                .as_ref()
-                .expect("an upstream that is not Http is Echo");
-            return Ok(ChatStream::Echo(echo.stream(route.model, body)));
+            return Ok(ChatStream::Echo(
+                route.upstream.echo().stream(route.model, body),
+            ));
         };
         let response = self.send(req, deadline).await?;
         Ok(ChatStream::Http(Box::new(HttpStream {

@@ -192,6 +192,36 @@ async fn verified_trace(api: &Api, key: &str, trace_id: &str) -> Value {
     trace
 }
 
+/// Waits (bounded) until the mock has no request in flight: no call left one running.
+async fn upstream_goes_idle(mock: &MockUpstream) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while mock.in_flight() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a call left an upstream request running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until the trace is readable, then returns it verified.
+async fn eventually_verified_trace(api: &Api, key: &str, trace_id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let r = api
+            .call("GET", &format!("/v1/traces/{trace_id}"), Some(key), None)
+            .await;
+        if r.status == StatusCode::OK {
+            return verified_trace(api, key, trace_id).await;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "trace {trace_id} never landed: the call never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn echo_chat_with_retrieval_is_traced_and_proven() {
     let api = echo_api().await;
@@ -855,14 +885,7 @@ async fn upstream_faults_end_in_clear_errors_within_bounds() {
         assert_eq!(trace["outcome"], outcome);
     }
     // Nothing keeps the upstream busy afterwards.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while mock.in_flight() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a call left an upstream request running"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    upstream_goes_idle(&mock).await;
 }
 
 #[tokio::test]
@@ -1068,25 +1091,9 @@ async fn a_client_that_leaves_mid_stream_ends_the_call() {
     assert_eq!(mock.in_flight(), 1, "the drip is running");
     drop(body);
     // The drip would go on for a minute; the call must end long before.
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    loop {
-        let r = api
-            .call("GET", &format!("/v1/traces/{trace_id}"), Some(&key), None)
-            .await;
-        if r.status == StatusCode::OK {
-            assert_eq!(r.json()["outcome"], "client_disconnected");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the call never ended");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    while mock.in_flight() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the upstream request kept running"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let trace = eventually_verified_trace(&api, &key, &trace_id).await;
+    assert_eq!(trace["outcome"], "client_disconnected");
+    upstream_goes_idle(&mock).await;
 }
 
 /// With `trace_commit = background` the answer does not wait for the disk, and the
@@ -1116,22 +1123,8 @@ async fn background_trace_commit_still_logs_every_call() {
                 .to_owned(),
         );
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     for id in ids {
-        loop {
-            let r = api
-                .call("GET", &format!("/v1/traces/{id}"), Some(&key), None)
-                .await;
-            if r.status == StatusCode::OK {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "trace {id} never landed"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let trace = verified_trace(&api, &key, &id).await;
+        let trace = eventually_verified_trace(&api, &key, &id).await;
         assert_eq!(trace["outcome"], "ok");
     }
 }
