@@ -12,22 +12,8 @@ use bulkhead_ledger::event::leaf_hash_of_json;
 use bulkhead_ledger::note::NoteVerifier;
 use bulkhead_ledger::proof::{verify_consistency, verify_inclusion};
 use bulkhead_ledger::{Hash, root_of};
-use common::{ADMIN, Api, assert_problem};
+use common::{ADMIN, Api, assert_problem, hashes};
 use serde_json::{Value, json};
-
-fn hashes(v: &Value) -> Vec<Hash> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            STANDARD
-                .decode(h.as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap()
-        })
-        .collect()
-}
 
 /// The log behind `prefix` (`/v1/audit` with a key, or an admin path), checked end
 /// to end: checkpoint signature, every event hashing to its leaf, the root, and an

@@ -19,7 +19,7 @@ use bulkhead_ledger::note::NoteVerifier;
 use bulkhead_ledger::proof::verify_inclusion;
 use bulkhead_mock_upstream::{MockOptions, MockUpstream};
 use bulkhead_types::{Region, TenantId};
-use common::{ADMIN, Api, Reply, assert_problem};
+use common::{ADMIN, Api, Reply, assert_problem, hashes};
 use serde_json::{Value, json};
 
 fn quick_timeouts() -> Timeouts {
@@ -176,18 +176,7 @@ async fn verified_trace(api: &Api, key: &str, trace_id: &str) -> Value {
         )
         .await
         .json();
-    let path: Vec<bulkhead_ledger::Hash> = proof["proof"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            STANDARD
-                .decode(h.as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap()
-        })
-        .collect();
+    let path = hashes(&proof["proof"]);
     verify_inclusion(index, checkpoint.size, &leaf, &path, &checkpoint.root).unwrap();
     trace
 }

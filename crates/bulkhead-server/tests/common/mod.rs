@@ -214,6 +214,22 @@ impl Api {
     }
 }
 
+/// A JSON array of base64 hashes (a proof's path), decoded.
+pub fn hashes(v: &Value) -> Vec<bulkhead_ledger::Hash> {
+    use base64::Engine as _;
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            base64::engine::general_purpose::STANDARD
+                .decode(h.as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        })
+        .collect()
+}
+
 pub fn assert_problem(reply: &Reply, status: StatusCode, what: &str) {
     assert_eq!(
         reply.status,
