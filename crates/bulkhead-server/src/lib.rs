@@ -17,6 +17,7 @@ mod extract;
 pub mod gateway;
 pub mod guard;
 pub mod metrics;
+pub mod retention;
 pub mod retrieval;
 pub mod sessions;
 pub mod traces;

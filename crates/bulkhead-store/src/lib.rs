@@ -217,6 +217,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         record_id: &str,
         now: UnixMillis,
     ) -> StoreResult<Option<StoredRecord>>;
+    /// Records of any tenant whose time ran out at or before `now`, oldest expiry
+    /// first, at most `limit`: the retention sweeper's work list. The one read
+    /// across tenants besides the tenant list; it serves the server itself, never a
+    /// request, and yields ciphertext with each row's own tenant id.
+    async fn expired_records(&self, now: UnixMillis, limit: u32) -> StoreResult<Vec<StoredRecord>>;
+    /// Deletes these records in one transaction, each only if it has expired at
+    /// `now` (a record whose TTL was never set, or is still running, stays);
+    /// returns how many were deleted.
+    async fn delete_expired(
+        &self,
+        keys: Vec<(TenantId, RecordKind, String)>,
+        now: UnixMillis,
+    ) -> StoreResult<u64>;
     /// The unexpired parts of a record (`record_id#…`, of `part_kind`), in id order.
     async fn record_parts(
         &self,

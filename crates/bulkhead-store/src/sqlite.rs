@@ -120,6 +120,7 @@ CREATE TABLE IF NOT EXISTS records (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS records_by_tenant_kind ON records (tenant_id, kind, seq);
 CREATE INDEX IF NOT EXISTS records_by_key_version ON records (tenant_id, key_version);
+CREATE INDEX IF NOT EXISTS records_by_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS audit_logs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     log_id TEXT NOT NULL UNIQUE,
@@ -954,6 +955,41 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn expired_records(&self, now: UnixMillis, limit: u32) -> StoreResult<Vec<StoredRecord>> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {RECORD_COLUMNS} FROM records
+                 WHERE expires_at IS NOT NULL AND expires_at <= ?1
+                 ORDER BY expires_at LIMIT ?2"
+            );
+            collect(conn, &sql, params![now.0, limit], record_from_row)
+        })
+        .await
+    }
+
+    async fn delete_expired(
+        &self,
+        keys: Vec<(TenantId, RecordKind, String)>,
+        now: UnixMillis,
+    ) -> StoreResult<u64> {
+        self.write(move |conn| {
+            let mut delete = conn
+                .prepare_cached(
+                    "DELETE FROM records WHERE tenant_id = ?1 AND kind = ?2 AND record_id = ?3
+                       AND expires_at IS NOT NULL AND expires_at <= ?4",
+                )
+                .map_err(backend)?;
+            let mut n = 0u64;
+            for (tenant, kind, id) in &keys {
+                n += delete
+                    .execute(params![tenant.as_str(), kind.as_str(), id, now.0])
+                    .map_err(backend)? as u64;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
     async fn record_parts(
         &self,
         tenant: &TenantId,
@@ -1445,6 +1481,55 @@ mod tests {
             .await
             .unwrap();
         assert!(other.is_empty(), "another tenant's parts are never listed");
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_lists_and_deletes_only_what_has_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap();
+        let a = tenant(11);
+        store.create_tenant(a.clone(), key(1)).await.unwrap();
+        for row in [
+            record(&a, "forever", None),
+            record(&a, "soon", Some(100)),
+            record(&a, "later", Some(200)),
+        ] {
+            store.insert_record(row).await.unwrap();
+        }
+        let ids = |rows: Vec<StoredRecord>| -> Vec<String> {
+            rows.into_iter().map(|r| r.row.record_id).collect()
+        };
+        assert!(
+            store
+                .expired_records(UnixMillis(99), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            ids(store.expired_records(UnixMillis(250), 10).await.unwrap()),
+            ["soon", "later"]
+        );
+        assert_eq!(
+            ids(store.expired_records(UnixMillis(250), 1).await.unwrap()),
+            ["soon"],
+            "bounded"
+        );
+        let key_of = |id: &str| (a.id.clone(), RecordKind::DOCUMENT, id.to_owned());
+        // Asked to delete everything at t=150, it deletes only what had expired then.
+        let n = store
+            .delete_expired(
+                vec![key_of("forever"), key_of("soon"), key_of("later")],
+                UnixMillis(150),
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let left = ids(store
+            .list_records(&a.id, RecordKind::DOCUMENT, 0, 10, UnixMillis(0))
+            .await
+            .unwrap());
+        assert_eq!(left, ["forever", "later"]);
     }
 
     #[tokio::test]

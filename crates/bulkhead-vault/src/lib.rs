@@ -145,6 +145,17 @@ pub struct NewSealed {
     pub expires_at: Option<UnixMillis>,
 }
 
+/// A record whose TTL ran out, found by the retention sweeper.
+#[derive(Debug)]
+pub struct Expired {
+    pub tenant: TenantId,
+    pub kind: RecordKind,
+    pub record_id: String,
+    /// A document's text, opened so that the guard can drop its fingerprints;
+    /// `None` for other kinds (or a document that no longer opens).
+    pub text: Option<Zeroizing<String>>,
+}
+
 /// A sealed record as opened; the body is wiped when dropped.
 #[derive(Debug)]
 pub struct OpenedRecord {
@@ -1056,6 +1067,53 @@ impl Vault {
                 return Ok(out);
             }
         }
+    }
+
+    // ---- retention ---------------------------------------------------------------
+    //
+    // Expired records are already invisible (every read filters on `expires_at`);
+    // the sweeper deletes them. It works across tenants, like the guard's rebuild:
+    // the tenant here comes from the row, never from a request.
+
+    /// Up to `limit` records whose time has run out, oldest first; documents are
+    /// opened for their text.
+    pub async fn expired(&self, limit: u32) -> VaultResult<Vec<Expired>> {
+        let now = self.clock.now();
+        let rows = self.store.expired_records(now, limit).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for stored in rows {
+            let row = stored.row;
+            let (tenant, kind, record_id) =
+                (row.tenant_id.clone(), row.kind, row.record_id.clone());
+            let text = if kind == RecordKind::DOCUMENT {
+                match self.open_document(&tenant, row).await {
+                    Ok(doc) => Some(doc.text),
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant, record = %record_id, error = %e,
+                            "an expired document did not open; it is deleted without dropping its guard fingerprints");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            out.push(Expired {
+                tenant,
+                kind,
+                record_id,
+                text,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes the records if (still) expired, in one transaction; returns how many.
+    pub async fn delete_expired(&self, items: &[Expired]) -> VaultResult<u64> {
+        let keys = items
+            .iter()
+            .map(|e| (e.tenant.clone(), e.kind, e.record_id.clone()))
+            .collect();
+        Ok(self.store.delete_expired(keys, self.clock.now()).await?)
     }
 
     // ---- audit event bodies ----------------------------------------------------

@@ -144,6 +144,13 @@ pub struct ServeArgs {
     /// crash can lose the entries of the last few milliseconds) [default: durable].
     #[arg(long, env = "BULKHEAD_TRACE_COMMIT")]
     pub trace_commit: Option<String>,
+    /// How often the retention sweeper deletes expired documents, sessions and
+    /// traces, in seconds (they are invisible from the moment they expire) [default: 60].
+    #[arg(long, env = "BULKHEAD_SWEEP_INTERVAL_SECS")]
+    pub sweep_interval_secs: Option<u64>,
+    /// Most rows one sweep deletes (bounded work per tick) [default: 1000].
+    #[arg(long, env = "BULKHEAD_SWEEP_BATCH_MAX")]
+    pub sweep_batch_max: Option<u32>,
 }
 
 /// One `[[upstreams]]` table of the config file.
@@ -221,6 +228,8 @@ pub struct FileConfig {
     pub session_ttl_secs: Option<u64>,
     pub trace_ttl_secs: Option<u64>,
     pub trace_commit: Option<String>,
+    pub sweep_interval_secs: Option<u64>,
+    pub sweep_batch_max: Option<u32>,
     /// The upstreams, as tables (file only: a list of tables has no flag spelling).
     #[serde(default)]
     pub upstreams: Vec<UpstreamFile>,
@@ -244,6 +253,8 @@ pub struct Settings {
     pub audit_checkpoint_interval: Duration,
     pub retrieval: RetrievalSettings,
     pub gateway: GatewaySettings,
+    pub sweep_interval: Duration,
+    pub sweep_batch_max: u32,
 }
 
 /// The model gateway, validated.
@@ -367,9 +378,22 @@ impl ServeArgs {
             trace_commit: self.trace_commit.or(file.trace_commit),
             upstreams: file.upstreams,
         })?;
+        let sweep_interval_secs = self
+            .sweep_interval_secs
+            .or(file.sweep_interval_secs)
+            .unwrap_or(60);
+        let sweep_batch_max = self
+            .sweep_batch_max
+            .or(file.sweep_batch_max)
+            .unwrap_or(1000);
+        if sweep_interval_secs == 0 || sweep_batch_max == 0 {
+            bail!("sweep_interval_secs and sweep_batch_max must be at least 1");
+        }
         Ok(Settings {
             retrieval,
             gateway,
+            sweep_interval: Duration::from_secs(sweep_interval_secs),
+            sweep_batch_max,
             server_name,
             audit_signing_key,
             audit_checkpoint_interval: Duration::from_secs(checkpoint_secs),

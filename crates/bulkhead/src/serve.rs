@@ -169,6 +169,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         tracing::info!(tenant = %tenant, "resuming an interrupted re-seal after key rotation");
         state.spawn_reseal(tenant);
     }
+    bulkhead_server::retention::spawn_sweeper(
+        state.clone(),
+        settings.sweep_interval,
+        settings.sweep_batch_max,
+    );
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
