@@ -13,7 +13,7 @@ use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::{Admin, OptionalJson, StrictJson};
 use crate::wire::{
     CreateTenantRequest, IssueKeyRequest, IssuedKeyResponse, RotateKeyResponse, SetModelsRequest,
-    TenantListResponse, TenantResponse, rfc3339,
+    SetPolicyRequest, TenantListResponse, TenantResponse, rfc3339,
 };
 use crate::{AppState, documents::page_query, no_content};
 
@@ -64,10 +64,12 @@ pub async fn create_tenant(
 ) -> ApiResult<Response> {
     let region = req.region.unwrap_or_default();
     let models = checked_models(&state, &region, req.models)?;
+    let policy = req.policy.unwrap_or_default();
+    checked_pack(&state, &policy, &region)?;
     let new = NewTenant {
         name: req.name,
         region,
-        policy: req.policy.unwrap_or_default(),
+        policy,
         models,
     };
     let tenant = state.vault.create_tenant(new).await?;
@@ -111,6 +113,71 @@ fn checked_models(
         ));
     }
     Ok(Some(models))
+}
+
+/// A pack must exist, and allow the tenant's region.
+fn checked_pack(
+    state: &AppState,
+    policy: &bulkhead_types::PolicyName,
+    region: &bulkhead_types::Region,
+) -> ApiResult<()> {
+    let Some(pack) = state.packs.get(policy.as_str()) else {
+        let known: Vec<&str> = state.packs.names().collect();
+        return Err(ApiError::new(
+            ProblemKind::InvalidRequest,
+            format!(
+                "policy `{policy}` is not a pack of this server; known: {}",
+                known.join(", ")
+            ),
+        ));
+    };
+    if !pack.residency.allows(region) {
+        return Err(ApiError::new(
+            ProblemKind::InvalidRequest,
+            format!(
+                "policy `{policy}` requires a region matching {}; `{region}` does not",
+                pack.residency.regions.join(" or ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /admin/v1/policies`: the compliance packs tenants can choose.
+pub async fn policies(_: Admin, State(state): State<AppState>) -> Json<serde_json::Value> {
+    let packs: Vec<&crate::packs::Pack> = state.packs.all().map(|p| &**p).collect();
+    Json(serde_json::json!({ "policies": packs }))
+}
+
+/// `PUT /admin/v1/tenants/{id}/policy` `{"policy": "gdpr"}`: an audited change of
+/// the tenant's compliance pack. It applies to the next request; stored records
+/// keep the TTL they were written with.
+pub async fn set_policy(
+    _: Admin,
+    State(state): State<AppState>,
+    rid: RequestId,
+    Path(id): Path<String>,
+    StrictJson(req): StrictJson<SetPolicyRequest>,
+) -> ApiResult<Json<TenantResponse>> {
+    const KIND: &str = "tenant.policy";
+    let id = known_tenant(&state, &rid, KIND, &id).await?;
+    let tenant = match state.vault.tenant(&id).await {
+        Ok(t) => t,
+        Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
+    };
+    checked_pack(&state, &req.policy, &tenant.region)?;
+    let updated = match state.vault.set_tenant_policy(&id, &req.policy).await {
+        Ok(t) => t,
+        Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
+    };
+    Trail::admin(&state, KIND, &rid)
+        .subject(Subject::new("tenant", id.as_str()))
+        .attr("from", Attr::Text(tenant.policy.to_string()))
+        .attr("to", Attr::Text(req.policy.to_string()))
+        .record_admin(Some(&id))
+        .await?;
+    tracing::info!(tenant = %id, from = %tenant.policy, to = %req.policy, "tenant policy pack changed");
+    Ok(Json(TenantResponse::from(&updated)))
 }
 
 /// `PUT /admin/v1/tenants/{id}/models` `{"models": [...] | null}`.

@@ -82,11 +82,12 @@ pub async fn create(
     let metadata = req.metadata.clone().unwrap_or_default();
     let chunks = state.retrieval.prepare(ctx.tenant(), &req.text).await?;
     let text = zeroize::Zeroizing::new(req.text.clone());
+    let ttl_secs = pack_ttl(&state, &ctx, req.ttl_seconds).await?;
     let new = NewDocument {
         id: req.id,
         text: req.text,
         metadata: req.metadata,
-        ttl_secs: req.ttl_seconds,
+        ttl_secs,
     };
     let stored = match state
         .vault
@@ -126,6 +127,26 @@ pub async fn create(
         expires_at: stored.expires_at.map(rfc3339),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// A document's TTL under the tenant's pack: the pack's default when the client
+/// names none, and never beyond the pack's maximum.
+async fn pack_ttl(state: &AppState, ctx: &TenantCtx, asked: Option<u64>) -> ApiResult<Option<u64>> {
+    let pack = state
+        .packs
+        .for_tenant(&state.vault.tenant(ctx.tenant()).await?.policy);
+    let r = &pack.retention;
+    match (asked, r.document_ttl_secs_max) {
+        (Some(t), Some(max)) if t > max => Err(ApiError::new(
+            ProblemKind::InvalidRequest,
+            format!(
+                "ttl_seconds may be at most {max} under the tenant's policy `{}`",
+                pack.name
+            ),
+        )),
+        (Some(t), _) => Ok(Some(t)),
+        (None, max) => Ok(r.document_ttl_secs_default.or(max)),
+    }
 }
 
 pub async fn show(

@@ -164,6 +164,8 @@ pub async fn models(Tenant(ctx): Tenant, State(state): State<AppState>) -> ApiRe
 
 /// Everything known about a call before the upstream answers.
 struct Prepared {
+    /// The tenant's compliance pack: its guard policy and retention.
+    pack: Arc<crate::packs::Pack>,
     trace: Trace,
     started: Instant,
     upstream_body: serde_json::Map<String, Value>,
@@ -192,6 +194,7 @@ async fn prepare<'a>(
         .gateway
         .route(&req.model, &tenant.region, tenant.models.as_deref())
         .map_err(|e| no_such_model(e).into_response())?;
+    let pack = state.packs.for_tenant(&tenant.policy);
     if !req.dropped.is_empty() {
         tracing::debug!(fields = ?req.dropped, "dropped request fields that are not forwarded");
     }
@@ -235,7 +238,7 @@ async fn prepare<'a>(
         .map(Message::text)
         .collect::<Vec<_>>()
         .join("\n");
-    let report = guard.guard.screen_input(&user_text, &guard.policy);
+    let report = guard.guard.screen_input(&user_text, &pack.guard);
     if report.score > 0 {
         trace.injection = Some(InjectionSummary {
             score: report.score,
@@ -304,7 +307,7 @@ async fn prepare<'a>(
                 .map_err(IntoResponse::into_response)?;
             for hit in found {
                 let text: &str = &hit.chunk.text;
-                let screened = guard.guard.screen_retrieved(text, &guard.policy);
+                let screened = guard.guard.screen_retrieved(text, &pack.guard);
                 let dropped = matches!(
                     screened.action,
                     InjectionAction::Drop | InjectionAction::Block
@@ -379,6 +382,7 @@ async fn prepare<'a>(
             .chat_body(route, ctx.tenant(), &messages, &req.forward, req.stream);
     Ok((
         Prepared {
+            pack,
             trace,
             started,
             upstream_body,
@@ -432,15 +436,12 @@ async fn commit_trace(
     rid: &RequestId,
     trace: &Trace,
 ) -> ApiResult<()> {
-    let ttl = state.gateway.trace_ttl_secs;
     match state.gateway.trace_commit {
-        TraceCommit::Durable => traces::commit(state, ctx, rid, trace, ttl)
-            .await
-            .map(|_| ()),
+        TraceCommit::Durable => commit_with_retention(state, ctx, rid, trace).await,
         TraceCommit::Background => {
             let (state, ctx, rid, trace) = (state.clone(), ctx.clone(), rid.clone(), trace.clone());
             tokio::spawn(async move {
-                if let Err(e) = traces::commit(&state, &ctx, &rid, &trace, ttl).await {
+                if let Err(e) = commit_with_retention(&state, &ctx, &rid, &trace).await {
                     tracing::error!(trace = %trace.id, error = %e.detail,
                         "a decision trace could not be committed after its answer was sent; \
                          check the store, and consider trace_commit = \"durable\"");
@@ -449,6 +450,26 @@ async fn commit_trace(
             Ok(())
         }
     }
+}
+
+/// Commits a trace with the retention of the tenant's pack (or the server's
+/// `trace_ttl_secs` where the pack sets none).
+async fn commit_with_retention(
+    state: &AppState,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    trace: &Trace,
+) -> ApiResult<()> {
+    let tenant = state.vault.tenant(ctx.tenant()).await?;
+    let ttl = state
+        .packs
+        .for_tenant(&tenant.policy)
+        .retention
+        .trace_ttl_secs
+        .or(state.gateway.trace_ttl_secs);
+    traces::commit(state, ctx, rid, trace, ttl)
+        .await
+        .map(|_| ())
 }
 
 /// Records a failed upstream call and answers with a problem.
@@ -488,14 +509,18 @@ fn set_latency(trace: &mut Trace, started: Instant, upstream: Duration, first: O
 }
 
 /// Scans a text for the tenant; big texts off the async runtime.
-async fn scan(state: &AppState, tenant: &TenantId, text: String) -> bulkhead_guard::ScanOutcome {
+async fn scan(
+    state: &AppState,
+    pack: &Arc<crate::packs::Pack>,
+    tenant: &TenantId,
+    text: String,
+) -> bulkhead_guard::ScanOutcome {
     if text.len() < 16 << 10 {
-        return state.guard.guard.scan(tenant, &text, &state.guard.policy);
+        return state.guard.guard.scan(tenant, &text, &pack.guard);
     }
-    let (guard, tenant) = (Arc::clone(&state.guard), tenant.clone());
+    let (guard, tenant, pack) = (Arc::clone(&state.guard), tenant.clone(), Arc::clone(pack));
     let text = zeroize::Zeroizing::new(text);
-    match tokio::task::spawn_blocking(move || guard.guard.scan(&tenant, &text, &guard.policy)).await
-    {
+    match tokio::task::spawn_blocking(move || guard.guard.scan(&tenant, &text, &pack.guard)).await {
         Ok(outcome) => outcome,
         Err(_) => bulkhead_guard::ScanOutcome {
             // A panicked scan decides nothing: block rather than let text out unscanned.
@@ -555,6 +580,7 @@ impl Decision {
 /// redacted one is replaced.
 async fn scan_tool_calls(
     state: &AppState,
+    pack: &Arc<crate::packs::Pack>,
     tenant: &TenantId,
     calls: &mut Value,
     decision: &mut Decision,
@@ -569,7 +595,7 @@ async fn scan_tool_calls(
         else {
             continue;
         };
-        let outcome = scan(state, tenant, args.clone()).await;
+        let outcome = scan(state, pack, tenant, args.clone()).await;
         decision.findings.extend(outcome.findings.iter().cloned());
         match outcome.verdict {
             Verdict::Blocked => decision.blocked = true,
@@ -605,6 +631,7 @@ async fn whole_chat(
     prepared: Prepared,
 ) -> Response {
     let Prepared {
+        pack,
         mut trace,
         started,
         upstream_body,
@@ -630,13 +657,13 @@ async fn whole_chat(
     let mut decision = Decision::default();
     let mut delivered = None;
     if let Some(text) = content.or(refusal.clone()) {
-        let outcome = scan(state, ctx.tenant(), text.clone()).await;
+        let outcome = scan(state, &pack, ctx.tenant(), text.clone()).await;
         decision.blocked |= outcome.verdict == Verdict::Blocked;
         delivered = outcome.output(&text).map(str::to_owned);
         decision.findings.extend(outcome.findings);
     }
     if let Some(calls) = &mut tool_calls {
-        scan_tool_calls(state, ctx.tenant(), calls, &mut decision).await;
+        scan_tool_calls(state, &pack, ctx.tenant(), calls, &mut decision).await;
     }
     if let Err(e) = report_leak(state, ctx, rid, &decision.findings).await {
         return e.into_response();
@@ -827,7 +854,7 @@ impl StreamJob {
     async fn run(mut self, mut upstream: bulkhead_gateway::ChatStream) {
         let state = self.state.clone();
         let tenant = self.ctx.tenant().clone();
-        let mut scanner = state.guard.guard.stream(&tenant, &state.guard.policy);
+        let mut scanner = state.guard.guard.stream(&tenant, &self.prepared.pack.guard);
         let mut decision = Decision::default();
         let mut delivered = String::new();
         let mut tools: BTreeMap<u64, Value> = BTreeMap::new();
@@ -914,7 +941,14 @@ impl StreamJob {
         }
         if !tools.is_empty() && !decision.blocked && stop.is_none() {
             let mut calls = Value::Array(tools.into_values().collect());
-            scan_tool_calls(&state, &tenant, &mut calls, &mut decision).await;
+            scan_tool_calls(
+                &state,
+                &self.prepared.pack,
+                &tenant,
+                &mut calls,
+                &mut decision,
+            )
+            .await;
             if !decision.blocked {
                 let frame = self.frame(json!({"tool_calls": calls}), None, None);
                 if !self.send(frame).await {

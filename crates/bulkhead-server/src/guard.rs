@@ -25,7 +25,8 @@ use crate::audit::{RequestId, Trail};
 use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::{StrictJson, Tenant};
 
-/// The guard and the policy it applies.
+/// The guard, and the policy of tenants whose pack is unknown (requests apply the
+/// tenant's compliance pack, `AppState::packs`).
 #[derive(Debug)]
 pub struct GuardState {
     pub guard: Guard,
@@ -235,10 +236,14 @@ pub async fn scan(
         ));
     }
     let tenant_log = LogId::Tenant(ctx.tenant().clone());
+    // The tenant's own compliance pack decides what each detector does.
+    let pack = state
+        .packs
+        .for_tenant(&state.vault.tenant(ctx.tenant()).await?.policy);
     if req.direction != Direction::Output {
         let report = match req.direction {
-            Direction::Input => guard.guard.screen_input(&text, &guard.policy),
-            _ => guard.guard.screen_retrieved(&text, &guard.policy),
+            Direction::Input => guard.guard.screen_input(&text, &pack.guard),
+            _ => guard.guard.screen_retrieved(&text, &pack.guard),
         };
         let verdict = format!("{:?}", report.action).to_lowercase();
         Trail::tenant(&state, &ctx, "guard.screen", &rid)
@@ -264,7 +269,8 @@ pub async fn scan(
     }
 
     let (me, tenant, body) = (Arc::clone(guard), ctx.tenant().clone(), text.clone());
-    let outcome = tokio::task::spawn_blocking(move || me.guard.scan(&tenant, &body, &me.policy))
+    let policy = Arc::clone(&pack);
+    let outcome = tokio::task::spawn_blocking(move || me.guard.scan(&tenant, &body, &policy.guard))
         .await
         .map_err(|_| ApiError::internal())?;
     let counts = type_counts(&outcome.findings);

@@ -17,6 +17,7 @@ mod extract;
 pub mod gateway;
 pub mod guard;
 pub mod metrics;
+pub mod packs;
 pub mod retention;
 pub mod retrieval;
 pub mod sessions;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub retrieval: Arc<retrieval::Retrieval>,
     pub guard: Arc<guard::GuardState>,
     pub gateway: Arc<gateway::GatewayState>,
+    /// The compliance packs tenants choose from.
+    pub packs: Arc<packs::Packs>,
     pub metrics: Arc<Metrics>,
     pub limits: ServerLimits,
     /// SHA-256 of the admin token: comparing digests in constant time does not leak
@@ -81,6 +84,7 @@ impl AppState {
     ) -> Self {
         Self {
             gateway: Arc::new(gateway::GatewayState::without_upstreams(&vault)),
+            packs: Arc::new(packs::Packs::builtin()),
             vault,
             audit,
             retrieval,
@@ -95,6 +99,14 @@ impl AppState {
     pub fn with_gateway(self, gateway: gateway::GatewayState) -> Self {
         Self {
             gateway: Arc::new(gateway),
+            ..self
+        }
+    }
+
+    /// The same state with these compliance packs (built-in plus the operator's).
+    pub fn with_packs(self, packs: packs::Packs) -> Self {
+        Self {
+            packs: Arc::new(packs),
             ..self
         }
     }
@@ -146,6 +158,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/tenants/{id}/rotate-key", post(admin::rotate_key))
         .route("/tenants/{id}/models", put(admin::set_models))
+        .route("/tenants/{id}/policy", put(admin::set_policy))
+        .route("/policies", get(admin::policies))
         .route("/audit/public-key", get(audit::public_key))
         .route("/audit/logs", get(audit::logs))
         .route("/audit/checkpoint", get(audit::operator_checkpoint))

@@ -128,13 +128,29 @@ pub async fn create(
     OptionalJson(req): OptionalJson<CreateSessionRequest>,
 ) -> ApiResult<Response> {
     let limits = state.gateway.sessions;
-    let ttl = req.ttl_seconds.unwrap_or(limits.ttl_secs_default);
-    if ttl == 0 || ttl > state.vault.limits().ttl_secs_max {
+    // The tenant's pack may set the session TTL, which is then also the longest.
+    let pack = state
+        .packs
+        .for_tenant(&state.vault.tenant(ctx.tenant()).await?.policy);
+    let ttl_max = pack
+        .retention
+        .session_ttl_secs
+        .unwrap_or(state.vault.limits().ttl_secs_max)
+        .min(state.vault.limits().ttl_secs_max);
+    let ttl = req
+        .ttl_seconds
+        .unwrap_or(
+            pack.retention
+                .session_ttl_secs
+                .unwrap_or(limits.ttl_secs_default),
+        )
+        .min(state.vault.limits().ttl_secs_max);
+    if ttl == 0 || ttl > ttl_max {
         return Err(ApiError::new(
             ProblemKind::InvalidRequest,
             format!(
-                "ttl_seconds must be between 1 and {}",
-                state.vault.limits().ttl_secs_max
+                "ttl_seconds must be between 1 and {ttl_max} (the tenant's policy `{}`)",
+                pack.name
             ),
         ));
     }

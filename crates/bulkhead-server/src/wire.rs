@@ -22,6 +22,13 @@ pub struct CreateTenantRequest {
     pub models: Option<Vec<String>>,
 }
 
+/// `PUT /admin/v1/tenants/{id}/policy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPolicyRequest {
+    pub policy: PolicyName,
+}
+
 /// `PUT /admin/v1/tenants/{id}/models`: `null` lifts the allow-list.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

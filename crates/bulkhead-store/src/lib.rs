@@ -168,6 +168,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_tenants(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<(i64, TenantRow)>>;
     /// Returns false if the tenant does not exist.
     async fn set_tenant_status(&self, id: &TenantId, status: TenantStatus) -> StoreResult<bool>;
+    /// Sets the tenant's compliance pack; false if the tenant does not exist.
+    async fn set_tenant_policy(&self, id: &TenantId, policy: &PolicyName) -> StoreResult<bool>;
     /// Sets (or, with `None`, clears) the tenant's model allow-list; false if the
     /// tenant does not exist.
     async fn set_tenant_models(

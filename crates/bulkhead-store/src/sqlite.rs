@@ -667,6 +667,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_tenant_policy(&self, id: &TenantId, policy: &PolicyName) -> StoreResult<bool> {
+        let (id, policy) = (id.clone(), policy.clone());
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE tenants SET policy = ?2 WHERE id = ?1",
+                    params![id.as_str(), policy.as_str()],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn set_tenant_models(
         &self,
         id: &TenantId,

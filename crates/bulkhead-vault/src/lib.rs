@@ -391,6 +391,18 @@ impl Vault {
         ))
     }
 
+    /// Sets the tenant's compliance pack (the caller checked that it exists).
+    pub async fn set_tenant_policy(
+        &self,
+        id: &TenantId,
+        policy: &PolicyName,
+    ) -> VaultResult<Tenant> {
+        if !self.store.set_tenant_policy(id, policy).await? {
+            return Err(VaultError::NotFound);
+        }
+        self.tenant(id).await
+    }
+
     /// Sets or clears the tenant's model allow-list.
     pub async fn set_tenant_models(
         &self,

@@ -191,6 +191,16 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
                 }
             });
         }
+        TenantCommand::Policy { tenant_id, policy } => {
+            let t = client
+                .call(
+                    Method::PUT,
+                    &format!("/tenants/{}/policy", segment(&tenant_id)?),
+                    Some(json!({ "policy": policy })),
+                )
+                .await?;
+            client.print(&t, tenant_line);
+        }
         TenantCommand::Models { tenant_id, set, .. } => {
             let t = client
                 .call(

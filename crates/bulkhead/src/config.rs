@@ -151,6 +151,10 @@ pub struct ServeArgs {
     /// Most rows one sweep deletes (bounded work per tick) [default: 1000].
     #[arg(long, env = "BULKHEAD_SWEEP_BATCH_MAX")]
     pub sweep_batch_max: Option<u32>,
+    /// A folder of the operator's own compliance packs (`*.toml`, the format of the
+    /// built-in `default`, `gdpr`, `hipaa`, `pci-dss` and `soc2`), validated at start.
+    #[arg(long, env = "BULKHEAD_POLICY_PACKS_DIR")]
+    pub policy_packs_dir: Option<PathBuf>,
 }
 
 /// One `[[upstreams]]` table of the config file.
@@ -230,6 +234,7 @@ pub struct FileConfig {
     pub trace_commit: Option<String>,
     pub sweep_interval_secs: Option<u64>,
     pub sweep_batch_max: Option<u32>,
+    pub policy_packs_dir: Option<PathBuf>,
     /// The upstreams, as tables (file only: a list of tables has no flag spelling).
     #[serde(default)]
     pub upstreams: Vec<UpstreamFile>,
@@ -255,6 +260,7 @@ pub struct Settings {
     pub gateway: GatewaySettings,
     pub sweep_interval: Duration,
     pub sweep_batch_max: u32,
+    pub policy_packs_dir: Option<PathBuf>,
 }
 
 /// The model gateway, validated.
@@ -394,6 +400,7 @@ impl ServeArgs {
             gateway,
             sweep_interval: Duration::from_secs(sweep_interval_secs),
             sweep_batch_max,
+            policy_packs_dir: self.policy_packs_dir.or(file.policy_packs_dir),
             server_name,
             audit_signing_key,
             audit_checkpoint_interval: Duration::from_secs(checkpoint_secs),
@@ -689,6 +696,7 @@ mod tests {
                     | "master_key"
                     | "server_name"
                     | "audit_signing_key"
+                    | "policy_packs_dir"
                     | "embedder"
                     | "embedder_url"
                     | "embedder_model"

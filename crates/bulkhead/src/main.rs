@@ -158,6 +158,11 @@ enum TenantCommand {
         #[arg(long, value_delimiter = ',')]
         models: Option<Vec<String>>,
     },
+    /// Move a tenant to another compliance pack (default, gdpr, hipaa, pci-dss, soc2
+    /// or an operator's own): an audited change that applies from the next request.
+    ///
+    /// Example: bulkhead tenant policy tn_… pci-dss
+    Policy { tenant_id: String, policy: String },
     /// Set or lift a tenant's model allow-list.
     ///
     /// Examples: bulkhead tenant models tn_… --set llama-3.1-8b,mistral-small

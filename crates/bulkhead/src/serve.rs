@@ -151,6 +151,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         .await
         .context("load the output guard's canaries and fingerprints")?;
     let gateway = build_gateway(&vault, &settings.gateway)?;
+    let packs = match &settings.policy_packs_dir {
+        Some(dir) => bulkhead_server::packs::Packs::with_folder(dir)
+            .context("load the operator's policy packs")?,
+        None => bulkhead_server::packs::Packs::builtin(),
+    };
+    tracing::info!(packs = ?packs.names().collect::<Vec<_>>(), "compliance packs loaded");
     let state = AppState::new(
         vault,
         Arc::clone(&audit),
@@ -162,7 +168,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
             request_timeout: settings.request_timeout,
         },
     )
-    .with_gateway(gateway);
+    .with_gateway(gateway)
+    .with_packs(packs);
     drop(admin_token);
 
     for tenant in state.vault.tenants_needing_reseal(10_000).await? {

@@ -1,0 +1,278 @@
+//! Compliance packs: one name (`gdpr`, `hipaa`, `pci-dss`, `soc2`, `default`, or an
+//! operator's own) that sets a tenant's guard policy (detectors and actions),
+//! retention (documents, sessions, traces), the audit-retention floor and where
+//! its data may live.
+//!
+//! The built-in packs are TOML files compiled into the binary (`packs/*.toml`);
+//! operators add their own from a folder (`policy_packs_dir`), validated at start
+//! with errors that name the file and the field. A tenant names its pack at
+//! creation; changing it is an audited admin action.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bulkhead_guard::Policy;
+use bulkhead_types::Region;
+use serde::{Deserialize, Serialize};
+
+const BUILTIN: &[(&str, &str)] = &[
+    ("default.toml", include_str!("../packs/default.toml")),
+    ("gdpr.toml", include_str!("../packs/gdpr.toml")),
+    ("hipaa.toml", include_str!("../packs/hipaa.toml")),
+    ("pci-dss.toml", include_str!("../packs/pci-dss.toml")),
+    ("soc2.toml", include_str!("../packs/soc2.toml")),
+];
+
+/// Retention a pack sets. Absent values leave the choice to the client or the
+/// server's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// The TTL of a document stored without one.
+    #[serde(default)]
+    pub document_ttl_secs_default: Option<u64>,
+    /// The longest TTL a document may have (a document asked without one gets the
+    /// default, or this).
+    #[serde(default)]
+    pub document_ttl_secs_max: Option<u64>,
+    /// The TTL of a session created without one, and the longest it may have.
+    #[serde(default)]
+    pub session_ttl_secs: Option<u64>,
+    /// How long decision traces are kept.
+    #[serde(default)]
+    pub trace_ttl_secs: Option<u64>,
+    /// The least time the tenant's audit log must stay available. Audit entries
+    /// are never deleted by this server; the floor is what the evidence report
+    /// holds the deployment to.
+    pub audit_retention_days_min: u32,
+}
+
+/// Where a tenant of the pack may live: region patterns (`eu-*`); empty = any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Residency {
+    #[serde(default)]
+    pub regions: Vec<String>,
+}
+
+impl Residency {
+    pub fn allows(&self, region: &Region) -> bool {
+        self.regions.is_empty()
+            || self.regions.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => region.as_str().starts_with(prefix),
+                None => region.as_str() == p,
+            })
+    }
+}
+
+/// One pack, as written in its file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pack {
+    pub name: String,
+    pub description: String,
+    pub retention: Retention,
+    #[serde(default)]
+    pub residency: Residency,
+    #[serde(default)]
+    pub guard: Policy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("policy pack {file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("policy pack folder {dir}: {message}")]
+    Folder { dir: String, message: String },
+}
+
+fn parse(file: &str, text: &str) -> Result<Pack, PackError> {
+    let invalid = |message: String| PackError::Invalid {
+        file: file.to_owned(),
+        message,
+    };
+    let pack: Pack = toml::from_str(text).map_err(|e| invalid(e.message().to_owned()))?;
+    bulkhead_types::PolicyName::parse(&pack.name).map_err(|e| {
+        invalid(format!(
+            "name {:?}: {} (lowercase letters, digits, - _ .)",
+            pack.name, e.problem
+        ))
+    })?;
+    pack.guard
+        .validate()
+        .map_err(|e| invalid(format!("guard: {e}")))?;
+    let r = &pack.retention;
+    for (field, value) in [
+        ("document_ttl_secs_default", r.document_ttl_secs_default),
+        ("document_ttl_secs_max", r.document_ttl_secs_max),
+        ("session_ttl_secs", r.session_ttl_secs),
+        ("trace_ttl_secs", r.trace_ttl_secs),
+    ] {
+        if value == Some(0) {
+            return Err(invalid(format!("retention.{field} must be at least 1")));
+        }
+    }
+    if let (Some(d), Some(m)) = (r.document_ttl_secs_default, r.document_ttl_secs_max)
+        && d > m
+    {
+        return Err(invalid(
+            "retention.document_ttl_secs_default exceeds document_ttl_secs_max".into(),
+        ));
+    }
+    for p in &pack.residency.regions {
+        let bare = p.strip_suffix('*').unwrap_or(p);
+        if p.is_empty() || bare.contains('*') {
+            return Err(invalid(format!(
+                "residency.regions: {p:?} must be a region or a prefix ending in *"
+            )));
+        }
+    }
+    Ok(pack)
+}
+
+/// Every pack the server knows, by name.
+#[derive(Debug, Clone)]
+pub struct Packs {
+    by_name: BTreeMap<String, Arc<Pack>>,
+}
+
+impl Packs {
+    /// The built-in packs.
+    pub fn builtin() -> Self {
+        let mut by_name = BTreeMap::new();
+        for (file, text) in BUILTIN {
+            // Tested in this module: a built-in pack that does not parse fails the
+            // build's tests, never a start.
+            let pack = parse(file, text).expect("built-in packs are valid");
+            by_name.insert(pack.name.clone(), Arc::new(pack));
+        }
+        Self { by_name }
+    }
+
+    /// The built-in packs plus every `*.toml` in `dir`. A pack may not reuse a
+    /// built-in name: `gdpr` means the same thing on every Bulkhead.
+    pub fn with_folder(dir: &Path) -> Result<Self, PackError> {
+        let folder = |message: String| PackError::Folder {
+            dir: dir.display().to_string(),
+            message,
+        };
+        let mut packs = Self::builtin();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| folder(e.to_string()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        entries.sort();
+        for path in entries {
+            let file = path.display().to_string();
+            let text = std::fs::read_to_string(&path).map_err(|e| PackError::Invalid {
+                file: file.clone(),
+                message: e.to_string(),
+            })?;
+            let pack = parse(&file, &text)?;
+            if packs.by_name.contains_key(&pack.name) {
+                return Err(PackError::Invalid {
+                    file,
+                    message: format!(
+                        "a pack named {:?} exists already (built-in names cannot be redefined; choose e.g. {:?})",
+                        pack.name,
+                        format!("{}-custom", pack.name)
+                    ),
+                });
+            }
+            packs.by_name.insert(pack.name.clone(), Arc::new(pack));
+        }
+        Ok(packs)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Pack>> {
+        self.by_name.get(name)
+    }
+
+    /// The pack of a tenant. A tenant whose pack was removed from the folder
+    /// since falls back to `default`, loudly: its data stays reachable.
+    pub fn for_tenant(&self, name: &bulkhead_types::PolicyName) -> Arc<Pack> {
+        match self.by_name.get(name.as_str()) {
+            Some(p) => Arc::clone(p),
+            None => {
+                tracing::warn!(pack = %name, "a tenant names a policy pack this server does not have; applying `default`. Restore the pack file.");
+                Arc::clone(&self.by_name["default"])
+            }
+        }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Pack>> {
+        self.by_name.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_packs_parse_and_differ_where_it_matters() {
+        let packs = Packs::builtin();
+        let names: Vec<&str> = packs.names().collect();
+        assert_eq!(names, ["default", "gdpr", "hipaa", "pci-dss", "soc2"]);
+        assert_eq!(packs.get("default").unwrap().guard, Policy::default());
+        let pci = packs.get("pci-dss").unwrap();
+        assert_eq!(pci.guard.actions.card, bulkhead_guard::Action::Block);
+        assert_eq!(pci.retention.audit_retention_days_min, 365);
+        assert_eq!(
+            packs
+                .get("hipaa")
+                .unwrap()
+                .retention
+                .audit_retention_days_min,
+            6 * 365
+        );
+        let gdpr = packs.get("gdpr").unwrap();
+        assert!(gdpr.residency.allows(&Region::parse("eu-west").unwrap()));
+        assert!(!gdpr.residency.allows(&Region::parse("us-east").unwrap()));
+        assert!(!gdpr.residency.allows(&Region::default()));
+    }
+
+    #[test]
+    fn operator_packs_are_validated_with_the_file_and_field_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write(
+            "acme.toml",
+            "name = \"acme-strict\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 400\n[guard.actions]\nemail = \"block\"\n",
+        );
+        let packs = Packs::with_folder(dir.path()).unwrap();
+        assert_eq!(
+            packs.get("acme-strict").unwrap().guard.actions.email,
+            bulkhead_guard::Action::Block
+        );
+        for (text, needle) in [
+            (
+                "name = \"gdpr\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\n",
+                "exists already",
+            ),
+            (
+                "name = \"x\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\n[guard.actions]\nemail = \"shout\"\n",
+                "shout",
+            ),
+            (
+                "name = \"x\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\nsession_ttl_secs = 0\n",
+                "session_ttl_secs",
+            ),
+            (
+                "name = \"x\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\nkeep_forever = true\n",
+                "keep_forever",
+            ),
+        ] {
+            write("bad.toml", text);
+            let err = Packs::with_folder(dir.path()).unwrap_err().to_string();
+            assert!(err.contains("bad.toml") && err.contains(needle), "{err}");
+        }
+    }
+}
