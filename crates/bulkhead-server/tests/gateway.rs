@@ -367,21 +367,10 @@ async fn a_leaky_model_never_delivers_another_tenants_context() {
         assert!(!trace.to_string().contains(&a), "B's trace never names A");
     }
     // The operator log names whose data it was.
-    let ops = api
-        .call(
-            "GET",
-            "/admin/v1/audit/entries?start=0&end=1000",
-            Some(ADMIN),
-            None,
-        )
+    let leaks = api
+        .events("/admin/v1/audit", ADMIN, "guard.leak")
         .await
-        .json();
-    let leaks = ops["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event"]["kind"] == "guard.leak")
-        .count();
+        .len();
     assert_eq!(leaks, 2);
 }
 
@@ -687,33 +676,11 @@ async fn models_follow_region_and_allow_list() {
         quick_timeouts(),
     );
     let (_d, key_d) = api.tenant_with_key("Default region").await;
-    let eu = api
-        .call(
-            "POST",
-            "/admin/v1/tenants",
-            Some(ADMIN),
-            Some(json!({"name": "EU", "region": "eu-west", "models": ["echo", "bulkhead-echo"]})),
+    let (eu_id, key_eu) = api
+        .tenant_from(
+            json!({"name": "EU", "region": "eu-west", "models": ["echo", "bulkhead-echo"]}),
         )
         .await;
-    assert_eq!(
-        eu.status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&eu.body)
-    );
-    let eu_id = eu.json()["id"].as_str().unwrap().to_owned();
-    let key_eu = api
-        .call(
-            "POST",
-            &format!("/admin/v1/tenants/{eu_id}/keys"),
-            Some(ADMIN),
-            None,
-        )
-        .await
-        .json()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let list = |key: String| {
         let api = &api;
         async move {

@@ -7,29 +7,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{ADMIN, Api, assert_problem};
-use serde_json::{Value, json};
-
-async fn tenant(api: &Api, body: Value) -> (String, String) {
-    let t = api
-        .call("POST", "/admin/v1/tenants", Some(ADMIN), Some(body))
-        .await;
-    assert_eq!(
-        t.status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&t.body)
-    );
-    let id = t.json()["id"].as_str().unwrap().to_owned();
-    let k = api
-        .call(
-            "POST",
-            &format!("/admin/v1/tenants/{id}/keys"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
-    (id, k.json()["key"].as_str().unwrap().to_owned())
-}
+use serde_json::json;
 
 async fn verdict(api: &Api, key: &str, text: &str) -> String {
     api.call(
@@ -79,13 +57,13 @@ async fn packs_set_guard_actions_retention_and_residency_per_tenant() {
     assert_eq!(api.counts().await.0, before);
 
     // The same answer, three packs, three decisions.
-    let (_d, key_default) = tenant(&api, json!({"name": "Plain"})).await;
-    let (_p, key_pci) = tenant(&api, json!({"name": "Shop", "policy": "pci-dss"})).await;
-    let (eu, key_gdpr) = tenant(
-        &api,
-        json!({"name": "Euro", "policy": "gdpr", "region": "eu-west"}),
-    )
-    .await;
+    let (_d, key_default) = api.tenant_from(json!({"name": "Plain"})).await;
+    let (_p, key_pci) = api
+        .tenant_from(json!({"name": "Shop", "policy": "pci-dss"}))
+        .await;
+    let (eu, key_gdpr) = api
+        .tenant_from(json!({"name": "Euro", "policy": "gdpr", "region": "eu-west"}))
+        .await;
     let card = "Your card 4111 1111 1111 1111 was charged.";
     assert_eq!(verdict(&api, &key_default, card).await, "redacted");
     assert_eq!(verdict(&api, &key_pci, card).await, "blocked");
@@ -162,30 +140,8 @@ async fn packs_set_guard_actions_retention_and_residency_per_tenant() {
         )
         .await;
     assert_problem(&bad, StatusCode::BAD_REQUEST, "unknown pack");
-    let ops = api
-        .call(
-            "GET",
-            "/admin/v1/audit/entries?start=0&end=1000",
-            Some(ADMIN),
-            None,
-        )
-        .await
-        .json();
-    let changes: Vec<&Value> = ops["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event"]["kind"] == "tenant.policy")
-        .collect();
+    let changes = api.events("/admin/v1/audit", ADMIN, "tenant.policy").await;
     assert_eq!(changes.len(), 1, "one change, logged once");
-    let mine = api
-        .call(
-            "GET",
-            "/v1/audit/entries?start=0&end=1000",
-            Some(&key_gdpr),
-            None,
-        )
-        .await
-        .json();
-    assert!(mine.to_string().contains("tenant.policy"));
+    let mine = api.events("/v1/audit", &key_gdpr, "tenant.policy").await;
+    assert_eq!(mine.len(), 1, "the tenant's own log has it too");
 }

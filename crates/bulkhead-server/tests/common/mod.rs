@@ -181,13 +181,13 @@ impl Api {
     }
 
     pub async fn tenant_with_key(&self, name: &str) -> (String, String) {
+        self.tenant_from(json!({ "name": name })).await
+    }
+
+    /// A tenant created from this body (name, region, policy, models), with a key.
+    pub async fn tenant_from(&self, body: Value) -> (String, String) {
         let t = self
-            .call(
-                "POST",
-                "/admin/v1/tenants",
-                Some(ADMIN),
-                Some(json!({ "name": name })),
-            )
+            .call("POST", "/admin/v1/tenants", Some(ADMIN), Some(body))
             .await;
         assert_eq!(t.status, StatusCode::CREATED);
         let id = t.json()["id"].as_str().unwrap().to_owned();
@@ -206,6 +206,25 @@ impl Api {
             String::from_utf8_lossy(&k.body)
         );
         (id, k.json()["key"].as_str().unwrap().to_owned())
+    }
+
+    /// The events of entries 0..1000 of a log (`/v1/audit` with a key, or
+    /// `/admin/v1/audit` with the admin token) whose kind is `kind`.
+    pub async fn events(&self, prefix: &str, token: &str, kind: &str) -> Vec<Value> {
+        self.call(
+            "GET",
+            &format!("{prefix}/entries?start=0&end=1000"),
+            Some(token),
+            None,
+        )
+        .await
+        .json()["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].clone())
+            .filter(|e| e["kind"] == kind)
+            .collect()
     }
 
     pub async fn counts(&self) -> (u64, u64) {
