@@ -327,6 +327,61 @@ pub async fn revoke_key(
     Ok(no_content())
 }
 
+/// `POST /admin/v1/tenants/{id}/keys/{key_id}/quarantine` (contain one key) and
+/// `DELETE …` (release it): the tenant's other keys keep working.
+pub async fn quarantine_key(
+    _: Admin,
+    State(state): State<AppState>,
+    rid: RequestId,
+    Path((id, key_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    set_key_quarantine(&state, &rid, &id, &key_id, true).await
+}
+
+pub async fn release_key(
+    _: Admin,
+    State(state): State<AppState>,
+    rid: RequestId,
+    Path((id, key_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    set_key_quarantine(&state, &rid, &id, &key_id, false).await
+}
+
+async fn set_key_quarantine(
+    state: &AppState,
+    rid: &RequestId,
+    id: &str,
+    key_id: &str,
+    quarantined: bool,
+) -> ApiResult<Response> {
+    let kind = if quarantined {
+        "key.quarantine"
+    } else {
+        "key.release"
+    };
+    let id = known_tenant(state, rid, kind, id).await?;
+    let Ok(key_id) = ApiKeyId::parse(key_id) else {
+        return Err(refused(state, rid, kind, Some(&id), VaultError::NotFound).await);
+    };
+    if let Err(e) = state
+        .vault
+        .set_key_quarantine(&id, &key_id, quarantined)
+        .await
+    {
+        return Err(refused(state, rid, kind, Some(&id), e).await);
+    }
+    Trail::admin(state, kind, rid)
+        .subject(Subject::new("key", key_id.as_str()))
+        .record_admin(Some(&id))
+        .await?;
+    if quarantined {
+        tracing::warn!(tenant = %id, key_id = %key_id, "API key quarantined: it gets 403 until released");
+    } else {
+        tracing::info!(tenant = %id, key_id = %key_id, "API key released from quarantine");
+    }
+    Ok(no_content())
+}
+
 pub async fn quarantine(
     _: Admin,
     State(state): State<AppState>,

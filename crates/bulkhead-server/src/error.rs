@@ -280,6 +280,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Quarantined => ApiError::new(ProblemKind::TenantQuarantined, e.to_string()),
+            AuthError::KeyQuarantined => ApiError::new(ProblemKind::Forbidden, e.to_string()),
             AuthError::Unavailable => ApiError::new(ProblemKind::Unavailable, e.to_string()),
             AuthError::Invalid | AuthError::Expired | AuthError::Revoked => {
                 ApiError::new(ProblemKind::Unauthorized, e.to_string())

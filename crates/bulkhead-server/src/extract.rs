@@ -100,6 +100,7 @@ impl FromRequestParts<AppState> for Tenant {
                     AuthError::Expired => Some("expired"),
                     AuthError::Revoked => Some("revoked"),
                     AuthError::Quarantined => Some("quarantined"),
+                    AuthError::KeyQuarantined => Some("key_quarantined"),
                     _ => None,
                 };
                 if let Some(reason) = reason {

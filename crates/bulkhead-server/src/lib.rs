@@ -153,6 +153,10 @@ pub fn app(state: AppState) -> Router {
         .route("/tenants/{id}/keys", post(admin::issue_key))
         .route("/tenants/{id}/keys/{key_id}", delete(admin::revoke_key))
         .route(
+            "/tenants/{id}/keys/{key_id}/quarantine",
+            post(admin::quarantine_key).delete(admin::release_key),
+        )
+        .route(
             "/tenants/{id}/quarantine",
             post(admin::quarantine).delete(admin::release),
         )

@@ -468,3 +468,81 @@ async fn rotation_erasure_paging_and_ops_endpoints() {
         .await;
     assert_problem(&again, StatusCode::NOT_FOUND, "erase twice");
 }
+
+/// One key can be contained without stopping the tenant: the quarantined key gets
+/// 403 (and the attempt is in the tenant's log), its sibling keeps working, and a
+/// release restores it. Unknown or foreign keys are the same 404.
+#[tokio::test]
+async fn one_key_is_quarantined_and_released_while_its_siblings_work() {
+    let api = Api::new().await;
+    let (tenant, key_a) = api.tenant_with_key("Acme").await;
+    let key_b = api
+        .call(
+            "POST",
+            &format!("/admin/v1/tenants/{tenant}/keys"),
+            Some(ADMIN),
+            None,
+        )
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (other, _) = api.tenant_with_key("Globex").await;
+    let key_a_id = key_a.split('.').next().unwrap().to_owned();
+    let list = |key: String| {
+        let api = &api;
+        async move { api.call("GET", "/v1/documents", Some(&key), None).await }
+    };
+    let path = format!("/admin/v1/tenants/{tenant}/keys/{key_a_id}/quarantine");
+    let q = api.call("POST", &path, Some(ADMIN), None).await;
+    assert_eq!(q.status, StatusCode::NO_CONTENT);
+    let refused = list(key_a.clone()).await;
+    assert_problem(&refused, StatusCode::FORBIDDEN, "quarantined key");
+    assert!(
+        refused.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("quarantined")
+    );
+    assert_eq!(
+        list(key_b.clone()).await.status,
+        StatusCode::OK,
+        "its sibling works"
+    );
+    // A key named under another tenant, or one that does not exist: one 404.
+    let foreign = api
+        .call(
+            "POST",
+            &format!("/admin/v1/tenants/{other}/keys/{key_a_id}/quarantine"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    let missing = api
+        .call(
+            "POST",
+            &format!("/admin/v1/tenants/{tenant}/keys/bhk_0000000000000000/quarantine"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_problem(&foreign, StatusCode::NOT_FOUND, "foreign key");
+    assert_eq!(foreign.body, missing.body);
+    let r = api.call("DELETE", &path, Some(ADMIN), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(list(key_a).await.status, StatusCode::OK, "released");
+    let log = api
+        .call(
+            "GET",
+            "/v1/audit/entries?start=0&end=1000",
+            Some(&key_b),
+            None,
+        )
+        .await
+        .json()
+        .to_string();
+    for kind in ["key.quarantine", "key.release", "key_quarantined"] {
+        assert!(log.contains(kind), "{kind} in the tenant's log");
+    }
+}

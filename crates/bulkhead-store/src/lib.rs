@@ -71,6 +71,9 @@ pub struct ApiKeyRow {
     pub created_at: UnixMillis,
     pub expires_at: Option<UnixMillis>,
     pub revoked_at: Option<UnixMillis>,
+    /// Set while an operator holds the key in quarantine (containment without
+    /// revocation: it can be released).
+    pub quarantined_at: Option<UnixMillis>,
 }
 
 /// One sealed record as written.
@@ -168,6 +171,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_tenants(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<(i64, TenantRow)>>;
     /// Returns false if the tenant does not exist.
     async fn set_tenant_status(&self, id: &TenantId, status: TenantStatus) -> StoreResult<bool>;
+    /// Quarantines (`Some(time)`) or releases (`None`) one key of the tenant; false
+    /// if the tenant has no such key.
+    async fn set_api_key_quarantine(
+        &self,
+        tenant: &TenantId,
+        key_id: &ApiKeyId,
+        at: Option<UnixMillis>,
+    ) -> StoreResult<bool>;
     /// Sets the tenant's compliance pack; false if the tenant does not exist.
     async fn set_tenant_policy(&self, id: &TenantId, policy: &PolicyName) -> StoreResult<bool>;
     /// Sets (or, with `None`, clears) the tenant's model allow-list; false if the

@@ -104,7 +104,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     secret_hash BLOB NOT NULL,
     created_at INTEGER NOT NULL,
     expires_at INTEGER,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    quarantined_at INTEGER
 ) STRICT;
 CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys (tenant_id);
 CREATE TABLE IF NOT EXISTS records (
@@ -398,6 +399,13 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if !has_models {
         conn.execute_batch("ALTER TABLE tenants ADD COLUMN models TEXT")?;
     }
+    // Key quarantine came with containment; NULL means "not quarantined".
+    let has_key_quarantine: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('api_keys') WHERE name = 'quarantined_at'")?
+        .exists([])?;
+    if !has_key_quarantine {
+        conn.execute_batch("ALTER TABLE api_keys ADD COLUMN quarantined_at INTEGER")?;
+    }
     Ok(())
 }
 const RECORD_COLUMNS: &str =
@@ -437,6 +445,10 @@ fn api_key_from_row(row: &Row<'_>) -> StoreResult<ApiKeyRow> {
             .map(UnixMillis),
         revoked_at: row
             .get::<_, Option<i64>>(5)
+            .map_err(backend)?
+            .map(UnixMillis),
+        quarantined_at: row
+            .get::<_, Option<i64>>(6)
             .map_err(backend)?
             .map(UnixMillis),
     })
@@ -830,7 +842,8 @@ impl Store for SqliteStore {
         self.read_point(move |conn| {
             Ok(collect(
                 conn,
-                "SELECT key_id, tenant_id, secret_hash, created_at, expires_at, revoked_at
+                "SELECT key_id, tenant_id, secret_hash, created_at, expires_at, revoked_at,
+                        quarantined_at
                  FROM api_keys WHERE key_id = ?1",
                 [key_id.as_str()],
                 api_key_from_row,
@@ -854,6 +867,25 @@ impl Store for SqliteStore {
                     "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3)
                      WHERE key_id = ?1 AND tenant_id = ?2",
                     params![key_id.as_str(), tenant.as_str(), at.0],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn set_api_key_quarantine(
+        &self,
+        tenant: &TenantId,
+        key_id: &ApiKeyId,
+        at: Option<UnixMillis>,
+    ) -> StoreResult<bool> {
+        let (tenant, key_id) = (tenant.clone(), key_id.clone());
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE api_keys SET quarantined_at = ?3 WHERE key_id = ?1 AND tenant_id = ?2",
+                    params![key_id.as_str(), tenant.as_str(), at.map(|t| t.0)],
                 )
                 .map_err(backend)?;
             Ok(n == 1)

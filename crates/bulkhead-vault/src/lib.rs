@@ -80,6 +80,10 @@ pub enum AuthError {
         "the tenant is quarantined; its data is intact but no request is served until an operator releases it"
     )]
     Quarantined,
+    #[error(
+        "this key is quarantined; the tenant's data is intact and no request with this key is served until an operator releases it"
+    )]
+    KeyQuarantined,
     #[error("the credential could not be checked right now")]
     Unavailable,
 }
@@ -588,6 +592,7 @@ impl Vault {
             created_at: now,
             expires_at,
             revoked_at: None,
+            quarantined_at: None,
         };
         self.store.insert_api_key(row).await?;
         let token = Zeroizing::new(format!("{key_id}.{}", secret_text.as_str()));
@@ -601,6 +606,26 @@ impl Vault {
     pub async fn revoke_api_key(&self, tenant: &TenantId, key_id: &ApiKeyId) -> VaultResult<()> {
         let now = self.clock.now();
         if self.store.revoke_api_key(tenant, key_id, now).await? {
+            Ok(())
+        } else {
+            Err(VaultError::NotFound)
+        }
+    }
+
+    /// Quarantines or releases one key of the tenant: while quarantined it is
+    /// refused (403) like a revoked key, but an operator can release it.
+    pub async fn set_key_quarantine(
+        &self,
+        tenant: &TenantId,
+        key_id: &ApiKeyId,
+        quarantined: bool,
+    ) -> VaultResult<()> {
+        let at = quarantined.then(|| self.clock.now());
+        if self
+            .store
+            .set_api_key_quarantine(tenant, key_id, at)
+            .await?
+        {
             Ok(())
         } else {
             Err(VaultError::NotFound)
@@ -648,6 +673,9 @@ impl Vault {
         }
         if row.expires_at.is_some_and(|t| t <= self.clock.now()) {
             return Err((AuthError::Expired, owner));
+        }
+        if row.quarantined_at.is_some() {
+            return Err((AuthError::KeyQuarantined, owner));
         }
         let tenant = self
             .store

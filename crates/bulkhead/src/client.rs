@@ -287,6 +287,7 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
 
 pub async fn key(conn: ConnArgs, command: KeyCommand) -> anyhow::Result<()> {
     let client = AdminClient::new(conn)?;
+    let quarantine = matches!(command, KeyCommand::Quarantine { .. });
     match command {
         KeyCommand::Issue {
             tenant_id,
@@ -328,6 +329,35 @@ pub async fn key(conn: ConnArgs, command: KeyCommand) -> anyhow::Result<()> {
                 println!("{}", json!({ "revoked": key_id }));
             } else {
                 println!("revoked {key_id}; it is refused from the next request on");
+            }
+        }
+        KeyCommand::Quarantine { tenant_id, key_id }
+        | KeyCommand::Release { tenant_id, key_id } => {
+            let method = if quarantine {
+                Method::POST
+            } else {
+                Method::DELETE
+            };
+            client
+                .call(
+                    method,
+                    &format!(
+                        "/tenants/{}/keys/{}/quarantine",
+                        segment(&tenant_id)?,
+                        segment(&key_id)?
+                    ),
+                    None,
+                )
+                .await?;
+            if client.json {
+                println!("{}", json!({ "key_id": key_id, "quarantined": quarantine }));
+            } else if quarantine {
+                println!(
+                    "quarantined {key_id}: it gets 403 from the next request on; undo with \
+                     `bulkhead key release {tenant_id} {key_id}`"
+                );
+            } else {
+                println!("released {key_id}; it works again");
             }
         }
     }

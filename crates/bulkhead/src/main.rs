@@ -213,6 +213,11 @@ enum KeyCommand {
     },
     /// Revoke an API key; it stops working on the next request.
     Revoke { tenant_id: String, key_id: String },
+    /// Quarantine one API key (403 from the next request) without revoking it;
+    /// the tenant's other keys keep working. Undo with `key release`.
+    Quarantine { tenant_id: String, key_id: String },
+    /// Release a quarantined API key.
+    Release { tenant_id: String, key_id: String },
 }
 
 #[derive(Debug, Subcommand)]
