@@ -115,6 +115,15 @@ impl std::fmt::Debug for KeyedHasher {
     }
 }
 
+/// HMAC-SHA256 under a key of any length, for signatures a third party checks
+/// with the shared secret as it is (webhook deliveries).
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(hmac::sign(&key, data).as_ref());
+    out
+}
+
 /// Constant-time equality for secrets compared directly (the admin token).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     constant_time::verify_slices_are_equal(a, b).is_ok()

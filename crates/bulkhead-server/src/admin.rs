@@ -143,6 +143,11 @@ fn checked_pack(
     Ok(())
 }
 
+/// `GET /admin/v1/alerts`: the most recent alerts, newest first.
+pub async fn alerts(_: Admin, State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "alerts": state.alerts.recent(1000) }))
+}
+
 /// `GET /admin/v1/policies`: the compliance packs tenants can choose.
 pub async fn policies(_: Admin, State(state): State<AppState>) -> Json<serde_json::Value> {
     let packs: Vec<&crate::packs::Pack> = state.packs.all().map(|p| &**p).collect();

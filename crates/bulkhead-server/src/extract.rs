@@ -52,12 +52,30 @@ impl FromRequestParts<AppState> for Admin {
             Err(e) => ("missing_credential", e),
         };
         state.metrics.auth_failure("admin");
+        auth_burst(state, &rid).await;
         // Every denied access is logged; the operator log holds the unattributable.
         let _ = Trail::new(state, "admin.auth", "anonymous".into(), &rid)
             .denied(refused.0)
             .record(LogId::Operator)
             .await;
         Err(refused.1)
+    }
+}
+
+/// Counts a refused credential toward the burst alert (credential stuffing, a
+/// leaked and revoked key still in use, a misconfigured client).
+async fn auth_burst(state: &AppState, rid: &RequestId) {
+    if state.alerts.auth_failure(state.vault.now().0) {
+        let alert = crate::alerts::new_alert(
+            "auth_failure_burst",
+            "warning",
+            None,
+            "refused credentials crossed the per-minute threshold; the operator and tenant logs name \
+             the keys involved. Check for a leaked or revoked key still in use, or credential guessing"
+                .into(),
+            state.vault.now().rfc3339(),
+        );
+        state.alerts.raise(state, rid, alert).await;
     }
 }
 
@@ -83,6 +101,7 @@ impl FromRequestParts<AppState> for Tenant {
             Ok(token) => token,
             Err(e) => {
                 state.metrics.auth_failure("tenant");
+                auth_burst(state, &rid).await;
                 let _ = Trail::new(state, "auth", "anonymous".into(), &rid)
                     .denied("missing_credential")
                     .record(LogId::Operator)
@@ -94,6 +113,7 @@ impl FromRequestParts<AppState> for Tenant {
             Ok(ctx) => Ok(Tenant(ctx)),
             Err((e, owner)) => {
                 state.metrics.auth_failure("tenant");
+                auth_burst(state, &rid).await;
                 let reason = match e {
                     AuthError::Invalid if owner.is_some() => Some("invalid_secret"),
                     AuthError::Invalid => Some("unknown_key"),

@@ -217,7 +217,22 @@ pub(crate) async fn report_leak(
     for (kind, n) in &type_counts(findings) {
         alert = alert.attr(&format!("found.{kind}"), Attr::Int(*n));
     }
-    alert.record(LogId::Operator).await
+    alert.record(LogId::Operator).await?;
+    let mut raised = crate::alerts::new_alert(
+        "cross_tenant_leak",
+        "critical",
+        Some(ctx.tenant()),
+        format!(
+            "an answer for this tenant carried data of {} other tenant(s) (canary or fingerprints) and was blocked; \
+             check the upstream model for shared caching or memorisation, and consider quarantining the key or tenant",
+            owners.len()
+        ),
+        state.vault.now().rfc3339(),
+    );
+    raised.related = owners.iter().map(ToString::to_string).collect();
+    raised.related.push(rid.0.clone());
+    state.alerts.raise(state, rid, raised).await;
+    Ok(())
 }
 
 /// `POST /v1/guard/scan`: the guard as a sidecar. The tenant is the key's.

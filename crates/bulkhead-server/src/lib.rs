@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+pub mod alerts;
 pub mod audit;
 mod documents;
 pub mod error;
@@ -66,6 +67,7 @@ pub struct AppState {
     pub gateway: Arc<gateway::GatewayState>,
     /// The compliance packs tenants choose from.
     pub packs: Arc<packs::Packs>,
+    pub alerts: Arc<alerts::Alerts>,
     pub metrics: Arc<Metrics>,
     pub limits: ServerLimits,
     /// SHA-256 of the admin token: comparing digests in constant time does not leak
@@ -85,6 +87,7 @@ impl AppState {
         Self {
             gateway: Arc::new(gateway::GatewayState::without_upstreams(&vault)),
             packs: Arc::new(packs::Packs::builtin()),
+            alerts: Arc::new(alerts::Alerts::new()),
             vault,
             audit,
             retrieval,
@@ -99,6 +102,14 @@ impl AppState {
     pub fn with_gateway(self, gateway: gateway::GatewayState) -> Self {
         Self {
             gateway: Arc::new(gateway),
+            ..self
+        }
+    }
+
+    /// The same state with these alert sinks.
+    pub fn with_alerts(self, alerts: alerts::Alerts) -> Self {
+        Self {
+            alerts: Arc::new(alerts),
             ..self
         }
     }
@@ -164,6 +175,7 @@ pub fn app(state: AppState) -> Router {
         .route("/tenants/{id}/models", put(admin::set_models))
         .route("/tenants/{id}/policy", put(admin::set_policy))
         .route("/policies", get(admin::policies))
+        .route("/alerts", get(admin::alerts))
         .route("/audit/public-key", get(audit::public_key))
         .route("/audit/logs", get(audit::logs))
         .route("/audit/checkpoint", get(audit::operator_checkpoint))

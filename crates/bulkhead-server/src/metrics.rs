@@ -54,6 +54,7 @@ pub struct Metrics {
     model_calls: Family<OutcomeLabels, Counter>,
     leaks_blocked: Counter,
     gateway_overhead: Histogram,
+    alerts_dropped: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -171,8 +172,15 @@ impl Metrics {
             "Time the gateway added to a model call (everything but waiting on the upstream)",
             gateway_overhead.clone(),
         );
+        let alerts_dropped = Counter::default();
+        registry.register(
+            "alerts_dropped",
+            "Alerts not delivered to the webhook because its queue was full (they are still logged)",
+            alerts_dropped.clone(),
+        );
         Self {
             registry,
+            alerts_dropped,
             model_calls,
             leaks_blocked,
             gateway_overhead,
@@ -200,6 +208,10 @@ impl Metrics {
             })
             .inc();
         self.gateway_overhead.observe(overhead.as_secs_f64());
+    }
+
+    pub fn alert_dropped(&self) {
+        self.alerts_dropped.inc();
     }
 
     pub fn leak_blocked(&self) {

@@ -155,6 +155,17 @@ pub struct ServeArgs {
     /// built-in `default`, `gdpr`, `hipaa`, `pci-dss` and `soc2`), validated at start.
     #[arg(long, env = "BULKHEAD_POLICY_PACKS_DIR")]
     pub policy_packs_dir: Option<PathBuf>,
+    /// URL that receives every alert as JSON (POST; up to 4 attempts; a bounded
+    /// queue that never slows requests).
+    #[arg(long, env = "BULKHEAD_ALERT_WEBHOOK_URL")]
+    pub alert_webhook_url: Option<String>,
+    /// Secret that signs webhook deliveries: header `x-bulkhead-signature:
+    /// sha256=<hex HMAC-SHA256(secret, body)>`.
+    #[arg(long, env = "BULKHEAD_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub alert_webhook_secret: Option<String>,
+    /// Refused credentials per minute that raise an `auth_failure_burst` alert [default: 20].
+    #[arg(long, env = "BULKHEAD_ALERT_AUTH_FAILURE_BURST")]
+    pub alert_auth_failure_burst: Option<u32>,
 }
 
 /// One `[[upstreams]]` table of the config file.
@@ -235,6 +246,9 @@ pub struct FileConfig {
     pub sweep_interval_secs: Option<u64>,
     pub sweep_batch_max: Option<u32>,
     pub policy_packs_dir: Option<PathBuf>,
+    pub alert_webhook_url: Option<String>,
+    pub alert_webhook_secret: Option<String>,
+    pub alert_auth_failure_burst: Option<u32>,
     /// The upstreams, as tables (file only: a list of tables has no flag spelling).
     #[serde(default)]
     pub upstreams: Vec<UpstreamFile>,
@@ -261,6 +275,7 @@ pub struct Settings {
     pub sweep_interval: Duration,
     pub sweep_batch_max: u32,
     pub policy_packs_dir: Option<PathBuf>,
+    pub alerts: bulkhead_server::alerts::AlertSettings,
 }
 
 /// The model gateway, validated.
@@ -401,6 +416,14 @@ impl ServeArgs {
             sweep_interval: Duration::from_secs(sweep_interval_secs),
             sweep_batch_max,
             policy_packs_dir: self.policy_packs_dir.or(file.policy_packs_dir),
+            alerts: bulkhead_server::alerts::AlertSettings {
+                webhook_url: self.alert_webhook_url.or(file.alert_webhook_url),
+                webhook_secret: self.alert_webhook_secret.or(file.alert_webhook_secret),
+                auth_failure_burst: self
+                    .alert_auth_failure_burst
+                    .or(file.alert_auth_failure_burst)
+                    .unwrap_or(20),
+            },
             server_name,
             audit_signing_key,
             audit_checkpoint_interval: Duration::from_secs(checkpoint_secs),
@@ -697,6 +720,8 @@ mod tests {
                     | "server_name"
                     | "audit_signing_key"
                     | "policy_packs_dir"
+                    | "alert_webhook_url"
+                    | "alert_webhook_secret"
                     | "embedder"
                     | "embedder_url"
                     | "embedder_model"

@@ -169,7 +169,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         },
     )
     .with_gateway(gateway)
-    .with_packs(packs);
+    .with_packs(packs)
+    .with_alerts(bulkhead_server::alerts::Alerts::with_settings(
+        settings.alerts.clone(),
+    ));
     drop(admin_token);
 
     for tenant in state.vault.tenants_needing_reseal(10_000).await? {

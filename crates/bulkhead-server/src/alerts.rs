@@ -1,0 +1,226 @@
+//! Alerts: boundary violations raised where they are detected, kept (bounded) for
+//! `GET /admin/v1/alerts`, written to the operator log, logged, and sent to a
+//! webhook signed with HMAC-SHA256.
+//!
+//! Raised today: `cross_tenant_leak` (an answer carried another tenant's canary or
+//! fingerprints; it was blocked) and `auth_failure_burst` (refused credentials past
+//! a threshold in a one-minute window). An alert carries ids, kinds and counts,
+//! never content. Must never: block a request on the webhook (its queue is bounded
+//! and a full queue drops with a warning and a metric).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bulkhead_audit::{Attr, Subject};
+use bulkhead_types::{LogId, TenantId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::AppState;
+use crate::audit::{RequestId, Trail};
+
+/// Alerts kept for the admin endpoint and the dashboard.
+const RECENT_MAX: usize = 1000;
+/// Webhook deliveries waiting at most.
+const QUEUE_MAX: usize = 1000;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Alert {
+    pub id: String,
+    /// `cross_tenant_leak`, `auth_failure_burst`.
+    pub kind: String,
+    /// `critical` or `warning`.
+    pub severity: String,
+    /// The tenant concerned, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub created_at: String,
+    /// What happened and what to do next, for a person; ids and counts only.
+    pub summary: String,
+    /// Related ids (owner tenants, request id).
+    #[serde(default)]
+    pub related: Vec<String>,
+}
+
+/// Where alerts go besides the log.
+#[derive(Debug, Clone, Default)]
+pub struct AlertSettings {
+    pub webhook_url: Option<String>,
+    /// Signs each delivery: header `x-bulkhead-signature: sha256=<hex HMAC of the body>`.
+    pub webhook_secret: Option<String>,
+    /// Refused credentials per minute that raise `auth_failure_burst`.
+    pub auth_failure_burst: u32,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    started_ms: i64,
+    count: u32,
+    raised: bool,
+}
+
+#[derive(Debug)]
+pub struct Alerts {
+    recent: Mutex<VecDeque<Alert>>,
+    webhook: Option<mpsc::Sender<Vec<u8>>>,
+    auth_failures: Mutex<Window>,
+    burst_threshold: u32,
+}
+
+impl Alerts {
+    /// Alerts with no webhook and the default burst threshold (tests).
+    pub fn new() -> Self {
+        Self::with_settings(AlertSettings {
+            auth_failure_burst: 20,
+            ..AlertSettings::default()
+        })
+    }
+
+    /// Starts the webhook sender when a URL is configured (needs a tokio runtime).
+    pub fn with_settings(settings: AlertSettings) -> Self {
+        let webhook = settings.webhook_url.map(|url| {
+            let (tx, rx) = mpsc::channel(QUEUE_MAX);
+            let secret = settings.webhook_secret.map(zeroize::Zeroizing::new);
+            tokio::spawn(deliver(url, secret, rx));
+            tx
+        });
+        Self {
+            recent: Mutex::new(VecDeque::new()),
+            webhook,
+            auth_failures: Mutex::new(Window::default()),
+            burst_threshold: settings.auth_failure_burst.max(1),
+        }
+    }
+
+    /// The most recent alerts, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<Alert> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().rev().take(limit).cloned().collect()
+    }
+
+    /// Raises an alert: kept, logged, in the operator log, sent to the webhook.
+    pub async fn raise(&self, state: &AppState, rid: &RequestId, alert: Alert) {
+        tracing::warn!(alert = %alert.id, kind = %alert.kind, severity = %alert.severity,
+            tenant = ?alert.tenant, "ALERT: {}", alert.summary);
+        let mut trail = Trail::new(state, "alert", "system:alerts".into(), rid)
+            .subject(Subject::new("alert", &*alert.id))
+            .attr("alert_kind", Attr::Text(alert.kind.clone()))
+            .attr("severity", Attr::Text(alert.severity.clone()));
+        if let Some(t) = alert
+            .tenant
+            .as_deref()
+            .and_then(|t| TenantId::parse(t).ok())
+        {
+            trail = trail.about_tenant(&t);
+        }
+        if let Err(e) = trail.record(LogId::Operator).await {
+            tracing::error!(alert = %alert.id, error = %e.detail, "an alert could not be written to the operator log");
+        }
+        if let Some(tx) = &self.webhook {
+            let body = serde_json::to_vec(&alert).unwrap_or_default();
+            if tx.try_send(body).is_err() {
+                state.metrics.alert_dropped();
+                tracing::warn!(alert = %alert.id, "the alert webhook queue is full; this alert was not delivered (it is in the log and at /admin/v1/alerts)");
+            }
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT_MAX {
+            recent.pop_front();
+        }
+        recent.push_back(alert);
+    }
+
+    /// Counts a refused credential; returns true when this one crosses the burst
+    /// threshold of the current one-minute window (raised once per window).
+    pub fn auth_failure(&self, now_ms: i64) -> bool {
+        let mut w = self.auth_failures.lock().unwrap_or_else(|p| p.into_inner());
+        if now_ms - w.started_ms >= 60_000 {
+            *w = Window {
+                started_ms: now_ms,
+                ..Window::default()
+            };
+        }
+        w.count += 1;
+        if w.count >= self.burst_threshold && !w.raised {
+            w.raised = true;
+            return true;
+        }
+        false
+    }
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn new_alert(
+    kind: &str,
+    severity: &str,
+    tenant: Option<&TenantId>,
+    summary: String,
+    now: String,
+) -> Alert {
+    let bytes: [u8; 12] = bulkhead_crypto::random_array().unwrap_or([0; 12]);
+    Alert {
+        id: format!("al_{}", bulkhead_types::hex_lower(&bytes)),
+        kind: kind.into(),
+        severity: severity.into(),
+        tenant: tenant.map(ToString::to_string),
+        created_at: now,
+        summary,
+        related: Vec::new(),
+    }
+}
+
+/// Sends queued alerts to the webhook, each with up to four attempts (1, 2, 4 s
+/// apart); a delivery that still fails is logged and dropped.
+async fn deliver(
+    url: String,
+    secret: Option<zeroize::Zeroizing<String>>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "the alert webhook client could not be built; alerts go to the log only");
+            return;
+        }
+    };
+    while let Some(body) = rx.recv().await {
+        let signature = secret.as_ref().map(|s| {
+            let mac = bulkhead_crypto::hmac_sha256(s.as_bytes(), &body);
+            format!("sha256={}", bulkhead_types::hex_lower(&mac))
+        });
+        let mut delay = Duration::from_secs(1);
+        for attempt in 1..=4 {
+            let mut req = client
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            if let Some(sig) = &signature {
+                req = req.header("x-bulkhead-signature", sig);
+            }
+            match req.send().await {
+                Ok(r) if r.status().is_success() => break,
+                outcome => {
+                    let why = match outcome {
+                        Ok(r) => format!("HTTP {}", r.status()),
+                        Err(e) => e.to_string(),
+                    };
+                    if attempt == 4 {
+                        tracing::warn!(error = %why, "alert webhook delivery failed 4 times; dropped (the alert is in the log)");
+                    } else {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                }
+            }
+        }
+    }
+}

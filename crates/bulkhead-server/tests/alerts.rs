@@ -1,0 +1,138 @@
+//! Alerts: a blocked cross-tenant leak and a burst of refused credentials raise
+//! alerts that the operator reads at `/admin/v1/alerts`, that land in the operator
+//! log, and that a webhook receives signed (retried after a failure).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use bulkhead_server::alerts::{AlertSettings, Alerts};
+use bulkhead_types::TenantId;
+use common::{ADMIN, Api};
+use serde_json::{Value, json};
+
+async fn alerts(api: &Api) -> Vec<Value> {
+    api.call("GET", "/admin/v1/alerts", Some(ADMIN), None)
+        .await
+        .json()["alerts"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Deliveries a receiver accepted: headers and body.
+type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
+
+/// A webhook receiver that fails its first delivery and records the rest.
+async fn receiver() -> (String, Received) {
+    let got: Received = Arc::default();
+    let calls = Arc::new(Mutex::new(0u32));
+    let (g, c) = (Arc::clone(&got), Arc::clone(&calls));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let (g, c) = (Arc::clone(&g), Arc::clone(&c));
+            async move {
+                let mut n = c.lock().unwrap();
+                *n += 1;
+                if *n == 1 {
+                    return StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                g.lock().unwrap().push((headers, body.to_vec()));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), got)
+}
+
+#[tokio::test]
+async fn a_blocked_leak_raises_a_signed_alert_and_bursts_of_bad_keys_raise_one() {
+    let (url, got) = receiver().await;
+    let mut api = Api::new().await;
+    api.state = api
+        .state
+        .clone()
+        .with_alerts(Alerts::with_settings(AlertSettings {
+            webhook_url: Some(url),
+            webhook_secret: Some("hook-secret".into()),
+            auth_failure_burst: 5,
+        }));
+    let (a, _key_a) = api.tenant_with_key("Acme").await;
+    let (b, key_b) = api.tenant_with_key("Globex").await;
+    assert!(alerts(&api).await.is_empty());
+
+    // B receives a text carrying A's canary: blocked, and an alert is raised.
+    let canary_a = api
+        .state
+        .guard
+        .guard
+        .canaries(&TenantId::parse(&a).unwrap())
+        .remove(0);
+    let scan = api
+        .call(
+            "POST",
+            "/v1/guard/scan",
+            Some(&key_b),
+            Some(json!({"text": format!("here: {canary_a}")})),
+        )
+        .await;
+    assert_eq!(scan.json()["verdict"], "blocked");
+    let raised = alerts(&api).await;
+    assert_eq!(raised.len(), 1);
+    assert_eq!(raised[0]["kind"], "cross_tenant_leak");
+    assert_eq!(raised[0]["severity"], "critical");
+    assert_eq!(raised[0]["tenant"], b.as_str());
+    assert!(raised[0]["related"].as_array().unwrap().contains(&json!(a)));
+    assert!(
+        !raised[0].to_string().contains(&canary_a),
+        "never the content"
+    );
+
+    // Ten refused credentials in one minute: one burst alert, not two.
+    for _ in 0..10 {
+        let r = api
+            .call(
+                "GET",
+                "/v1/documents",
+                Some("bhk_0000000000000000.nope"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let kinds: Vec<String> = alerts(&api)
+        .await
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["auth_failure_burst", "cross_tenant_leak"],
+        "newest first"
+    );
+    // Both are in the operator log.
+    assert_eq!(api.events("/admin/v1/audit", ADMIN, "alert").await.len(), 2);
+
+    // The webhook got both, signed, the first after a retry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while got.lock().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "webhook never received both alerts"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (headers, body) in got.lock().unwrap().iter() {
+        let mac = bulkhead_crypto::hmac_sha256(b"hook-secret", body);
+        let want = format!("sha256={}", bulkhead_types::hex_lower(&mac));
+        assert_eq!(headers["x-bulkhead-signature"], want.as_str());
+        let alert: Value = serde_json::from_slice(body).unwrap();
+        assert!(alert["id"].as_str().unwrap().starts_with("al_"));
+    }
+}
