@@ -30,7 +30,7 @@ use serde_json::json;
 // The same real-process harness the end-to-end tests use.
 #[path = "../tests/support/mod.rs"]
 mod support;
-use support::{ADMIN_TOKEN, Server, expect_json, string_field};
+use support::Server;
 
 const COMMAND: &str = "cargo bench -p bulkhead --bench ingest";
 /// At least 32 characters, as the server requires of an admin token.
@@ -141,7 +141,11 @@ async fn run(label: &'static str, extra_env: &[(&str, &str)], docs: usize) -> Ru
 
     let mut keys = Vec::with_capacity(TENANTS);
     for index in 0..TENANTS {
-        keys.push(create_tenant_key(&client, &server.base_url, index).await);
+        keys.push(
+            support::tenant_with_key(&client, &server.base_url, &format!("bench-{index}"))
+                .await
+                .1,
+        );
     }
     let keys = Arc::new(keys);
 
@@ -245,29 +249,6 @@ fn document_text(id: &str) -> String {
     }
     text.truncate(DOC_BYTES);
     text
-}
-
-async fn create_tenant_key(client: &Client, base_url: &str, index: usize) -> String {
-    let tenant = expect_json(
-        client
-            .post(format!("{base_url}/admin/v1/tenants"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({ "name": format!("bench-{index}") })),
-        StatusCode::CREATED,
-        "create a tenant",
-    )
-    .await;
-    let id = string_field(&tenant, "id");
-    let key = expect_json(
-        client
-            .post(format!("{base_url}/admin/v1/tenants/{id}/keys"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({})),
-        StatusCode::CREATED,
-        "create a tenant key",
-    )
-    .await;
-    string_field(&key, "key")
 }
 
 /// What `nproc` prints, or the standard library's view when it is missing.

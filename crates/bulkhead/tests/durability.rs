@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, Server, expect_json, lock, string_field};
+use support::{Server, expect_json, lock, string_field};
 
 const TENANTS: usize = 4;
 const WRITERS: usize = 16;
@@ -80,7 +80,10 @@ async fn ingest_then_stop_then_verify(stop: Stop) {
     let mut server = Server::start(data_dir.path()).await;
     let mut tenants = Vec::with_capacity(TENANTS);
     for index in 0..TENANTS {
-        tenants.push(create_tenant_with_key(&client, &server.base_url, index).await);
+        let (id, key) =
+            support::tenant_with_key(&client, &server.base_url, &format!("durability-{index}"))
+                .await;
+        tenants.push(Tenant { id, key });
     }
     let tenants = Arc::new(tenants);
 
@@ -311,32 +314,6 @@ struct Acked {
     tenant: usize,
     id: String,
     text: String,
-}
-
-async fn create_tenant_with_key(client: &Client, base_url: &str, index: usize) -> Tenant {
-    let tenant = expect_json(
-        client
-            .post(format!("{base_url}/admin/v1/tenants"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({ "name": format!("durability-{index}") })),
-        StatusCode::CREATED,
-        "create a tenant",
-    )
-    .await;
-    let id = string_field(&tenant, "id");
-    let key = expect_json(
-        client
-            .post(format!("{base_url}/admin/v1/tenants/{id}/keys"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({})),
-        StatusCode::CREATED,
-        "create a tenant key",
-    )
-    .await;
-    Tenant {
-        key: string_field(&key, "key"),
-        id,
-    }
 }
 
 struct Writer {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::{Client, StatusCode};
 use serde_json::json;
-use support::{ADMIN_TOKEN, Server, expect_json, string_field};
+use support::{Server, expect_json, string_field};
 
 /// The SDK under test, pinned exactly so that a new release cannot change the
 /// result of an old commit. The newest 2.x on PyPI when this was written
@@ -74,8 +74,8 @@ async fn the_official_openai_python_sdk_works_through_the_gateway() {
         .timeout(REQUEST_TIMEOUT)
         .build()
         .expect("build the HTTP client");
-    let key_a = create_tenant_with_key(&client, &server.base_url, "sdk-acme").await;
-    let key_b = create_tenant_with_key(&client, &server.base_url, "sdk-globex").await;
+    let (_, key_a) = support::tenant_with_key(&client, &server.base_url, "sdk-acme").await;
+    let (_, key_b) = support::tenant_with_key(&client, &server.base_url, "sdk-globex").await;
     expect_json(
         client
             .post(format!("{}/v1/documents", server.base_url))
@@ -135,29 +135,6 @@ async fn the_official_openai_python_sdk_works_through_the_gateway() {
         finished.describe(),
         server.log_tail()
     );
-}
-
-async fn create_tenant_with_key(client: &Client, base_url: &str, name: &str) -> String {
-    let tenant = expect_json(
-        client
-            .post(format!("{base_url}/admin/v1/tenants"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({ "name": name })),
-        StatusCode::CREATED,
-        "create a tenant",
-    )
-    .await;
-    let id = string_field(&tenant, "id");
-    let key = expect_json(
-        client
-            .post(format!("{base_url}/admin/v1/tenants/{id}/keys"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({})),
-        StatusCode::CREATED,
-        "create a tenant key",
-    )
-    .await;
-    string_field(&key, "key")
 }
 
 /// A virtualenv under `root` with exactly `OPENAI_VERSION` installed, made once

@@ -194,3 +194,32 @@ pub fn string_field(value: &Value, field: &str) -> String {
         .unwrap_or_else(|| panic!("expected a string field {field:?} in {value}"))
         .to_owned()
 }
+
+/// Creates a tenant named `name` through the admin API and issues it a key;
+/// returns (tenant id, API key).
+pub async fn tenant_with_key(
+    client: &reqwest::Client,
+    base_url: &str,
+    name: &str,
+) -> (String, String) {
+    let tenant = expect_json(
+        client
+            .post(format!("{base_url}/admin/v1/tenants"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "name": name })),
+        StatusCode::CREATED,
+        "create a tenant",
+    )
+    .await;
+    let id = string_field(&tenant, "id");
+    let key = expect_json(
+        client
+            .post(format!("{base_url}/admin/v1/tenants/{id}/keys"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({})),
+        StatusCode::CREATED,
+        "create a tenant key",
+    )
+    .await;
+    (id, string_field(&key, "key"))
+}
