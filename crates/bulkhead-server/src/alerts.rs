@@ -51,6 +51,23 @@ pub struct AlertSettings {
     pub webhook_secret: Option<String>,
     /// Refused credentials per minute that raise `auth_failure_burst`.
     pub auth_failure_burst: u32,
+    /// What a confirmed leak (a blocked answer carrying another tenant's data)
+    /// quarantines at once, besides the alert.
+    pub contain_on_leak: Containment,
+}
+
+/// Automatic containment on a confirmed leak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Containment {
+    /// Alert only; an operator decides.
+    #[default]
+    Off,
+    /// Quarantine the key that received the leaked text (its tenant's other keys
+    /// keep working): stops a client that is extracting, or a model call path
+    /// that regurgitates, without taking the tenant down.
+    Key,
+    /// Quarantine the whole receiving tenant.
+    Tenant,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +83,7 @@ pub struct Alerts {
     webhook: Option<mpsc::Sender<Vec<u8>>>,
     auth_failures: Mutex<Window>,
     burst_threshold: u32,
+    pub contain_on_leak: Containment,
 }
 
 impl Alerts {
@@ -90,6 +108,7 @@ impl Alerts {
             webhook,
             auth_failures: Mutex::new(Window::default()),
             burst_threshold: settings.auth_failure_burst.max(1),
+            contain_on_leak: settings.contain_on_leak,
         }
     }
 

@@ -232,7 +232,39 @@ pub(crate) async fn report_leak(
     raised.related = owners.iter().map(ToString::to_string).collect();
     raised.related.push(rid.0.clone());
     state.alerts.raise(state, rid, raised).await;
-    Ok(())
+    contain(state, ctx, rid).await
+}
+
+/// Automatic containment after a confirmed leak, as configured: the receiving key
+/// or tenant is quarantined at once (the answer was already blocked), logged in the
+/// operator's and the tenant's logs as done by the system.
+async fn contain(state: &AppState, ctx: &TenantCtx, rid: &RequestId) -> ApiResult<()> {
+    use crate::alerts::Containment;
+    let (kind, subject) = match state.alerts.contain_on_leak {
+        Containment::Off => return Ok(()),
+        Containment::Key => {
+            state
+                .vault
+                .set_key_quarantine(ctx.tenant(), ctx.key_id(), true)
+                .await?;
+            ("key.quarantine", Subject::new("key", ctx.key_id().as_str()))
+        }
+        Containment::Tenant => {
+            state.vault.set_quarantine(ctx.tenant(), true).await?;
+            state.retrieval.forget(ctx.tenant());
+            (
+                "tenant.quarantine",
+                Subject::new("tenant", ctx.tenant().as_str()),
+            )
+        }
+    };
+    tracing::warn!(tenant = %ctx.tenant(), key_id = %ctx.key_id(), action = kind,
+        "automatic containment after a blocked leak; release it with `bulkhead key release` or `bulkhead tenant release` once investigated");
+    Trail::new(state, kind, "system:containment".into(), rid)
+        .subject(subject)
+        .attr("reason", Attr::Text("cross_tenant_leak".into()))
+        .record_admin(Some(ctx.tenant()))
+        .await
 }
 
 /// `POST /v1/guard/scan`: the guard as a sidecar. The tenant is the key's.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use bulkhead_server::alerts::{AlertSettings, Alerts};
+use bulkhead_server::alerts::{AlertSettings, Alerts, Containment};
 use bulkhead_types::TenantId;
 use common::{ADMIN, Api};
 use serde_json::{Value, json};
@@ -62,6 +62,7 @@ async fn a_blocked_leak_raises_a_signed_alert_and_bursts_of_bad_keys_raise_one()
             webhook_url: Some(url),
             webhook_secret: Some("hook-secret".into()),
             auth_failure_burst: 5,
+            ..AlertSettings::default()
         }));
     let (a, _key_a) = api.tenant_with_key("Acme").await;
     let (b, key_b) = api.tenant_with_key("Globex").await;
@@ -135,4 +136,67 @@ async fn a_blocked_leak_raises_a_signed_alert_and_bursts_of_bad_keys_raise_one()
         let alert: Value = serde_json::from_slice(body).unwrap();
         assert!(alert["id"].as_str().unwrap().starts_with("al_"));
     }
+}
+
+/// With `contain_on_leak = key`, the key that received a leaked text is
+/// quarantined at once (its sibling keeps working), and the system's action is in
+/// both logs.
+#[tokio::test]
+async fn a_confirmed_leak_quarantines_the_receiving_key_when_configured() {
+    let mut api = Api::new().await;
+    api.state = api
+        .state
+        .clone()
+        .with_alerts(Alerts::with_settings(AlertSettings {
+            auth_failure_burst: 20,
+            contain_on_leak: Containment::Key,
+            ..AlertSettings::default()
+        }));
+    let (a, _key_a) = api.tenant_with_key("Acme").await;
+    let (b, key_b) = api.tenant_with_key("Globex").await;
+    let sibling = api
+        .call(
+            "POST",
+            &format!("/admin/v1/tenants/{b}/keys"),
+            Some(ADMIN),
+            None,
+        )
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let canary_a = api
+        .state
+        .guard
+        .guard
+        .canaries(&TenantId::parse(&a).unwrap())
+        .remove(0);
+    let scan = api
+        .call(
+            "POST",
+            "/v1/guard/scan",
+            Some(&key_b),
+            Some(json!({"text": format!("here: {canary_a}")})),
+        )
+        .await;
+    assert_eq!(scan.json()["verdict"], "blocked");
+    let next = api.call("GET", "/v1/documents", Some(&key_b), None).await;
+    assert_eq!(
+        next.status,
+        StatusCode::FORBIDDEN,
+        "the receiving key is contained"
+    );
+    let other = api.call("GET", "/v1/documents", Some(&sibling), None).await;
+    assert_eq!(other.status, StatusCode::OK, "the tenant is not taken down");
+    let done = api.events("/admin/v1/audit", ADMIN, "key.quarantine").await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["actor"], "system:containment");
+    assert_eq!(
+        api.events("/v1/audit", &sibling, "key.quarantine")
+            .await
+            .len(),
+        1,
+        "the tenant's own log shows it too"
+    );
 }

@@ -166,6 +166,10 @@ pub struct ServeArgs {
     /// Refused credentials per minute that raise an `auth_failure_burst` alert [default: 20].
     #[arg(long, env = "BULKHEAD_ALERT_AUTH_FAILURE_BURST")]
     pub alert_auth_failure_burst: Option<u32>,
+    /// What a blocked cross-tenant leak quarantines at once: `off` (alert only),
+    /// `key` (the key that received it) or `tenant` (its whole tenant) [default: off].
+    #[arg(long, env = "BULKHEAD_CONTAIN_ON_LEAK")]
+    pub contain_on_leak: Option<String>,
 }
 
 /// One `[[upstreams]]` table of the config file.
@@ -249,6 +253,7 @@ pub struct FileConfig {
     pub alert_webhook_url: Option<String>,
     pub alert_webhook_secret: Option<String>,
     pub alert_auth_failure_burst: Option<u32>,
+    pub contain_on_leak: Option<String>,
     /// The upstreams, as tables (file only: a list of tables has no flag spelling).
     #[serde(default)]
     pub upstreams: Vec<UpstreamFile>,
@@ -410,6 +415,16 @@ impl ServeArgs {
         if sweep_interval_secs == 0 || sweep_batch_max == 0 {
             bail!("sweep_interval_secs and sweep_batch_max must be at least 1");
         }
+        let contain_on_leak = match self
+            .contain_on_leak
+            .as_deref()
+            .or(file.contain_on_leak.as_deref())
+        {
+            None | Some("off") => bulkhead_server::alerts::Containment::Off,
+            Some("key") => bulkhead_server::alerts::Containment::Key,
+            Some("tenant") => bulkhead_server::alerts::Containment::Tenant,
+            Some(other) => bail!("contain_on_leak must be off, key or tenant, not {other:?}"),
+        };
         Ok(Settings {
             retrieval,
             gateway,
@@ -423,6 +438,7 @@ impl ServeArgs {
                     .alert_auth_failure_burst
                     .or(file.alert_auth_failure_burst)
                     .unwrap_or(20),
+                contain_on_leak,
             },
             server_name,
             audit_signing_key,
@@ -722,6 +738,7 @@ mod tests {
                     | "policy_packs_dir"
                     | "alert_webhook_url"
                     | "alert_webhook_secret"
+                    | "contain_on_leak"
                     | "embedder"
                     | "embedder_url"
                     | "embedder_model"
