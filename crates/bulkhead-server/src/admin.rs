@@ -239,6 +239,113 @@ pub async fn show_tenant(
     Ok(Json(TenantResponse::from(&tenant)))
 }
 
+/// The largest export answered in one response.
+const EXPORT_BYTES_MAX: usize = 256 << 20;
+
+/// `GET /admin/v1/tenants/{id}/export`: everything the tenant has stored, opened —
+/// documents, sessions with their messages, decision traces — for a data
+/// subject's access or portability request (GDPR Art. 15 and 20). The operator
+/// sees the tenant's content here, so the export is logged in both logs with
+/// counts.
+pub async fn export_tenant(
+    _: Admin,
+    State(state): State<AppState>,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    use bulkhead_types::RecordKind;
+    const KIND: &str = "tenant.export";
+    let id = known_tenant(&state, &rid, KIND, &id).await?;
+    let tenant = match state.vault.tenant(&id).await {
+        Ok(t) => t,
+        Err(e) => return Err(refused(&state, &rid, KIND, Some(&id), e).await),
+    };
+    let as_json = |bytes: &[u8]| -> serde_json::Value {
+        serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null)
+    };
+    let documents: Vec<serde_json::Value> = state
+        .vault
+        .documents_of(&id)
+        .await?
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "id": d.id.as_str(), "text": &*d.text, "metadata": d.metadata,
+                "created_at": rfc3339(d.created_at), "expires_at": d.expires_at.map(rfc3339),
+            })
+        })
+        .collect();
+    let messages = state
+        .vault
+        .export_records(&id, RecordKind::SESSION_MESSAGE)
+        .await?;
+    let sessions: Vec<serde_json::Value> = state
+        .vault
+        .export_records(&id, RecordKind::SESSION)
+        .await?
+        .iter()
+        .map(|s| {
+            let prefix = format!("{}#", s.record_id);
+            let turns: Vec<serde_json::Value> = messages
+                .iter()
+                .filter(|m| m.record_id.starts_with(&prefix))
+                .map(|m| as_json(m.body.as_slice()))
+                .collect();
+            serde_json::json!({
+                "id": s.record_id, "created_at": rfc3339(s.created_at),
+                "expires_at": s.expires_at.map(rfc3339), "messages": turns,
+            })
+        })
+        .collect();
+    let traces: Vec<serde_json::Value> = state
+        .vault
+        .export_records(&id, RecordKind::TRACE)
+        .await?
+        .iter()
+        .map(|t| as_json(t.body.as_slice())["trace"].clone())
+        .collect();
+    let body = serde_json::json!({
+        "tenant": TenantResponse::from(&tenant),
+        "exported_at": rfc3339(state.vault.now()),
+        "documents": documents,
+        "sessions": sessions,
+        "traces": traces,
+    });
+    let bytes =
+        zeroize::Zeroizing::new(serde_json::to_vec(&body).map_err(|_| ApiError::internal())?);
+    if bytes.len() > EXPORT_BYTES_MAX {
+        return Err(ApiError::new(
+            ProblemKind::PayloadTooLarge,
+            format!(
+                "the tenant's data exceeds {EXPORT_BYTES_MAX} bytes, more than one export response carries"
+            ),
+        ));
+    }
+    Trail::admin(&state, KIND, &rid)
+        .subject(Subject::new("tenant", id.as_str()))
+        .attr(
+            "documents",
+            Attr::Int(body["documents"].as_array().map_or(0, Vec::len) as i64),
+        )
+        .attr(
+            "sessions",
+            Attr::Int(body["sessions"].as_array().map_or(0, Vec::len) as i64),
+        )
+        .attr(
+            "traces",
+            Attr::Int(body["traces"].as_array().map_or(0, Vec::len) as i64),
+        )
+        .attr("bytes", Attr::Int(bytes.len() as i64))
+        .record_admin(Some(&id))
+        .await?;
+    tracing::info!(tenant = %id, bytes = bytes.len(), "tenant data exported for a data-subject request");
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes.to_vec(),
+    )
+        .into_response())
+}
+
 pub async fn erase_tenant(
     _: Admin,
     State(state): State<AppState>,

@@ -174,6 +174,7 @@ pub fn app(state: AppState) -> Router {
         .route("/tenants/{id}/rotate-key", post(admin::rotate_key))
         .route("/tenants/{id}/models", put(admin::set_models))
         .route("/tenants/{id}/policy", put(admin::set_policy))
+        .route("/tenants/{id}/export", get(admin::export_tenant))
         .route("/policies", get(admin::policies))
         .route("/alerts", get(admin::alerts))
         .route("/audit/public-key", get(audit::public_key))

@@ -546,3 +546,79 @@ async fn one_key_is_quarantined_and_released_while_its_siblings_work() {
         assert!(log.contains(kind), "{kind} in the tenant's log");
     }
 }
+
+/// A data subject's export: everything the tenant stored, opened, and the export
+/// itself in both audit logs. An unknown tenant is a 404.
+#[tokio::test]
+async fn a_tenant_export_holds_its_data_and_is_logged() {
+    let api = Api::new().await;
+    let (tenant, key) = api.tenant_with_key("Acme").await;
+    let (_other, other_key) = api.tenant_with_key("Globex").await;
+    for (k, text) in [
+        (&key, "Acme's own words"),
+        (&other_key, "Globex's own words"),
+    ] {
+        let r = api
+            .call(
+                "POST",
+                "/v1/documents",
+                Some(k),
+                Some(json!({ "text": text })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let session = api
+        .call("POST", "/v1/sessions", Some(&key), None)
+        .await
+        .json();
+    let export = api
+        .call(
+            "GET",
+            &format!("/admin/v1/tenants/{tenant}/export"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(export.status, StatusCode::OK);
+    let body = export.json();
+    assert_eq!(body["tenant"]["id"], tenant.as_str());
+    assert_eq!(body["documents"][0]["text"], "Acme's own words");
+    assert_eq!(
+        body["documents"].as_array().unwrap().len(),
+        1,
+        "its own only"
+    );
+    assert_eq!(body["sessions"][0]["id"], session["id"]);
+    assert!(!export.body.windows(6).any(|w| w == b"Globex"));
+    let missing = api
+        .call(
+            "GET",
+            "/admin/v1/tenants/tn_000000000000000000000000/export",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_problem(&missing, StatusCode::NOT_FOUND, "unknown tenant");
+    let refused = api
+        .call(
+            "GET",
+            &format!("/admin/v1/tenants/{tenant}/export"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_problem(&refused, StatusCode::UNAUTHORIZED, "a tenant key");
+    // The export, and the refused one for the unknown tenant, are both logged.
+    let outcomes: Vec<String> = api
+        .events("/admin/v1/audit", ADMIN, "tenant.export")
+        .await
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(outcomes, ["allowed", "denied"]);
+    assert_eq!(
+        api.events("/v1/audit", &key, "tenant.export").await.len(),
+        1
+    );
+}

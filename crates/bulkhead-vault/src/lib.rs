@@ -1085,6 +1085,21 @@ impl Vault {
         Ok(out)
     }
 
+    /// Every unexpired record of one kind of the tenant, opened, in insertion
+    /// order: the operator's data-subject export (GDPR Art. 15/20). The caller
+    /// bounds the total size and logs the export.
+    pub async fn export_records(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+    ) -> VaultResult<Vec<OpenedRecord>> {
+        let mut out = Vec::new();
+        for row in self.all_records(tenant, kind).await? {
+            out.push(self.open_opened(tenant, kind, row).await?);
+        }
+        Ok(out)
+    }
+
     async fn all_records(
         &self,
         tenant: &TenantId,

@@ -191,6 +191,26 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
                 }
             });
         }
+        TenantCommand::Export { tenant_id, out } => {
+            let data = client
+                .call(
+                    Method::GET,
+                    &format!("/tenants/{}/export", segment(&tenant_id)?),
+                    None,
+                )
+                .await?;
+            let bytes = serde_json::to_vec_pretty(&data)?;
+            bulkhead_crypto::write_secret_file(&out, &bytes)
+                .with_context(|| format!("write {}", out.display()))?;
+            let count = |k: &str| data[k].as_array().map_or(0, Vec::len);
+            println!(
+                "exported {} documents, {} sessions and {} traces of {tenant_id} to {} (0600; it holds the tenant's content)",
+                count("documents"),
+                count("sessions"),
+                count("traces"),
+                out.display()
+            );
+        }
         TenantCommand::Policy { tenant_id, policy } => {
             let t = client
                 .call(

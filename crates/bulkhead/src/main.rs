@@ -158,6 +158,16 @@ enum TenantCommand {
         #[arg(long, value_delimiter = ',')]
         models: Option<Vec<String>>,
     },
+    /// Export everything a tenant has stored (documents, sessions, traces), opened,
+    /// for a data subject's access or portability request. Logged in both audit logs.
+    ///
+    /// Example: bulkhead tenant export tn_… --out acme-export.json
+    Export {
+        tenant_id: String,
+        /// File to write (created 0600: it holds the tenant's content).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Move a tenant to another compliance pack (default, gdpr, hipaa, pci-dss, soc2
     /// or an operator's own): an audited change that applies from the next request.
     ///
