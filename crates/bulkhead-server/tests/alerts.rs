@@ -22,6 +22,27 @@ async fn alerts(api: &Api) -> Vec<Value> {
         .clone()
 }
 
+/// Has the guard scan, for the key `to`, a text carrying tenant `from`'s canary
+/// (a model regurgitating it); asserts the block and returns the canary.
+async fn leak_canary(api: &Api, from: &str, to: &str) -> String {
+    let canary = api
+        .state
+        .guard
+        .guard
+        .canaries(&TenantId::parse(from).unwrap())
+        .remove(0);
+    let scan = api
+        .call(
+            "POST",
+            "/v1/guard/scan",
+            Some(to),
+            Some(json!({"text": format!("here: {canary}")})),
+        )
+        .await;
+    assert_eq!(scan.json()["verdict"], "blocked");
+    canary
+}
+
 /// Deliveries a receiver accepted: headers and body.
 type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
 
@@ -69,21 +90,7 @@ async fn a_blocked_leak_raises_a_signed_alert_and_bursts_of_bad_keys_raise_one()
     assert!(alerts(&api).await.is_empty());
 
     // B receives a text carrying A's canary: blocked, and an alert is raised.
-    let canary_a = api
-        .state
-        .guard
-        .guard
-        .canaries(&TenantId::parse(&a).unwrap())
-        .remove(0);
-    let scan = api
-        .call(
-            "POST",
-            "/v1/guard/scan",
-            Some(&key_b),
-            Some(json!({"text": format!("here: {canary_a}")})),
-        )
-        .await;
-    assert_eq!(scan.json()["verdict"], "blocked");
+    let canary_a = leak_canary(&api, &a, &key_b).await;
     let raised = alerts(&api).await;
     assert_eq!(raised.len(), 1);
     assert_eq!(raised[0]["kind"], "cross_tenant_leak");
@@ -166,21 +173,7 @@ async fn a_confirmed_leak_quarantines_the_receiving_key_when_configured() {
         .as_str()
         .unwrap()
         .to_owned();
-    let canary_a = api
-        .state
-        .guard
-        .guard
-        .canaries(&TenantId::parse(&a).unwrap())
-        .remove(0);
-    let scan = api
-        .call(
-            "POST",
-            "/v1/guard/scan",
-            Some(&key_b),
-            Some(json!({"text": format!("here: {canary_a}")})),
-        )
-        .await;
-    assert_eq!(scan.json()["verdict"], "blocked");
+    leak_canary(&api, &a, &key_b).await;
     let next = api.call("GET", "/v1/documents", Some(&key_b), None).await;
     assert_eq!(
         next.status,
