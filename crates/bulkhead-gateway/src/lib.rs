@@ -526,6 +526,22 @@ impl Gateway {
         Ok(response)
     }
 
+    /// Sends and reads the whole answer, every wait and the size bounded.
+    async fn fetch(
+        &self,
+        req: reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let response = self.send(req, deadline).await?;
+        read_body(
+            response,
+            self.timeouts.idle,
+            deadline,
+            self.answer_bytes_max,
+        )
+        .await
+    }
+
     /// A whole chat completion.
     pub async fn chat(
         &self,
@@ -537,14 +553,7 @@ impl Gateway {
         let Some(req) = self.request(route, tenant, "/chat/completions", body) else {
             return Ok(route.upstream.echo().complete(route.model, body));
         };
-        let response = self.send(req, deadline).await?;
-        let bytes = read_body(
-            response,
-            self.timeouts.idle,
-            deadline,
-            self.answer_bytes_max,
-        )
-        .await?;
+        let bytes = self.fetch(req, deadline).await?;
         parse_completion(&bytes)
     }
 
@@ -596,14 +605,7 @@ impl Gateway {
         let Some(req) = self.request(route, tenant, "/embeddings", &body) else {
             return Ok(echo::embeddings(route.model, request));
         };
-        let response = self.send(req, deadline).await?;
-        let bytes = read_body(
-            response,
-            self.timeouts.idle,
-            deadline,
-            self.answer_bytes_max,
-        )
-        .await?;
+        let bytes = self.fetch(req, deadline).await?;
         let value: Value =
             serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
         match value.get("data").and_then(Value::as_array) {

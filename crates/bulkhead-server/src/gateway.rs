@@ -257,7 +257,7 @@ async fn prepare<'a>(
         };
         state.metrics.model_call(&trace.outcome, overhead);
         let id = trace.id.clone();
-        if let Err(e) = commit_trace(state, ctx, rid, &trace).await {
+        if let Err(e) = commit_trace(state, ctx, rid, &trace, &pack).await {
             return Err(e.into_response());
         }
         let problem = ApiError::new(
@@ -429,19 +429,28 @@ pub async fn chat_completions(
 }
 
 /// Commits a trace as the settings say: awaited (durable before the caller goes
-/// on) or in the background (errors are logged; the answer has already left).
+/// on) or in the background (errors are logged; the answer has already left). It
+/// is kept as long as the tenant's pack says (or the server's `trace_ttl_secs`
+/// where the pack sets none).
 async fn commit_trace(
     state: &AppState,
     ctx: &TenantCtx,
     rid: &RequestId,
     trace: &Trace,
+    pack: &crate::packs::Pack,
 ) -> ApiResult<()> {
+    let ttl = pack
+        .retention
+        .trace_ttl_secs
+        .or(state.gateway.trace_ttl_secs);
     match state.gateway.trace_commit {
-        TraceCommit::Durable => commit_with_retention(state, ctx, rid, trace).await,
+        TraceCommit::Durable => traces::commit(state, ctx, rid, trace, ttl)
+            .await
+            .map(|_| ()),
         TraceCommit::Background => {
             let (state, ctx, rid, trace) = (state.clone(), ctx.clone(), rid.clone(), trace.clone());
             tokio::spawn(async move {
-                if let Err(e) = commit_with_retention(&state, &ctx, &rid, &trace).await {
+                if let Err(e) = traces::commit(&state, &ctx, &rid, &trace, ttl).await {
                     tracing::error!(trace = %trace.id, error = %e.detail,
                         "a decision trace could not be committed after its answer was sent; \
                          check the store, and consider trace_commit = \"durable\"");
@@ -452,34 +461,14 @@ async fn commit_trace(
     }
 }
 
-/// Commits a trace with the retention of the tenant's pack (or the server's
-/// `trace_ttl_secs` where the pack sets none).
-async fn commit_with_retention(
-    state: &AppState,
-    ctx: &TenantCtx,
-    rid: &RequestId,
-    trace: &Trace,
-) -> ApiResult<()> {
-    let tenant = state.vault.tenant(ctx.tenant()).await?;
-    let ttl = state
-        .packs
-        .for_tenant(&tenant.policy)
-        .retention
-        .trace_ttl_secs
-        .or(state.gateway.trace_ttl_secs);
-    traces::commit(state, ctx, rid, trace, ttl)
-        .await
-        .map(|_| ())
-}
-
 /// Records a failed upstream call and answers with a problem.
 async fn upstream_failed(
     state: &AppState,
     ctx: &TenantCtx,
     rid: &RequestId,
+    pack: &crate::packs::Pack,
     mut trace: Trace,
-    started: Instant,
-    upstream: Duration,
+    (started, upstream): (Instant, Duration),
     e: UpstreamError,
 ) -> Response {
     tracing::warn!(trace = %trace.id, upstream = %trace.upstream, error = %e, "model call failed at the upstream");
@@ -488,7 +477,7 @@ async fn upstream_failed(
     set_latency(&mut trace, started, upstream, None);
     let overhead = started.elapsed().saturating_sub(upstream);
     state.metrics.model_call(&trace.outcome, overhead);
-    if let Err(audit) = commit_trace(state, ctx, rid, &trace).await {
+    if let Err(audit) = commit_trace(state, ctx, rid, &trace, pack).await {
         return audit.into_response();
     }
     with_trace_headers(
@@ -645,7 +634,9 @@ async fn whole_chat(
     drop(upstream_body);
     let completion = match result {
         Ok(c) => c,
-        Err(e) => return upstream_failed(state, ctx, rid, trace, started, upstream, e).await,
+        Err(e) => {
+            return upstream_failed(state, ctx, rid, &pack, trace, (started, upstream), e).await;
+        }
     };
     let Completion {
         content,
@@ -706,7 +697,7 @@ async fn whole_chat(
             return e.into_response();
         }
     }
-    if let Err(e) = commit_trace(state, ctx, rid, &trace).await {
+    if let Err(e) = commit_trace(state, ctx, rid, &trace, &pack).await {
         return e.into_response();
     }
     let overhead = started.elapsed().saturating_sub(upstream);
@@ -774,9 +765,9 @@ async fn stream_chat(
                 state,
                 &ctx,
                 &rid,
+                &prepared.pack,
                 prepared.trace,
-                prepared.started,
-                waited,
+                (prepared.started, waited),
                 e,
             )
             .await;
@@ -995,7 +986,14 @@ impl StreamJob {
                 .append(&state, &self.ctx, turn, &self.prepared.trace.id)
                 .await;
         }
-        let committed = commit_trace(&state, &self.ctx, &self.rid, &self.prepared.trace).await;
+        let committed = commit_trace(
+            &state,
+            &self.ctx,
+            &self.rid,
+            &self.prepared.trace,
+            &self.prepared.pack,
+        )
+        .await;
         let overhead = self
             .prepared
             .started
@@ -1143,6 +1141,7 @@ pub async fn embeddings(
         Ok(r) => r,
         Err(e) => return no_such_model(e).into_response(),
     };
+    let pack = state.packs.for_tenant(&tenant.policy);
     let mut trace = placeholder_trace();
     trace.id = traces::new_trace_id();
     trace.call = "embeddings".into();
@@ -1162,7 +1161,9 @@ pub async fn embeddings(
     let upstream = asked.elapsed();
     let mut answer = match result {
         Ok(v) => v,
-        Err(e) => return upstream_failed(&state, &ctx, &rid, trace, started, upstream, e).await,
+        Err(e) => {
+            return upstream_failed(&state, &ctx, &rid, &pack, trace, (started, upstream), e).await;
+        }
     };
     trace.outcome = "ok".into();
     trace.usage = answer.get("usage").cloned();
@@ -1170,7 +1171,7 @@ pub async fn embeddings(
         &serde_json::to_vec(&answer["data"]).unwrap_or_default(),
     ));
     set_latency(&mut trace, started, upstream, None);
-    if let Err(e) = commit_trace(&state, &ctx, &rid, &trace).await {
+    if let Err(e) = commit_trace(&state, &ctx, &rid, &trace, &pack).await {
         return e.into_response();
     }
     let overhead = started.elapsed().saturating_sub(upstream);

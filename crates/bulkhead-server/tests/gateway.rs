@@ -49,6 +49,20 @@ fn mock_upstream(mock: &MockUpstream, region: &str, key: Option<&str>) -> Upstre
     }
 }
 
+/// A server whose only upstream is a mock (default region) dripping every `drip`.
+async fn mock_api(drip: Duration, timeouts: Timeouts) -> (MockUpstream, Api) {
+    let mock = MockUpstream::start(MockOptions {
+        drip_interval: drip,
+        ..MockOptions::default()
+    })
+    .await
+    .unwrap();
+    let api = Api::new()
+        .await
+        .with_upstreams(vec![mock_upstream(&mock, "default", None)], timeouts);
+    (mock, api)
+}
+
 async fn echo_api() -> Api {
     Api::new()
         .await
@@ -736,16 +750,7 @@ async fn models_follow_region_and_allow_list() {
 
 #[tokio::test]
 async fn upstream_faults_end_in_clear_errors_within_bounds() {
-    let mock = MockUpstream::start(MockOptions {
-        drip_interval: Duration::from_millis(200),
-        ..MockOptions::default()
-    })
-    .await
-    .unwrap();
-    let api = Api::new().await.with_upstreams(
-        vec![mock_upstream(&mock, "default", None)],
-        quick_timeouts(),
-    );
+    let (mock, api) = mock_api(Duration::from_millis(200), quick_timeouts()).await;
     let (_a, key) = api.tenant_with_key("Acme").await;
     let cases = [
         (
@@ -1012,19 +1017,14 @@ async fn fifty_tenants_concurrently_see_zero_cross_delivery() {
 async fn a_client_that_leaves_mid_stream_ends_the_call() {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
-    let mock = MockUpstream::start(MockOptions {
-        drip_interval: Duration::from_millis(100),
-        ..MockOptions::default()
-    })
-    .await
-    .unwrap();
-    let api = Api::new().await.with_upstreams(
-        vec![mock_upstream(&mock, "default", None)],
+    let (mock, api) = mock_api(
+        Duration::from_millis(100),
         Timeouts {
             total: Duration::from_secs(60),
             ..quick_timeouts()
         },
-    );
+    )
+    .await;
     let (_a, key) = api.tenant_with_key("Acme").await;
     let request = axum::http::Request::post("/v1/chat/completions")
         .header("authorization", format!("Bearer {key}"))
