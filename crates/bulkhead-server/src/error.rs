@@ -276,6 +276,12 @@ impl From<VaultError> for ApiError {
     }
 }
 
+impl From<bulkhead_store::StoreError> for ApiError {
+    fn from(e: bulkhead_store::StoreError) -> Self {
+        VaultError::Store(e).into()
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {

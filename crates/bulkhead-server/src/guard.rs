@@ -231,7 +231,25 @@ pub(crate) async fn report_leak(
     );
     raised.related = owners.iter().map(ToString::to_string).collect();
     raised.related.push(rid.0.clone());
+    let alert_id = raised.id.clone();
     state.alerts.raise(state, rid, raised).await;
+    // A confirmed leak is an incident at once: the window starts an hour back so
+    // the report shows what led up to it.
+    let now = state.vault.now();
+    crate::incident::open(
+        state,
+        rid,
+        crate::incident::NewIncident {
+            title: "cross-tenant leak blocked".into(),
+            tenant: ctx.tenant().clone(),
+            related_tenants: owners.iter().map(ToString::to_string).collect(),
+            from: bulkhead_types::UnixMillis(now.0 - 3_600_000),
+            to: now,
+            actor: "system:alerts".into(),
+            alert_id: Some(alert_id),
+        },
+    )
+    .await?;
     contain(state, ctx, rid).await
 }
 

@@ -17,6 +17,7 @@ pub mod error;
 mod extract;
 pub mod gateway;
 pub mod guard;
+pub mod incident;
 pub mod metrics;
 pub mod packs;
 pub mod retention;
@@ -68,6 +69,8 @@ pub struct AppState {
     /// The compliance packs tenants choose from.
     pub packs: Arc<packs::Packs>,
     pub alerts: Arc<alerts::Alerts>,
+    /// Open and closed investigations (`/admin/v1/incidents`).
+    pub incidents: Arc<incident::Incidents>,
     pub metrics: Arc<Metrics>,
     pub limits: ServerLimits,
     /// SHA-256 of the admin token: comparing digests in constant time does not leak
@@ -88,6 +91,7 @@ impl AppState {
             gateway: Arc::new(gateway::GatewayState::without_upstreams(&vault)),
             packs: Arc::new(packs::Packs::builtin()),
             alerts: Arc::new(alerts::Alerts::new()),
+            incidents: Arc::new(incident::Incidents::new()),
             vault,
             audit,
             retrieval,
@@ -177,6 +181,10 @@ pub fn app(state: AppState) -> Router {
         .route("/tenants/{id}/export", get(admin::export_tenant))
         .route("/policies", get(admin::policies))
         .route("/alerts", get(admin::alerts))
+        .route("/incidents", get(incident::list).post(incident::create))
+        .route("/incidents/{id}", get(incident::show))
+        .route("/incidents/{id}/close", post(incident::close))
+        .route("/tenants/{id}/impact", get(incident::impact))
         .route("/audit/public-key", get(audit::public_key))
         .route("/audit/logs", get(audit::logs))
         .route("/audit/checkpoint", get(audit::operator_checkpoint))

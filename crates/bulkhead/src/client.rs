@@ -42,7 +42,7 @@ pub(crate) fn problem_error(
     }
 }
 
-struct AdminClient {
+pub(crate) struct AdminClient {
     http: reqwest::Client,
     base: String,
     token: Zeroizing<String>,
@@ -50,7 +50,7 @@ struct AdminClient {
 }
 
 impl AdminClient {
-    fn new(conn: ConnArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(conn: ConnArgs) -> anyhow::Result<Self> {
         let token = admin_token(&conn)?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
@@ -64,7 +64,12 @@ impl AdminClient {
         })
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}/admin/v1{path}", self.base);
         let mut request = self
             .http
@@ -95,7 +100,28 @@ impl AdminClient {
         }
     }
 
-    fn print(&self, value: &Value, summary: impl FnOnce(&Value) -> String) {
+    /// The server's audit verifier key (public; no credentials).
+    pub(crate) async fn public_key(&self) -> anyhow::Result<String> {
+        let url = format!("{}/v1/audit/public-key", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("reach the server at {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await.context("read the server's answer")?;
+        if !status.is_success() {
+            return Err(problem_error(
+                status,
+                &text,
+                "the public key needs no token",
+            ));
+        }
+        Ok(text.trim().to_owned())
+    }
+
+    pub(crate) fn print(&self, value: &Value, summary: impl FnOnce(&Value) -> String) {
         if self.json {
             println!(
                 "{}",

@@ -7,6 +7,7 @@ mod audit;
 mod client;
 mod config;
 mod demo;
+mod incident;
 mod serve;
 
 use std::path::PathBuf;
@@ -54,6 +55,14 @@ enum Command {
         conn: ConnArgs,
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Impact reports and incidents: what was read, returned and blocked for a
+    /// tenant in a window, with inclusion proofs checked locally.
+    Incident {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: incident::IncidentCommand,
     },
     /// Fetch, export and verify the signed audit logs (one per tenant, one for the
     /// operator).
@@ -344,6 +353,7 @@ fn main() -> std::process::ExitCode {
             Command::Tenant { conn, command } => client::tenant(conn, command).await,
             Command::Key { conn, command } => client::key(conn, command).await,
             Command::Audit { conn, command } => audit::run(conn, command).await,
+            Command::Incident { conn, command } => incident::run(conn, command).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });
