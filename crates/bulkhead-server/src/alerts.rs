@@ -54,6 +54,8 @@ pub struct AlertSettings {
     /// What a confirmed leak (a blocked answer carrying another tenant's data)
     /// quarantines at once, besides the alert.
     pub contain_on_leak: Containment,
+    /// Per-tenant traffic baselines and when they alert.
+    pub anomaly: crate::anomaly::AnomalySettings,
 }
 
 /// Automatic containment on a confirmed leak.
@@ -84,10 +86,12 @@ pub struct Alerts {
     auth_failures: Mutex<Window>,
     burst_threshold: u32,
     pub contain_on_leak: Containment,
+    /// Per-tenant requests-per-minute baselines (`traffic_anomaly`).
+    pub baselines: crate::anomaly::TrafficBaselines,
 }
 
 impl Alerts {
-    /// Alerts with no webhook and the default burst threshold (tests).
+    /// Alerts with no webhook and the default thresholds (tests).
     pub fn new() -> Self {
         Self::with_settings(AlertSettings {
             auth_failure_burst: 20,
@@ -109,6 +113,7 @@ impl Alerts {
             auth_failures: Mutex::new(Window::default()),
             burst_threshold: settings.auth_failure_burst.max(1),
             contain_on_leak: settings.contain_on_leak,
+            baselines: crate::anomaly::TrafficBaselines::new(settings.anomaly),
         }
     }
 
@@ -173,6 +178,28 @@ impl Default for Alerts {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Raises `traffic_anomaly` for a tenant whose requests this minute passed its
+/// baseline.
+pub async fn raise_traffic_anomaly(
+    state: &AppState,
+    rid: &RequestId,
+    anomaly: crate::anomaly::Anomaly,
+) {
+    let alert = new_alert(
+        "traffic_anomaly",
+        "warning",
+        Some(&anomaly.tenant),
+        format!(
+            "{} requests this minute against a baseline of {:.0} ± {:.0} per minute; \
+             if this tenant did not expect it, its key may be in other hands: run an impact report \
+             (`bulkhead incident report --tenant {}`) and consider quarantining the key",
+            anomaly.requests, anomaly.mean, anomaly.stddev, anomaly.tenant
+        ),
+        state.vault.now().rfc3339(),
+    );
+    state.alerts.raise(state, rid, alert).await;
 }
 
 pub fn new_alert(

@@ -110,7 +110,20 @@ impl FromRequestParts<AppState> for Tenant {
             }
         };
         match state.vault.authenticate_attributed(token).await {
-            Ok(ctx) => Ok(Tenant(ctx)),
+            Ok(ctx) => {
+                if let Some(anomaly) = state
+                    .alerts
+                    .baselines
+                    .observe(ctx.tenant(), state.vault.now())
+                {
+                    // Raising writes the operator log; the request does not wait.
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        crate::alerts::raise_traffic_anomaly(&state, &rid, anomaly).await;
+                    });
+                }
+                Ok(Tenant(ctx))
+            }
             Err((e, owner)) => {
                 state.metrics.auth_failure("tenant");
                 auth_burst(state, &rid).await;

@@ -11,6 +11,7 @@
 
 mod admin;
 pub mod alerts;
+pub mod anomaly;
 pub mod audit;
 mod documents;
 pub mod error;

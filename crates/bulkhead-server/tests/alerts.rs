@@ -193,3 +193,70 @@ async fn a_confirmed_leak_quarantines_the_receiving_key_when_configured() {
         "the tenant's own log shows it too"
     );
 }
+
+/// A tenant's requests per minute jump far above its own baseline: one
+/// `traffic_anomaly` alert for that tenant, in the operator log; a steady
+/// neighbour raises nothing. Minutes pass on the injected clock.
+#[tokio::test]
+async fn a_traffic_spike_above_a_tenants_baseline_raises_one_anomaly_alert() {
+    let mut api = Api::new().await;
+    api.state = api
+        .state
+        .clone()
+        .with_alerts(Alerts::with_settings(AlertSettings {
+            auth_failure_burst: 1000,
+            anomaly: bulkhead_server::anomaly::AnomalySettings {
+                min_requests_per_min: 20,
+                warmup_minutes: 3,
+                ..Default::default()
+            },
+            ..AlertSettings::default()
+        }));
+    let (a, key_a) = api.tenant_with_key("Acme").await;
+    let (_b, key_b) = api.tenant_with_key("Globex").await;
+    let get = |key: String| {
+        let api = &api;
+        async move {
+            let r = api
+                .call("GET", "/v1/audit/checkpoint", Some(&key), None)
+                .await;
+            assert_eq!(r.status, StatusCode::OK);
+        }
+    };
+    for _minute in 0..5 {
+        for _ in 0..10 {
+            get(key_a.clone()).await;
+            get(key_b.clone()).await;
+        }
+        api.clock.advance_secs(60);
+    }
+    assert!(alerts(&api).await.is_empty(), "steady traffic is normal");
+    for _ in 0..100 {
+        get(key_a.clone()).await;
+    }
+    for _ in 0..10 {
+        get(key_b.clone()).await;
+    }
+    // The alert is raised off the request path; wait for it (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let raised = loop {
+        let raised = alerts(&api).await;
+        if !raised.is_empty() {
+            break raised;
+        }
+        assert!(std::time::Instant::now() < deadline, "no anomaly alert");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["kind"], "traffic_anomaly");
+    assert_eq!(raised[0]["tenant"], a.as_str());
+    assert!(
+        raised[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("bulkhead incident report"),
+        "it says what to do next"
+    );
+    let logged = api.events("/admin/v1/audit", ADMIN, "alert").await;
+    assert_eq!(logged[0]["attrs"]["alert_kind"], "traffic_anomaly");
+}

@@ -283,7 +283,7 @@ async fn impact_requests_are_checked() {
             "unknown field",
         ),
         (
-            format!("/admin/v1/tenants/tn_00000000000000000000000000000000/impact?from={t}&to={t}"),
+            format!("/admin/v1/tenants/tn_000000000000000000000000/impact?from={t}&to={t}"),
             StatusCode::NOT_FOUND,
             "",
         ),

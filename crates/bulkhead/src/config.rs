@@ -170,6 +170,20 @@ pub struct ServeArgs {
     /// `key` (the key that received it) or `tenant` (its whole tenant) [default: off].
     #[arg(long, env = "BULKHEAD_CONTAIN_ON_LEAK")]
     pub contain_on_leak: Option<String>,
+    /// Weight of the newest minute in each tenant's requests-per-minute baseline
+    /// (EWMA), in (0, 1] [default: 0.1].
+    #[arg(long, env = "BULKHEAD_ANOMALY_ALPHA")]
+    pub anomaly_alpha: Option<f64>,
+    /// Standard deviations above a tenant's baseline that raise a
+    /// `traffic_anomaly` alert [default: 4].
+    #[arg(long, env = "BULKHEAD_ANOMALY_SIGMA")]
+    pub anomaly_sigma: Option<f64>,
+    /// A minute with fewer requests than this never raises `traffic_anomaly` [default: 60].
+    #[arg(long, env = "BULKHEAD_ANOMALY_MIN_REQUESTS_PER_MIN")]
+    pub anomaly_min_requests_per_min: Option<u64>,
+    /// Minutes of a tenant's traffic before its baseline may alert [default: 10].
+    #[arg(long, env = "BULKHEAD_ANOMALY_WARMUP_MINUTES")]
+    pub anomaly_warmup_minutes: Option<u32>,
 }
 
 /// One `[[upstreams]]` table of the config file.
@@ -254,6 +268,10 @@ pub struct FileConfig {
     pub alert_webhook_secret: Option<String>,
     pub alert_auth_failure_burst: Option<u32>,
     pub contain_on_leak: Option<String>,
+    pub anomaly_alpha: Option<f64>,
+    pub anomaly_sigma: Option<f64>,
+    pub anomaly_min_requests_per_min: Option<u64>,
+    pub anomaly_warmup_minutes: Option<u32>,
     /// The upstreams, as tables (file only: a list of tables has no flag spelling).
     #[serde(default)]
     pub upstreams: Vec<UpstreamFile>,
@@ -425,6 +443,25 @@ impl ServeArgs {
             Some("tenant") => bulkhead_server::alerts::Containment::Tenant,
             Some(other) => bail!("contain_on_leak must be off, key or tenant, not {other:?}"),
         };
+        let anomaly_defaults = bulkhead_server::anomaly::AnomalySettings::default();
+        let anomaly = bulkhead_server::anomaly::AnomalySettings {
+            alpha: self
+                .anomaly_alpha
+                .or(file.anomaly_alpha)
+                .unwrap_or(anomaly_defaults.alpha),
+            sigma: self
+                .anomaly_sigma
+                .or(file.anomaly_sigma)
+                .unwrap_or(anomaly_defaults.sigma),
+            min_requests_per_min: self
+                .anomaly_min_requests_per_min
+                .or(file.anomaly_min_requests_per_min)
+                .unwrap_or(anomaly_defaults.min_requests_per_min),
+            warmup_minutes: self
+                .anomaly_warmup_minutes
+                .or(file.anomaly_warmup_minutes)
+                .unwrap_or(anomaly_defaults.warmup_minutes),
+        };
         Ok(Settings {
             retrieval,
             gateway,
@@ -439,6 +476,7 @@ impl ServeArgs {
                     .or(file.alert_auth_failure_burst)
                     .unwrap_or(20),
                 contain_on_leak,
+                anomaly: anomaly.validated().map_err(|e| anyhow::anyhow!(e))?,
             },
             server_name,
             audit_signing_key,
