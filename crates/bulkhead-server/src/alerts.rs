@@ -117,6 +117,11 @@ impl Alerts {
         }
     }
 
+    /// Refused credentials per minute that raise `auth_failure_burst`.
+    pub fn burst_threshold(&self) -> u32 {
+        self.burst_threshold
+    }
+
     /// The most recent alerts, newest first.
     pub fn recent(&self, limit: usize) -> Vec<Alert> {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());

@@ -233,12 +233,24 @@ fn concerns(event: &AuditEvent, tenant: &str) -> bool {
 
 /// Signs a checkpoint of `log`, finds the window by binary search on entry times,
 /// and returns the matching events with inclusion proofs against that checkpoint.
-async fn read_window(
+pub(crate) async fn read_window(
     state: &AppState,
     log: &LogId,
     from: UnixMillis,
     to: UnixMillis,
     keep: impl Fn(&AuditEvent) -> bool,
+) -> ApiResult<(LogSection, Vec<(ImpactItem, AuditEvent)>)> {
+    read_window_with(state, log, from, to, keep, true).await
+}
+
+/// `read_window`, optionally without the proofs (counting needs none).
+pub(crate) async fn read_window_with(
+    state: &AppState,
+    log: &LogId,
+    from: UnixMillis,
+    to: UnixMillis,
+    keep: impl Fn(&AuditEvent) -> bool,
+    proofs: bool,
 ) -> ApiResult<(LogSection, Vec<(ImpactItem, AuditEvent)>)> {
     let signed = state.audit.sign(log).await.map_err(audit_error)?;
     let size = signed.checkpoint.size;
@@ -283,11 +295,15 @@ async fn read_window(
             if time < from || time > to || !keep(&event) {
                 continue;
             }
-            let (leaf, proof) = state
-                .audit
-                .inclusion_proof(log, view.index, size)
-                .await
-                .map_err(audit_error)?;
+            let (leaf, proof) = if proofs {
+                state
+                    .audit
+                    .inclusion_proof(log, view.index, size)
+                    .await
+                    .map_err(audit_error)?
+            } else {
+                (view.leaf_hash, Vec::new())
+            };
             out.push((item(which, view.index, &event, &leaf, &proof), event));
         }
         next = end;
@@ -366,7 +382,7 @@ pub(crate) fn parse_time(raw: &str) -> Option<UnixMillis> {
         .map(UnixMillis)
 }
 
-fn parse_bound(raw: &str, name: &str) -> ApiResult<UnixMillis> {
+pub(crate) fn parse_bound(raw: &str, name: &str) -> ApiResult<UnixMillis> {
     parse_time(raw).ok_or_else(|| {
         ApiError::new(
             ProblemKind::InvalidRequest,

@@ -14,7 +14,10 @@ pub mod alerts;
 pub mod anomaly;
 pub mod audit;
 mod documents;
+pub mod drift;
 pub mod error;
+pub mod evidence;
+pub mod evidence_html;
 mod extract;
 pub mod gateway;
 pub mod guard;
@@ -72,6 +75,8 @@ pub struct AppState {
     pub alerts: Arc<alerts::Alerts>,
     /// Open and closed investigations (`/admin/v1/incidents`).
     pub incidents: Arc<incident::Incidents>,
+    /// The retention sweeper's last run.
+    pub sweeps: Arc<retention::SweepHistory>,
     pub metrics: Arc<Metrics>,
     pub limits: ServerLimits,
     /// SHA-256 of the admin token: comparing digests in constant time does not leak
@@ -93,6 +98,7 @@ impl AppState {
             packs: Arc::new(packs::Packs::builtin()),
             alerts: Arc::new(alerts::Alerts::new()),
             incidents: Arc::new(incident::Incidents::new()),
+            sweeps: Arc::default(),
             vault,
             audit,
             retrieval,
@@ -181,11 +187,14 @@ pub fn app(state: AppState) -> Router {
         .route("/tenants/{id}/policy", put(admin::set_policy))
         .route("/tenants/{id}/export", get(admin::export_tenant))
         .route("/policies", get(admin::policies))
+        .route("/config/policy", get(drift::show))
+        .route("/config/approve", post(drift::approve))
         .route("/alerts", get(admin::alerts))
         .route("/incidents", get(incident::list).post(incident::create))
         .route("/incidents/{id}", get(incident::show))
         .route("/incidents/{id}/close", post(incident::close))
         .route("/tenants/{id}/impact", get(incident::impact))
+        .route("/tenants/{id}/evidence", get(evidence::show))
         .route("/audit/public-key", get(audit::public_key))
         .route("/audit/logs", get(audit::logs))
         .route("/audit/checkpoint", get(audit::operator_checkpoint))

@@ -37,6 +37,28 @@ impl SweepStats {
     }
 }
 
+/// The last sweep, for the evidence report and the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LastSweep {
+    pub at: String,
+    pub deleted: u64,
+    pub tenants: usize,
+}
+
+/// The most recent sweep this process ran, kept in memory.
+#[derive(Debug, Default)]
+pub struct SweepHistory(std::sync::Mutex<Option<LastSweep>>);
+
+impl SweepHistory {
+    pub fn last(&self) -> Option<LastSweep> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record(&self, sweep: LastSweep) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(sweep);
+    }
+}
+
 fn sweep_request_id() -> RequestId {
     let bytes: [u8; 12] = bulkhead_crypto::random_array().unwrap_or([0; 12]);
     RequestId(format!("sweep_{}", bulkhead_types::hex_lower(&bytes)))
@@ -46,6 +68,11 @@ fn sweep_request_id() -> RequestId {
 pub async fn sweep_once(state: &AppState, batch: u32) -> ApiResult<SweepStats> {
     let expired = state.vault.expired(batch).await?;
     if expired.is_empty() {
+        state.sweeps.record(LastSweep {
+            at: state.vault.now().rfc3339(),
+            deleted: 0,
+            tenants: 0,
+        });
         return Ok(SweepStats::default());
     }
     let more = expired.len() as u32 >= batch;
@@ -103,6 +130,11 @@ pub async fn sweep_once(state: &AppState, batch: u32) -> ApiResult<SweepStats> {
         summary = summary.attr(&format!("deleted.{kind}"), Attr::Int(*n as i64));
     }
     summary.record(LogId::Operator).await?;
+    state.sweeps.record(LastSweep {
+        at: state.vault.now().rfc3339(),
+        deleted: stats.total(),
+        tenants: stats.tenants,
+    });
     tracing::info!(deleted = stats.total(), tenants = stats.tenants, more,
         kinds = ?stats.deleted, "retention sweep deleted expired records");
     Ok(stats)

@@ -163,6 +163,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Returns the value stored under `key`, storing `init` first if there is none.
     /// Concurrent callers all get the one value that won.
     async fn get_or_init_meta(&self, key: &'static str, init: Vec<u8>) -> StoreResult<Vec<u8>>;
+    /// Stores `value` under `key`, replacing what was there (server-wide settings
+    /// an operator changes, such as the approved policy baseline).
+    async fn put_meta(&self, key: &'static str, value: Vec<u8>) -> StoreResult<()>;
 
     /// Creates a tenant with its first data key. `Conflict` if the id was ever used.
     async fn create_tenant(&self, tenant: TenantRow, first_key: DataKeyRow) -> StoreResult<()>;

@@ -603,6 +603,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn put_meta(&self, key: &'static str, value: Vec<u8>) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn create_tenant(&self, tenant: TenantRow, first_key: DataKeyRow) -> StoreResult<()> {
         self.write(move |conn| {
             let erased: bool = conn

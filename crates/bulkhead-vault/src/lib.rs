@@ -324,6 +324,11 @@ impl Vault {
         &self.store
     }
 
+    /// Where the master key comes from (`env`, a file, a KMS), for evidence.
+    pub fn master_key_source(&self) -> &str {
+        self.kek.source()
+    }
+
     /// A subkey of the server secret for one named purpose (later capabilities:
     /// cache salts, fingerprint keys).
     pub fn derive_server_key(&self, purpose: &str) -> SecretKey {

@@ -5,6 +5,7 @@
 
 mod audit;
 mod client;
+mod compliance;
 mod config;
 mod demo;
 mod incident;
@@ -55,6 +56,20 @@ enum Command {
         conn: ConnArgs,
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// The per-tenant evidence report (HTML and JSON) for auditors.
+    Compliance {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: compliance::ComplianceCommand,
+    },
+    /// The isolation policy baseline: show drift, approve the current policy.
+    Config {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: compliance::ConfigCommand,
     },
     /// Impact reports and incidents: what was read, returned and blocked for a
     /// tenant in a window, with inclusion proofs checked locally.
@@ -354,6 +369,8 @@ fn main() -> std::process::ExitCode {
             Command::Key { conn, command } => client::key(conn, command).await,
             Command::Audit { conn, command } => audit::run(conn, command).await,
             Command::Incident { conn, command } => incident::run(conn, command).await,
+            Command::Compliance { conn, command } => compliance::compliance(conn, command).await,
+            Command::Config { conn, command } => compliance::config(conn, command).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });
@@ -361,6 +378,9 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if e.is::<compliance::HasFindings>() {
+                return std::process::ExitCode::from(1);
+            }
             if e.is::<audit::NotVerified>() {
                 return std::process::ExitCode::from(audit::EXIT_NOT_VERIFIED);
             }

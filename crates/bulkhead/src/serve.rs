@@ -175,6 +175,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     ));
     drop(admin_token);
 
+    // Configuration drift: the effective isolation policy against the approved
+    // baseline (a fresh store records the current one as the baseline).
+    match bulkhead_server::drift::check(&state).await {
+        Ok(status) if status.drift => {
+            tracing::warn!(policy = %status.hash, approved = %status.approved_hash,
+            changed = ?status.changed, "CONFIGURATION DRIFT: the isolation policy differs from the approved baseline; \
+             approve it with `bulkhead config approve` if intended")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e.detail, "the policy baseline could not be checked"),
+    }
     for tenant in state.vault.tenants_needing_reseal(10_000).await? {
         tracing::info!(tenant = %tenant, "resuming an interrupted re-seal after key rotation");
         state.spawn_reseal(tenant);
