@@ -361,10 +361,24 @@ pub async fn erase_tenant(
     state.retrieval.forget(&id);
     state.guard.forget(&id).await;
     // The tenant's own log can no longer be written (its keys are gone); the
-    // operator log records the erasure with the counts of the receipt.
-    Trail::admin(&state, KIND, &rid)
+    // operator log records the erasure with the hash of the receipt, so the
+    // receipt stays verifiable against the signed log for as long as it exists.
+    let statement = serde_json::json!({
+        "tenant_id": receipt.tenant_id,
+        "erased_at": rfc3339(receipt.erased_at),
+        "data_keys_destroyed": receipt.data_keys_destroyed,
+        "records_deleted": receipt.records_deleted,
+        "api_keys_deleted": receipt.api_keys_deleted,
+        "method": receipt.method,
+        "server": state.audit.server_name(),
+    });
+    let statement_bytes =
+        bulkhead_ledger::event::canonical_json(&statement).map_err(|_| ApiError::internal())?;
+    let receipt_sha256 = bulkhead_ledger::hex(&bulkhead_ledger::sha256(&statement_bytes));
+    let trail = Trail::admin(&state, KIND, &rid)
         .about_tenant(&id)
         .subject(Subject::new("tenant", id.as_str()))
+        .attr("receipt_sha256", Attr::Text(receipt_sha256.clone()))
         .attr(
             "data_keys_destroyed",
             Attr::Int(receipt.data_keys_destroyed as i64),
@@ -373,19 +387,36 @@ pub async fn erase_tenant(
         .attr(
             "api_keys_deleted",
             Attr::Int(receipt.api_keys_deleted as i64),
-        )
-        .record(bulkhead_types::LogId::Operator)
+        );
+    let event = trail.event().clone();
+    let index = trail
+        .record_with(bulkhead_types::LogId::Operator, Vec::new())
         .await?;
+    let log = bulkhead_types::LogId::Operator;
+    let signed = state
+        .audit
+        .sign(&log)
+        .await
+        .map_err(crate::audit::audit_error)?;
+    let (leaf, proof) = state
+        .audit
+        .inclusion_proof(&log, index, signed.checkpoint.size)
+        .await
+        .map_err(crate::audit::audit_error)?;
     tracing::warn!(tenant = %id, records = receipt.records_deleted, keys = receipt.data_keys_destroyed,
-        "tenant crypto-shredded");
-    let body = serde_json::json!({
-        "tenant_id": receipt.tenant_id,
-        "erased_at": rfc3339(receipt.erased_at),
-        "data_keys_destroyed": receipt.data_keys_destroyed,
-        "records_deleted": receipt.records_deleted,
-        "api_keys_deleted": receipt.api_keys_deleted,
-        "method": receipt.method,
+        operator_log_index = index, "tenant crypto-shredded; the receipt is verifiable with `bulkhead audit verify-receipt`");
+    // The receipt's own fields stay at the top level (the contract's shape); the
+    // proof that the operator log holds it rides along.
+    let mut body = statement;
+    body["receipt_sha256"] = serde_json::json!(receipt_sha256);
+    body["operator_log"] = serde_json::json!({
+        "index": index,
+        "event": event,
+        "leaf_hash": bulkhead_ledger::b64(&leaf),
+        "proof": proof.iter().map(|h| bulkhead_ledger::b64(h)).collect::<Vec<_>>(),
+        "checkpoint": signed.note,
     });
+    body["vkey"] = serde_json::json!(state.audit.vkey());
     Ok(Json(body).into_response())
 }
 

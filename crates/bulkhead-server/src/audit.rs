@@ -153,6 +153,11 @@ impl<'a> Trail<'a> {
             .map_err(audit_error)
     }
 
+    /// The event as it will be logged.
+    pub fn event(&self) -> &AuditEvent {
+        &self.event
+    }
+
     /// The leaf hash the event will have in its log.
     pub fn leaf_hash(&self) -> bulkhead_ledger::Hash {
         self.event.leaf_hash()

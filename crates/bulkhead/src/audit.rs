@@ -105,7 +105,7 @@ fn env_api_key() -> Option<String> {
 /// The verification did not pass; the report is already printed.
 #[derive(Debug)]
 pub struct NotVerified {
-    problems: usize,
+    pub(crate) problems: usize,
 }
 
 impl fmt::Display for NotVerified {
@@ -445,6 +445,7 @@ pub async fn run(conn: ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        AuditCommand::VerifyReceipt(args) => crate::receipt::verify(&conn, args).await?,
         AuditCommand::Verify {
             log,
             file,

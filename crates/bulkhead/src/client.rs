@@ -302,7 +302,11 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
                 )
             });
         }
-        TenantCommand::Delete { tenant_id, yes } => {
+        TenantCommand::Delete {
+            tenant_id,
+            yes,
+            receipt,
+        } => {
             if !yes {
                 bail!(
                     "deleting a tenant destroys its data keys: its data can never be read again, backups included. Re-run with --yes to confirm"
@@ -315,15 +319,24 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
                     None,
                 )
                 .await?;
+            let path = receipt
+                .unwrap_or_else(|| std::path::PathBuf::from(format!("erasure-{tenant_id}.json")));
+            let bytes = serde_json::to_vec_pretty(&r).context("encode the receipt")?;
+            std::fs::write(&path, bytes)
+                .with_context(|| format!("save the erasure receipt to {}", path.display()))?;
             client.print(&r, |r| {
                 format!(
-                    "erased {} at {}: {} data key(s) destroyed, {} record(s) and {} API key(s) deleted\nkeep this receipt:\n{}",
+                    "erased {} at {}: {} data key(s) destroyed, {} record(s) and {} API key(s) deleted\n\
+                     the signed receipt is in {} (entry {} of the operator log); anyone can check it with\n  \
+                     bulkhead audit verify-receipt --file {} --vkey-file <the server's public key>",
                     r["tenant_id"].as_str().unwrap_or("?"),
                     r["erased_at"].as_str().unwrap_or("?"),
                     r["data_keys_destroyed"],
                     r["records_deleted"],
                     r["api_keys_deleted"],
-                    serde_json::to_string_pretty(r).unwrap_or_default()
+                    path.display(),
+                    r["operator_log"]["index"],
+                    path.display(),
                 )
             });
         }

@@ -9,6 +9,7 @@ mod compliance;
 mod config;
 mod demo;
 mod incident;
+mod receipt;
 mod serve;
 
 use std::path::PathBuf;
@@ -231,6 +232,9 @@ enum TenantCommand {
         /// Confirm that the tenant's data should be destroyed for good.
         #[arg(long)]
         yes: bool,
+        /// Where to save the signed erasure receipt [default: erasure-<tenant>.json].
+        #[arg(long, value_name = "FILE")]
+        receipt: Option<PathBuf>,
     },
 }
 
@@ -306,6 +310,18 @@ enum AuditCommand {
         #[command(flatten)]
         log: audit::LogArgs,
     },
+    /// Verify a tenant's erasure receipt against the operator log: the receipt's
+    /// hash is in a `tenant.erase` entry, the entry is in the log under a
+    /// checkpoint signed by the key you give, and with --live the server's log
+    /// today still holds it.
+    ///
+    /// Exit status: 0 verified, 3 a check failed (each is printed).
+    ///
+    /// Examples:
+    ///     bulkhead audit verify-receipt --file erasure-tn_….json --vkey-file bulkhead.vkey
+    ///     bulkhead audit verify-receipt --file erasure-tn_….json --vkey-file bulkhead.vkey --live
+    #[command(verbatim_doc_comment)]
+    VerifyReceipt(receipt::VerifyReceiptArgs),
     /// Verify a log, offline from an export file or live from the server.
     ///
     /// Checks the checkpoint's signature under the key you give (never one the
