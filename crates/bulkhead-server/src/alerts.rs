@@ -22,6 +22,10 @@ use crate::audit::{RequestId, Trail};
 
 /// Alerts kept for the admin endpoint and the dashboard.
 const RECENT_MAX: usize = 1000;
+/// Not-found lookups per tenant per minute that raise `id_enumeration`.
+pub const NOT_FOUND_BURST_DEFAULT: u32 = 30;
+/// Tenants whose not-found window is tracked at once.
+const NOT_FOUND_TENANTS_MAX: usize = 10_000;
 /// Webhook deliveries waiting at most.
 const QUEUE_MAX: usize = 1000;
 
@@ -56,6 +60,9 @@ pub struct AlertSettings {
     pub contain_on_leak: Containment,
     /// Per-tenant traffic baselines and when they alert.
     pub anomaly: crate::anomaly::AnomalySettings,
+    /// Lookups of ids the tenant does not have, per tenant per minute, that raise
+    /// `id_enumeration` (0: the default, 30).
+    pub not_found_burst: u32,
 }
 
 /// Automatic containment on a confirmed leak.
@@ -88,6 +95,9 @@ pub struct Alerts {
     pub contain_on_leak: Containment,
     /// Per-tenant requests-per-minute baselines (`traffic_anomaly`).
     pub baselines: crate::anomaly::TrafficBaselines,
+    /// Per-tenant windows of not-found lookups (`id_enumeration`).
+    not_found: Mutex<std::collections::HashMap<TenantId, Window>>,
+    not_found_threshold: u32,
 }
 
 impl Alerts {
@@ -114,7 +124,44 @@ impl Alerts {
             burst_threshold: settings.auth_failure_burst.max(1),
             contain_on_leak: settings.contain_on_leak,
             baselines: crate::anomaly::TrafficBaselines::new(settings.anomaly),
+            not_found: Mutex::new(std::collections::HashMap::new()),
+            not_found_threshold: match settings.not_found_burst {
+                0 => NOT_FOUND_BURST_DEFAULT,
+                n => n,
+            },
         }
+    }
+
+    /// Not-found lookups per tenant per minute that raise `id_enumeration`.
+    pub fn not_found_threshold(&self) -> u32 {
+        self.not_found_threshold
+    }
+
+    /// Counts a lookup by `tenant` of an id it does not have (a foreign id looks
+    /// exactly like that); true when this one crosses the threshold of the
+    /// tenant's current one-minute window (raised once per window).
+    pub fn not_found(&self, tenant: &TenantId, now_ms: i64) -> bool {
+        let mut windows = self.not_found.lock().unwrap_or_else(|p| p.into_inner());
+        if !windows.contains_key(tenant) && windows.len() >= NOT_FOUND_TENANTS_MAX {
+            windows.retain(|_, w| now_ms - w.started_ms < 60_000);
+            if windows.len() >= NOT_FOUND_TENANTS_MAX {
+                return false;
+            }
+        }
+        let w = windows.entry(tenant.clone()).or_default();
+        if now_ms - w.started_ms >= 60_000 {
+            *w = Window {
+                started_ms: now_ms,
+                count: 0,
+                raised: false,
+            };
+        }
+        w.count += 1;
+        if w.count >= self.not_found_threshold && !w.raised {
+            w.raised = true;
+            return true;
+        }
+        false
     }
 
     /// Refused credentials per minute that raise `auth_failure_burst`.
@@ -201,6 +248,24 @@ pub async fn raise_traffic_anomaly(
              if this tenant did not expect it, its key may be in other hands: run an impact report \
              (`bulkhead incident report --tenant {}`) and consider quarantining the key",
             anomaly.requests, anomaly.mean, anomaly.stddev, anomaly.tenant
+        ),
+        state.vault.now().rfc3339(),
+    );
+    state.alerts.raise(state, rid, alert).await;
+}
+
+/// Raises `id_enumeration`: a tenant asked for many ids it does not have in one
+/// minute — guessing or replaying other tenants' document, session or trace ids.
+pub async fn raise_id_enumeration(state: &AppState, rid: &RequestId, tenant: &TenantId) {
+    let alert = new_alert(
+        "id_enumeration",
+        "warning",
+        Some(tenant),
+        format!(
+            "this tenant looked up {} or more ids it does not have within a minute (each answered 404, \
+             exactly like a missing id); this is how cross-tenant id guessing looks. The tenant's log names \
+             the key and ids: run `bulkhead incident report --tenant {tenant}` and consider quarantining the key",
+            state.alerts.not_found_threshold()
         ),
         state.vault.now().rfc3339(),
     );

@@ -145,12 +145,36 @@ impl<'a> Trail<'a> {
 
     /// Appends to `log` and waits until it is durable.
     pub async fn record(self, log: LogId) -> ApiResult<()> {
+        self.watch_enumeration(&log);
         self.state
             .audit
             .record(&log, &self.event)
             .await
             .map(|_| ())
             .map_err(audit_error)
+    }
+
+    /// A tenant's lookup of an id it does not have counts toward the
+    /// `id_enumeration` alert; the alert is raised off the request path.
+    fn watch_enumeration(&self, log: &LogId) {
+        let LogId::Tenant(tenant) = log else { return };
+        if self.event.reason.as_deref() != Some("not_found")
+            || !self.event.actor.starts_with("key:")
+        {
+            return;
+        }
+        if self
+            .state
+            .alerts
+            .not_found(tenant, self.state.vault.now().0)
+        {
+            let state = self.state.clone();
+            let tenant = tenant.clone();
+            let rid = RequestId(self.event.request_id.clone().unwrap_or_default());
+            tokio::spawn(async move {
+                crate::alerts::raise_id_enumeration(&state, &rid, &tenant).await;
+            });
+        }
     }
 
     /// The event as it will be logged.

@@ -68,6 +68,7 @@ pub fn effective_policy(state: &AppState) -> Value {
         },
         "alerts": {
             "auth_failure_burst": state.alerts.burst_threshold(),
+            "not_found_burst": state.alerts.not_found_threshold(),
             "anomaly_alpha": anomaly.alpha,
             "anomaly_sigma": anomaly.sigma,
             "anomaly_min_requests_per_min": anomaly.min_requests_per_min,

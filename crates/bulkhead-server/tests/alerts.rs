@@ -260,3 +260,41 @@ async fn a_traffic_spike_above_a_tenants_baseline_raises_one_anomaly_alert() {
     let logged = api.events("/admin/v1/audit", ADMIN, "alert").await;
     assert_eq!(logged[0]["attrs"]["alert_kind"], "traffic_anomaly");
 }
+
+/// A tenant asking for many ids it does not have — every answer the same 404 —
+/// raises one `id_enumeration` alert naming that tenant.
+#[tokio::test]
+async fn guessing_ids_raises_one_enumeration_alert() {
+    let mut api = Api::new().await;
+    api.state = api
+        .state
+        .clone()
+        .with_alerts(Alerts::with_settings(AlertSettings {
+            auth_failure_burst: 1000,
+            not_found_burst: 10,
+            ..AlertSettings::default()
+        }));
+    let (a, key_a) = api.tenant_with_key("Acme").await;
+    for i in 0..25 {
+        let kind = ["documents", "sessions", "traces"][i % 3];
+        let path = match kind {
+            "sessions" => format!("/v1/sessions/ses_{i:024}/messages"),
+            "traces" => format!("/v1/traces/tr_{i:024}"),
+            _ => format!("/v1/documents/guess-{i}"),
+        };
+        let r = api.call("GET", &path, Some(&key_a), None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let raised = loop {
+        let raised = alerts(&api).await;
+        if !raised.is_empty() {
+            break raised;
+        }
+        assert!(std::time::Instant::now() < deadline, "no enumeration alert");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(raised.len(), 1, "once per window: {raised:?}");
+    assert_eq!(raised[0]["kind"], "id_enumeration");
+    assert_eq!(raised[0]["tenant"], a.as_str());
+}

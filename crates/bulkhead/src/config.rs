@@ -166,6 +166,10 @@ pub struct ServeArgs {
     /// Refused credentials per minute that raise an `auth_failure_burst` alert [default: 20].
     #[arg(long, env = "BULKHEAD_ALERT_AUTH_FAILURE_BURST")]
     pub alert_auth_failure_burst: Option<u32>,
+    /// Lookups of ids a tenant does not have (404s), per tenant per minute, that
+    /// raise an `id_enumeration` alert [default: 30].
+    #[arg(long, env = "BULKHEAD_ALERT_NOT_FOUND_BURST")]
+    pub alert_not_found_burst: Option<u32>,
     /// What a blocked cross-tenant leak quarantines at once: `off` (alert only),
     /// `key` (the key that received it) or `tenant` (its whole tenant) [default: off].
     #[arg(long, env = "BULKHEAD_CONTAIN_ON_LEAK")]
@@ -267,6 +271,7 @@ pub struct FileConfig {
     pub alert_webhook_url: Option<String>,
     pub alert_webhook_secret: Option<String>,
     pub alert_auth_failure_burst: Option<u32>,
+    pub alert_not_found_burst: Option<u32>,
     pub contain_on_leak: Option<String>,
     pub anomaly_alpha: Option<f64>,
     pub anomaly_sigma: Option<f64>,
@@ -475,6 +480,10 @@ impl ServeArgs {
                     .alert_auth_failure_burst
                     .or(file.alert_auth_failure_burst)
                     .unwrap_or(20),
+                not_found_burst: self
+                    .alert_not_found_burst
+                    .or(file.alert_not_found_burst)
+                    .unwrap_or(bulkhead_server::alerts::NOT_FOUND_BURST_DEFAULT),
                 contain_on_leak,
                 anomaly: anomaly.validated().map_err(|e| anyhow::anyhow!(e))?,
             },
