@@ -14,7 +14,7 @@ use bulkhead_audit::{Audit, AuditOptions};
 use bulkhead_crypto::{KeyEncryptionKey, LocalKek, random_array, write_secret_file};
 use bulkhead_ledger::note::NoteSigner;
 use bulkhead_server::{AppState, ServerLimits};
-use bulkhead_store::{SqliteOptions, SqliteStore, Store};
+use bulkhead_store::{RegionalStore, SqliteOptions, SqliteStore, Store};
 use bulkhead_types::SystemClock;
 use bulkhead_vault::{Vault, VaultLimits};
 use zeroize::Zeroizing;
@@ -113,20 +113,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         None => load_or_generate_admin_token(&settings.data_dir.join("admin.token"))?,
     };
 
-    let store = SqliteStore::open(
-        &settings.sqlite_path,
-        SqliteOptions {
-            group_commit_max: settings.sqlite_group_commit_max,
-            ..SqliteOptions::default()
-        },
-    )
-    .with_context(|| {
-        format!(
-            "open the SQLite store at {}",
-            settings.sqlite_path.display()
-        )
-    })?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = open_stores(&settings)?;
     let limits = VaultLimits {
         document_text_bytes_max: settings.document_text_bytes_max,
         ..VaultLimits::default()
@@ -224,6 +211,44 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         stop: stop_tx,
         serving,
     })
+}
+
+/// Opens one store: a SQLite file.
+fn open_store(path: &Path, group_commit_max: usize) -> anyhow::Result<Arc<dyn Store>> {
+    let store = SqliteStore::open(
+        path,
+        SqliteOptions {
+            group_commit_max,
+            ..SqliteOptions::default()
+        },
+    )
+    .with_context(|| format!("open the SQLite store at {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// The home store, wrapped in a [`RegionalStore`] only when some region has a
+/// store of its own (otherwise every call goes straight to the one store).
+fn open_stores(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let group_commit_max = settings.sqlite_group_commit_max;
+    let home = open_store(&settings.sqlite_path, group_commit_max)?;
+    if settings.regions.is_empty() {
+        tracing::info!(
+            "no region has a store of its own: every tenant's rows live in the home store"
+        );
+        return Ok(home);
+    }
+    let mut regions = Vec::with_capacity(settings.regions.len());
+    for r in &settings.regions {
+        let store = open_store(&r.sqlite_path, group_commit_max)
+            .with_context(|| format!("the store of region {}", r.region))?;
+        tracing::info!(region = %r.region, store = %r.sqlite_path.display(),
+            "this region's tenants live in a store of their own");
+        regions.push((r.region.clone(), store));
+    }
+    tracing::info!(store = %settings.sqlite_path.display(),
+        "tenants of every other region, and server-wide rows, live in the home store");
+    let regional = RegionalStore::new(home, regions).context("the regional stores")?;
+    Ok(Arc::new(regional))
 }
 
 fn build_gateway(
