@@ -532,6 +532,10 @@ impl Store for RegionalStore {
     async fn audit_append(&self, appends: Vec<AuditAppend>) -> StoreResult<Vec<bool>> {
         // Each append is its own transaction in one store already, so splitting a
         // batch by store keeps every promise; results go back in the caller's order.
+        // One thing differs from one store: if a store fails, the appends of the
+        // others may be durable although the whole call reports the error. Callers
+        // then report the events as not logged (never the reverse), and the next
+        // append finds the log grew and reloads its edge.
         let count = appends.len();
         let mut per_store: Vec<(Vec<usize>, Vec<AuditAppend>)> =
             vec![(Vec::new(), Vec::new()); self.stores.len()];
@@ -548,11 +552,33 @@ impl Store for RegionalStore {
             per_store[i].1.push(append);
         }
         let mut applied = vec![false; count];
-        for (store, (positions, appends)) in self.stores.iter().zip(per_store) {
-            if appends.is_empty() {
-                continue;
+        let mut groups: Vec<(Arc<dyn Store>, Vec<usize>, Vec<AuditAppend>)> = self
+            .stores
+            .iter()
+            .zip(per_store)
+            .filter(|(_, (_, appends))| !appends.is_empty())
+            .map(|(store, (positions, appends))| (Arc::clone(store), positions, appends))
+            .collect();
+        let mut answers = Vec::with_capacity(groups.len());
+        if groups.len() == 1 {
+            // The common case (one region's tenants in a batch): no task to spawn.
+            let (store, positions, appends) = groups.remove(0);
+            answers.push((positions, store.audit_append(appends).await));
+        } else {
+            // Several stores commit (and fsync) at the same time rather than one
+            // after another: a batch waits for the slowest store, not for the sum.
+            let mut tasks = tokio::task::JoinSet::new();
+            for (store, positions, appends) in groups {
+                tasks.spawn(async move { (positions, store.audit_append(appends).await) });
             }
-            let results = store.audit_append(appends).await?;
+            while let Some(joined) = tasks.join_next().await {
+                answers.push(joined.map_err(|e| {
+                    StoreError::Backend(format!("a regional audit append failed: {e}"))
+                })?);
+            }
+        }
+        for (positions, results) in answers {
+            let results = results?;
             if results.len() != positions.len() {
                 return Err(StoreError::Corrupt(
                     "a store answered an audit batch with the wrong number of results".into(),

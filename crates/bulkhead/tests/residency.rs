@@ -294,3 +294,48 @@ models = ["fast"]
     assert!(count(&home_db, "SELECT COUNT(*) FROM audit_logs WHERE log_id = ?1", "operator") == 1);
     assert_eq!(count(&eu_db, "SELECT COUNT(*) FROM audit_logs WHERE log_id = ?1", "operator"), 0);
 }
+
+/// A region that gets its store after its tenants were created: they stay in the
+/// home store, are still served from there, and the server says so at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_created_before_their_region_had_a_store_stay_served_and_are_reported() {
+    let data = tempfile::tempdir().unwrap();
+    let client = Client::new();
+    let mut server = Server::start(data.path()).await;
+    let eu = tenant_in(&client, &server.base_url, "Early EU", "eu-west").await;
+    expect_json(
+        client
+            .post(format!("{}/v1/documents", server.base_url))
+            .bearer_auth(&eu.key)
+            .json(&json!({"id": "early", "text": "written before the region had a store"})),
+        StatusCode::CREATED,
+        "create a document",
+    )
+    .await;
+    assert!(server.terminate().success(), "{}", server.log_tail());
+
+    let config = data.path().join("bulkhead.toml");
+    std::fs::write(&config, "[[regions]]\nname = \"eu-west\"\nstore = \"eu-west.db\"\n").unwrap();
+    let mut server =
+        Server::start_with(data.path(), &[("BULKHEAD_CONFIG", config.to_str().unwrap())]).await;
+    let doc = expect_json(
+        client
+            .get(format!("{}/v1/documents/early", server.base_url))
+            .bearer_auth(&eu.key),
+        StatusCode::OK,
+        "read the early document",
+    )
+    .await;
+    assert_eq!(doc["text"], "written before the region had a store");
+    // A tenant created now goes to the region's own store.
+    let late = tenant_in(&client, &server.base_url, "Late EU", "eu-west").await;
+    assert!(server.terminate().success(), "{}", server.log_tail());
+    let log = server.log_tail();
+    assert!(
+        log.contains("TENANTS LIVE IN THE HOME STORE") && log.contains(&eu.id),
+        "{log}"
+    );
+    let eu_db = data.path().join("eu-west.db");
+    assert_eq!(count(&eu_db, "SELECT COUNT(*) FROM tenants WHERE id = ?1", &late.id), 1);
+    assert_eq!(count(&eu_db, "SELECT COUNT(*) FROM tenants WHERE id = ?1", &eu.id), 0);
+}
