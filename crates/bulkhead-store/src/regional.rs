@@ -194,12 +194,7 @@ impl RegionalStore {
 
     /// One page across stores: `fetch(store, after, limit)` pages inside one store
     /// by its own sequence numbers; the cursors returned carry the store position.
-    async fn paged<T, F, Fut>(
-        &self,
-        after: i64,
-        limit: u32,
-        fetch: F,
-    ) -> StoreResult<Vec<(i64, T)>>
+    async fn paged<T, F, Fut>(&self, after: i64, limit: u32, fetch: F) -> StoreResult<Vec<(i64, T)>>
     where
         F: Fn(Arc<dyn Store>, i64, u32) -> Fut,
         Fut: Future<Output = StoreResult<Vec<(i64, T)>>>,

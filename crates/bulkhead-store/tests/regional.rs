@@ -142,7 +142,10 @@ async fn each_tenant_lives_in_its_regions_store_and_a_fresh_replica_finds_it() {
     );
     for t in [&eu, &us, &ap] {
         f.store.create_tenant(t.clone(), first_key()).await.unwrap();
-        f.store.insert_api_key(api_key(t, t.created_at.0 as u8)).await.unwrap();
+        f.store
+            .insert_api_key(api_key(t, t.created_at.0 as u8))
+            .await
+            .unwrap();
         f.store
             .insert_record(record(t, RecordKind::DOCUMENT, "doc-1", None))
             .await
@@ -168,34 +171,95 @@ async fn each_tenant_lives_in_its_regions_store_and_a_fresh_replica_finds_it() {
         (&f.home, &ap, [&eu, &us]),
     ] {
         let now = UnixMillis(2);
-        assert!(store.record(&own.id, RecordKind::DOCUMENT, "doc-1", now).await.unwrap().is_some());
-        assert_eq!(store.audit_head(&LogId::Tenant(own.id.clone())).await.unwrap().size, 1);
+        assert!(
+            store
+                .record(&own.id, RecordKind::DOCUMENT, "doc-1", now)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            store
+                .audit_head(&LogId::Tenant(own.id.clone()))
+                .await
+                .unwrap()
+                .size,
+            1
+        );
         for other in others {
-            assert!(store.record(&other.id, RecordKind::DOCUMENT, "doc-1", now).await.unwrap().is_none());
+            assert!(
+                store
+                    .record(&other.id, RecordKind::DOCUMENT, "doc-1", now)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
             assert!(store.data_keys(&other.id).await.unwrap().is_empty());
-            assert_eq!(store.audit_head(&LogId::Tenant(other.id.clone())).await.unwrap().size, 0);
+            assert_eq!(
+                store
+                    .audit_head(&LogId::Tenant(other.id.clone()))
+                    .await
+                    .unwrap()
+                    .size,
+                0
+            );
         }
     }
     assert_eq!(f.home.audit_head(&LogId::Operator).await.unwrap().size, 1);
     assert_eq!(f.eu.audit_head(&LogId::Operator).await.unwrap().size, 0);
-    assert!(f.home.api_key(&ApiKeyId::from_random([1; 8])).await.unwrap().is_none());
-    assert!(f.eu.api_key(&ApiKeyId::from_random([1; 8])).await.unwrap().is_some());
+    assert!(
+        f.home
+            .api_key(&ApiKeyId::from_random([1; 8]))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        f.eu.api_key(&ApiKeyId::from_random([1; 8]))
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // Another replica learns every location by asking.
     let replica = f.replica();
-    let key = replica.api_key(&ApiKeyId::from_random([2; 8])).await.unwrap().unwrap();
+    let key = replica
+        .api_key(&ApiKeyId::from_random([2; 8]))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(key.tenant_id, us.id);
     assert_eq!(replica.tenant(&eu.id).await.unwrap().unwrap(), eu);
-    assert!(replica.set_tenant_status(&eu.id, TenantStatus::Quarantined).await.unwrap());
+    assert!(
+        replica
+            .set_tenant_status(&eu.id, TenantStatus::Quarantined)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         f.eu.tenant(&eu.id).await.unwrap().unwrap().status,
         TenantStatus::Quarantined,
         "the write went to the tenant's own store"
     );
-    assert!(replica.tenant(&TenantId::from_random([99; 12])).await.unwrap().is_none());
-    assert!(replica.api_key(&ApiKeyId::from_random([99; 8])).await.unwrap().is_none());
+    assert!(
+        replica
+            .tenant(&TenantId::from_random([99; 12]))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        replica
+            .api_key(&ApiKeyId::from_random([99; 8]))
+            .await
+            .unwrap()
+            .is_none()
+    );
     let counts = replica.counts().await.unwrap();
-    assert_eq!((counts.tenants, counts.quarantined_tenants, counts.documents), (3, 1, 3));
+    assert_eq!(
+        (counts.tenants, counts.quarantined_tenants, counts.documents),
+        (3, 1, 3)
+    );
     replica.ping().await.unwrap();
 
     // One id, one store: the same id cannot be created in another region.
@@ -270,7 +334,13 @@ async fn tenant_and_log_lists_page_across_stores_with_opaque_cursors() {
     // Logs behind their checkpoint, and tenants with old keys, merge too.
     assert_eq!(f.replica().audit_logs_behind(100).await.unwrap().len(), 10);
     assert_eq!(f.replica().audit_logs_behind(4).await.unwrap().len(), 4);
-    assert!(f.replica().tenants_with_old_keys(100).await.unwrap().is_empty());
+    assert!(
+        f.replica()
+            .tenants_with_old_keys(100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A cursor beyond every store is an empty page, not an error.
     assert!(f.store.list_tenants(i64::MAX, 10).await.unwrap().is_empty());
 }
@@ -338,7 +408,12 @@ async fn expired_records_merge_oldest_first_and_are_deleted_in_their_own_stores(
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
-    assert!(f.eu.record(&eu.id, RecordKind::DOCUMENT, "x", now).await.unwrap().is_none());
+    assert!(
+        f.eu.record(&eu.id, RecordKind::DOCUMENT, "x", now)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -351,7 +426,10 @@ async fn erasure_happens_in_the_tenants_store_and_its_log_stays_findable() {
             .insert_record(record(t, RecordKind::DOCUMENT, "d", None))
             .await
             .unwrap();
-        f.store.insert_api_key(api_key(t, t.created_at.0 as u8)).await.unwrap();
+        f.store
+            .insert_api_key(api_key(t, t.created_at.0 as u8))
+            .await
+            .unwrap();
     }
     let eu_log = LogId::Tenant(eu.id.clone());
     // A batch across stores keeps the caller's order in its answers.
@@ -373,7 +451,10 @@ async fn erasure_happens_in_the_tenants_store_and_its_log_stays_findable() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((counts.records, counts.api_keys, counts.data_keys), (1, 1, 1));
+    assert_eq!(
+        (counts.records, counts.api_keys, counts.data_keys),
+        (1, 1, 1)
+    );
     assert!(f.eu.tenant(&eu.id).await.unwrap().is_none());
     assert_eq!(f.us.tenant(&us.id).await.unwrap().unwrap(), us);
     assert!(
@@ -388,7 +469,10 @@ async fn erasure_happens_in_the_tenants_store_and_its_log_stays_findable() {
     let replica = f.replica();
     assert_eq!(replica.audit_head(&eu_log).await.unwrap().size, 1);
     assert_eq!(
-        replica.audit_append(vec![one_entry(eu_log.clone(), 1)]).await.unwrap(),
+        replica
+            .audit_append(vec![one_entry(eu_log.clone(), 1)])
+            .await
+            .unwrap(),
         [true]
     );
     assert_eq!(f.eu.audit_head(&eu_log).await.unwrap().size, 2);

@@ -134,7 +134,11 @@ fn cells_containing(db: &Path, needle: &str) -> Vec<String> {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert!(tables.iter().any(|t| t == "tenants"), "{}: {tables:?}", db.display());
+    assert!(
+        tables.iter().any(|t| t == "tenants"),
+        "{}: {tables:?}",
+        db.display()
+    );
     let needle = needle.as_bytes();
     let mut hits = Vec::new();
     for table in tables {
@@ -208,8 +212,11 @@ models = ["fast"]
         ),
     )
     .unwrap();
-    let mut server =
-        Server::start_with(data.path(), &[("BULKHEAD_CONFIG", config.to_str().unwrap())]).await;
+    let mut server = Server::start_with(
+        data.path(),
+        &[("BULKHEAD_CONFIG", config.to_str().unwrap())],
+    )
+    .await;
     let base = server.base_url.clone();
     let client = Client::new();
 
@@ -240,7 +247,11 @@ models = ["fast"]
         detail.contains("model `echo` does not exist or is not available to this tenant"),
         "{problem}"
     );
-    assert_eq!(eu_upstream.requests().len(), 1, "nothing more reached eu-west");
+    assert_eq!(
+        eu_upstream.requests().len(),
+        1,
+        "nothing more reached eu-west"
+    );
     assert_eq!(us_upstream.requests().len(), 1, "nor us-east");
 
     // Both logs verify against the server's public key while it runs.
@@ -248,7 +259,11 @@ models = ["fast"]
     assert_eq!(vkey.status.code(), Some(0), "{}", describe(&vkey));
     let vkey = String::from_utf8(vkey.stdout).unwrap().trim().to_owned();
     for t in [&eu, &us] {
-        let verified = audit_cli(&base, data.path(), &["verify", "--tenant", &t.id, "--vkey", &vkey]);
+        let verified = audit_cli(
+            &base,
+            data.path(),
+            &["verify", "--tenant", &t.id, "--vkey", &vkey],
+        );
         assert_eq!(verified.status.code(), Some(0), "{}", describe(&verified));
         assert!(String::from_utf8_lossy(&verified.stdout).contains("OK"));
     }
@@ -260,9 +275,30 @@ models = ["fast"]
     for (own_db, own, foreign) in [(&eu_db, &eu, &us), (&us_db, &us, &eu)] {
         // Its own store holds everything of it: tenant, keys, records of every
         // kind written, and its audit log with the entries.
-        assert_eq!(count(own_db, "SELECT COUNT(*) FROM tenants WHERE id = ?1", &own.id), 1);
-        assert_eq!(count(own_db, "SELECT COUNT(*) FROM api_keys WHERE tenant_id = ?1", &own.id), 1);
-        assert_eq!(count(own_db, "SELECT COUNT(*) FROM data_keys WHERE tenant_id = ?1", &own.id), 1);
+        assert_eq!(
+            count(
+                own_db,
+                "SELECT COUNT(*) FROM tenants WHERE id = ?1",
+                &own.id
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                own_db,
+                "SELECT COUNT(*) FROM api_keys WHERE tenant_id = ?1",
+                &own.id
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                own_db,
+                "SELECT COUNT(*) FROM data_keys WHERE tenant_id = ?1",
+                &own.id
+            ),
+            1
+        );
         for kind in ["document", "chunk", "session", "session_message", "trace"] {
             let n: i64 = open(own_db)
                 .query_row(
@@ -283,16 +319,43 @@ models = ["fast"]
         );
         // And nothing of the other region's tenant, in any table or byte.
         assert_eq!(cells_containing(own_db, &foreign.id), Vec::<String>::new());
-        assert!(!file_bytes_contain(own_db, &foreign.id), "{}", own_db.display());
+        assert!(
+            !file_bytes_contain(own_db, &foreign.id),
+            "{}",
+            own_db.display()
+        );
         // Nor anything of it in the home store: no directory rows at all.
         assert_eq!(cells_containing(&home_db, &own.id), Vec::<String>::new());
         assert!(!file_bytes_contain(&home_db, &own.id));
     }
     // The home store keeps only server-wide rows: no tenants, the operator log.
-    assert_eq!(count(&home_db, "SELECT COUNT(*) FROM tenants WHERE id <> ?1", ""), 0);
-    assert_eq!(count(&home_db, "SELECT COUNT(*) FROM records WHERE tenant_id <> ?1", ""), 0);
-    assert!(count(&home_db, "SELECT COUNT(*) FROM audit_logs WHERE log_id = ?1", "operator") == 1);
-    assert_eq!(count(&eu_db, "SELECT COUNT(*) FROM audit_logs WHERE log_id = ?1", "operator"), 0);
+    assert_eq!(
+        count(&home_db, "SELECT COUNT(*) FROM tenants WHERE id <> ?1", ""),
+        0
+    );
+    assert_eq!(
+        count(
+            &home_db,
+            "SELECT COUNT(*) FROM records WHERE tenant_id <> ?1",
+            ""
+        ),
+        0
+    );
+    assert!(
+        count(
+            &home_db,
+            "SELECT COUNT(*) FROM audit_logs WHERE log_id = ?1",
+            "operator"
+        ) == 1
+    );
+    assert_eq!(
+        count(
+            &eu_db,
+            "SELECT COUNT(*) FROM audit_logs WHERE log_id = ?1",
+            "operator"
+        ),
+        0
+    );
 }
 
 /// A region that gets its store after its tenants were created: they stay in the
@@ -315,9 +378,16 @@ async fn tenants_created_before_their_region_had_a_store_stay_served_and_are_rep
     assert!(server.terminate().success(), "{}", server.log_tail());
 
     let config = data.path().join("bulkhead.toml");
-    std::fs::write(&config, "[[regions]]\nname = \"eu-west\"\nstore = \"eu-west.db\"\n").unwrap();
-    let mut server =
-        Server::start_with(data.path(), &[("BULKHEAD_CONFIG", config.to_str().unwrap())]).await;
+    std::fs::write(
+        &config,
+        "[[regions]]\nname = \"eu-west\"\nstore = \"eu-west.db\"\n",
+    )
+    .unwrap();
+    let mut server = Server::start_with(
+        data.path(),
+        &[("BULKHEAD_CONFIG", config.to_str().unwrap())],
+    )
+    .await;
     let doc = expect_json(
         client
             .get(format!("{}/v1/documents/early", server.base_url))
@@ -336,6 +406,16 @@ async fn tenants_created_before_their_region_had_a_store_stay_served_and_are_rep
         "{log}"
     );
     let eu_db = data.path().join("eu-west.db");
-    assert_eq!(count(&eu_db, "SELECT COUNT(*) FROM tenants WHERE id = ?1", &late.id), 1);
-    assert_eq!(count(&eu_db, "SELECT COUNT(*) FROM tenants WHERE id = ?1", &eu.id), 0);
+    assert_eq!(
+        count(
+            &eu_db,
+            "SELECT COUNT(*) FROM tenants WHERE id = ?1",
+            &late.id
+        ),
+        1
+    );
+    assert_eq!(
+        count(&eu_db, "SELECT COUNT(*) FROM tenants WHERE id = ?1", &eu.id),
+        0
+    );
 }
