@@ -7,10 +7,12 @@
 //! across tenants by choosing a record id.
 //!
 //! The trait is async and object-safe so that a PostgreSQL backend (many replicas,
-//! one database) can implement it without any caller changing.
+//! one database) can implement it without any caller changing, and so that
+//! `RegionalStore` can keep each region's tenants in a store of their own.
 
 #![forbid(unsafe_code)]
 
+mod regional;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -18,6 +20,7 @@ use bulkhead_types::{
     ApiKeyId, KeyVersion, LogId, PolicyName, RecordKind, Region, TenantId, TenantStatus, UnixMillis,
 };
 
+pub use regional::{REGIONS_MAX, RegionalError, RegionalStore, STORE_SHIFT};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]

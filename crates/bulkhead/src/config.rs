@@ -225,6 +225,22 @@ pub struct UpstreamFile {
     pub tenant_api_keys: std::collections::BTreeMap<String, String>,
 }
 
+/// One `[[regions]]` table of the config file: a residency region whose tenants'
+/// rows live in a store of their own. A tenant of a region without such a table
+/// lives in the home store (`store`).
+///
+/// ```toml
+/// [[regions]]
+/// name = "eu-west"
+/// store = "eu-west.db"               # a SQLite path; relative: under data_dir
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionFile {
+    pub name: String,
+    pub store: String,
+}
+
 /// The same keys, as read from the TOML file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -280,6 +296,9 @@ pub struct FileConfig {
     /// The upstreams, as tables (file only: a list of tables has no flag spelling).
     #[serde(default)]
     pub upstreams: Vec<UpstreamFile>,
+    /// Regions with a store of their own (file only, like the upstreams).
+    #[serde(default)]
+    pub regions: Vec<RegionFile>,
 }
 
 /// Settings after precedence and defaults are applied.
@@ -288,6 +307,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub sqlite_path: PathBuf,
+    /// Regions whose tenants live in a store of their own; empty: every tenant
+    /// lives in the home store at `sqlite_path`.
+    pub regions: Vec<RegionStore>,
     pub admin_token: Option<String>,
     pub master_key: Option<String>,
     pub body_bytes_max: usize,
@@ -304,6 +326,14 @@ pub struct Settings {
     pub sweep_batch_max: u32,
     pub policy_packs_dir: Option<PathBuf>,
     pub alerts: bulkhead_server::alerts::AlertSettings,
+}
+
+/// A region with its own store, validated: a known-good name and a SQLite file
+/// that no other region and not the home store uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionStore {
+    pub region: bulkhead_types::Region,
+    pub sqlite_path: PathBuf,
 }
 
 /// The model gateway, validated.
@@ -348,6 +378,7 @@ impl ServeArgs {
             None => data_dir.join("bulkhead.db"),
             Some(url) => parse_store(&url)?,
         };
+        let regions = resolve_regions(file.regions, &data_dir, &sqlite_path)?;
         let body_bytes_max = self
             .body_bytes_max
             .or(file.body_bytes_max)
@@ -496,6 +527,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
             data_dir,
             sqlite_path,
+            regions,
             admin_token: self.admin_token.or(file.admin_token),
             master_key: self.master_key.or(file.master_key),
             body_bytes_max,
@@ -719,6 +751,59 @@ fn resolve_gateway(keys: GatewayKeys) -> anyhow::Result<GatewaySettings> {
     })
 }
 
+/// Validates the `[[regions]]` tables. Two regions in one file would put both
+/// regions' tenants in one place, and so would a region sharing the home store,
+/// so both are refused; paths are compared made absolute (not through symlinks:
+/// the files may not exist yet).
+fn resolve_regions(
+    tables: Vec<RegionFile>,
+    data_dir: &Path,
+    home: &Path,
+) -> anyhow::Result<Vec<RegionStore>> {
+    if tables.len() > bulkhead_store::REGIONS_MAX {
+        bail!(
+            "regions: at most {} regions may have their own store",
+            bulkhead_store::REGIONS_MAX
+        );
+    }
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let home_abs = absolute(home);
+    let mut out: Vec<RegionStore> = Vec::with_capacity(tables.len());
+    for (i, table) in tables.into_iter().enumerate() {
+        let what = format!("regions[{i}] ({:?})", table.name);
+        let region = bulkhead_types::Region::parse(&table.name)
+            .map_err(|e| anyhow::anyhow!("{what}: name: {}", e.problem))?;
+        if out.iter().any(|r| r.region == region) {
+            bail!("{what}: name: region {region} is listed twice");
+        }
+        let path = parse_store(&table.store).with_context(|| format!("{what}: store"))?;
+        let sqlite_path = if path.is_relative() {
+            data_dir.join(path)
+        } else {
+            path
+        };
+        let abs = absolute(&sqlite_path);
+        if abs == home_abs {
+            bail!(
+                "{what}: store: {} is the home store; give the region a file of its own",
+                sqlite_path.display()
+            );
+        }
+        if let Some(other) = out.iter().find(|r| absolute(&r.sqlite_path) == abs) {
+            bail!(
+                "{what}: store: {} is already the store of region {}",
+                sqlite_path.display(),
+                other.region
+            );
+        }
+        out.push(RegionStore {
+            region,
+            sqlite_path,
+        });
+    }
+    Ok(out)
+}
+
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("read config file {}", path.display()))?;
@@ -857,6 +942,69 @@ tn_000000000000000000000000 = "tenant-key"
         );
         let off = ServeArgs::default().resolve().unwrap();
         assert!(off.gateway.upstreams.is_empty() && !off.gateway.echo_models);
+    }
+
+    #[test]
+    fn regions_get_their_own_stores_and_bad_tables_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolve = |toml: &str| {
+            let file = dir.path().join("bulkhead.toml");
+            std::fs::write(&file, toml).unwrap();
+            ServeArgs {
+                config: Some(file),
+                data_dir: Some(PathBuf::from("/srv/bh")),
+                ..ServeArgs::default()
+            }
+            .resolve()
+        };
+        let s = resolve(
+            "[[regions]]\nname = \"eu-west\"\nstore = \"eu.db\"\n\
+             [[regions]]\nname = \"us-east\"\nstore = \"sqlite:/data/us.db\"\n",
+        )
+        .unwrap();
+        let got: Vec<(String, PathBuf)> = s
+            .regions
+            .iter()
+            .map(|r| (r.region.to_string(), r.sqlite_path.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("eu-west".to_owned(), PathBuf::from("/srv/bh/eu.db")),
+                ("us-east".to_owned(), PathBuf::from("/data/us.db")),
+            ],
+            "relative paths live under the data dir"
+        );
+        assert!(ServeArgs::default().resolve().unwrap().regions.is_empty());
+        for (toml, needle) in [
+            (
+                "[[regions]]\nname = \"EU\"\nstore = \"eu.db\"\n",
+                "regions[0] (\"EU\"): name: must be lowercase",
+            ),
+            (
+                "[[regions]]\nname = \"eu\"\nstore = \"a.db\"\n[[regions]]\nname = \"eu\"\nstore = \"b.db\"\n",
+                "regions[1] (\"eu\"): name: region eu is listed twice",
+            ),
+            (
+                "[[regions]]\nname = \"eu\"\nstore = \"a.db\"\n[[regions]]\nname = \"us\"\nstore = \"/srv/bh/a.db\"\n",
+                "regions[1] (\"us\"): store: /srv/bh/a.db is already the store of region eu",
+            ),
+            (
+                "[[regions]]\nname = \"eu\"\nstore = \"bulkhead.db\"\n",
+                "regions[0] (\"eu\"): store: /srv/bh/bulkhead.db is the home store",
+            ),
+            (
+                "[[regions]]\nname = \"eu\"\nstore = \"\"\n",
+                "regions[0] (\"eu\"): store",
+            ),
+            (
+                "[[regions]]\nname = \"eu\"\nstore = \"a.db\"\ndsn = \"x\"\n",
+                "unknown field `dsn`",
+            ),
+        ] {
+            let err = format!("{:#}", resolve(toml).unwrap_err());
+            assert!(err.contains(needle), "{toml}: {err}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use bulkhead_audit::{Audit, AuditOptions};
 use bulkhead_crypto::{KeyEncryptionKey, LocalKek, random_array, write_secret_file};
 use bulkhead_ledger::note::NoteSigner;
 use bulkhead_server::{AppState, ServerLimits};
-use bulkhead_store::{SqliteOptions, SqliteStore, Store};
+use bulkhead_store::{RegionalStore, SqliteOptions, SqliteStore, Store};
 use bulkhead_types::SystemClock;
 use bulkhead_vault::{Vault, VaultLimits};
 use zeroize::Zeroizing;
@@ -113,20 +113,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         None => load_or_generate_admin_token(&settings.data_dir.join("admin.token"))?,
     };
 
-    let store = SqliteStore::open(
-        &settings.sqlite_path,
-        SqliteOptions {
-            group_commit_max: settings.sqlite_group_commit_max,
-            ..SqliteOptions::default()
-        },
-    )
-    .with_context(|| {
-        format!(
-            "open the SQLite store at {}",
-            settings.sqlite_path.display()
-        )
-    })?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = open_stores(&settings).await?;
     let limits = VaultLimits {
         document_text_bytes_max: settings.document_text_bytes_max,
         ..VaultLimits::default()
@@ -235,6 +222,82 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         stop: stop_tx,
         serving,
     })
+}
+
+/// Opens one store: a SQLite file.
+fn open_store(path: &Path, group_commit_max: usize) -> anyhow::Result<Arc<dyn Store>> {
+    let store = SqliteStore::open(
+        path,
+        SqliteOptions {
+            group_commit_max,
+            ..SqliteOptions::default()
+        },
+    )
+    .with_context(|| format!("open the SQLite store at {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// The home store, wrapped in a [`RegionalStore`] only when some region has a
+/// store of its own (otherwise every call goes straight to the one store).
+async fn open_stores(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let group_commit_max = settings.sqlite_group_commit_max;
+    let home = open_store(&settings.sqlite_path, group_commit_max)?;
+    if settings.regions.is_empty() {
+        tracing::info!(
+            "no region has a store of its own: every tenant's rows live in the home store"
+        );
+        return Ok(home);
+    }
+    let mut regions = Vec::with_capacity(settings.regions.len());
+    for r in &settings.regions {
+        let store = open_store(&r.sqlite_path, group_commit_max)
+            .with_context(|| format!("the store of region {}", r.region))?;
+        tracing::info!(region = %r.region, store = %r.sqlite_path.display(),
+            "this region's tenants live in a store of their own");
+        regions.push((r.region.clone(), store));
+    }
+    tracing::info!(store = %settings.sqlite_path.display(),
+        "tenants of every other region, and server-wide rows, live in the home store");
+    warn_of_tenants_left_at_home(home.as_ref(), settings).await?;
+    let regional = RegionalStore::new(home, regions).context("the regional stores")?;
+    Ok(Arc::new(regional))
+}
+
+/// Tenants created before their region got a store of its own stay in the home
+/// store (rows are never moved behind the operator's back) and are still served
+/// from there; their residency is not what the config now says, so say so loudly.
+async fn warn_of_tenants_left_at_home(home: &dyn Store, settings: &Settings) -> anyhow::Result<()> {
+    /// Tenants read per page, and pages at most: a bounded scan at start.
+    const PAGE_LEN: u32 = 1000;
+    const PAGES_MAX: usize = 1000;
+    let mut after = 0;
+    let mut misplaced: Vec<(String, String)> = Vec::new();
+    let mut misplaced_count = 0u64;
+    for _ in 0..PAGES_MAX {
+        let page = home
+            .list_tenants(after, PAGE_LEN)
+            .await
+            .context("list the home store's tenants")?;
+        for (seq, tenant) in &page {
+            after = *seq;
+            if settings.regions.iter().any(|r| r.region == tenant.region) {
+                misplaced_count += 1;
+                if misplaced.len() < 10 {
+                    misplaced.push((tenant.id.to_string(), tenant.region.to_string()));
+                }
+            }
+        }
+        if page.len() < PAGE_LEN as usize {
+            break;
+        }
+    }
+    if misplaced_count > 0 {
+        tracing::warn!(count = misplaced_count, first = ?misplaced,
+            "TENANTS LIVE IN THE HOME STORE ALTHOUGH THEIR REGION NOW HAS A STORE OF ITS OWN: they were created \
+             before the region's store was configured. They are still served from the home store, but their rows \
+             are not where the config says. Bulkhead has no tool to move a tenant between stores yet.");
+    }
+    Ok(())
 }
 
 fn build_gateway(
