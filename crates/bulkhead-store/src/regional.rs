@@ -226,6 +226,10 @@ impl Store for RegionalStore {
         self.stores[HOME].get_or_init_meta(key, init).await
     }
 
+    async fn put_meta(&self, key: &'static str, value: Vec<u8>) -> StoreResult<()> {
+        self.stores[HOME].put_meta(key, value).await
+    }
+
     async fn create_tenant(&self, tenant: TenantRow, first_key: DataKeyRow) -> StoreResult<()> {
         let index = self.store_for_region(&tenant.region);
         // Ids are 96 random bits, so this only guards the invariant the routing
