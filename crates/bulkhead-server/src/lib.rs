@@ -12,17 +12,20 @@
 mod admin;
 pub mod alerts;
 pub mod audit;
+pub mod dashboard;
 mod documents;
 pub mod error;
 mod extract;
 pub mod gateway;
 pub mod guard;
+pub mod incident;
 pub mod metrics;
 pub mod packs;
 pub mod retention;
 pub mod retrieval;
 pub mod sessions;
 pub mod traces;
+pub mod traffic;
 pub mod wire;
 
 use std::sync::Arc;
@@ -69,6 +72,10 @@ pub struct AppState {
     pub packs: Arc<packs::Packs>,
     pub alerts: Arc<alerts::Alerts>,
     pub metrics: Arc<Metrics>,
+    /// Per-tenant traffic and guard outcomes over the last 15 minutes (dashboard).
+    pub traffic: Arc<traffic::Traffic>,
+    /// Dashboard sessions and log verifications.
+    pub dashboard: Arc<dashboard::Dashboard>,
     pub limits: ServerLimits,
     /// SHA-256 of the admin token: comparing digests in constant time does not leak
     /// the token's length.
@@ -93,6 +100,8 @@ impl AppState {
             retrieval,
             guard,
             metrics: Arc::new(Metrics::new()),
+            traffic: Arc::new(traffic::Traffic::new()),
+            dashboard: Arc::new(dashboard::Dashboard::new()),
             limits,
             admin_token_digest: bulkhead_crypto::sha256(admin_token.as_bytes()),
         }
@@ -177,6 +186,7 @@ pub fn app(state: AppState) -> Router {
         .route("/tenants/{id}/export", get(admin::export_tenant))
         .route("/policies", get(admin::policies))
         .route("/alerts", get(admin::alerts))
+        .route("/alerts/{id}/ack", post(admin::ack_alert))
         .route("/audit/public-key", get(audit::public_key))
         .route("/audit/logs", get(audit::logs))
         .route("/audit/checkpoint", get(audit::operator_checkpoint))
@@ -218,7 +228,11 @@ pub fn app(state: AppState) -> Router {
         .route("/audit/checkpoint", get(audit::tenant_checkpoint))
         .route("/audit/entries", get(audit::tenant_entries))
         .route("/audit/proof/inclusion", get(audit::tenant_inclusion))
-        .route("/audit/proof/consistency", get(audit::tenant_consistency));
+        .route("/audit/proof/consistency", get(audit::tenant_consistency))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            traffic::track,
+        ));
     Router::new()
         .nest("/admin/v1", admin)
         .nest("/v1", tenant)
@@ -226,6 +240,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/problems/{code}", get(problem_doc))
+        .merge(dashboard::router(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.body_bytes_max))
