@@ -282,7 +282,7 @@ fn bars(values: &[u64], overlay: Option<&[u64]>, class: &str) -> Markup {
     let n = values.len().max(1) as f64;
     let bw = W / n;
     html! {
-        svg.chart class=(class) viewBox={ "0 0 " (W) " " (H + 16.0) } preserveAspectRatio="none" role="img" {
+        svg.chart class=(class) viewBox={ "0 0 " (W) " " (H + 16.0) } role="img" {
             line x1="0" y1=(H) x2=(W) y2=(H) stroke="#cfd6e4" stroke-width="1" {}
             @for (i, v) in values.iter().enumerate() {
                 @let h = (*v as f64 / max) * (H - 8.0);
@@ -330,13 +330,20 @@ fn latency_lines(view: &TrafficView) -> Markup {
             .join(" ")
     };
     html! {
-        svg.chart.latency viewBox={ "0 0 " (W) " " (H + 16.0) } preserveAspectRatio="none" role="img" {
+        svg.chart.latency viewBox={ "0 0 " (W) " " (H + 16.0) } role="img" {
             line x1="0" y1=(H) x2=(W) y2=(H) stroke="#cfd6e4" stroke-width="1" {}
             polyline points=(points(&p99)) fill="none" stroke="#d6894c" stroke-width="2" {}
             polyline points=(points(&p50)) fill="none" stroke="#3b9a6b" stroke-width="2" {}
+            // Dots too: a single busy bin is a point, which a line alone would hide.
+            @for (series, colour) in [(&p99, "#d6894c"), (&p50, "#3b9a6b")] {
+                @for (i, v) in series.iter().enumerate() {
+                    @if let Some(v) = v {
+                        circle cx=(format!("{:.1}", (i as f64 + 0.5) * W / n))
+                            cy=(format!("{:.1}", H - (f64::from(*v) / max) * (H - 8.0))) r="2.5" fill=(colour) {}
+                    }
+                }
+            }
             text x="4" y="12" font-size="11" fill="#5b6577" { "max ≤" (max as u64) " ms" }
-            text x=(W - 4.0) y="12" font-size="11" fill="#3b9a6b" text-anchor="end" { "p50" }
-            text x=(W - 34.0) y="12" font-size="11" fill="#d6894c" text-anchor="end" { "p99" }
             text x="4" y=(H + 13.0) font-size="10" fill="#8a93a5" { "−15 min" }
             text x=(W - 4.0) y=(H + 13.0) font-size="10" fill="#8a93a5" text-anchor="end" { "now" }
         }
