@@ -700,3 +700,33 @@ pub fn incident_panel(
         p { a href="/dashboard/alerts" { "← Alerts" } }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_render_as_nested_tables_with_every_string_escaped() {
+        let report = json!({
+            "reads": [{"document": "doc_1", "by": "key:k1"}, {"document": "doc_2", "by": "key:k2"}],
+            "window": {"entries": 12, "note": "<script>alert(1)</script>"},
+            "empty": [],
+        });
+        let out = value_table(&report, 0).into_string();
+        assert_eq!(out.matches("<table").count(), 5, "{out}");
+        assert!(out.contains("doc_2") && out.contains("key:k1") && out.contains(">12<"));
+        assert!(out.contains("(none)"));
+        assert!(!out.contains("<script>"), "{out}");
+        assert!(out.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn deep_values_are_cut_off() {
+        let mut v = json!("leaf");
+        for _ in 0..20 {
+            v = json!({ "k": v });
+        }
+        let out = value_table(&v, 0).into_string();
+        assert!(!out.contains("leaf") && out.contains('…'));
+    }
+}
