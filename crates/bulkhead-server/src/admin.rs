@@ -148,6 +148,19 @@ pub async fn alerts(_: Admin, State(state): State<AppState>) -> Json<serde_json:
     Json(serde_json::json!({ "alerts": state.alerts.recent(1000) }))
 }
 
+/// `POST /admin/v1/alerts/{id}/ack`: acknowledges an alert (logged as
+/// `alert.acknowledged` in the operator log); acknowledging again changes nothing.
+pub async fn ack_alert(
+    _: Admin,
+    State(state): State<AppState>,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> ApiResult<Json<crate::alerts::Alert>> {
+    crate::alerts::acknowledge(&state, &rid, &id, "admin")
+        .await
+        .map(Json)
+}
+
 /// `GET /admin/v1/policies`: the compliance packs tenants can choose.
 pub async fn policies(_: Admin, State(state): State<AppState>) -> Json<serde_json::Value> {
     let packs: Vec<&crate::packs::Pack> = state.packs.all().map(|p| &**p).collect();
@@ -531,7 +544,7 @@ pub async fn quarantine(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TenantResponse>> {
-    let tenant = set_quarantine(&state, &rid, &id, true).await?;
+    let tenant = set_quarantine(&state, "admin", &rid, &id, true).await?;
     tracing::warn!(tenant = %tenant.id, "tenant quarantined: its keys get 403 until released");
     Ok(Json(TenantResponse::from(&tenant)))
 }
@@ -542,15 +555,18 @@ pub async fn release(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TenantResponse>> {
-    let tenant = set_quarantine(&state, &rid, &id, false).await?;
+    let tenant = set_quarantine(&state, "admin", &rid, &id, false).await?;
     tracing::info!(tenant = %tenant.id, "tenant released from quarantine");
     Ok(Json(TenantResponse::from(&tenant)))
 }
 
-/// Quarantine or release, logged in both logs; the tenant's hot index is dropped
-/// either way (a quarantined tenant's index has no business staying in memory).
-async fn set_quarantine(
+/// Quarantine or release, logged in both logs with `actor` (`admin`, or the
+/// dashboard session); the tenant's hot index is dropped either way (a quarantined
+/// tenant's index has no business staying in memory). The admin API and the
+/// dashboard both come through here.
+pub(crate) async fn set_quarantine(
     state: &AppState,
+    actor: &str,
     rid: &RequestId,
     raw_id: &str,
     quarantined: bool,
@@ -566,7 +582,7 @@ async fn set_quarantine(
         Err(e) => return Err(refused(state, rid, kind, Some(&id), e).await),
     };
     state.retrieval.forget(&id);
-    Trail::admin(state, kind, rid)
+    Trail::new(state, kind, actor.to_owned(), rid)
         .subject(Subject::new("tenant", id.as_str()))
         .record_admin(Some(&id))
         .await?;

@@ -45,6 +45,11 @@ pub struct Alert {
     /// Related ids (owner tenants, request id).
     #[serde(default)]
     pub related: Vec<String>,
+    /// Who acknowledged the alert (`admin`, `dashboard:ds_…`), once someone has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<String>,
 }
 
 /// Where alerts go besides the log.
@@ -175,6 +180,19 @@ impl Alerts {
         recent.iter().rev().take(limit).cloned().collect()
     }
 
+    /// Marks a kept alert acknowledged by `actor` (the first acknowledgement
+    /// stands; a second one changes nothing). `None` if no kept alert has this id.
+    fn mark_acknowledged(&self, id: &str, actor: &str, now: String) -> Option<(Alert, bool)> {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let alert = recent.iter_mut().find(|a| a.id == id)?;
+        if alert.acknowledged_by.is_some() {
+            return Some((alert.clone(), false));
+        }
+        alert.acknowledged_by = Some(actor.to_owned());
+        alert.acknowledged_at = Some(now);
+        Some((alert.clone(), true))
+    }
+
     /// Raises an alert: kept, logged, in the operator log, sent to the webhook.
     pub async fn raise(&self, state: &AppState, rid: &RequestId, alert: Alert) {
         tracing::warn!(alert = %alert.id, kind = %alert.kind, severity = %alert.severity,
@@ -272,6 +290,39 @@ pub async fn raise_id_enumeration(state: &AppState, rid: &RequestId, tenant: &Te
     state.alerts.raise(state, rid, alert).await;
 }
 
+/// Acknowledges an alert for `actor` and logs `alert.acknowledged` in the operator
+/// log. Shared by `POST /admin/v1/alerts/{id}/ack` and the dashboard, so both
+/// leave the same entry. Idempotent: acknowledging twice logs once.
+pub(crate) async fn acknowledge(
+    state: &AppState,
+    rid: &RequestId,
+    id: &str,
+    actor: &str,
+) -> crate::error::ApiResult<Alert> {
+    let Some((alert, changed)) =
+        state
+            .alerts
+            .mark_acknowledged(id, actor, state.vault.now().rfc3339())
+    else {
+        return Err(crate::error::ApiError::not_found());
+    };
+    if changed {
+        let mut trail = Trail::new(state, "alert.acknowledged", actor.to_owned(), rid)
+            .subject(Subject::new("alert", &*alert.id))
+            .attr("alert_kind", Attr::Text(alert.kind.clone()));
+        if let Some(t) = alert
+            .tenant
+            .as_deref()
+            .and_then(|t| TenantId::parse(t).ok())
+        {
+            trail = trail.about_tenant(&t);
+        }
+        trail.record(LogId::Operator).await?;
+        tracing::info!(alert = %alert.id, actor, "alert acknowledged");
+    }
+    Ok(alert)
+}
+
 pub fn new_alert(
     kind: &str,
     severity: &str,
@@ -288,6 +339,8 @@ pub fn new_alert(
         created_at: now,
         summary,
         related: Vec::new(),
+        acknowledged_by: None,
+        acknowledged_at: None,
     }
 }
 

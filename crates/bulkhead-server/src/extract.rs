@@ -64,7 +64,7 @@ impl FromRequestParts<AppState> for Admin {
 
 /// Counts a refused credential toward the burst alert (credential stuffing, a
 /// leaked and revoked key still in use, a misconfigured client).
-async fn auth_burst(state: &AppState, rid: &RequestId) {
+pub(crate) async fn auth_burst(state: &AppState, rid: &RequestId) {
     if state.alerts.auth_failure(state.vault.now().0) {
         let alert = crate::alerts::new_alert(
             "auth_failure_burst",
@@ -79,7 +79,7 @@ async fn auth_burst(state: &AppState, rid: &RequestId) {
     }
 }
 
-fn request_id(parts: &Parts) -> RequestId {
+pub(crate) fn request_id(parts: &Parts) -> RequestId {
     parts
         .extensions
         .get::<RequestId>()
@@ -111,6 +111,10 @@ impl FromRequestParts<AppState> for Tenant {
         };
         match state.vault.authenticate_attributed(token).await {
             Ok(ctx) => {
+                // Tells the traffic recorder whose request this was.
+                if let Some(slot) = parts.extensions.get::<crate::traffic::TenantSlot>() {
+                    let _ = slot.0.set(ctx.tenant().clone());
+                }
                 if let Some(anomaly) = state
                     .alerts
                     .baselines

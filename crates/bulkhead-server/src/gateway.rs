@@ -656,6 +656,9 @@ async fn whole_chat(
     if let Some(calls) = &mut tool_calls {
         scan_tool_calls(state, &pack, ctx.tenant(), calls, &mut decision).await;
     }
+    state
+        .traffic
+        .record_findings(state.vault.now(), &decision.findings, decision.blocked);
     if let Err(e) = report_leak(state, ctx, rid, &decision.findings).await {
         return e.into_response();
     }
@@ -947,6 +950,9 @@ impl StreamJob {
                 }
             }
         }
+        state
+            .traffic
+            .record_findings(state.vault.now(), &decision.findings, decision.blocked);
         let leak_report = report_leak(&state, &self.ctx, &self.rid, &decision.findings).await;
 
         let mut trace = std::mem::replace(&mut self.prepared.trace, placeholder_trace());

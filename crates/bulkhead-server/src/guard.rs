@@ -354,6 +354,11 @@ pub async fn scan(
         trail = trail.denied("cross_tenant");
     }
     trail.record(tenant_log).await?;
+    state.traffic.record_findings(
+        state.vault.now(),
+        &outcome.findings,
+        outcome.verdict == Verdict::Blocked,
+    );
     report_leak(&state, &ctx, &rid, &outcome.findings).await?;
     let findings = outcome
         .findings

@@ -13,6 +13,7 @@ mod admin;
 pub mod alerts;
 pub mod anomaly;
 pub mod audit;
+pub mod dashboard;
 mod documents;
 pub mod drift;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod retention;
 pub mod retrieval;
 pub mod sessions;
 pub mod traces;
+pub mod traffic;
 pub mod wire;
 
 use std::sync::Arc;
@@ -78,6 +80,10 @@ pub struct AppState {
     /// The retention sweeper's last run.
     pub sweeps: Arc<retention::SweepHistory>,
     pub metrics: Arc<Metrics>,
+    /// Per-tenant traffic and guard outcomes over the last 15 minutes (dashboard).
+    pub traffic: Arc<traffic::Traffic>,
+    /// Dashboard sessions and log verifications.
+    pub dashboard: Arc<dashboard::Dashboard>,
     pub limits: ServerLimits,
     /// SHA-256 of the admin token: comparing digests in constant time does not leak
     /// the token's length.
@@ -104,6 +110,8 @@ impl AppState {
             retrieval,
             guard,
             metrics: Arc::new(Metrics::new()),
+            traffic: Arc::new(traffic::Traffic::new()),
+            dashboard: Arc::new(dashboard::Dashboard::new()),
             limits,
             admin_token_digest: bulkhead_crypto::sha256(admin_token.as_bytes()),
         }
@@ -195,6 +203,7 @@ pub fn app(state: AppState) -> Router {
         .route("/incidents/{id}/close", post(incident::close))
         .route("/tenants/{id}/impact", get(incident::impact))
         .route("/tenants/{id}/evidence", get(evidence::show))
+        .route("/alerts/{id}/ack", post(admin::ack_alert))
         .route("/audit/public-key", get(audit::public_key))
         .route("/audit/logs", get(audit::logs))
         .route("/audit/checkpoint", get(audit::operator_checkpoint))
@@ -236,7 +245,11 @@ pub fn app(state: AppState) -> Router {
         .route("/audit/checkpoint", get(audit::tenant_checkpoint))
         .route("/audit/entries", get(audit::tenant_entries))
         .route("/audit/proof/inclusion", get(audit::tenant_inclusion))
-        .route("/audit/proof/consistency", get(audit::tenant_consistency));
+        .route("/audit/proof/consistency", get(audit::tenant_consistency))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            traffic::track,
+        ));
     Router::new()
         .nest("/admin/v1", admin)
         .nest("/v1", tenant)
@@ -244,6 +257,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/problems/{code}", get(problem_doc))
+        .merge(dashboard::router(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.body_bytes_max))

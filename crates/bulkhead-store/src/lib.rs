@@ -370,6 +370,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<bool>;
 
     async fn counts(&self) -> StoreResult<StoreCounts>;
+    /// The number of live (unexpired at `now`) documents of one tenant, for the
+    /// dashboard's tenants view.
+    async fn document_count(&self, tenant: &TenantId, now: UnixMillis) -> StoreResult<u64>;
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
     /// Finishes queued writes and closes; later calls return `Closed`.

@@ -290,6 +290,13 @@ impl Store for RegionalStore {
         self.store_of(id).await?.set_tenant_models(id, models).await
     }
 
+    async fn document_count(&self, tenant: &TenantId, now: UnixMillis) -> StoreResult<u64> {
+        self.store_of(tenant)
+            .await?
+            .document_count(tenant, now)
+            .await
+    }
+
     async fn data_keys(&self, id: &TenantId) -> StoreResult<Vec<DataKeyRow>> {
         self.store_of(id).await?.data_keys(id).await
     }

@@ -1418,6 +1418,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn document_count(&self, tenant: &TenantId, now: UnixMillis) -> StoreResult<u64> {
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |conn| {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM records WHERE tenant_id = ?1 AND kind = 'document' \
+                     AND (expires_at IS NULL OR expires_at > ?2)",
+                    rusqlite::params![tenant, now.0],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
             .await

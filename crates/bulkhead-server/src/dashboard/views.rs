@@ -1,0 +1,732 @@
+//! The dashboard's pages and panels as maud templates, and the data each loads.
+//!
+//! maud escapes every interpolated value at compile time unless it is wrapped in
+//! `PreEscaped`, which nothing here does with data: an id or a name can never
+//! become markup. Charts are inline SVG built from numbers only.
+
+use maud::{DOCTYPE, Markup, html};
+use serde_json::{Value, json};
+
+use bulkhead_types::{TenantId, TenantStatus, UnixMillis};
+
+use super::{DashSession, VerifyResult};
+use crate::AppState;
+use crate::alerts::Alert;
+use crate::error::ApiResult;
+use crate::traffic::{GuardView, TrafficView};
+
+/// Bins of the 15-minute charts: 90 of 10 seconds.
+const BIN_SECS: i64 = 10;
+/// Tenants shown with their own traffic row.
+const TRAFFIC_TENANTS_MAX: usize = 12;
+/// Alerts listed.
+const ALERTS_MAX: usize = 200;
+/// Audit logs listed.
+const LOGS_MAX: u32 = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    Tenants,
+    Traffic,
+    Guard,
+    Alerts,
+    Audit,
+}
+
+fn when(t: UnixMillis) -> String {
+    // "2026-11-28T03:17:12.123Z" → "2026-11-28 03:17:12Z": readable, still UTC.
+    let s = t.rfc3339();
+    match (s.get(..10), s.get(11..19)) {
+        (Some(d), Some(h)) => format!("{d} {h}Z"),
+        _ => s,
+    }
+}
+
+fn short_time(rfc: &str) -> String {
+    match (rfc.get(..10), rfc.get(11..19)) {
+        (Some(d), Some(h)) => format!("{d} {h}Z"),
+        _ => rfc.to_owned(),
+    }
+}
+
+fn ms(v: Option<u32>) -> String {
+    v.map_or("—".into(), |v| format!("≤{v} ms"))
+}
+
+/// The whole page: head, nav bar, the view.
+pub fn page(s: &DashSession, nav: Nav, body: Markup) -> Markup {
+    let item = |n: Nav, href: &str, label: &str| {
+        html! { a href=(href) class=(if n == nav { "nav-item active" } else { "nav-item" }) { (label) } }
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="csrf-token" content=(s.csrf);
+                title { "Bulkhead dashboard" }
+                link rel="stylesheet" href="/dashboard/static/app.css";
+                script src="/dashboard/static/app.js" defer {}
+            }
+            body {
+                header.topbar {
+                    div.brand { span.logo { "▮▮" } " Bulkhead" }
+                    nav {
+                        (item(Nav::Tenants, "/dashboard", "Tenants"))
+                        (item(Nav::Traffic, "/dashboard/traffic", "Traffic"))
+                        (item(Nav::Guard, "/dashboard/guard", "Guard"))
+                        (item(Nav::Alerts, "/dashboard/alerts", "Alerts"))
+                        (item(Nav::Audit, "/dashboard/audit", "Audit"))
+                    }
+                    form.logout method="post" action="/dashboard/logout" {
+                        input type="hidden" name="csrf" value=(s.csrf);
+                        span.who { (s.actor) }
+                        button.btn.ghost type="submit" id="logout" { "Log out" }
+                    }
+                }
+                main { (body) }
+                footer { "Counts, ids, hashes and types only — tenant content never appears here." }
+            }
+        }
+    }
+}
+
+pub fn login(error: Option<&str>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Bulkhead dashboard — log in" }
+                link rel="stylesheet" href="/dashboard/static/app.css";
+            }
+            body.login-body {
+                form.login-card method="post" action="/dashboard/login" {
+                    div.brand.big { span.logo { "▮▮" } " Bulkhead" }
+                    p.muted { "Operator dashboard. Log in with the admin token." }
+                    @if let Some(e) = error { p.error id="login-error" { (e) } }
+                    label for="token" { "Admin token" }
+                    input type="password" id="token" name="token" autocomplete="off" required autofocus;
+                    button.btn.primary type="submit" id="login" { "Log in" }
+                }
+            }
+        }
+    }
+}
+
+/// A panel the page's script refreshes from `/dashboard/api/{name}`.
+pub fn live(name: &str, inner: Markup) -> Markup {
+    html! { div.live data-panel=(name) data-refresh-secs="5" { (inner) } }
+}
+
+fn status_pill(status: TenantStatus) -> Markup {
+    html! { span class={ "pill " (status.as_str()) } { (status.as_str()) } }
+}
+
+fn csrf_field(s: &DashSession) -> Markup {
+    html! { input type="hidden" name="csrf" value=(s.csrf); }
+}
+
+// ---- tenants --------------------------------------------------------------------
+
+pub struct TenantRow {
+    pub tenant: bulkhead_vault::Tenant,
+    pub documents: u64,
+    pub last_activity: Option<UnixMillis>,
+}
+
+pub struct TenantsData {
+    pub rows: Vec<TenantRow>,
+    pub next_cursor: Option<String>,
+    pub totals: bulkhead_vault::StoreCounts,
+}
+
+impl TenantsData {
+    pub async fn load(state: &AppState, cursor: Option<&str>, limit: u32) -> ApiResult<Self> {
+        let (tenants, next_cursor) = state.vault.list_tenants(cursor, limit).await?;
+        let now = state.vault.now();
+        let store = state.vault.store();
+        let mut rows = Vec::with_capacity(tenants.len());
+        for tenant in tenants {
+            let documents = store.document_count(&tenant.id, now).await.map_err(|e| {
+                tracing::error!(error = %e, "could not count a tenant's documents");
+                crate::error::ApiError::internal()
+            })?;
+            // The last request seen since start, else the tenant log's last
+            // checkpoint (signed shortly after every append).
+            let seen = state.traffic.last_seen(tenant.id.as_str());
+            let logged = state
+                .audit
+                .head(&bulkhead_types::LogId::Tenant(tenant.id.clone()))
+                .await
+                .ok()
+                .and_then(|h| h.checkpoint_at);
+            let last_activity = seen.max(logged);
+            rows.push(TenantRow {
+                tenant,
+                documents,
+                last_activity,
+            });
+        }
+        let totals = state.vault.counts().await?;
+        Ok(Self {
+            rows,
+            next_cursor,
+            totals,
+        })
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "tenants": self.rows.iter().map(|r| json!({
+                "id": r.tenant.id.as_str(),
+                "name": r.tenant.name,
+                "region": r.tenant.region.to_string(),
+                "policy": r.tenant.policy.to_string(),
+                "status": r.tenant.status.as_str(),
+                "documents": r.documents,
+                "last_activity": r.last_activity.map(UnixMillis::rfc3339),
+            })).collect::<Vec<_>>(),
+            "next_cursor": self.next_cursor,
+            "totals": {"tenants": self.totals.tenants, "quarantined": self.totals.quarantined_tenants,
+                       "documents": self.totals.documents},
+        })
+    }
+}
+
+pub fn tenants_panel(s: &DashSession, d: &TenantsData) -> Markup {
+    html! {
+        h1 { "Tenants" }
+        div.cards {
+            div.card { div.label { "Tenants" } div.value { (d.totals.tenants) } }
+            div.card { div.label { "Quarantined" }
+                div class={ "value " @if d.totals.quarantined_tenants > 0 { "bad" } } { (d.totals.quarantined_tenants) } }
+            div.card { div.label { "Documents" } div.value { (d.totals.documents) } }
+        }
+        table.grid id="tenants" {
+            thead { tr {
+                th { "Tenant" } th { "Name" } th { "Region" } th { "Policy" } th { "Status" }
+                th.num { "Documents" } th { "Last activity" } th { "" }
+            } }
+            tbody {
+                @if d.rows.is_empty() { tr { td colspan="8" .muted { "No tenants yet." } } }
+                @for r in &d.rows {
+                    @let id = r.tenant.id.as_str();
+                    tr data-tenant=(id) {
+                        td.mono { (id) }
+                        td { (r.tenant.name) }
+                        td { (r.tenant.region.to_string()) }
+                        td { span.tag { (r.tenant.policy.to_string()) } }
+                        td.status { (status_pill(r.tenant.status)) }
+                        td.num { (r.documents) }
+                        td.muted { (r.last_activity.map_or("—".to_owned(), when)) }
+                        td.actions {
+                            @if r.tenant.status == TenantStatus::Active {
+                                form method="post" action={ "/dashboard/tenants/" (id) "/quarantine" } {
+                                    (csrf_field(s))
+                                    button.btn.danger type="submit" data-action="quarantine" { "Quarantine" }
+                                }
+                            } @else {
+                                form method="post" action={ "/dashboard/tenants/" (id) "/release" } {
+                                    (csrf_field(s))
+                                    button.btn.primary type="submit" data-action="release" { "Release" }
+                                }
+                            }
+                            a.btn.ghost href={ "/dashboard/tenants/" (id) "/incident" } { "Impact" }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = &d.next_cursor {
+            p { a href={ "/dashboard?cursor=" (next) } { "Next page →" } }
+        }
+    }
+}
+
+// ---- traffic --------------------------------------------------------------------
+
+pub struct TrafficData {
+    pub all: TrafficView,
+    pub tenants: Vec<TrafficView>,
+}
+
+impl TrafficData {
+    pub fn load(state: &AppState) -> Self {
+        let now = state.vault.now();
+        let t = &state.traffic;
+        Self {
+            all: t.view(None, now, BIN_SECS),
+            tenants: t
+                .tenants(now, TRAFFIC_TENANTS_MAX)
+                .into_iter()
+                .map(|(name, _)| t.view(Some(&name), now, BIN_SECS))
+                .collect(),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({ "all": self.all, "tenants": self.tenants })
+    }
+}
+
+/// Chart geometry.
+const W: f64 = 720.0;
+const H: f64 = 140.0;
+
+/// A bar chart of `values` with an optional overlay (drawn over the bars, red).
+fn bars(values: &[u64], overlay: Option<&[u64]>, class: &str) -> Markup {
+    let max = values.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let n = values.len().max(1) as f64;
+    let bw = W / n;
+    html! {
+        svg.chart class=(class) viewBox={ "0 0 " (W) " " (H + 16.0) } role="img" {
+            line x1="0" y1=(H) x2=(W) y2=(H) stroke="#cfd6e4" stroke-width="1" {}
+            @for (i, v) in values.iter().enumerate() {
+                @let h = (*v as f64 / max) * (H - 8.0);
+                @if *v > 0 {
+                    rect x=(format!("{:.1}", i as f64 * bw + 0.5)) y=(format!("{:.1}", H - h))
+                        width=(format!("{:.1}", (bw - 1.0).max(0.5))) height=(format!("{:.1}", h)) fill="#4c7bd9" {}
+                }
+            }
+            @if let Some(o) = overlay {
+                @for (i, v) in o.iter().enumerate() {
+                    @let h = (*v as f64 / max) * (H - 8.0);
+                    @if *v > 0 {
+                        rect x=(format!("{:.1}", i as f64 * bw + 0.5)) y=(format!("{:.1}", H - h))
+                            width=(format!("{:.1}", (bw - 1.0).max(0.5))) height=(format!("{:.1}", h)) fill="#d64545" {}
+                    }
+                }
+            }
+            text x="4" y="12" font-size="11" fill="#5b6577" { "max " (max as u64) }
+            text x="4" y=(H + 13.0) font-size="10" fill="#8a93a5" { "−15 min" }
+            text x=(W - 4.0) y=(H + 13.0) font-size="10" fill="#8a93a5" text-anchor="end" { "now" }
+        }
+    }
+}
+
+/// Lines of latency percentiles (ms, log-free linear scale up to the max seen).
+fn latency_lines(view: &TrafficView) -> Markup {
+    let p50: Vec<Option<u32>> = view.bins.iter().map(|b| b.p50_ms).collect();
+    let p99: Vec<Option<u32>> = view.bins.iter().map(|b| b.p99_ms).collect();
+    let max = p99.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let n = view.bins.len().max(1) as f64;
+    let points = |series: &[Option<u32>]| -> String {
+        series
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                v.map(|v| {
+                    format!(
+                        "{:.1},{:.1}",
+                        (i as f64 + 0.5) * W / n,
+                        H - (f64::from(v) / max) * (H - 8.0)
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    html! {
+        svg.chart.latency viewBox={ "0 0 " (W) " " (H + 16.0) } role="img" {
+            line x1="0" y1=(H) x2=(W) y2=(H) stroke="#cfd6e4" stroke-width="1" {}
+            polyline points=(points(&p99)) fill="none" stroke="#d6894c" stroke-width="2" {}
+            polyline points=(points(&p50)) fill="none" stroke="#3b9a6b" stroke-width="2" {}
+            // Dots too: a single busy bin is a point, which a line alone would hide.
+            @for (series, colour) in [(&p99, "#d6894c"), (&p50, "#3b9a6b")] {
+                @for (i, v) in series.iter().enumerate() {
+                    @if let Some(v) = v {
+                        circle cx=(format!("{:.1}", (i as f64 + 0.5) * W / n))
+                            cy=(format!("{:.1}", H - (f64::from(*v) / max) * (H - 8.0))) r="2.5" fill=(colour) {}
+                    }
+                }
+            }
+            text x="4" y="12" font-size="11" fill="#5b6577" { "max ≤" (max as u64) " ms" }
+            text x="4" y=(H + 13.0) font-size="10" fill="#8a93a5" { "−15 min" }
+            text x=(W - 4.0) y=(H + 13.0) font-size="10" fill="#8a93a5" text-anchor="end" { "now" }
+        }
+    }
+}
+
+fn spark(values: &[u64], colour: &str) -> Markup {
+    let max = values.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let n = values.len().max(1) as f64;
+    let (w, h) = (180.0, 28.0);
+    html! {
+        svg.spark viewBox={ "0 0 " (w) " " (h) } preserveAspectRatio="none" {
+            @for (i, v) in values.iter().enumerate() {
+                @if *v > 0 {
+                    @let bh = (*v as f64 / max) * (h - 2.0);
+                    rect x=(format!("{:.2}", i as f64 * w / n)) y=(format!("{:.2}", h - bh))
+                        width=(format!("{:.2}", (w / n).max(0.5))) height=(format!("{:.2}", bh)) fill=(colour) {}
+                }
+            }
+        }
+    }
+}
+
+pub fn traffic_panel(d: &TrafficData) -> Markup {
+    let a = &d.all;
+    let requests: Vec<u64> = a.bins.iter().map(|b| b.requests).collect();
+    let errors: Vec<u64> = a.bins.iter().map(|b| b.errors_5xx).collect();
+    html! {
+        h1 { "Traffic " span.muted.small { "last 15 minutes, 10-second bins, tenant plane" } }
+        div.cards {
+            div.card { div.label { "Requests/s (avg)" } div.value { (format!("{:.2}", a.requests_per_sec)) } }
+            div.card { div.label { "Requests" } div.value { (a.requests) } }
+            div.card { div.label { "p50" } div.value { (ms(a.p50_ms)) } }
+            div.card { div.label { "p99" } div.value { (ms(a.p99_ms)) } }
+            div.card { div.label { "4xx" } div class={ "value " @if a.errors_4xx > 0 { "warn" } } { (a.errors_4xx) } }
+            div.card { div.label { "5xx" } div class={ "value " @if a.errors_5xx > 0 { "bad" } } { (a.errors_5xx) } }
+        }
+        div.charts {
+            section.chart-box { h2 { "Requests " span.legend.blue { "all" } span.legend.red { "5xx" } } (bars(&requests, Some(&errors), "requests")) }
+            section.chart-box { h2 { "Latency " span.legend.green { "p50" } span.legend.orange { "p99" } } (latency_lines(a)) }
+        }
+        h2 { "By tenant" }
+        table.grid id="traffic-tenants" {
+            thead { tr { th { "Tenant" } th { "Requests" } th.num { "req/s" } th.num { "4xx" } th.num { "5xx" } th.num { "p50" } th.num { "p99" } } }
+            tbody {
+                @if d.tenants.is_empty() { tr { td colspan="7" .muted { "No requests in the last 15 minutes." } } }
+                @for t in &d.tenants {
+                    tr {
+                        td.mono { (t.tenant) }
+                        td { (spark(&t.bins.iter().map(|b| b.requests).collect::<Vec<_>>(), "#4c7bd9")) " " (t.requests) }
+                        td.num { (format!("{:.2}", t.requests_per_sec)) }
+                        td.num { (t.errors_4xx) }
+                        td.num class=(if t.errors_5xx > 0 { "num bad" } else { "num" }) { (t.errors_5xx) }
+                        td.num { (ms(t.p50_ms)) }
+                        td.num { (ms(t.p99_ms)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---- guard ------------------------------------------------------------------------
+
+pub struct GuardData {
+    pub series: Vec<GuardView>,
+}
+
+impl GuardData {
+    pub fn load(state: &AppState) -> Self {
+        Self {
+            series: state.traffic.guard_view(state.vault.now(), BIN_SECS),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({ "series": self.series })
+    }
+}
+
+pub fn guard_panel(d: &GuardData) -> Markup {
+    let total = |outcome: &str| -> u64 {
+        d.series
+            .iter()
+            .filter(|s| s.outcome == outcome)
+            .map(|s| s.total)
+            .sum()
+    };
+    let bins_n = d.series.first().map_or(90, |s| s.bins.len());
+    let sum_bins = |outcome: &str| -> Vec<u64> {
+        let mut v = vec![0u64; bins_n];
+        for s in d.series.iter().filter(|s| s.outcome == outcome) {
+            for (i, n) in s.bins.iter().enumerate() {
+                v[i] += n;
+            }
+        }
+        v
+    };
+    let leaks = sum_bins("blocked_leak");
+    let mut all = sum_bins("redacted");
+    for (i, n) in sum_bins("blocked").iter().enumerate() {
+        all[i] += n + leaks[i];
+    }
+    for (i, n) in leaks.iter().enumerate() {
+        all[i] = all[i].max(*n);
+    }
+    html! {
+        h1 { "Guard " span.muted.small { "last 15 minutes: what the output guard blocked or redacted, by type" } }
+        div.cards {
+            div.card { div.label { "Blocked leaks" } div class={ "value " @if total("blocked_leak") > 0 { "bad" } } { (total("blocked_leak")) } }
+            div.card { div.label { "Blocked (policy)" } div.value { (total("blocked")) } }
+            div.card { div.label { "Redactions" } div.value { (total("redacted")) } }
+        }
+        section.chart-box { h2 { "Findings " span.legend.blue { "all" } span.legend.red { "cross-tenant leaks" } } (bars(&all, Some(&leaks), "guard")) }
+        table.grid id="guard-types" {
+            thead { tr { th { "Outcome" } th { "Type" } th { "Over time" } th.num { "Count" } } }
+            tbody {
+                @if d.series.is_empty() { tr { td colspan="4" .muted { "Nothing blocked or redacted in the last 15 minutes." } } }
+                @for s in &d.series {
+                    tr {
+                        td { span class={ "pill " (s.outcome) } { (s.outcome.replace('_', " ")) } }
+                        td.mono { (s.kind) }
+                        td { (spark(&s.bins, if s.outcome == "redacted" { "#4c7bd9" } else { "#d64545" })) }
+                        td.num { (s.total) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---- alerts -----------------------------------------------------------------------
+
+pub struct AlertsData {
+    pub alerts: Vec<Alert>,
+    pub now: UnixMillis,
+}
+
+impl AlertsData {
+    pub fn load(state: &AppState) -> Self {
+        Self {
+            alerts: state.alerts.recent(ALERTS_MAX),
+            now: state.vault.now(),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({ "alerts": self.alerts })
+    }
+}
+
+/// The incident window of an alert: an hour before it to now.
+fn incident_href(tenant: &str, created_at: &str, now: UnixMillis) -> String {
+    let created =
+        time::OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+            .unwrap_or(now.0);
+    format!(
+        "/dashboard/tenants/{tenant}/incident?from={}&to={}",
+        created - 60 * 60 * 1000,
+        now.0
+    )
+}
+
+pub fn alerts_panel(s: &DashSession, d: &AlertsData) -> Markup {
+    let open = d
+        .alerts
+        .iter()
+        .filter(|a| a.acknowledged_by.is_none())
+        .count();
+    html! {
+        h1 { "Alerts and incidents" }
+        div.cards {
+            div.card { div.label { "Open" } div class={ "value " @if open > 0 { "bad" } } { (open) } }
+            div.card { div.label { "Acknowledged" } div.value { (d.alerts.len() - open) } }
+        }
+        table.grid id="alerts" {
+            thead { tr { th { "When" } th { "Severity" } th { "Kind" } th { "Tenant" } th { "Summary" } th { "Status" } th { "Incident" } } }
+            tbody {
+                @if d.alerts.is_empty() { tr { td colspan="7" .muted { "No alerts." } } }
+                @for a in &d.alerts {
+                    tr data-alert=(a.id) data-kind=(a.kind) {
+                        td.muted { (short_time(&a.created_at)) }
+                        td { span class={ "pill " (a.severity) } { (a.severity) } }
+                        td.mono { (a.kind) }
+                        td.mono { (a.tenant.as_deref().unwrap_or("—")) }
+                        td.summary { (a.summary)
+                            @if !a.related.is_empty() { div.related.mono { "related: " (a.related.join(", ")) } } }
+                        td {
+                            @if let Some(by) = &a.acknowledged_by {
+                                span.pill.acked { "acknowledged" }
+                                div.muted.small { (by) " · " (a.acknowledged_at.as_deref().map(short_time).unwrap_or_default()) }
+                            } @else {
+                                form method="post" action={ "/dashboard/alerts/" (a.id) "/ack" } {
+                                    (csrf_field(s))
+                                    button.btn.primary type="submit" data-action="ack" { "Acknowledge" }
+                                }
+                            }
+                        }
+                        td {
+                            @let tenants: Vec<&str> = a.tenant.iter().map(String::as_str)
+                                .chain(a.related.iter().map(String::as_str).filter(|r| TenantId::parse(r).is_ok()))
+                                .collect();
+                            @for t in tenants {
+                                a.btn.ghost.small href=(incident_href(t, &a.created_at, d.now)) { "Report: " (t) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---- audit ------------------------------------------------------------------------
+
+pub struct LogRow {
+    pub log: String,
+    pub origin: String,
+    pub size: u64,
+    pub checkpoint_size: u64,
+    pub checkpoint_at: Option<UnixMillis>,
+    pub verified: Option<VerifyResult>,
+}
+
+pub struct AuditData {
+    pub logs: Vec<LogRow>,
+    pub vkey: String,
+}
+
+impl AuditData {
+    pub async fn load(state: &AppState) -> ApiResult<Self> {
+        let rows = state
+            .audit
+            .logs(0, LOGS_MAX)
+            .await
+            .map_err(crate::audit::audit_error)?;
+        Ok(Self {
+            logs: rows
+                .into_iter()
+                .map(|(_, s)| LogRow {
+                    log: s.log.to_string(),
+                    origin: state.audit.origin(&s.log),
+                    size: s.size,
+                    checkpoint_size: s.checkpoint_size,
+                    checkpoint_at: s.checkpoint_at,
+                    verified: state.dashboard.verification(s.log.as_str()),
+                })
+                .collect(),
+            vkey: state.audit.vkey(),
+        })
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "vkey": self.vkey,
+            "logs": self.logs.iter().map(|l| json!({
+                "log": l.log, "origin": l.origin, "size": l.size,
+                "checkpoint_size": l.checkpoint_size,
+                "checkpoint_at": l.checkpoint_at.map(UnixMillis::rfc3339),
+                "verified": l.verified,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+pub fn audit_panel(s: &DashSession, d: &AuditData) -> Markup {
+    html! {
+        h1 { "Audit logs" }
+        p.muted { "Server key: " code { (d.vkey) } }
+        table.grid id="logs" {
+            thead { tr { th { "Log" } th.num { "Entries" } th.num { "Checkpoint" } th { "Signed" } th { "Last verification" } th { "" } } }
+            tbody {
+                @if d.logs.is_empty() { tr { td colspan="6" .muted { "No logs yet." } } }
+                @for l in &d.logs {
+                    tr data-log=(l.log) {
+                        td { div.mono { (l.log) } div.muted.small.mono { (l.origin) } }
+                        td.num { (l.size) }
+                        td.num { (l.checkpoint_size) }
+                        td.muted { (l.checkpoint_at.map_or("—".to_owned(), when)) }
+                        td.verify-result {
+                            @match &l.verified {
+                                None => span.muted { "not verified yet" },
+                                Some(v) if v.ok() => {
+                                    span.pill.ok { "ok" }
+                                    span.small.muted { " " (v.size) " entries · " (short_time(&v.at))
+                                        @if let Some(old) = v.consistent_with { " · consistent with " (old) } }
+                                },
+                                Some(v) => {
+                                    span.pill.failed { "failed" }
+                                    div.small.bad { (v.failure.as_deref().unwrap_or("")) }
+                                },
+                            }
+                        }
+                        td {
+                            form method="post" action="/dashboard/audit/verify" {
+                                (csrf_field(s))
+                                input type="hidden" name="log" value=(l.log);
+                                button.btn.primary type="submit" data-action="verify" { "Verify now" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---- incident ---------------------------------------------------------------------
+
+/// Depth of nesting rendered; deeper values are summarised.
+const VALUE_DEPTH_MAX: usize = 8;
+/// Items of one array or object rendered.
+const VALUE_ITEMS_MAX: usize = 500;
+
+fn value_table(v: &Value, depth: usize) -> Markup {
+    if depth > VALUE_DEPTH_MAX {
+        return html! { span.muted { "…" } };
+    }
+    match v {
+        Value::Object(map) if map.is_empty() => html! { span.muted { "(empty)" } },
+        Value::Object(map) => html! {
+            table.kv { tbody {
+                @for (k, v) in map.iter().take(VALUE_ITEMS_MAX) {
+                    tr { th { (k) } td { (value_table(v, depth + 1)) } }
+                }
+            } }
+        },
+        Value::Array(items) if items.is_empty() => html! { span.muted { "(none)" } },
+        Value::Array(items) => html! {
+            table.kv { tbody {
+                @for (i, v) in items.iter().take(VALUE_ITEMS_MAX).enumerate() {
+                    tr { th.num { (i) } td { (value_table(v, depth + 1)) } }
+                }
+                @if items.len() > VALUE_ITEMS_MAX { tr { td colspan="2" .muted { (items.len() - VALUE_ITEMS_MAX) " more" } } }
+            } }
+        },
+        Value::String(s) => html! { span.mono { (s) } },
+        Value::Null => html! { span.muted { "—" } },
+        other => html! { span.mono { (other.to_string()) } },
+    }
+}
+
+pub fn incident_panel(
+    tenant: &TenantId,
+    from: UnixMillis,
+    to: UnixMillis,
+    report: &Value,
+) -> Markup {
+    html! {
+        h1 { "Incident report " span.mono.small { (tenant.as_str()) } }
+        p.muted { "Window: " (when(from)) " → " (when(to)) }
+        section.report id="incident-report" { (value_table(report, 0)) }
+        p { a href="/dashboard/alerts" { "← Alerts" } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_render_as_nested_tables_with_every_string_escaped() {
+        let report = json!({
+            "reads": [{"document": "doc_1", "by": "key:k1"}, {"document": "doc_2", "by": "key:k2"}],
+            "window": {"entries": 12, "note": "<script>alert(1)</script>"},
+            "empty": [],
+        });
+        let out = value_table(&report, 0).into_string();
+        assert_eq!(out.matches("<table").count(), 5, "{out}");
+        assert!(out.contains("doc_2") && out.contains("key:k1") && out.contains(">12<"));
+        assert!(out.contains("(none)"));
+        assert!(!out.contains("<script>"), "{out}");
+        assert!(out.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn deep_values_are_cut_off() {
+        let mut v = json!("leaf");
+        for _ in 0..20 {
+            v = json!({ "k": v });
+        }
+        let out = value_table(&v, 0).into_string();
+        assert!(!out.contains("leaf") && out.contains('…'));
+    }
+}
