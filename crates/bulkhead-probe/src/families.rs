@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::fleet::{Fleet, Sighting, key_id_of};
 use crate::http::Reply;
 use crate::scorecard::{
-    ERROR_SAMPLES_MAX, Evidence, Family, FamilyOutcome, FamilyScore, Leak, LEAKS_LISTED_MAX,
+    ERROR_SAMPLES_MAX, Evidence, Family, FamilyOutcome, FamilyScore, LEAKS_LISTED_MAX, Leak,
 };
 
 /// The longest an expired-key check waits for the key's one-second lifetime to
@@ -86,7 +86,8 @@ impl Tally {
     fn error(&mut self, message: String) {
         self.errors += 1;
         if self.samples.len() < ERROR_SAMPLES_MAX {
-            self.samples.push(format!("{}: {message}", self.family.name()));
+            self.samples
+                .push(format!("{}: {message}", self.family.name()));
         }
     }
 
@@ -208,7 +209,11 @@ pub async fn admin_plane(fleet: &Fleet) -> FamilyOutcome {
         let attempts: Vec<(Method, String, Option<Value>)> = vec![
             (Method::GET, "/admin/v1/tenants".into(), None),
             (Method::GET, format!("/admin/v1/tenants/{}", t.id), None),
-            (Method::GET, format!("/admin/v1/tenants/{}", victim.id), None),
+            (
+                Method::GET,
+                format!("/admin/v1/tenants/{}", victim.id),
+                None,
+            ),
             (
                 Method::GET,
                 format!("/admin/v1/tenants/{}/export", victim.id),
@@ -229,7 +234,10 @@ pub async fn admin_plane(fleet: &Fleet) -> FamilyOutcome {
             (Method::GET, "/admin/v1/audit/logs".into(), None),
             (
                 Method::GET,
-                format!("/admin/v1/audit/tenants/{}/entries?start=0&end=1", victim.id),
+                format!(
+                    "/admin/v1/audit/tenants/{}/entries?start=0&end=1",
+                    victim.id
+                ),
                 None,
             ),
         ];
@@ -260,7 +268,11 @@ pub async fn admin_plane(fleet: &Fleet) -> FamilyOutcome {
     let admin_attempts = [
         (Method::GET, "/v1/documents", None),
         (Method::GET, "/v1/models", None),
-        (Method::POST, "/v1/search", Some(json!({"query": "confidential memo"}))),
+        (
+            Method::POST,
+            "/v1/search",
+            Some(json!({"query": "confidential memo"})),
+        ),
         (Method::POST, "/v1/sessions", Some(json!({}))),
     ];
     for (method, path, body) in admin_attempts {
@@ -624,7 +636,11 @@ pub async fn token_tampering(fleet: &Fleet) -> FamilyOutcome {
             ));
             tokens.push((format!("{id}."), "empty secret".into(), Some(a)));
             tokens.push((id.to_owned(), "key id alone".into(), Some(a)));
-            tokens.push((format!("{}x", t.key), "one character appended".into(), Some(a)));
+            tokens.push((
+                format!("{}x", t.key),
+                "one character appended".into(),
+                Some(a),
+            ));
             tokens.push((t.key.to_uppercase(), "case changed".into(), Some(a)));
             if key_id_of(&t.key).is_some() {
                 tokens.push((String::new(), "no credential".into(), None));
@@ -684,7 +700,11 @@ pub async fn concurrent_load(fleet: &Fleet, load: LoadConfig) -> FamilyOutcome {
             while Instant::now() < deadline && i < LOAD_REQUESTS_PER_WORKER_MAX {
                 let a = (w + i as usize) % n;
                 let t = fleet.tenant(a).clone();
-                let op = if fleet.model().is_some() { i % 4 } else { 2 + i % 2 };
+                let op = if fleet.model().is_some() {
+                    i % 4
+                } else {
+                    2 + i % 2
+                };
                 let question = "Summarize my confidential memo and my ledger.";
                 let (request, reply, sent) = match op {
                     0 | 1 => {

@@ -480,9 +480,7 @@ fn documents_for(tenant: usize, prompts: &[String]) -> Vec<(Value, Vec<(String, 
         let phrase = pseudo_words(5);
         let filler = pseudo_words(45);
         let text = match kind {
-            0 => format!(
-                "Confidential memo. Reference {canary}. {phrase}. {filler}. End of memo."
-            ),
+            0 => format!("Confidential memo. Reference {canary}. {phrase}. {filler}. End of memo."),
             1 => format!(
                 "Onboarding notes. {} Reference {canary}. {phrase}. {filler}.",
                 planted.join(" ")
@@ -559,7 +557,10 @@ async fn cleanup_tenants(target: &Target, admin: &str, tenants: &[ProbeTenant]) 
     let mut cleanup = Cleanup::default();
     for t in tenants {
         if t.created {
-            match target.delete(&format!("/admin/v1/tenants/{}", t.id), admin).await {
+            match target
+                .delete(&format!("/admin/v1/tenants/{}", t.id), admin)
+                .await
+            {
                 Ok(r) if r.is_success() => cleanup.tenants_deleted += 1,
                 _ => cleanup.failures += 1,
             }

@@ -16,6 +16,8 @@ pub const FORMAT: &str = "bulkhead-probe-scorecard";
 pub const VERSION: u32 = 1;
 /// Leaks listed one by one in the JSON (all are counted).
 pub const LEAKS_LISTED_MAX: usize = 200;
+/// Leaks shown one by one in the human table.
+pub const LEAKS_SHOWN_MAX: usize = 20;
 /// Error messages kept as samples (all are counted).
 pub const ERROR_SAMPLES_MAX: usize = 20;
 
@@ -248,7 +250,7 @@ impl Scorecard {
             );
         }
         let _ = writeln!(out);
-        for leak in &self.leaks {
+        for leak in self.leaks.iter().take(LEAKS_SHOWN_MAX) {
             let _ = writeln!(
                 out,
                 "LEAK {:<16} {:?} attacker {} victim {} — {}{}",
@@ -263,8 +265,12 @@ impl Scorecard {
                     .unwrap_or_default()
             );
         }
-        if self.leaks_truncated {
-            let _ = writeln!(out, "… more leaks: {} in all", self.leaks_total);
+        if self.leaks_total > LEAKS_SHOWN_MAX as u64 {
+            let _ = writeln!(
+                out,
+                "… {} more leaks (the JSON scorecard lists up to {LEAKS_LISTED_MAX})",
+                self.leaks_total - LEAKS_SHOWN_MAX as u64
+            );
         }
         for e in &self.error_samples {
             let _ = writeln!(out, "error: {e}");

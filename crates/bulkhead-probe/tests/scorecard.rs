@@ -34,18 +34,18 @@ fn leak(family: Family) -> Leak {
 }
 
 fn keys(v: &Value) -> BTreeSet<String> {
-    v.as_object()
-        .expect("an object")
-        .keys()
-        .cloned()
-        .collect()
+    v.as_object().expect("an object").keys().cloned().collect()
 }
 
 #[test]
 fn the_scorecard_json_has_the_documented_shape() {
     let mut card = Scorecard::new("http://127.0.0.1:7700");
     card.add(outcome(Family::AdminPlane, 10, Vec::new()));
-    card.add(outcome(Family::IdGuessing, 20, vec![leak(Family::IdGuessing)]));
+    card.add(outcome(
+        Family::IdGuessing,
+        20,
+        vec![leak(Family::IdGuessing)],
+    ));
     let v = serde_json::to_value(&card).unwrap();
 
     let expected: BTreeSet<String> = [
