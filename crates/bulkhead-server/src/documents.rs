@@ -156,7 +156,18 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> ApiResult<Json<DocumentResponse>> {
     let id = named_document(&state, &ctx, &rid, "document.read", &id).await?;
-    let doc = match state.vault.document(&ctx, &id).await {
+    let found = state.vault.document(&ctx, &id).await;
+    // Test-only: the forgotten tenant filter `bulkhead probe` must catch.
+    #[cfg(feature = "weakened-isolation-for-tests")]
+    let found = match found {
+        Err(bulkhead_vault::VaultError::NotFound) if state.weakened => {
+            crate::weakened::document_anywhere(&state.vault, &id)
+                .await
+                .ok_or(bulkhead_vault::VaultError::NotFound)
+        }
+        other => other,
+    };
+    let doc = match found {
         Ok(doc) => doc,
         Err(e) => return Err(refused(&state, &ctx, &rid, "document.read", Some(&id), e).await),
     };

@@ -30,6 +30,8 @@ pub mod retrieval;
 pub mod sessions;
 pub mod traces;
 pub mod traffic;
+#[cfg(feature = "weakened-isolation-for-tests")]
+pub mod weakened;
 pub mod wire;
 
 use std::sync::Arc;
@@ -88,9 +90,17 @@ pub struct AppState {
     /// SHA-256 of the admin token: comparing digests in constant time does not leak
     /// the token's length.
     admin_token_digest: [u8; 32],
+    /// Test-only: isolation deliberately broken (`weakened.rs`).
+    #[cfg(feature = "weakened-isolation-for-tests")]
+    pub weakened: bool,
 }
 
 impl AppState {
+    // Without the test-only feature the second `let state` is compiled out.
+    #[cfg_attr(
+        not(feature = "weakened-isolation-for-tests"),
+        allow(clippy::let_and_return)
+    )]
     pub fn new(
         vault: Arc<Vault>,
         audit: Arc<Audit>,
@@ -99,7 +109,9 @@ impl AppState {
         admin_token: &str,
         limits: ServerLimits,
     ) -> Self {
-        Self {
+        #[cfg(feature = "weakened-isolation-for-tests")]
+        let weakened = weakened::enabled_from_env();
+        let state = Self {
             gateway: Arc::new(gateway::GatewayState::without_upstreams(&vault)),
             packs: Arc::new(packs::Packs::builtin()),
             alerts: Arc::new(alerts::Alerts::new()),
@@ -114,7 +126,12 @@ impl AppState {
             dashboard: Arc::new(dashboard::Dashboard::new()),
             limits,
             admin_token_digest: bulkhead_crypto::sha256(admin_token.as_bytes()),
-        }
+            #[cfg(feature = "weakened-isolation-for-tests")]
+            weakened,
+        };
+        #[cfg(feature = "weakened-isolation-for-tests")]
+        let state = state.with_packs(packs::Packs::builtin());
+        state
     }
 
     /// The same state with this model gateway (upstreams, limits).
@@ -135,6 +152,12 @@ impl AppState {
 
     /// The same state with these compliance packs (built-in plus the operator's).
     pub fn with_packs(self, packs: packs::Packs) -> Self {
+        #[cfg(feature = "weakened-isolation-for-tests")]
+        let packs = if self.weakened {
+            weakened::disable_guard(packs)
+        } else {
+            packs
+        };
         Self {
             packs: Arc::new(packs),
             ..self

@@ -9,6 +9,7 @@ mod compliance;
 mod config;
 mod demo;
 mod incident;
+mod probe;
 mod receipt;
 mod serve;
 
@@ -129,6 +130,34 @@ enum Command {
     ///     bulkhead demo --no-color --keep
     #[command(verbatim_doc_comment)]
     Demo(demo::DemoArgs),
+    /// Attack a deployment's tenant isolation and score it (run it in CI).
+    ///
+    /// Creates probe tenants (or uses --tenant ID=KEY ones), seeds each with
+    /// documents carrying unique canaries and text, a session and a traced model
+    /// call, then plays every attack family through the public HTTP API:
+    ///
+    ///   admin_plane      tenant keys against /admin/v1/*, the admin token against /v1/*
+    ///   id_guessing      other tenants' document, session and trace ids; listings
+    ///   search           searches for other tenants' canaries and text
+    ///   prompt_injection 50+ attack prompts, in the user's message and planted in
+    ///                    retrieved documents, whole and streamed
+    ///   cache_probing    the same prompt from every tenant
+    ///   token_tampering  bit flips, swapped key ids, truncation, expired and revoked keys
+    ///   concurrent_load  mixed-tenant traffic for --duration
+    ///
+    /// Every answer is checked for any other tenant's canaries or text. The model
+    /// is bulkhead-echo-leaky when offered (it repeats the previous caller's
+    /// prompt), else the first one offered. The probe tenants are deleted at the
+    /// end unless --keep. Progress goes to stderr, the scorecard table to stdout.
+    ///
+    /// Exit status: 0 no leak, 1 at least one leak, 2 the probe could not run.
+    ///
+    /// Examples:
+    ///     bulkhead probe --target http://127.0.0.1:7700 --admin-token "$TOKEN"
+    ///     bulkhead probe --tenants 5 --duration 30s --json probe.json
+    ///     bulkhead probe --tenant tn_…=bhk_… --tenant tn_…=bhk_… --prompts my-attacks.txt
+    #[command(verbatim_doc_comment)]
+    Probe(probe::ProbeArgs),
 }
 
 /// How the CLI reaches a running server.
@@ -388,11 +417,16 @@ fn main() -> std::process::ExitCode {
             Command::Compliance { conn, command } => compliance::compliance(conn, command).await,
             Command::Config { conn, command } => compliance::config(conn, command).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Probe(args) => probe::run(args).await,
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            // The probe has already said why; its status is its verdict.
+            if let Some(exit) = e.downcast_ref::<probe::Exit>() {
+                return std::process::ExitCode::from(exit.0);
+            }
             eprintln!("error: {e:#}");
             if e.is::<compliance::HasFindings>() {
                 return std::process::ExitCode::from(1);
