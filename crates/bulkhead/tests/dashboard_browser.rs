@@ -86,6 +86,19 @@ impl Driver {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
+    }
+
+    /// A command whose failure the caller handles (an element the page's own
+    /// refresh replaced meanwhile is "stale", not a failed test).
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(b) = body {
             req = req.json(&b);
@@ -93,8 +106,11 @@ impl Driver {
         let response = req.send().await.expect("chromedriver answers");
         let status = response.status();
         let body: Value = response.json().await.expect("chromedriver sends JSON");
-        assert!(status.is_success(), "WebDriver {path}: {status} {body}");
-        body["value"].clone()
+        if status.is_success() {
+            Ok(body["value"].clone())
+        } else {
+            Err(format!("{status} {body}"))
+        }
     }
 
     async fn browser(&self, profile: &Path, shots: PathBuf) -> Browser<'_> {
@@ -171,8 +187,21 @@ impl Browser<'_> {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
-                if text.is_empty() || self.text(&id).await.contains(text) {
-                    return id;
+                // The live panels re-render every few seconds: an element found a
+                // moment ago may be gone; look again rather than fail.
+                let shown = self
+                    .driver
+                    .try_call(
+                        reqwest::Method::GET,
+                        &format!("/session/{}/element/{id}/text", self.session),
+                        None,
+                    )
+                    .await;
+                match shown {
+                    Ok(t) if text.is_empty() || t.as_str().unwrap_or_default().contains(text) => {
+                        return id;
+                    }
+                    _ => {}
                 }
             }
             assert!(
@@ -382,7 +411,7 @@ async fn an_operator_drives_the_dashboard_in_chromium() {
 
     b.go(&format!("{base}/dashboard/tenants/{acme}/incident"))
         .await;
-    b.find("#incident-report", "").await;
+    b.find("#incident-report", "Actors:").await;
     b.screenshot("09-incident").await;
 
     // Logging out ends the session: the dashboard asks for the token again.

@@ -499,11 +499,10 @@ async fn incident_page(
     }
     let report =
         crate::incident::impact_report(&state, &tenant, UnixMillis(from), UnixMillis(to)).await?;
-    let value = serde_json::to_value(&report).map_err(|_| ApiError::internal())?;
     Ok(html(views::page(
         &s,
         views::Nav::Alerts,
-        views::incident_panel(&tenant, UnixMillis(from), UnixMillis(to), &value),
+        views::incident_panel(&tenant, UnixMillis(from), UnixMillis(to), &report),
     )))
 }
 

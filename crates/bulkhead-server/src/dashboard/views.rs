@@ -479,6 +479,7 @@ pub fn guard_panel(d: &GuardData) -> Markup {
 
 pub struct AlertsData {
     pub alerts: Vec<Alert>,
+    pub incidents: Vec<crate::incident::Incident>,
     pub now: UnixMillis,
 }
 
@@ -486,13 +487,28 @@ impl AlertsData {
     pub fn load(state: &AppState) -> Self {
         Self {
             alerts: state.alerts.recent(ALERTS_MAX),
+            incidents: state.incidents.recent(ALERTS_MAX),
             now: state.vault.now(),
         }
     }
 
     pub fn json(&self) -> Value {
-        json!({ "alerts": self.alerts })
+        json!({ "alerts": self.alerts, "incidents": self.incidents })
     }
+}
+
+/// The impact page of an incident's own window.
+fn incident_window_href(tenant: &str, from: &str, to: &str, now: UnixMillis) -> String {
+    let ms = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+            .unwrap_or(now.0)
+    };
+    format!(
+        "/dashboard/tenants/{tenant}/incident?from={}&to={}",
+        ms(from),
+        ms(to)
+    )
 }
 
 /// The incident window of an alert: an hour before it to now.
@@ -519,7 +535,29 @@ pub fn alerts_panel(s: &DashSession, d: &AlertsData) -> Markup {
         div.cards {
             div.card { div.label { "Open" } div class={ "value " @if open > 0 { "bad" } } { (open) } }
             div.card { div.label { "Acknowledged" } div.value { (d.alerts.len() - open) } }
+            div.card { div.label { "Open incidents" }
+                @let open_incidents = d.incidents.iter().filter(|i| i.status == "open").count();
+                div class={ "value " @if open_incidents > 0 { "bad" } } { (open_incidents) } }
         }
+        h2 { "Incidents" }
+        table.grid id="incidents" {
+            thead { tr { th { "Opened" } th { "Id" } th { "Status" } th { "Tenant" } th { "Related" } th { "Title" } th { "Report" } } }
+            tbody {
+                @if d.incidents.is_empty() { tr { td colspan="7" .muted { "No incidents." } } }
+                @for i in &d.incidents {
+                    tr data-incident=(i.id) {
+                        td.muted { (short_time(&i.opened_at)) }
+                        td.mono { (i.id) }
+                        td { span class={ "pill " @if i.status == "open" { "critical" } @else { "acked" } } { (i.status) } }
+                        td.mono { (i.tenant) }
+                        td.mono { (i.related_tenants.join(", ")) }
+                        td { (i.title) }
+                        td { a.btn.ghost.small href=(incident_window_href(&i.tenant, &i.from, &i.to, d.now)) { "Impact report" } }
+                    }
+                }
+            }
+        }
+        h2 { "Alerts" }
         table.grid id="alerts" {
             thead { tr { th { "When" } th { "Severity" } th { "Kind" } th { "Tenant" } th { "Summary" } th { "Status" } th { "Incident" } } }
             tbody {
@@ -654,36 +692,32 @@ pub fn audit_panel(s: &DashSession, d: &AuditData) -> Markup {
 
 // ---- incident ---------------------------------------------------------------------
 
-/// Depth of nesting rendered; deeper values are summarised.
-const VALUE_DEPTH_MAX: usize = 8;
-/// Items of one array or object rendered.
-const VALUE_ITEMS_MAX: usize = 500;
+/// Items listed per section of an incident page; the CLI and the JSON have all.
+const INCIDENT_ITEMS_MAX: usize = 200;
 
-fn value_table(v: &Value, depth: usize) -> Markup {
-    if depth > VALUE_DEPTH_MAX {
-        return html! { span.muted { "…" } };
-    }
-    match v {
-        Value::Object(map) if map.is_empty() => html! { span.muted { "(empty)" } },
-        Value::Object(map) => html! {
-            table.kv { tbody {
-                @for (k, v) in map.iter().take(VALUE_ITEMS_MAX) {
-                    tr { th { (k) } td { (value_table(v, depth + 1)) } }
+fn impact_items(title: &str, items: &[crate::incident::ImpactItem]) -> Markup {
+    html! {
+        h2 { (title) " " span.muted.small { "(" (items.len()) ")" } }
+        table.grid {
+            thead { tr { th { "When" } th { "Entry" } th { "Event" } th { "Outcome" } th { "Actor" } th { "About" } } }
+            tbody {
+                @if items.is_empty() { tr { td colspan="6" .muted { "None in the window." } } }
+                @for i in items.iter().take(INCIDENT_ITEMS_MAX) {
+                    tr {
+                        td.muted { (short_time(&i.time)) }
+                        td.mono { (i.log) "#" (i.index) }
+                        td.mono { (i.kind) }
+                        td { span class={ "pill " @if i.outcome == "denied" { "critical" } @else { "acked" } } { (i.outcome) }
+                             @if let Some(r) = &i.reason { " " span.muted.small { (r) } } }
+                        td.mono { (i.actor) }
+                        td.mono.small { (i.subjects.join(" ")) }
+                    }
                 }
-            } }
-        },
-        Value::Array(items) if items.is_empty() => html! { span.muted { "(none)" } },
-        Value::Array(items) => html! {
-            table.kv { tbody {
-                @for (i, v) in items.iter().take(VALUE_ITEMS_MAX).enumerate() {
-                    tr { th.num { (i) } td { (value_table(v, depth + 1)) } }
+                @if items.len() > INCIDENT_ITEMS_MAX {
+                    tr { td colspan="6" .muted { (items.len() - INCIDENT_ITEMS_MAX) " more: `bulkhead incident report` lists all, with proofs" } }
                 }
-                @if items.len() > VALUE_ITEMS_MAX { tr { td colspan="2" .muted { (items.len() - VALUE_ITEMS_MAX) " more" } } }
-            } }
-        },
-        Value::String(s) => html! { span.mono { (s) } },
-        Value::Null => html! { span.muted { "—" } },
-        other => html! { span.mono { (other.to_string()) } },
+            }
+        }
     }
 }
 
@@ -691,13 +725,37 @@ pub fn incident_panel(
     tenant: &TenantId,
     from: UnixMillis,
     to: UnixMillis,
-    report: &Value,
+    report: &crate::incident::ImpactReport,
 ) -> Markup {
+    let s = &report.summary;
     html! {
-        h1 { "Incident report " span.mono.small { (tenant.as_str()) } }
-        p.muted { "Window: " (when(from)) " → " (when(to)) }
-        section.report id="incident-report" { (value_table(report, 0)) }
-        p { a href="/dashboard/alerts" { "← Alerts" } }
+        h1 { "Impact report " span.mono.small { (tenant.as_str()) } }
+        p.muted { "Window: " (when(from)) " → " (when(to))
+            " · every entry below is in a signed log (its inclusion proof is in the JSON: "
+            code { "bulkhead incident report --tenant " (tenant.as_str()) } ")" }
+        section.report id="incident-report" {
+        div.cards {
+            div.card { div.label { "Context reads" } div.value { (s.reads) } }
+            div.card { div.label { "Answers returned" } div.value { (s.model_calls_returned) } }
+            div.card { div.label { "Blocked" } div class={ "value " @if s.blocked > 0 { "bad" } } { (s.blocked) } }
+            div.card { div.label { "Refused" } div class={ "value " @if s.denied > 0 { "warn" } } { (s.denied) } }
+            div.card { div.label { "Leaks to this tenant" } div class={ "value " @if s.leaks_blocked_to_tenant > 0 { "bad" } } { (s.leaks_blocked_to_tenant) } }
+            div.card { div.label { "Leaks of its data" } div class={ "value " @if s.leaks_blocked_of_tenant > 0 { "bad" } } { (s.leaks_blocked_of_tenant) } }
+        }
+        p { "Actors: "
+            @for (actor, n) in &s.actors { span.mono { (actor) } " (" (n) ") " }
+            @if s.actors.is_empty() { span.muted { "none" } } }
+        p { "Documents touched: " span.mono { (s.documents.join(", ")) }
+            " · traces: " (s.traces.len()) " · sessions: " (s.sessions.len()) }
+        (impact_items("Blocked and refused", &report.blocked))
+        (impact_items("Read", &report.read))
+        (impact_items("Answers returned", &report.returned))
+        (impact_items("Other", &report.other))
+        p.muted.small { "Tenant log checkpoint size " (report.tenant_log.size)
+            @if report.tenant_log.truncated { " (window truncated: narrow it)" }
+            " · operator log checkpoint size " (report.operator_log.size) }
+        }
+        p { a href="/dashboard/alerts" { "← Alerts and incidents" } }
     }
 }
 
@@ -706,27 +764,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reports_render_as_nested_tables_with_every_string_escaped() {
-        let report = json!({
-            "reads": [{"document": "doc_1", "by": "key:k1"}, {"document": "doc_2", "by": "key:k2"}],
-            "window": {"entries": 12, "note": "<script>alert(1)</script>"},
-            "empty": [],
-        });
-        let out = value_table(&report, 0).into_string();
-        assert_eq!(out.matches("<table").count(), 5, "{out}");
-        assert!(out.contains("doc_2") && out.contains("key:k1") && out.contains(">12<"));
-        assert!(out.contains("(none)"));
+    fn an_impact_report_renders_escaped_with_its_sections() {
+        let item = crate::incident::ImpactItem {
+            log: "tenant".into(),
+            index: 7,
+            time: "2026-11-28T10:00:00Z".into(),
+            kind: "document.read".into(),
+            actor: "key:bhk_1".into(),
+            outcome: "allowed".into(),
+            reason: None,
+            subjects: vec!["document:<script>alert(1)</script>".into()],
+            attrs: Default::default(),
+            leaf_hash: String::new(),
+            proof: Vec::new(),
+        };
+        let section = crate::incident::LogSection {
+            checkpoint: String::new(),
+            size: 9,
+            scanned: 9,
+            truncated: false,
+        };
+        let report = crate::incident::ImpactReport {
+            tenant: "tn_0123456789abcdef01234567".into(),
+            from: String::new(),
+            to: String::new(),
+            generated_at: String::new(),
+            vkey: String::new(),
+            tenant_log: section.clone(),
+            operator_log: section,
+            summary: crate::incident::ImpactSummary {
+                reads: 1,
+                ..Default::default()
+            },
+            read: vec![item],
+            returned: Vec::new(),
+            blocked: Vec::new(),
+            other: Vec::new(),
+        };
+        let tenant = TenantId::parse("tn_0123456789abcdef01234567").unwrap();
+        let out = incident_panel(&tenant, UnixMillis(0), UnixMillis(1), &report).into_string();
+        assert!(
+            out.contains("tenant#7") && out.contains("document.read"),
+            "{out}"
+        );
+        assert!(out.contains("None in the window."));
         assert!(!out.contains("<script>"), "{out}");
         assert!(out.contains("&lt;script&gt;"));
-    }
-
-    #[test]
-    fn deep_values_are_cut_off() {
-        let mut v = json!("leaf");
-        for _ in 0..20 {
-            v = json!({ "k": v });
-        }
-        let out = value_table(&v, 0).into_string();
-        assert!(!out.contains("leaf") && out.contains('…'));
     }
 }
