@@ -1,4 +1,5 @@
-//! The storage trait for Bulkhead's rows and its embedded SQLite backend.
+//! The storage trait for Bulkhead's rows, its embedded SQLite backend and its
+//! PostgreSQL backend for several replicas on one database.
 //!
 //! Rows hold ciphertext, wrapped keys, keyed hashes, ids and times — never
 //! plaintext, and this crate has no way to make any: it knows nothing of keys or of
@@ -11,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -18,6 +20,7 @@ use bulkhead_types::{
     ApiKeyId, KeyVersion, LogId, PolicyName, RecordKind, Region, TenantId, TenantStatus, UnixMillis,
 };
 
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -366,6 +369,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn counts(&self) -> StoreResult<StoreCounts>;
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
+    /// Whether other server processes may write this store at the same time (a
+    /// shared database), so that what one process holds in memory can go stale.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Whether this process is the one that signs checkpoints in the background;
+    /// at most one process holds leadership at a time. A store only one process
+    /// opens always leads.
+    async fn try_lead(&self) -> StoreResult<bool> {
+        Ok(true)
+    }
     /// Finishes queued writes and closes; later calls return `Closed`.
     async fn shutdown(&self);
 }
