@@ -19,6 +19,14 @@
 //! it is not (storage edited or rolled back), the service refuses to sign and says
 //! so loudly (invariant 5).
 //!
+//! Replicas on one shared store: each process's sequencer appends with
+//! compare-and-set on the log's size and, when another replica moved the log,
+//! reloads the right edge from the store and retries, so logs never fork or leave
+//! gaps. Background signing is done by one leader (`Store::try_lead`), which finds
+//! every replica's growth with `audit_logs_behind`; an on-demand signature from any
+//! replica is still safe, because a checkpoint is stored only by compare-and-set on
+//! the previous checkpoint's size and only after the consistency proof.
+//!
 //! Must never: put content or a secret in an event; acknowledge an event before it
 //! is durable; sign a checkpoint it has not proved consistent with the previous one.
 
@@ -231,6 +239,24 @@ impl Audit {
             let mut first = true;
             loop {
                 let Some(audit) = weak.upgrade() else { return };
+                if audit.store.is_shared() {
+                    // Several replicas share the store: only the leader signs in the
+                    // background, and it learns of other replicas' appends from the
+                    // store, not from its own sequencer.
+                    if audit.leads().await {
+                        audit.sign_logs_left_behind().await;
+                        audit.sign_dirty().await;
+                    } else {
+                        audit
+                            .dirty
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clear();
+                    }
+                    drop(audit);
+                    tokio::time::sleep(interval).await;
+                    continue;
+                }
                 if first {
                     audit.sign_logs_left_behind().await;
                     first = false;
@@ -738,7 +764,21 @@ impl Audit {
         {
             task.abort();
         }
-        self.sign_dirty().await;
+        if self.leads().await {
+            self.sign_dirty().await;
+        }
+    }
+
+    /// Whether this process signs checkpoints in the background now (always, on a
+    /// store no other process writes).
+    async fn leads(&self) -> bool {
+        match self.store.try_lead().await {
+            Ok(leads) => leads,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not learn whether this replica signs checkpoints");
+                false
+            }
+        }
     }
 
     fn mark_dirty(&self, logs: impl Iterator<Item = LogId>) {

@@ -374,6 +374,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn is_shared(&self) -> bool {
         false
     }
+    /// A value that changes whenever a record of `kind` is written or deleted for
+    /// the tenant: the largest seq and the count of its rows of that kind (seqs
+    /// only grow, so an insert raises the first and a delete lowers the second).
+    /// Replicas compare it to know when what they hold in memory is stale.
+    async fn record_generation(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+    ) -> StoreResult<(i64, u64)>;
     /// Whether this process is the one that signs checkpoints in the background;
     /// at most one process holds leadership at a time. A store only one process
     /// opens always leads.

@@ -1325,6 +1325,27 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn record_generation(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+    ) -> StoreResult<(i64, u64)> {
+        in_tx!(self, Plane::Tenant(tenant), |tx| {
+            let rows = query(
+                &tx,
+                "SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM records
+                 WHERE tenant_id = $1 AND kind = $2",
+                &[&tenant.as_str(), &kind.as_str()],
+            )
+            .await?;
+            let row = rows.first().ok_or_else(|| corrupt("generation"))?;
+            Ok((
+                row.try_get(0).map_err(pg)?,
+                to_u64(row.try_get(1).map_err(pg)?, "count")?,
+            ))
+        })
+    }
+
     fn is_shared(&self) -> bool {
         true
     }

@@ -815,3 +815,52 @@ async fn one_leader_at_a_time() {
     assert!(took_over);
     two.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_record_generation_moves_with_every_write_and_delete() {
+    both(|store| async move {
+        let (a, b) = (tenant(8), tenant(9));
+        let chunk = RecordKind::CHUNK;
+        let g0 = store.record_generation(&a.id, chunk).await.unwrap();
+        store
+            .insert_record(record(&a, chunk, "d#0", None))
+            .await
+            .unwrap();
+        store
+            .insert_record(record(&a, chunk, "d#1", None))
+            .await
+            .unwrap();
+        let g1 = store.record_generation(&a.id, chunk).await.unwrap();
+        assert_ne!(g0, g1);
+        store
+            .insert_record(record(&b, chunk, "d#0", None))
+            .await
+            .unwrap();
+        store
+            .insert_record(record(&a, RecordKind::DOCUMENT, "d", None))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.record_generation(&a.id, chunk).await.unwrap(),
+            g1,
+            "others' rows do not move it"
+        );
+        // A delete and an insert together still move it.
+        store
+            .delete_record(&a.id, chunk, "d#0", UnixMillis(0))
+            .await
+            .unwrap();
+        store
+            .insert_record(record(&a, chunk, "d#2", None))
+            .await
+            .unwrap();
+        let g2 = store.record_generation(&a.id, chunk).await.unwrap();
+        assert_ne!(g1, g2);
+        store
+            .delete_record(&a.id, chunk, "d#1", UnixMillis(0))
+            .await
+            .unwrap();
+        assert_ne!(store.record_generation(&a.id, chunk).await.unwrap(), g2);
+    })
+    .await;
+}

@@ -23,7 +23,8 @@ pub struct ServeArgs {
     /// Directory for the SQLite file and development secrets [default: ./bulkhead-data].
     #[arg(long, env = "BULKHEAD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Store: a SQLite path (or sqlite:PATH) [default: <data-dir>/bulkhead.db].
+    /// Store: a SQLite path (or sqlite:PATH), or a postgres:// URL for several
+    /// replicas on one database [default: <data-dir>/bulkhead.db].
     #[arg(long, env = "BULKHEAD_STORE")]
     pub store: Option<String>,
     /// Admin token for /admin/… [default: generated into <data-dir>/admin.token].
@@ -264,7 +265,7 @@ pub struct FileConfig {
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub sqlite_path: PathBuf,
+    pub store: StoreSpec,
     pub admin_token: Option<String>,
     pub master_key: Option<String>,
     pub body_bytes_max: usize,
@@ -321,8 +322,8 @@ impl ServeArgs {
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./bulkhead-data"));
         let store = self.store.or(file.store);
-        let sqlite_path = match store {
-            None => data_dir.join("bulkhead.db"),
+        let store = match store {
+            None => StoreSpec::Sqlite(data_dir.join("bulkhead.db")),
             Some(url) => parse_store(&url)?,
         };
         let body_bytes_max = self
@@ -448,7 +449,7 @@ impl ServeArgs {
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
             data_dir,
-            sqlite_path,
+            store,
             admin_token: self.admin_token.or(file.admin_token),
             master_key: self.master_key.or(file.master_key),
             body_bytes_max,
@@ -678,9 +679,28 @@ fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
 }
 
-fn parse_store(url: &str) -> anyhow::Result<PathBuf> {
+/// Where the rows live.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// One embedded SQLite file, for one server process.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL, shared by any number of replicas.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL itself: it may carry a password.
+        match self {
+            StoreSpec::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreSpec::Postgres(_) => f.write_str("postgres://…"),
+        }
+    }
+}
+
+fn parse_store(url: &str) -> anyhow::Result<StoreSpec> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("the PostgreSQL store is not in this build yet; use a SQLite path for --store");
+        return Ok(StoreSpec::Postgres(url.to_owned()));
     }
     let path = url
         .strip_prefix("sqlite://")
@@ -689,7 +709,7 @@ fn parse_store(url: &str) -> anyhow::Result<PathBuf> {
     if path.is_empty() {
         bail!("--store needs a SQLite file path");
     }
-    Ok(PathBuf::from(path))
+    Ok(StoreSpec::Sqlite(PathBuf::from(path)))
 }
 
 #[cfg(test)]
@@ -829,14 +849,23 @@ tn_000000000000000000000000 = "tenant-key"
         let s = args.resolve().unwrap();
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.body_bytes_max, 8192);
-        assert_eq!(s.sqlite_path, PathBuf::from("./bulkhead-data/bulkhead.db"));
+        assert_eq!(
+            s.store,
+            StoreSpec::Sqlite(PathBuf::from("./bulkhead-data/bulkhead.db"))
+        );
+        let pg = ServeArgs {
+            store: Some("postgres://u:secret@db/bulkhead".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            pg.store,
+            StoreSpec::Postgres("postgres://u:secret@db/bulkhead".into())
+        );
         assert!(
-            ServeArgs {
-                store: Some("postgres://x".into()),
-                ..ServeArgs::default()
-            }
-            .resolve()
-            .is_err()
+            !format!("{:?}", pg.store).contains("secret"),
+            "a password never reaches a log line"
         );
     }
 }

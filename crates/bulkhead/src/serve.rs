@@ -14,12 +14,12 @@ use bulkhead_audit::{Audit, AuditOptions};
 use bulkhead_crypto::{KeyEncryptionKey, LocalKek, random_array, write_secret_file};
 use bulkhead_ledger::note::NoteSigner;
 use bulkhead_server::{AppState, ServerLimits};
-use bulkhead_store::{SqliteOptions, SqliteStore, Store};
+use bulkhead_store::{PgOptions, PgStore, SqliteOptions, SqliteStore, Store};
 use bulkhead_types::SystemClock;
 use bulkhead_vault::{Vault, VaultLimits};
 use zeroize::Zeroizing;
 
-use crate::config::{ServeArgs, Settings};
+use crate::config::{ServeArgs, Settings, StoreSpec};
 
 /// The log filter of `bulkhead serve` when RUST_LOG does not set one.
 pub const LOG_FILTER_DEFAULT: &str = "info";
@@ -27,10 +27,10 @@ pub const LOG_FILTER_DEFAULT: &str = "info";
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(LOG_FILTER_DEFAULT);
     let settings = args.resolve()?;
-    let store_path = settings.sqlite_path.clone();
+    let store_spec = settings.store.clone();
     let server = start(settings).await?;
     let addr = server.addr();
-    tracing::info!(store = %store_path.display(), "bulkhead listening on http://{addr}");
+    tracing::info!(store = ?store_spec, "bulkhead listening on http://{addr}");
     let stop = server.stop_handle();
     // Detached on purpose: if serving fails first, `wait` returns the error and the
     // process exits with this task still waiting for a signal that no longer matters.
@@ -113,20 +113,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         None => load_or_generate_admin_token(&settings.data_dir.join("admin.token"))?,
     };
 
-    let store = SqliteStore::open(
-        &settings.sqlite_path,
-        SqliteOptions {
-            group_commit_max: settings.sqlite_group_commit_max,
-            ..SqliteOptions::default()
-        },
-    )
-    .with_context(|| {
-        format!(
-            "open the SQLite store at {}",
-            settings.sqlite_path.display()
-        )
-    })?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = open_store(&settings.store, settings.sqlite_group_commit_max).await?;
     let limits = VaultLimits {
         document_text_bytes_max: settings.document_text_bytes_max,
         ..VaultLimits::default()
@@ -402,5 +389,30 @@ fn build_retrieval(
         default_mode: settings.default_mode,
         top_k_max: 50,
         query_bytes_max: 4096,
+    })
+}
+
+/// Opens the store a spec names: a SQLite file, or a PostgreSQL database (its
+/// migrations applied on the way) shared with other replicas.
+pub async fn open_store(
+    spec: &StoreSpec,
+    sqlite_group_commit_max: usize,
+) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match spec {
+        StoreSpec::Sqlite(path) => Arc::new(
+            SqliteStore::open(
+                path,
+                SqliteOptions {
+                    group_commit_max: sqlite_group_commit_max,
+                    ..SqliteOptions::default()
+                },
+            )
+            .with_context(|| format!("open the SQLite store at {}", path.display()))?,
+        ),
+        StoreSpec::Postgres(url) => Arc::new(
+            PgStore::connect(url, PgOptions::default())
+                .await
+                .context("open the PostgreSQL store")?,
+        ),
     })
 }
