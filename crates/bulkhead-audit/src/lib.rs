@@ -891,9 +891,13 @@ async fn load_edge(store: &Arc<dyn Store>, log: &LogId) -> AuditResult<RightEdge
         }
         // On a store other replicas write, a tile may have grown since the head
         // was read; its first `width` hashes are the ones of this size (hashes of
-        // complete subtrees never change).
-        let data = &row.data[..row.data.len().min(width * (FULL_TILE_BYTES / TILE_WIDTH))];
-        tiles.push(Tile::decode(id, data).map_err(|e| inconsistent(log, e))?);
+        // complete subtrees never change), and the rows above are rebuilt from them.
+        let mut tile = Tile::decode(id, &row.data).map_err(|e| inconsistent(log, e))?;
+        if tile.width() > width {
+            let bottom: Vec<Hash> = (0..width).filter_map(|pos| tile.get(0, pos)).collect();
+            tile = Tile::from_bottom_row(id, &bottom).map_err(|e| inconsistent(log, e))?;
+        }
+        tiles.push(tile);
     }
     if let Some(bottom) = ids.first().filter(|id| id.width_at(head.size) < TILE_WIDTH) {
         tiles.push(bottom_tile_from_entries(store, log, *bottom, head.size).await?);

@@ -365,7 +365,7 @@ async fn keys_rotate_reseal_and_retire() {
         );
         assert_eq!(
             store.tenants_with_old_keys(10).await.unwrap(),
-            [a.id.clone()]
+            std::slice::from_ref(&a.id)
         );
         let v2 = KeyVersion::new(2).unwrap();
         assert_eq!(
