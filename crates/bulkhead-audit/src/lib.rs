@@ -19,6 +19,14 @@
 //! it is not (storage edited or rolled back), the service refuses to sign and says
 //! so loudly (invariant 5).
 //!
+//! Replicas on one shared store: each process's sequencer appends with
+//! compare-and-set on the log's size and, when another replica moved the log,
+//! reloads the right edge from the store and retries, so logs never fork or leave
+//! gaps. Background signing is done by one leader (`Store::try_lead`), which finds
+//! every replica's growth with `audit_logs_behind`; an on-demand signature from any
+//! replica is still safe, because a checkpoint is stored only by compare-and-set on
+//! the previous checkpoint's size and only after the consistency proof.
+//!
 //! Must never: put content or a secret in an event; acknowledge an event before it
 //! is durable; sign a checkpoint it has not proved consistent with the previous one.
 
@@ -231,6 +239,24 @@ impl Audit {
             let mut first = true;
             loop {
                 let Some(audit) = weak.upgrade() else { return };
+                if audit.store.is_shared() {
+                    // Several replicas share the store: only the leader signs in the
+                    // background, and it learns of other replicas' appends from the
+                    // store, not from its own sequencer.
+                    if audit.leads().await {
+                        audit.sign_logs_left_behind().await;
+                        audit.sign_dirty().await;
+                    } else {
+                        audit
+                            .dirty
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clear();
+                    }
+                    drop(audit);
+                    tokio::time::sleep(interval).await;
+                    continue;
+                }
                 if first {
                     audit.sign_logs_left_behind().await;
                     first = false;
@@ -685,7 +711,8 @@ impl Audit {
             let mut hash = fetched.get(&tile_id).and_then(|t| t.node(id));
             if hash.is_none() && tile_id.level == 0 {
                 // Partial bottom tiles are not stored: rebuild from the entries.
-                let tile = Arc::new(bottom_tile_from_entries(&self.store, log, tile_id).await?);
+                let tile =
+                    Arc::new(bottom_tile_from_entries(&self.store, log, tile_id, u64::MAX).await?);
                 hash = tile.node(id);
                 fetched.insert(tile_id, tile);
             }
@@ -738,7 +765,21 @@ impl Audit {
         {
             task.abort();
         }
-        self.sign_dirty().await;
+        if self.leads().await {
+            self.sign_dirty().await;
+        }
+    }
+
+    /// Whether this process signs checkpoints in the background now (always, on a
+    /// store no other process writes).
+    async fn leads(&self) -> bool {
+        match self.store.try_lead().await {
+            Ok(leads) => leads,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not learn whether this replica signs checkpoints");
+                false
+            }
+        }
     }
 
     fn mark_dirty(&self, logs: impl Iterator<Item = LogId>) {
@@ -795,9 +836,16 @@ async fn sequence(audit: Arc<Audit>, mut queue: mpsc::Receiver<Pending>) {
         }
         // A log whose size moved under us (another replica appended) is reloaded
         // and retried; the compare-and-set in the store means it can never fork.
-        for _attempt in 0..5 {
+        // With several replicas on one store, a busy log can be moved by others
+        // again while its edge reloads; a short, jittered pause between attempts
+        // lets one writer through at a time instead of all of them retrying in
+        // step.
+        for attempt in 0..APPEND_ATTEMPTS_MAX {
             if groups.is_empty() {
                 break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(retry_pause(attempt)).await;
             }
             groups = commit_groups(&audit, &mut edges, groups).await;
         }
@@ -812,6 +860,19 @@ async fn sequence(audit: Arc<Audit>, mut queue: mpsc::Receiver<Pending>) {
     }
 }
 
+/// Attempts at one batch's appends before its callers are told the log is
+/// unavailable. Only a log that other processes keep moving needs more than one.
+const APPEND_ATTEMPTS_MAX: u32 = 40;
+
+/// Up to `attempt` ms (at most 20), jittered so that racing replicas spread out.
+fn retry_pause(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(attempt);
+    let cap_micros = u64::from(attempt.min(20)) * 1000;
+    Duration::from_micros(hasher.finish() % cap_micros.max(1))
+}
+
 async fn load_edge(store: &Arc<dyn Store>, log: &LogId) -> AuditResult<RightEdge> {
     let head = store.audit_head(log).await?;
     let ids = TileId::right_edge(head.size);
@@ -824,13 +885,22 @@ async fn load_edge(store: &Arc<dyn Store>, log: &LogId) -> AuditResult<RightEdge
             level: row.level,
             index: row.index,
         };
-        if id.level == 0 && id.width_at(head.size) < TILE_WIDTH {
+        let width = id.width_at(head.size);
+        if id.level == 0 && width < TILE_WIDTH {
             continue; // rebuilt from the entries below; a stored one may be stale
         }
-        tiles.push(Tile::decode(id, &row.data).map_err(|e| inconsistent(log, e))?);
+        // On a store other replicas write, a tile may have grown since the head
+        // was read; its first `width` hashes are the ones of this size (hashes of
+        // complete subtrees never change), and the rows above are rebuilt from them.
+        let mut tile = Tile::decode(id, &row.data).map_err(|e| inconsistent(log, e))?;
+        if tile.width() > width {
+            let bottom: Vec<Hash> = (0..width).filter_map(|pos| tile.get(0, pos)).collect();
+            tile = Tile::from_bottom_row(id, &bottom).map_err(|e| inconsistent(log, e))?;
+        }
+        tiles.push(tile);
     }
     if let Some(bottom) = ids.first().filter(|id| id.width_at(head.size) < TILE_WIDTH) {
-        tiles.push(bottom_tile_from_entries(store, log, *bottom).await?);
+        tiles.push(bottom_tile_from_entries(store, log, *bottom, head.size).await?);
     }
     RightEdge::from_tiles(head.size, tiles).map_err(|e| AuditError::Inconsistent {
         log: log.to_string(),
@@ -851,11 +921,12 @@ async fn bottom_tile_from_entries(
     store: &Arc<dyn Store>,
     log: &LogId,
     id: TileId,
+    size: u64,
 ) -> AuditResult<Tile> {
     let start = id.index * TILE_WIDTH as u64;
-    let rows = store
-        .audit_leaf_hashes(log, start, start + TILE_WIDTH as u64)
-        .await?;
+    // Never past `size`: another replica may have appended since it was read.
+    let end = (start + TILE_WIDTH as u64).min(size);
+    let rows = store.audit_leaf_hashes(log, start, end).await?;
     let mut leaves = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         let hash: Hash = row.as_slice().try_into().map_err(|_| {

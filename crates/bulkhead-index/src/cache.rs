@@ -71,11 +71,16 @@ struct Inner {
     stats: CacheStats,
 }
 
+/// Tenants whose store generation is remembered at most (see
+/// [`IndexCache::observe_generation`]); a forgotten one costs one reload.
+const GENERATIONS_LEN_MAX: usize = 65_536;
+
 /// A byte-bounded LRU of tenants' indexes.
 #[derive(Debug)]
 pub struct IndexCache {
     budget_bytes: usize,
     inner: Mutex<Inner>,
+    generations: Mutex<LruCache<TenantId, (i64, u64)>>,
 }
 
 impl IndexCache {
@@ -88,6 +93,26 @@ impl IndexCache {
                 bytes: 0,
                 stats: CacheStats::default(),
             }),
+            generations: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(GENERATIONS_LEN_MAX).expect("a positive constant"),
+            )),
+        }
+    }
+
+    /// For a store that other server processes write too: `generation` is what
+    /// the store says now about the tenant's chunks (any value that changes with
+    /// every chunk written or deleted). If it is not the one this cache last saw,
+    /// the tenant's index may lack another replica's writes, so it is dropped and
+    /// the next use loads afresh. Called before each search, this bounds staleness
+    /// across replicas to zero: a search sees every write committed before it began.
+    pub fn observe_generation(&self, tenant: &TenantId, generation: (i64, u64)) {
+        let previous = self
+            .generations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(tenant.clone(), generation);
+        if previous != Some(generation) {
+            self.invalidate(tenant);
         }
     }
 

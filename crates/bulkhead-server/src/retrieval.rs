@@ -194,6 +194,16 @@ impl Retrieval {
 
     async fn index_for(&self, state: &AppState, ctx: &TenantCtx) -> ApiResult<Arc<TenantIndex>> {
         let config = self.index;
+        let store = state.vault.store();
+        if store.is_shared() {
+            // Another replica may have written this tenant's chunks since its
+            // index was built here; one indexed count tells.
+            let generation = store
+                .record_generation(ctx.tenant(), bulkhead_types::RecordKind::CHUNK)
+                .await
+                .map_err(|e| ApiError::from(VaultError::from(e)))?;
+            self.cache.observe_generation(ctx.tenant(), generation);
+        }
         self.cache
             .get_or_load(ctx.tenant(), || async {
                 let chunks = state.vault.chunks(ctx).await?;

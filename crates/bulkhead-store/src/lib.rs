@@ -1,4 +1,5 @@
-//! The storage trait for Bulkhead's rows and its embedded SQLite backend.
+//! The storage trait for Bulkhead's rows, its embedded SQLite backend and its
+//! PostgreSQL backend for several replicas on one database.
 //!
 //! Rows hold ciphertext, wrapped keys, keyed hashes, ids and times — never
 //! plaintext, and this crate has no way to make any: it knows nothing of keys or of
@@ -12,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+mod postgres;
 mod regional;
 mod sqlite;
 
@@ -20,6 +22,7 @@ use bulkhead_types::{
     ApiKeyId, KeyVersion, LogId, PolicyName, RecordKind, Region, TenantId, TenantStatus, UnixMillis,
 };
 
+pub use postgres::{PgOptions, PgStore};
 pub use regional::{REGIONS_MAX, RegionalError, RegionalStore, STORE_SHIFT};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
@@ -375,6 +378,26 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn document_count(&self, tenant: &TenantId, now: UnixMillis) -> StoreResult<u64>;
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
+    /// Whether other server processes may write this store at the same time (a
+    /// shared database), so that what one process holds in memory can go stale.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// A value that changes whenever a record of `kind` is written or deleted for
+    /// the tenant: the largest seq and the count of its rows of that kind (seqs
+    /// only grow, so an insert raises the first and a delete lowers the second).
+    /// Replicas compare it to know when what they hold in memory is stale.
+    async fn record_generation(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+    ) -> StoreResult<(i64, u64)>;
+    /// Whether this process is the one that signs checkpoints in the background;
+    /// at most one process holds leadership at a time. A store only one process
+    /// opens always leads.
+    async fn try_lead(&self) -> StoreResult<bool> {
+        Ok(true)
+    }
     /// Finishes queued writes and closes; later calls return `Closed`.
     async fn shutdown(&self);
 }

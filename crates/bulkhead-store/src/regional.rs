@@ -290,6 +290,26 @@ impl Store for RegionalStore {
         self.store_of(id).await?.set_tenant_models(id, models).await
     }
 
+    async fn record_generation(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+    ) -> StoreResult<(i64, u64)> {
+        self.store_of(tenant)
+            .await?
+            .record_generation(tenant, kind)
+            .await
+    }
+
+    fn is_shared(&self) -> bool {
+        self.stores.iter().any(|s| s.is_shared())
+    }
+
+    /// Leadership is the home store's: one lock for the whole deployment.
+    async fn try_lead(&self) -> StoreResult<bool> {
+        self.stores[HOME].try_lead().await
+    }
+
     async fn document_count(&self, tenant: &TenantId, now: UnixMillis) -> StoreResult<u64> {
         self.store_of(tenant)
             .await?

@@ -1401,6 +1401,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn record_generation(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+    ) -> StoreResult<(i64, u64)> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM records
+                 WHERE tenant_id = ?1 AND kind = ?2",
+                params![tenant.as_str(), kind.as_str()],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u64)),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn counts(&self) -> StoreResult<StoreCounts> {
         self.read(|conn| {
             let count = |sql: &str| -> StoreResult<u64> {

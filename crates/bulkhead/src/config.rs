@@ -23,7 +23,8 @@ pub struct ServeArgs {
     /// Directory for the SQLite file and development secrets [default: ./bulkhead-data].
     #[arg(long, env = "BULKHEAD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Store: a SQLite path (or sqlite:PATH) [default: <data-dir>/bulkhead.db].
+    /// Store: a SQLite path (or sqlite:PATH), or a postgres:// URL for several
+    /// replicas on one database [default: <data-dir>/bulkhead.db].
     #[arg(long, env = "BULKHEAD_STORE")]
     pub store: Option<String>,
     /// Admin token for /admin/… [default: generated into <data-dir>/admin.token].
@@ -306,9 +307,10 @@ pub struct FileConfig {
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub sqlite_path: PathBuf,
+    /// The home store: tenants of regions without their own, and server-wide rows.
+    pub store: StoreSpec,
     /// Regions whose tenants live in a store of their own; empty: every tenant
-    /// lives in the home store at `sqlite_path`.
+    /// lives in the home store.
     pub regions: Vec<RegionStore>,
     pub admin_token: Option<String>,
     pub master_key: Option<String>,
@@ -329,11 +331,11 @@ pub struct Settings {
 }
 
 /// A region with its own store, validated: a known-good name and a SQLite file
-/// that no other region and not the home store uses.
+/// or PostgreSQL database that no other region and not the home store uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegionStore {
     pub region: bulkhead_types::Region,
-    pub sqlite_path: PathBuf,
+    pub store: StoreSpec,
 }
 
 /// The model gateway, validated.
@@ -374,11 +376,11 @@ impl ServeArgs {
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./bulkhead-data"));
         let store = self.store.or(file.store);
-        let sqlite_path = match store {
-            None => data_dir.join("bulkhead.db"),
+        let store = match store {
+            None => StoreSpec::Sqlite(data_dir.join("bulkhead.db")),
             Some(url) => parse_store(&url)?,
         };
-        let regions = resolve_regions(file.regions, &data_dir, &sqlite_path)?;
+        let regions = resolve_regions(file.regions, &data_dir, &store)?;
         let body_bytes_max = self
             .body_bytes_max
             .or(file.body_bytes_max)
@@ -526,7 +528,7 @@ impl ServeArgs {
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
             data_dir,
-            sqlite_path,
+            store,
             regions,
             admin_token: self.admin_token.or(file.admin_token),
             master_key: self.master_key.or(file.master_key),
@@ -758,7 +760,7 @@ fn resolve_gateway(keys: GatewayKeys) -> anyhow::Result<GatewaySettings> {
 fn resolve_regions(
     tables: Vec<RegionFile>,
     data_dir: &Path,
-    home: &Path,
+    home: &StoreSpec,
 ) -> anyhow::Result<Vec<RegionStore>> {
     if tables.len() > bulkhead_store::REGIONS_MAX {
         bail!(
@@ -767,7 +769,12 @@ fn resolve_regions(
         );
     }
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
-    let home_abs = absolute(home);
+    // Two specs name the same place: the same file (made absolute) or the same URL.
+    let same = |a: &StoreSpec, b: &StoreSpec| match (a, b) {
+        (StoreSpec::Sqlite(x), StoreSpec::Sqlite(y)) => absolute(x) == absolute(y),
+        (StoreSpec::Postgres(x), StoreSpec::Postgres(y)) => x == y,
+        _ => false,
+    };
     let mut out: Vec<RegionStore> = Vec::with_capacity(tables.len());
     for (i, table) in tables.into_iter().enumerate() {
         let what = format!("regions[{i}] ({:?})", table.name);
@@ -776,30 +783,25 @@ fn resolve_regions(
         if out.iter().any(|r| r.region == region) {
             bail!("{what}: name: region {region} is listed twice");
         }
-        let path = parse_store(&table.store).with_context(|| format!("{what}: store"))?;
-        let sqlite_path = if path.is_relative() {
-            data_dir.join(path)
-        } else {
-            path
+        let store = match parse_store(&table.store).with_context(|| format!("{what}: store"))? {
+            StoreSpec::Sqlite(path) if path.is_relative() => StoreSpec::Sqlite(data_dir.join(path)),
+            other => other,
         };
-        let abs = absolute(&sqlite_path);
-        if abs == home_abs {
-            bail!(
-                "{what}: store: {} is the home store; give the region a file of its own",
-                sqlite_path.display()
-            );
+        // Named without a URL's credentials.
+        let named = match &store {
+            StoreSpec::Sqlite(path) => path.display().to_string(),
+            StoreSpec::Postgres(_) => "this PostgreSQL URL".to_owned(),
+        };
+        if same(&store, home) {
+            bail!("{what}: store: {named} is the home store; give the region a store of its own");
         }
-        if let Some(other) = out.iter().find(|r| absolute(&r.sqlite_path) == abs) {
+        if let Some(other) = out.iter().find(|r| same(&r.store, &store)) {
             bail!(
-                "{what}: store: {} is already the store of region {}",
-                sqlite_path.display(),
+                "{what}: store: {named} is already the store of region {}",
                 other.region
             );
         }
-        out.push(RegionStore {
-            region,
-            sqlite_path,
-        });
+        out.push(RegionStore { region, store });
     }
     Ok(out)
 }
@@ -810,9 +812,28 @@ fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
 }
 
-fn parse_store(url: &str) -> anyhow::Result<PathBuf> {
+/// Where the rows live.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// One embedded SQLite file, for one server process.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL, shared by any number of replicas.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL itself: it may carry a password.
+        match self {
+            StoreSpec::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreSpec::Postgres(_) => f.write_str("postgres://…"),
+        }
+    }
+}
+
+fn parse_store(url: &str) -> anyhow::Result<StoreSpec> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("the PostgreSQL store is not in this build yet; use a SQLite path for --store");
+        return Ok(StoreSpec::Postgres(url.to_owned()));
     }
     let path = url
         .strip_prefix("sqlite://")
@@ -821,7 +842,7 @@ fn parse_store(url: &str) -> anyhow::Result<PathBuf> {
     if path.is_empty() {
         bail!("--store needs a SQLite file path");
     }
-    Ok(PathBuf::from(path))
+    Ok(StoreSpec::Sqlite(PathBuf::from(path)))
 }
 
 #[cfg(test)]
@@ -965,7 +986,10 @@ tn_000000000000000000000000 = "tenant-key"
         let got: Vec<(String, PathBuf)> = s
             .regions
             .iter()
-            .map(|r| (r.region.to_string(), r.sqlite_path.clone()))
+            .map(|r| match &r.store {
+                StoreSpec::Sqlite(p) => (r.region.to_string(), p.clone()),
+                StoreSpec::Postgres(_) => unreachable!("the test names files"),
+            })
             .collect();
         assert_eq!(
             got,
@@ -1024,14 +1048,23 @@ tn_000000000000000000000000 = "tenant-key"
         let s = args.resolve().unwrap();
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.body_bytes_max, 8192);
-        assert_eq!(s.sqlite_path, PathBuf::from("./bulkhead-data/bulkhead.db"));
+        assert_eq!(
+            s.store,
+            StoreSpec::Sqlite(PathBuf::from("./bulkhead-data/bulkhead.db"))
+        );
+        let pg = ServeArgs {
+            store: Some("postgres://u:secret@db/bulkhead".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            pg.store,
+            StoreSpec::Postgres("postgres://u:secret@db/bulkhead".into())
+        );
         assert!(
-            ServeArgs {
-                store: Some("postgres://x".into()),
-                ..ServeArgs::default()
-            }
-            .resolve()
-            .is_err()
+            !format!("{:?}", pg.store).contains("secret"),
+            "a password never reaches a log line"
         );
     }
 }

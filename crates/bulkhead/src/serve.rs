@@ -14,12 +14,12 @@ use bulkhead_audit::{Audit, AuditOptions};
 use bulkhead_crypto::{KeyEncryptionKey, LocalKek, random_array, write_secret_file};
 use bulkhead_ledger::note::NoteSigner;
 use bulkhead_server::{AppState, ServerLimits};
-use bulkhead_store::{RegionalStore, SqliteOptions, SqliteStore, Store};
+use bulkhead_store::{PgOptions, PgStore, RegionalStore, SqliteOptions, SqliteStore, Store};
 use bulkhead_types::SystemClock;
 use bulkhead_vault::{Vault, VaultLimits};
 use zeroize::Zeroizing;
 
-use crate::config::{ServeArgs, Settings};
+use crate::config::{ServeArgs, Settings, StoreSpec};
 
 /// The log filter of `bulkhead serve` when RUST_LOG does not set one.
 pub const LOG_FILTER_DEFAULT: &str = "info";
@@ -27,10 +27,10 @@ pub const LOG_FILTER_DEFAULT: &str = "info";
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(LOG_FILTER_DEFAULT);
     let settings = args.resolve()?;
-    let store_path = settings.sqlite_path.clone();
+    let store_spec = settings.store.clone();
     let server = start(settings).await?;
     let addr = server.addr();
-    tracing::info!(store = %store_path.display(), "bulkhead listening on http://{addr}");
+    tracing::info!(store = ?store_spec, "bulkhead listening on http://{addr}");
     let stop = server.stop_handle();
     // Detached on purpose: if serving fails first, `wait` returns the error and the
     // process exits with this task still waiting for a signal that no longer matters.
@@ -224,24 +224,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     })
 }
 
-/// Opens one store: a SQLite file.
-fn open_store(path: &Path, group_commit_max: usize) -> anyhow::Result<Arc<dyn Store>> {
-    let store = SqliteStore::open(
-        path,
-        SqliteOptions {
-            group_commit_max,
-            ..SqliteOptions::default()
-        },
-    )
-    .with_context(|| format!("open the SQLite store at {}", path.display()))?;
-    Ok(Arc::new(store))
-}
-
 /// The home store, wrapped in a [`RegionalStore`] only when some region has a
 /// store of its own (otherwise every call goes straight to the one store).
 async fn open_stores(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let group_commit_max = settings.sqlite_group_commit_max;
-    let home = open_store(&settings.sqlite_path, group_commit_max)?;
+    let home = open_store(&settings.store, group_commit_max).await?;
     if settings.regions.is_empty() {
         tracing::info!(
             "no region has a store of its own: every tenant's rows live in the home store"
@@ -250,13 +237,14 @@ async fn open_stores(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     }
     let mut regions = Vec::with_capacity(settings.regions.len());
     for r in &settings.regions {
-        let store = open_store(&r.sqlite_path, group_commit_max)
+        let store = open_store(&r.store, group_commit_max)
+            .await
             .with_context(|| format!("the store of region {}", r.region))?;
-        tracing::info!(region = %r.region, store = %r.sqlite_path.display(),
+        tracing::info!(region = %r.region, store = ?r.store,
             "this region's tenants live in a store of their own");
         regions.push((r.region.clone(), store));
     }
-    tracing::info!(store = %settings.sqlite_path.display(),
+    tracing::info!(store = ?settings.store,
         "tenants of every other region, and server-wide rows, live in the home store");
     warn_of_tenants_left_at_home(home.as_ref(), settings).await?;
     let regional = RegionalStore::new(home, regions).context("the regional stores")?;
@@ -476,5 +464,30 @@ fn build_retrieval(
         default_mode: settings.default_mode,
         top_k_max: 50,
         query_bytes_max: 4096,
+    })
+}
+
+/// Opens the store a spec names: a SQLite file, or a PostgreSQL database (its
+/// migrations applied on the way) shared with other replicas.
+pub async fn open_store(
+    spec: &StoreSpec,
+    sqlite_group_commit_max: usize,
+) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match spec {
+        StoreSpec::Sqlite(path) => Arc::new(
+            SqliteStore::open(
+                path,
+                SqliteOptions {
+                    group_commit_max: sqlite_group_commit_max,
+                    ..SqliteOptions::default()
+                },
+            )
+            .with_context(|| format!("open the SQLite store at {}", path.display()))?,
+        ),
+        StoreSpec::Postgres(url) => Arc::new(
+            PgStore::connect(url, PgOptions::default())
+                .await
+                .context("open the PostgreSQL store")?,
+        ),
     })
 }

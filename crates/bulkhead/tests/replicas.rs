@@ -1,0 +1,228 @@
+//! End to end: three `bulkhead serve` processes on one PostgreSQL database (a fresh
+//! database on the throwaway server of `scripts/pg-test-server`). Concurrent
+//! document writes and model calls for several tenants go through all three; then
+//! every tenant's log and the operator log verify end to end (no fork, no gap), and
+//! a document written through one replica is found by a search on another that
+//! already had the tenant's index in memory.
+
+#![cfg(unix)]
+
+mod support;
+
+use std::process::{Command, Output};
+
+use reqwest::{Client, StatusCode};
+use serde_json::json;
+use support::{ADMIN_TOKEN, Server, expect_json, tenant_with_key};
+
+const TENANTS: usize = 3;
+// Enough for each log to pass 256 entries, so stored upper tiles are reloaded too.
+const DOCS_PER_TENANT_PER_REPLICA: usize = 50;
+
+fn pg_server_url() -> String {
+    if let Ok(url) = std::env::var("BULKHEAD_TEST_PG_URL") {
+        return url;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg-test-server");
+    let out = Command::new(script)
+        .output()
+        .expect("run scripts/pg-test-server");
+    assert!(
+        out.status.success(),
+        "scripts/pg-test-server failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn fresh_database() -> String {
+    let url = pg_server_url();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(conn);
+    let name = format!("bh_replicas_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        client.batch_execute(&sql).await.unwrap();
+    }
+    format!("{}/{name}", url.rsplit_once('/').unwrap().0)
+}
+
+fn audit_cli(server: &Server, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .arg("audit")
+        .args(args)
+        .env("BULKHEAD_SERVER", &server.base_url)
+        .env("BULKHEAD_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env_remove("BULKHEAD_API_KEY")
+        .output()
+        .expect("run the bulkhead CLI")
+}
+
+fn assert_verified(output: &Output, what: &str) {
+    let text = format!(
+        "{what}: status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("OK"),
+        "{text}"
+    );
+}
+
+async fn search_hits(client: &Client, server: &Server, key: &str, query: &str) -> Vec<String> {
+    let body = expect_json(
+        client
+            .post(format!("{}/v1/search", server.base_url))
+            .bearer_auth(key)
+            .json(&json!({"query": query, "top_k": 5})),
+        StatusCode::OK,
+        "search",
+    )
+    .await;
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["document_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_one_database_keep_every_log_whole() {
+    let url = fresh_database().await;
+    // One data folder: the replicas share the master key and the checkpoint
+    // signing key, as a deployment shares them through its secret manager.
+    let data = tempfile::tempdir().unwrap();
+    let env = [
+        ("BULKHEAD_STORE", url.as_str()),
+        ("BULKHEAD_ECHO_MODELS", "true"),
+    ];
+    let first = Server::start_with(data.path(), &env).await;
+    let replicas = [
+        first,
+        Server::start_with(data.path(), &env).await,
+        Server::start_with(data.path(), &env).await,
+    ];
+    let client = Client::new();
+
+    let mut tenants = Vec::new();
+    for (i, replica) in replicas.iter().enumerate().take(TENANTS) {
+        tenants.push(tenant_with_key(&client, &replica.base_url, &format!("t{i}")).await);
+    }
+
+    // Concurrent load: every tenant through every replica at once.
+    let mut tasks = Vec::new();
+    for (t, (_, key)) in tenants.iter().enumerate() {
+        for (r, replica) in replicas.iter().enumerate() {
+            let (client, key, base) = (client.clone(), key.clone(), replica.base_url.clone());
+            tasks.push(tokio::spawn(async move {
+                for d in 0..DOCS_PER_TENANT_PER_REPLICA {
+                    let response = client
+                        .post(format!("{base}/v1/documents"))
+                        .bearer_auth(&key)
+                        .json(&json!({"id": format!("r{r}-d{d}"), "text": format!("tenant {t} replica {r} document {d}")}))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status();
+                    assert_eq!(status, StatusCode::CREATED, "{}", response.text().await.unwrap_or_default());
+                    let response = client
+                        .post(format!("{base}/v1/chat/completions"))
+                        .bearer_auth(&key)
+                        .json(&json!({"model": "bulkhead-echo", "messages": [{"role": "user", "content": format!("hello {d}")}]}))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status();
+                    assert_eq!(status, StatusCode::OK, "{}", response.text().await.unwrap_or_default());
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        if let Err(e) = task.await {
+            let logs: Vec<String> = replicas.iter().map(Server::log_tail).collect();
+            panic!("{e}\n{}", logs.join("\n"));
+        }
+    }
+
+    // Every document is there, seen from any replica (paged by cursor).
+    for (_, key) in &tenants {
+        for replica in &replicas {
+            let mut seen = 0;
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut url = format!("{}/v1/documents?limit=100", replica.base_url);
+                if let Some(c) = &cursor {
+                    url.push_str(&format!("&cursor={c}"));
+                }
+                let page =
+                    expect_json(client.get(url).bearer_auth(key), StatusCode::OK, "list").await;
+                seen += page["documents"].as_array().unwrap().len();
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, replicas.len() * DOCS_PER_TENANT_PER_REPLICA);
+        }
+    }
+
+    // Every log verifies end to end, asked of a replica other than most writers.
+    let vkey = audit_cli(&replicas[1], &["public-key"]);
+    assert_eq!(vkey.status.code(), Some(0));
+    let vkey = String::from_utf8(vkey.stdout).unwrap().trim().to_owned();
+    for (i, (id, _)) in tenants.iter().enumerate() {
+        let replica = &replicas[(i + 1) % replicas.len()];
+        assert_verified(
+            &audit_cli(replica, &["verify", "--tenant", id, "--vkey", &vkey]),
+            id,
+        );
+    }
+    assert_verified(
+        &audit_cli(&replicas[2], &["verify", "--operator", "--vkey", &vkey]),
+        "operator",
+    );
+
+    // A search on replica 2 makes the tenant's index hot there; a document then
+    // written through replica 0 is found by the next search on replica 2.
+    let (_, key) = &tenants[0];
+    assert!(
+        search_hits(&client, &replicas[2], key, "zebracorn")
+            .await
+            .is_empty()
+    );
+    expect_json(
+        client
+            .post(format!("{}/v1/documents", replicas[0].base_url))
+            .bearer_auth(key)
+            .json(&json!({"id": "late", "text": "a zebracorn crossed the replicas"})),
+        StatusCode::CREATED,
+        "write on replica 0",
+    )
+    .await;
+    assert_eq!(
+        search_hits(&client, &replicas[2], key, "zebracorn").await,
+        ["late"]
+    );
+    // And a delete through replica 1 is gone from replica 2's next search.
+    let deleted = client
+        .delete(format!("{}/v1/documents/late", replicas[1].base_url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert!(
+        search_hits(&client, &replicas[2], key, "zebracorn")
+            .await
+            .is_empty()
+    );
+}
