@@ -80,6 +80,63 @@ impl GuardState {
         let _ = tokio::task::spawn_blocking(move || me.guard.remove_tenant(&tenant)).await;
     }
 
+    /// On a store shared by several replicas: brings this replica's canaries and
+    /// fingerprints up to date with tenants and documents that other replicas
+    /// created, changed or erased. Per tenant, the documents' record generation
+    /// is compared with the one last loaded; a tenant whose documents moved (or a
+    /// new tenant) is reloaded, an erased one forgotten. Returns the tenants
+    /// reloaded. Between a write on another replica and the next sync, this
+    /// replica scans with what it had (canaries of tenants it knows, older
+    /// fingerprints): the bounded delay is the sync interval.
+    pub async fn sync_shared(
+        &self,
+        vault: &Vault,
+        seen: &mut std::collections::HashMap<TenantId, (i64, u64)>,
+    ) -> anyhow::Result<usize> {
+        let mut present = std::collections::HashSet::new();
+        let mut reloaded = 0;
+        let mut cursor = None::<String>;
+        loop {
+            let (page, next) = vault.list_tenants(cursor.as_deref(), 100).await?;
+            for tenant in &page {
+                present.insert(tenant.id.clone());
+                let generation = vault
+                    .store()
+                    .record_generation(&tenant.id, bulkhead_types::RecordKind::DOCUMENT)
+                    .await?;
+                if seen.get(&tenant.id) == Some(&generation) {
+                    continue;
+                }
+                // Reload the tenant whole: drop what this replica held (its
+                // fingerprints are refcounted per document, so re-adding alone
+                // would count twice), then its canaries and documents as stored.
+                self.guard.remove_tenant(&tenant.id);
+                for token in &vault.canaries(&tenant.id).await? {
+                    self.guard.add_canary(&tenant.id, token)?;
+                }
+                for doc in vault.documents_of(&tenant.id).await? {
+                    self.index(&tenant.id, &doc.id, &doc.text).await;
+                }
+                seen.insert(tenant.id.clone(), generation);
+                reloaded += 1;
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let gone: Vec<TenantId> = seen
+            .keys()
+            .filter(|t| !present.contains(*t))
+            .cloned()
+            .collect();
+        for tenant in gone {
+            self.guard.remove_tenant(&tenant);
+            seen.remove(&tenant);
+        }
+        Ok(reloaded)
+    }
+
     /// Rebuilds canaries and fingerprints from the store, tenant by tenant, and
     /// seeds a canary for any tenant that has none. Logs progress: on a large
     /// deployment this reads every document once.
@@ -286,6 +343,33 @@ async fn contain(state: &AppState, ctx: &TenantCtx, rid: &RequestId) -> ApiResul
 }
 
 /// `POST /v1/guard/scan`: the guard as a sidecar. The tenant is the key's.
+/// How often a replica on a shared store syncs its guard with the others'
+/// writes.
+pub const SHARED_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// On a shared store, keeps this replica's guard in step with tenants and
+/// documents written through other replicas (see `GuardState::sync_shared`).
+pub fn spawn_shared_sync(state: AppState) {
+    if !state.vault.store().is_shared() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut seen = std::collections::HashMap::new();
+        loop {
+            match state.guard.sync_shared(&state.vault, &mut seen).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(
+                    tenants = n,
+                    "output guard synced with other replicas' writes"
+                ),
+                Err(e) => tracing::warn!(error = %e,
+                    "the output guard could not sync with other replicas; it retries, and meanwhile scans with what it has"),
+            }
+            tokio::time::sleep(SHARED_SYNC_INTERVAL).await;
+        }
+    });
+}
+
 pub async fn scan(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,

@@ -177,6 +177,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         tracing::info!(tenant = %tenant, "resuming an interrupted re-seal after key rotation");
         state.spawn_reseal(tenant);
     }
+    bulkhead_server::guard::spawn_shared_sync(state.clone());
     bulkhead_server::retention::spawn_sweeper(
         state.clone(),
         settings.sweep_interval,

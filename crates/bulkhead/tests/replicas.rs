@@ -225,4 +225,44 @@ async fn three_replicas_on_one_database_keep_every_log_whole() {
             .await
             .is_empty()
     );
+
+    // The output guard of every replica learns what another replica stored: a
+    // tenant created and a document written through replica 0 are caught when
+    // they show up in a text for another tenant scanned by replica 2 — within the
+    // guard's sync interval (polled, bounded; no timing is asserted).
+    let (_, other_key) = &tenants[1];
+    let (fresh, fresh_key) = tenant_with_key(&client, &replicas[0].base_url, "late-tenant").await;
+    let secret = "the walrus ledger reconciles every fortnight across the northern depots; seals are \
+         counted by the harbour master, whose tally goes to the quartermaster in sealed \
+         envelopes numbered from one hundred upward, and any gap in the numbers is reported \
+         to the board before the next tide table is printed";
+    expect_json(
+        client
+            .post(format!("{}/v1/documents", replicas[0].base_url))
+            .bearer_auth(&fresh_key)
+            .json(&json!({"id": "walrus", "text": secret})),
+        StatusCode::CREATED,
+        "write the new tenant's document on replica 0",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let verdict = expect_json(
+            client
+                .post(format!("{}/v1/guard/scan", replicas[2].base_url))
+                .bearer_auth(other_key)
+                .json(&json!({"text": format!("leaked: {secret}")})),
+            StatusCode::OK,
+            "scan on replica 2",
+        )
+        .await;
+        if verdict["verdict"] == "blocked" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica 2's guard never learned tenant {fresh}'s document: {verdict}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
