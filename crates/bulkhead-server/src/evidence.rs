@@ -109,6 +109,8 @@ pub struct UpstreamRow {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ResidencySection {
     pub region: String,
+    /// Where the tenant's rows are stored.
+    pub store: String,
     /// The pack's allowed region patterns; empty: any.
     pub required_regions: Vec<String>,
     pub allowed: bool,
@@ -292,6 +294,7 @@ pub async fn report(
 
     let residency = ResidencySection {
         region: tenant.region.to_string(),
+        store: store.placement(tenant_id).await?,
         required_regions: pack.residency.regions.clone(),
         allowed: pack.residency.allows(&tenant.region),
         upstreams: state

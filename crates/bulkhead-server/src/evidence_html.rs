@@ -146,6 +146,7 @@ pub fn render(r: &EvidenceReport) -> String {
                         h2 { "Residency" }
                         table {
                             tr { th { "Region" } td { (r.residency.region) " " (badge(r.residency.allowed, "allowed by the pack", "NOT allowed by the pack")) } }
+                            tr { th { "Rows stored in" } td { (r.residency.store) } }
                             tr { th { "Required by the pack" } td {
                                 @if r.residency.required_regions.is_empty() { "any region" } @else { (r.residency.required_regions.join(", ")) }
                             } }

@@ -392,6 +392,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         tenant: &TenantId,
         kind: RecordKind,
     ) -> StoreResult<(i64, u64)>;
+    /// Where the tenant's rows live, in words for the evidence report (the store
+    /// of its region, or the home store).
+    async fn placement(&self, _tenant: &TenantId) -> StoreResult<String> {
+        Ok(if self.is_shared() {
+            "the deployment's one PostgreSQL database".into()
+        } else {
+            "the server's one SQLite store".into()
+        })
+    }
     /// Whether this process is the one that signs checkpoints in the background;
     /// at most one process holds leadership at a time. A store only one process
     /// opens always leads.

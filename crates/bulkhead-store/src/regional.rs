@@ -305,6 +305,22 @@ impl Store for RegionalStore {
         self.stores.iter().any(|s| s.is_shared())
     }
 
+    async fn placement(&self, tenant: &TenantId) -> StoreResult<String> {
+        let i = self.locate(tenant).await?;
+        if i == HOME {
+            return Ok("the home store (its region has no store of its own)".into());
+        }
+        let region = self
+            .regions
+            .iter()
+            .find(|(_, at)| **at == i)
+            .map(|(r, _)| r.to_string())
+            .unwrap_or_default();
+        Ok(format!(
+            "the store of region {region}, apart from every other region's"
+        ))
+    }
+
     /// Leadership is the home store's: one lock for the whole deployment.
     async fn try_lead(&self) -> StoreResult<bool> {
         self.stores[HOME].try_lead().await

@@ -227,6 +227,22 @@ models = ["fast"]
     assert_eq!(eu_upstream.requests().len(), 1, "the eu tenant's one call");
     assert_eq!(us_upstream.requests().len(), 1, "the us tenant's one call");
 
+    // The evidence report says where each tenant's rows are, and which upstream
+    // its calls can reach.
+    let evidence = expect_json(
+        client
+            .get(format!("{base}/admin/v1/tenants/{}/evidence", eu.id))
+            .bearer_auth(ADMIN_TOKEN),
+        StatusCode::OK,
+        "the eu tenant's evidence report",
+    )
+    .await;
+    assert_eq!(
+        evidence["residency"]["store"],
+        "the store of region eu-west, apart from every other region's"
+    );
+    assert_eq!(evidence["residency"]["upstreams"][0]["region"], "eu-west");
+
     // A us-east tenant asking for the eu-west model: refused, and the eu upstream
     // never hears of it.
     let refused = client
