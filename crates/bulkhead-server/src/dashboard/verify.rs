@@ -15,15 +15,13 @@
 
 use bulkhead_ledger::checkpoint::Checkpoint;
 use bulkhead_ledger::note::NoteVerifier;
-use bulkhead_ledger::{CompactRange, Hash, b64};
+use bulkhead_ledger::{Hash, b64};
 use bulkhead_types::LogId;
 
 use crate::AppState;
 
 /// The most entries one click recomputes (about a second of hashing).
 pub const VERIFY_LEAVES_MAX: u64 = 2_000_000;
-/// Leaf hashes read per store call.
-const PAGE: u64 = 65_536;
 
 /// The outcome of one verification, kept per log for the next one.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -124,42 +122,9 @@ async fn run(
             ),
         ));
     }
-    let store = state.vault.store();
-    let mut leaves: Vec<Hash> = Vec::with_capacity(size as usize);
-    let mut start = 0;
-    while start < size {
-        let end = (start + PAGE).min(size);
-        let page = store
-            .audit_leaf_hashes(log, start, end)
-            .await
-            .map_err(|e| (size, format!("the entries could not be read: {e}")))?;
-        if page.len() as u64 != end - start {
-            return Err((
-                size,
-                format!(
-                    "entries {start}..{end} are missing from storage ({} of {} found)",
-                    page.len(),
-                    end - start
-                ),
-            ));
-        }
-        for h in page {
-            let h: Hash = h
-                .try_into()
-                .map_err(|_| (size, "a stored leaf hash is not 32 bytes".to_owned()))?;
-            leaves.push(h);
-        }
-        start = end;
-    }
-    let root = tokio::task::spawn_blocking(move || {
-        let mut range = CompactRange::new();
-        for leaf in leaves {
-            range.push(leaf);
-        }
-        range.root()
-    })
-    .await
-    .map_err(|_| (size, "the recomputation failed".to_owned()))?;
+    let root = crate::evidence::recompute_root(state, log, size)
+        .await
+        .map_err(|e| (size, e))?;
     if root != cp.root {
         return Err((
             size,
