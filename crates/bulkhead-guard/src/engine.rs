@@ -2,8 +2,9 @@
 //!
 //! Four stages run over the same bytes, each resumable from where it stopped:
 //! canaries (Aho-Corasick), candidates (the multi-pattern automaton and its
-//! validators), high-entropy token runs, and winnowing (fingerprints looked up in
-//! the global index, grouped per owner into clusters). Each stage keeps a
+//! validators), high-entropy token runs, and the cross-tenant leak stage
+//! (`leak`: canonical form, decoded views, fingerprints, salient tokens and
+//! sketches looked up in the global index, grouped per owner). Each stage keeps a
 //! *decided frontier*: every candidate starting before it is known, and nothing
 //! learned later can change it. A candidate is finalized once every stage's
 //! frontier has passed its end (then every candidate overlapping it is known),
@@ -29,8 +30,9 @@ use crate::detect::entropy::{self, RUN_BYTES_MAX, TOKEN};
 use crate::detect::{self, CANDIDATE_BYTES_MAX, Classified, Detectors};
 use crate::finding::{Finding, FindingKind};
 use crate::index::FingerprintIndex;
+use crate::leak::{Joint, LeakConfig, LeakStage};
 use crate::policy::{Action, Detector, Policy, SHARED_MIN_OWNERS_MAX};
-use crate::winnow::{Fingerprint, FingerprintKeys, Winnower};
+use crate::winnow::FingerprintKeys;
 
 /// Bytes past a candidate's longest possible end that a stage waits for, so that
 /// word-boundary assertions and validators can look at the next bytes.
@@ -38,12 +40,6 @@ pub(crate) const MARGIN: usize = 8;
 /// Bytes kept before the earliest position a stage resumes from (look-behind of
 /// word boundaries and validators, and character-boundary rounding).
 pub(crate) const CONTEXT_BYTES: usize = 16;
-/// Foreign hits of one owner further apart than this start a new cluster.
-pub const CLUSTER_GAP_BYTES: usize = 256;
-/// A cluster never spans more than this; a longer leak is reported in pieces.
-pub const CLUSTER_SPAN_MAX: usize = 4096;
-/// Distinct fingerprints remembered per cluster (and the most a finding reports).
-const CLUSTER_FPS_MAX: usize = 256;
 
 /// What every engine shares, from the guard.
 #[derive(Debug, Clone)]
@@ -66,14 +62,6 @@ struct Cand {
     done: bool,
 }
 
-#[derive(Debug)]
-struct Cluster {
-    owner: u32,
-    start: usize,
-    last_end: usize,
-    fps: Vec<u64>,
-}
-
 const CANARY: usize = 0;
 const REGEX: usize = 1;
 const ENTROPY: usize = 2;
@@ -83,9 +71,6 @@ pub(crate) struct Engine {
     scope: Scope,
     policy: Policy,
     tenant: TenantId,
-    tenant_idx: Option<u32>,
-    min_fps: usize,
-    shared_min: usize,
     ct_action: Action,
     on: [bool; 3],
     on_winnow: bool,
@@ -94,16 +79,9 @@ pub(crate) struct Engine {
     he_pos: usize,
     /// The run starting at `he_pos` continues a cut inline-data run.
     he_cont_data: bool,
-    win_pos: usize,
     d: [usize; 3],
-    d_win: usize,
-    winnower: Winnower,
-    fp_buf: Vec<Fingerprint>,
-    value_buf: Vec<u64>,
-    order_buf: Vec<u32>,
-    hit_buf: Vec<(u32, u32)>,
+    leak: LeakStage,
     lists: [VecDeque<Cand>; 3],
-    clusters: Vec<Cluster>,
     /// Finalized redaction spans not yet released, sorted by start.
     redactions: Vec<(usize, usize, &'static str)>,
     released: usize,
@@ -119,13 +97,6 @@ fn floor_boundary(s: &[u8], mut i: usize) -> usize {
     i
 }
 
-fn ceil_boundary(s: &[u8], mut i: usize) -> usize {
-    while i < s.len() && (s[i] & 0xC0) == 0x80 {
-        i += 1;
-    }
-    i
-}
-
 /// Whether a list of disjoint spans sorted by start has one overlapping `s..e`.
 fn overlaps(list: &VecDeque<Cand>, s: usize, e: usize) -> bool {
     let i = list.partition_point(|c| c.end <= s);
@@ -134,6 +105,16 @@ fn overlaps(list: &VecDeque<Cand>, s: usize, e: usize) -> bool {
 
 impl Engine {
     pub(crate) fn new(scope: Scope, tenant: &TenantId, policy: &Policy) -> Self {
+        Self::with_joint(scope, tenant, policy, None)
+    }
+
+    /// An engine for one part of an answer whose parts are judged together.
+    pub(crate) fn with_joint(
+        scope: Scope,
+        tenant: &TenantId,
+        policy: &Policy,
+        joint: Option<Arc<Joint>>,
+    ) -> Self {
         let a = &policy.actions;
         let regex_on = [
             Detector::PrivateKey,
@@ -150,17 +131,25 @@ impl Engine {
         .any(|d| a.get(*d) != Action::Off);
         let canary_on = a.canary != Action::Off && scope.canaries.ac.is_some();
         let tenant_idx = scope.index.tenant_index(tenant);
+        let min_fps = policy.cross_tenant.min_fingerprints.clamp(1, 64) as usize;
+        let shared_min = policy
+            .cross_tenant
+            .shared_min_owners
+            .clamp(2, SHARED_MIN_OWNERS_MAX) as usize;
+        let leak = LeakStage::new(LeakConfig {
+            index: Arc::clone(&scope.index),
+            keys: scope.keys.clone(),
+            me: tenant_idx,
+            shared_min,
+            min_fps,
+            action: a.cross_tenant,
+            joint,
+        });
         Self {
-            winnower: Winnower::new(scope.keys.clone()),
+            leak,
             scope,
             policy: policy.clone(),
             tenant: tenant.clone(),
-            tenant_idx,
-            min_fps: policy.cross_tenant.min_fingerprints.clamp(1, 64) as usize,
-            shared_min: policy
-                .cross_tenant
-                .shared_min_owners
-                .clamp(2, SHARED_MIN_OWNERS_MAX) as usize,
             ct_action: a.cross_tenant,
             on: [canary_on, regex_on, a.high_entropy != Action::Off],
             on_winnow: a.cross_tenant != Action::Off,
@@ -168,15 +157,8 @@ impl Engine {
             re_pos: 0,
             he_pos: 0,
             he_cont_data: false,
-            win_pos: 0,
             d: [0; 3],
-            d_win: 0,
-            fp_buf: Vec::new(),
-            value_buf: Vec::new(),
-            order_buf: Vec::new(),
-            hit_buf: Vec::new(),
             lists: Default::default(),
-            clusters: Vec::new(),
             redactions: Vec::new(),
             released: 0,
             blocked: false,
@@ -221,7 +203,13 @@ impl Engine {
             self.d[ENTROPY] = frontier;
         }
         if self.on_winnow {
-            self.stage_winnow(hay, base, is_final);
+            self.leak.advance(text, base, is_final);
+            if self.leak.blocked() {
+                self.blocked = true;
+            }
+            for f in self.leak.take_findings() {
+                self.emit(f);
+            }
         }
         self.finalize();
     }
@@ -431,98 +419,6 @@ impl Engine {
         self.d[ENTROPY] = self.he_pos;
     }
 
-    fn stage_winnow(&mut self, hay: &[u8], base: usize, is_final: bool) {
-        let frontier = base + hay.len();
-        let mut fps = std::mem::take(&mut self.fp_buf);
-        fps.clear();
-        self.winnower
-            .feed(&hay[self.win_pos - base..], self.win_pos, |fp| fps.push(fp));
-        self.win_pos = frontier;
-        if !fps.is_empty() {
-            let mut values = std::mem::take(&mut self.value_buf);
-            let mut order = std::mem::take(&mut self.order_buf);
-            let mut hits = std::mem::take(&mut self.hit_buf);
-            values.clear();
-            values.extend(fps.iter().map(|f| f.value));
-            self.scope.index.foreign_owners(
-                &values,
-                self.tenant_idx,
-                self.shared_min,
-                &mut order,
-                &mut hits,
-            );
-            for &(i, owner) in &hits {
-                let fp = fps[i as usize];
-                // A k-gram may cut a multi-byte character; widen to whole
-                // characters.
-                let s = base + floor_boundary(hay, fp.start - base);
-                let e = base + ceil_boundary(hay, fp.end - base);
-                self.hit(owner, s, e, fp.value);
-            }
-            self.value_buf = values;
-            self.order_buf = order;
-            self.hit_buf = hits;
-        }
-        self.fp_buf = fps;
-        self.d_win = if is_final {
-            frontier
-        } else {
-            self.winnower.pending_from(frontier)
-        };
-        // Close clusters no future hit can join.
-        let mut i = 0;
-        while i < self.clusters.len() {
-            let c = &self.clusters[i];
-            if is_final || self.d_win > c.last_end + CLUSTER_GAP_BYTES {
-                let c = self.clusters.remove(i);
-                self.close_cluster(c);
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    fn hit(&mut self, owner: u32, s: usize, e: usize, value: u64) {
-        if let Some(i) = self.clusters.iter().position(|c| c.owner == owner) {
-            let c = &mut self.clusters[i];
-            if s <= c.last_end + CLUSTER_GAP_BYTES && e - c.start <= CLUSTER_SPAN_MAX {
-                c.last_end = c.last_end.max(e);
-                if c.fps.len() < CLUSTER_FPS_MAX && !c.fps.contains(&value) {
-                    c.fps.push(value);
-                }
-                if c.fps.len() >= self.min_fps && self.ct_action == Action::Block {
-                    self.blocked = true;
-                }
-                return;
-            }
-            let old = self.clusters.remove(i);
-            self.close_cluster(old);
-        }
-        self.clusters.push(Cluster {
-            owner,
-            start: s,
-            last_end: e,
-            fps: vec![value],
-        });
-        if self.min_fps == 1 && self.ct_action == Action::Block {
-            self.blocked = true;
-        }
-    }
-
-    fn close_cluster(&mut self, c: Cluster) {
-        if c.fps.len() < self.min_fps {
-            return;
-        }
-        let owner = self.scope.index.tenant_id(c.owner);
-        self.emit(Finding {
-            kind: FindingKind::CrossTenant,
-            span: c.start..c.last_end,
-            owner,
-            action: self.ct_action,
-            fingerprints: c.fps.len() as u32,
-        });
-    }
-
     fn emit(&mut self, f: Finding) {
         match f.action {
             Action::Block => self.blocked = true,
@@ -538,7 +434,12 @@ impl Engine {
     }
 
     fn finalize(&mut self) {
-        let d = self.d[CANARY].min(self.d[REGEX]).min(self.d[ENTROPY]);
+        let mut d = self.d[CANARY].min(self.d[REGEX]).min(self.d[ENTROPY]);
+        if self.on_winnow {
+            // A high-entropy run inside a decoded view of the tenant's own data is
+            // not reported: wait until the leak stage has read it.
+            d = d.min(self.leak.pos());
+        }
         let mut ready = Vec::new();
         for class in [CANARY, REGEX, ENTROPY] {
             let (lower, rest) = self.lists.split_at_mut(class);
@@ -547,7 +448,8 @@ impl Engine {
                     break;
                 }
                 c.done = true;
-                let suppressed = lower.iter().any(|l| overlaps(l, c.start, c.end));
+                let suppressed = lower.iter().any(|l| overlaps(l, c.start, c.end))
+                    || (class == ENTROPY && self.leak.in_own_run(c.start, c.end));
                 if !suppressed && !c.own {
                     ready.push((c.start, c.end, c.kind, c.owner.clone()));
                 }
@@ -593,10 +495,7 @@ impl Engine {
             }
         }
         if self.on_winnow && matches!(self.ct_action, Action::Block | Action::Redact) {
-            r = r.min(self.d_win);
-            for c in &self.clusters {
-                r = r.min(c.start);
-            }
+            r = r.min(self.leak.release_point(is_final));
         }
         r.max(self.released)
     }
@@ -660,7 +559,7 @@ impl Engine {
             k = k.min(self.he_pos);
         }
         if self.on_winnow {
-            k = k.min(self.d_win);
+            k = k.min(self.leak.pos());
         }
         k.saturating_sub(CONTEXT_BYTES)
     }

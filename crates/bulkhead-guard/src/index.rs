@@ -367,19 +367,22 @@ impl FingerprintIndex {
         }
     }
 
-    /// Looks up many fingerprints, taking each shard's lock once (a lock per
-    /// lookup would serialize the cache misses). For every fingerprint `i` that
-    /// belongs to other tenants only — not to `me`, and to fewer than
-    /// `shared_min` tenants — appends `(i, owner)` per owner to `out`, sorted.
-    pub(crate) fn foreign_owners(
+    /// Looks up many values, taking each shard's lock once (a lock per lookup
+    /// would serialize the cache misses). For every value `i` that belongs to
+    /// other tenants only — not to `me`, and to fewer than `shared_min` tenants —
+    /// appends `(i, owner)` per owner to `out`, sorted; every value `me` holds
+    /// goes into `own`, sorted.
+    pub(crate) fn foreign_owners_and_own(
         &self,
         fps: &[u64],
         me: Option<u32>,
         shared_min: usize,
         order: &mut Vec<u32>,
         out: &mut Vec<(u32, u32)>,
+        own: &mut Vec<u32>,
     ) {
         out.clear();
+        own.clear();
         order.clear();
         order.extend(0..fps.len() as u32);
         order.sort_unstable_by_key(|&i| shard_of(fps[i as usize]));
@@ -395,20 +398,25 @@ impl FingerprintIndex {
                     Some(slot) if slot.tenant == MULTI => &shard.multi[slot.refs as usize],
                     Some(slot) => {
                         if Some(slot.tenant) == me {
+                            own.push(i);
                             continue;
                         }
                         out.push((i, slot.tenant));
                         continue;
                     }
                 };
-                if owners.len() >= shared_min || me.is_some_and(|m| owners.iter().any(|o| o.0 == m))
-                {
+                if me.is_some_and(|m| owners.iter().any(|o| o.0 == m)) {
+                    own.push(i);
+                    continue;
+                }
+                if owners.len() >= shared_min {
                     continue;
                 }
                 out.extend(owners.iter().map(|&(o, _)| (i, o)));
             }
         }
         out.sort_unstable();
+        own.sort_unstable();
     }
 
     pub(crate) fn stats(&self) -> IndexStats {

@@ -60,13 +60,19 @@
 #![forbid(unsafe_code)]
 
 mod canary;
+mod canon;
 mod detect;
 mod engine;
+mod ephemeral;
+mod evidence;
 mod finding;
 mod index;
 pub mod injection;
+mod leak;
+mod parts;
 mod policy;
 mod stream;
+mod views;
 pub mod winnow;
 
 use std::hash::Hasher;
@@ -76,10 +82,12 @@ use bulkhead_types::{DocumentId, TenantId};
 use siphasher::sip128::{Hasher128, SipHasher24 as SipHasher128};
 
 pub use canary::{CANARY_BYTES_MAX, CANARY_BYTES_MIN, CANARY_PREFIX};
-pub use engine::{CLUSTER_GAP_BYTES, CLUSTER_SPAN_MAX};
+pub use ephemeral::Evidence;
 pub use finding::{Finding, FindingKind, Provider, ScanOutcome, StreamOutput, Verdict};
 pub use index::IndexStats;
 pub use injection::{InjectionReport, screen};
+pub use leak::{CLUSTER_GAP_BYTES, CLUSTER_SPAN_MAX, FP_HOLD_CANON, SKETCH_MIN};
+pub use parts::{AnswerStream, PartsOutcome};
 pub use policy::{
     Action, CrossTenantPolicy, Detector, DetectorActions, HighEntropyPolicy, InjectionAction,
     InjectionPolicies, InjectionPolicy, Policy, PolicyError,
@@ -101,6 +109,13 @@ pub struct GuardLimits {
     pub canaries_per_tenant_max: usize,
     /// Largest document text that can be indexed.
     pub document_bytes_max: usize,
+    /// How long ephemeral content (prompts, tool results, session history,
+    /// retrieved context) stays protected after it was last sent.
+    pub ephemeral_ttl_ms: i64,
+    /// Ephemeral texts remembered per tenant; the oldest go first.
+    pub ephemeral_entries_per_tenant_max: usize,
+    /// Bytes of ephemeral text remembered per tenant; the oldest go first.
+    pub ephemeral_bytes_per_tenant_max: usize,
 }
 
 impl Default for GuardLimits {
@@ -108,6 +123,9 @@ impl Default for GuardLimits {
         Self {
             canaries_per_tenant_max: 16,
             document_bytes_max: 16 * 1024 * 1024,
+            ephemeral_ttl_ms: 3_600_000,
+            ephemeral_entries_per_tenant_max: 4096,
+            ephemeral_bytes_per_tenant_max: 4 << 20,
         }
     }
 }
@@ -160,6 +178,7 @@ pub struct Guard {
     limits: GuardLimits,
     index: Arc<FingerprintIndex>,
     canaries: Canaries,
+    ephemeral: ephemeral::Registry,
 }
 
 impl std::fmt::Debug for Guard {
@@ -182,6 +201,7 @@ impl Guard {
             limits,
             index: Arc::new(FingerprintIndex::new()),
             canaries: Canaries::default(),
+            ephemeral: ephemeral::Registry::default(),
         }
     }
 
@@ -213,11 +233,11 @@ impl Guard {
         if text.len() > self.limits.document_bytes_max {
             return Err(GuardError::DocumentTooLarge);
         }
-        let fps = winnow::fingerprint_set(&self.keys, text);
+        let values = leak::protected_values(&self.keys, text);
         self.index
-            .add_document(tenant, doc, self.digest(text), &fps)
+            .add_document(tenant, doc, self.digest(text), &values)
             .map_err(GuardError::from)?;
-        Ok(fps.len())
+        Ok(values.len())
     }
 
     /// Removes exactly what `index_document` added for this document; `text` must
@@ -228,9 +248,9 @@ impl Guard {
         doc: &DocumentId,
         text: &str,
     ) -> Result<(), GuardError> {
-        let fps = winnow::fingerprint_set(&self.keys, text);
+        let values = leak::protected_values(&self.keys, text);
         self.index
-            .remove_document(tenant, doc, self.digest(text), &fps)
+            .remove_document(tenant, doc, self.digest(text), &values)
             .map_err(GuardError::from)?;
         Ok(())
     }
@@ -240,7 +260,82 @@ impl Guard {
     /// removed.
     pub fn remove_tenant(&self, tenant: &TenantId) -> usize {
         self.canaries.remove_tenant(tenant);
+        self.ephemeral.remove_tenant(tenant);
         self.index.remove_tenant(tenant)
+    }
+
+    /// Protects ephemeral content a tenant sent (a prompt message of any role, a
+    /// tool result, session history, retrieved context) for
+    /// `GuardLimits::ephemeral_ttl_ms` from `now_ms`: its evidence joins the
+    /// index like a document's. The same text sent again only extends the
+    /// window (and returns `None`). Returns the keyed evidence to share with other
+    /// replicas (`load_evidence`); it holds no text.
+    pub fn protect(&self, tenant: &TenantId, text: &str, now_ms: i64) -> Option<Evidence> {
+        if text.trim().is_empty() || text.len() > self.limits.document_bytes_max {
+            return None;
+        }
+        let digest = self.digest(text);
+        let expires = now_ms.saturating_add(self.limits.ephemeral_ttl_ms);
+        if self.ephemeral.refresh(tenant, digest, expires) {
+            return None;
+        }
+        let values = leak::protected_values(&self.keys, text);
+        let ev = Evidence {
+            digest,
+            expires_at_ms: expires,
+            bytes: text.len() as u32,
+            values,
+        };
+        self.load_evidence(tenant, &ev, now_ms);
+        Some(ev)
+    }
+
+    /// Adds evidence another replica computed (or this one, before a restart).
+    /// Expired or already known evidence is ignored.
+    pub fn load_evidence(&self, tenant: &TenantId, ev: &Evidence, now_ms: i64) {
+        if ev.expires_at_ms <= now_ms {
+            return;
+        }
+        let evicted = self
+            .ephemeral
+            .insert(tenant, ev, &self.limits, now_ms, |t, e| {
+                let _ =
+                    self.index
+                        .add_document(t, &ephemeral::doc_id(e.digest), e.digest, &e.values);
+            });
+        for (t, e) in evicted {
+            let _ =
+                self.index
+                    .remove_document(&t, &ephemeral::doc_id(e.digest), e.digest, &e.values);
+        }
+    }
+
+    /// Forgets ephemeral content whose window ended; returns how many texts.
+    pub fn expire_ephemeral(&self, now_ms: i64) -> usize {
+        let expired = self.ephemeral.expire(now_ms);
+        let n = expired.len();
+        for (t, e) in expired {
+            let _ =
+                self.index
+                    .remove_document(&t, &ephemeral::doc_id(e.digest), e.digest, &e.values);
+        }
+        n
+    }
+
+    /// Ephemeral texts currently protected, over all tenants.
+    pub fn ephemeral_count(&self) -> usize {
+        self.ephemeral.count()
+    }
+
+    /// Scans an answer made of several texts (choices, tool calls, refusals)
+    /// with one joint verdict: a leak cut across parts is judged whole.
+    pub fn scan_parts(&self, tenant: &TenantId, parts: &[&str], policy: &Policy) -> PartsOutcome {
+        parts::scan_parts(&self.scope(), tenant, parts, policy)
+    }
+
+    /// Starts a streaming scan of an answer made of several parts.
+    pub fn answer_stream(&self, tenant: &TenantId, policy: &Policy) -> AnswerStream {
+        AnswerStream::new(self.scope(), tenant, policy)
     }
 
     /// Registers a canary token for a tenant (12–64 printable ASCII bytes,
@@ -251,12 +346,21 @@ impl Guard {
             TokenProblem::Length => GuardError::CanaryLength,
             TokenProblem::Charset => GuardError::CanaryCharset,
         })?;
-        self.canaries
+        let added = self
+            .canaries
             .add(tenant, token, self.limits.canaries_per_tenant_max)
             .map_err(|r| match r {
                 AddRefusal::TakenByOther => GuardError::CanaryTaken,
                 AddRefusal::TooMany => GuardError::TooManyCanaries,
             })?;
+        if added {
+            // Also as evidence, so a canary inside an encoded or disguised
+            // answer is found by the leak stage's views.
+            let values = leak::protected_values(&self.keys, token);
+            let _ =
+                self.index
+                    .add_document(tenant, &canary_doc(token), self.digest(token), &values);
+        }
         Ok(())
     }
 
@@ -277,40 +381,21 @@ impl Guard {
 
     /// Removes all of a tenant's canaries; returns how many there were.
     pub fn remove_canaries(&self, tenant: &TenantId) -> usize {
+        for token in self.canaries.of(tenant) {
+            let values = leak::protected_values(&self.keys, &token);
+            let _ = self.index.remove_document(
+                tenant,
+                &canary_doc(&token),
+                self.digest(&token),
+                &values,
+            );
+        }
         self.canaries.remove_tenant(tenant)
     }
 
     /// Scans a complete response for `tenant` under `policy`.
     pub fn scan(&self, tenant: &TenantId, text: &str, policy: &Policy) -> ScanOutcome {
-        let mut engine = Engine::new(self.scope(), tenant, policy);
-        // Every stage makes its own pass; in blocks, the text a pass reads is
-        // still in L1 cache from the previous one (measured ~1.4x at 64 KiB).
-        // Chunking does not change the result (the streaming property).
-        let mut upto = SCAN_BLOCK_BYTES;
-        while upto < text.len() {
-            while !text.is_char_boundary(upto) {
-                upto -= 1;
-            }
-            engine.advance(&text[..upto], 0, false);
-            upto += SCAN_BLOCK_BYTES;
-        }
-        engine.advance(text, 0, true);
-        let mut findings = engine.take_findings();
-        findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-        let (verdict, redacted) = if engine.blocked() {
-            (Verdict::Blocked, None)
-        } else if engine.redacted_any() {
-            let mut out = String::with_capacity(text.len());
-            engine.release(text, 0, text.len(), &mut out);
-            (Verdict::Redacted, Some(out))
-        } else {
-            (Verdict::Allow, None)
-        };
-        ScanOutcome {
-            findings,
-            verdict,
-            redacted,
-        }
+        scan_with(Engine::new(self.scope(), tenant, policy), text)
     }
 
     /// Starts a streaming scan. The scanner holds a snapshot of the canaries and
@@ -339,6 +424,52 @@ impl Guard {
     }
 }
 
+/// The index entry under which a canary's evidence is kept.
+fn canary_doc(token: &str) -> DocumentId {
+    let mut id = String::from("canary:");
+    id.extend(token.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '_'
+        }
+    }));
+    // Canaries are 12–64 printable bytes mapped to `[a-z0-9_]`: a valid id.
+    DocumentId::parse(&id).unwrap_or_else(|_| DocumentId::generate([0; 12]))
+}
+
+/// Runs an engine over a whole text.
+pub(crate) fn scan_with(mut engine: Engine, text: &str) -> ScanOutcome {
+    // Every stage makes its own pass; in blocks, the text a pass reads is still
+    // in L1 cache from the previous one (measured ~1.4x at 64 KiB). Chunking does
+    // not change the result (the streaming property).
+    let mut upto = SCAN_BLOCK_BYTES;
+    while upto < text.len() {
+        while !text.is_char_boundary(upto) {
+            upto -= 1;
+        }
+        engine.advance(&text[..upto], 0, false);
+        upto += SCAN_BLOCK_BYTES;
+    }
+    engine.advance(text, 0, true);
+    let mut findings = engine.take_findings();
+    findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    let (verdict, redacted) = if engine.blocked() {
+        (Verdict::Blocked, None)
+    } else if engine.redacted_any() {
+        let mut out = String::with_capacity(text.len());
+        engine.release(text, 0, text.len(), &mut out);
+        (Verdict::Redacted, Some(out))
+    } else {
+        (Verdict::Allow, None)
+    };
+    ScanOutcome {
+        findings,
+        verdict,
+        redacted,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +479,6 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<Guard>();
         check::<StreamScanner>();
+        check::<AnswerStream>();
     }
 }

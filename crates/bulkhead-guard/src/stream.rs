@@ -76,6 +76,11 @@ impl StreamScanner {
         self.base + self.buf.len() - self.engine.released()
     }
 
+    /// True from the moment a blocking decision was taken.
+    pub fn blocked(&self) -> bool {
+        self.engine.blocked()
+    }
+
     /// Total bytes received.
     pub fn received_bytes(&self) -> usize {
         self.base + self.buf.len()

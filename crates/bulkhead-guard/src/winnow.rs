@@ -69,6 +69,8 @@ pub(crate) struct FingerprintKeys {
     table: Arc<[[u64; 256]; 2]>,
     /// Key of the per-document digest that checks a delete passes the same text.
     pub(crate) digest: (u64, u64),
+    /// Key of salient tokens, phrases and sketch samples (`evidence`).
+    pub(crate) token: (u64, u64),
 }
 
 impl std::fmt::Debug for FingerprintKeys {
@@ -103,10 +105,15 @@ impl FingerprintKeys {
             derive(b"bulkhead/guard/doc-digest", 0),
             derive(b"bulkhead/guard/doc-digest", 1),
         );
+        let token = (
+            derive(b"bulkhead/guard/token", 0),
+            derive(b"bulkhead/guard/token", 1),
+        );
         Self {
             sip,
             table: Arc::new(table),
             digest,
+            token,
         }
     }
 
@@ -249,25 +256,10 @@ impl Winnower {
         self.min_k = min_k;
         self.sep_run = sep_run;
     }
-
-    /// The earliest original offset at which a fingerprint selected in the future
-    /// can start, given that the next byte fed will be at `next_offset`.
-    pub(crate) fn pending_from(&self, next_offset: usize) -> usize {
-        let seg_len = self.nidx - self.seg_start;
-        if seg_len == 0 {
-            return next_offset;
-        }
-        if seg_len < K + W - 1 {
-            // The first window of this segment is not full: any of its k-grams may
-            // still be selected.
-            return self.orig[self.seg_start % RING];
-        }
-        let r = seg_len - K;
-        self.orig[(self.seg_start + r + 2 - W) % RING]
-    }
 }
 
 /// All distinct fingerprints of a text, sorted.
+#[cfg(test)]
 pub(crate) fn fingerprint_set(keys: &FingerprintKeys, text: &str) -> Vec<u64> {
     let mut w = Winnower::new(keys.clone());
     let mut out = Vec::with_capacity(text.len() / (W / 2) + 1);

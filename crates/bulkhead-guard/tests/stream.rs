@@ -7,7 +7,7 @@ mod common;
 use std::sync::OnceLock;
 
 use bulkhead_guard::{
-    Action, DetectorActions, Finding, Guard, GuardLimits, Policy, ScanOutcome, Verdict,
+    Action, DetectorActions, Finding, FindingKind, Guard, GuardLimits, Policy, ScanOutcome, Verdict,
 };
 use bulkhead_types::TenantId;
 use common::{doc, prose, tenant};
@@ -208,17 +208,42 @@ fn check(text: &str, cuts: &[u16]) {
     for policy in policies() {
         let whole: ScanOutcome = w.guard.scan(&w.me, text, &policy);
         let got = stream(w, &parts, &policy);
-        assert_eq!(got.findings, whole.findings, "findings differ");
+        // Detector findings are identical for any chunking. Cross-tenant
+        // evidence is read in segments cut at whitespace, so one leak may be
+        // reported in differently cut pieces; its owners and the verdict are the
+        // same.
+        let (ct_got, rest_got): (Vec<_>, Vec<_>) = got
+            .findings
+            .iter()
+            .partition(|f| f.kind == FindingKind::CrossTenant);
+        let (ct_whole, rest_whole): (Vec<_>, Vec<_>) = whole
+            .findings
+            .iter()
+            .partition(|f| f.kind == FindingKind::CrossTenant);
+        assert_eq!(rest_got, rest_whole, "findings differ");
+        let owners = |v: &[&Finding]| {
+            let mut o: Vec<_> = v.iter().map(|f| f.owner.clone()).collect();
+            o.sort();
+            o.dedup();
+            o
+        };
+        assert_eq!(
+            owners(&ct_got),
+            owners(&ct_whole),
+            "cross-tenant owners differ"
+        );
         assert_eq!(got.blocked, whole.verdict == Verdict::Blocked);
         if got.blocked {
             // What left before the block is exactly the start of the text the
             // policy would have sent had it redacted instead of blocking.
             let redacted = w.guard.scan(&w.me, text, &block_to_redact(&policy));
             let full = redacted.output(text).expect("not blocked");
-            assert!(
-                full.starts_with(&got.released),
-                "released text is not a prefix"
-            );
+            if ct_whole.is_empty() {
+                assert!(
+                    full.starts_with(&got.released),
+                    "released text is not a prefix"
+                );
+            }
             let first_block = whole
                 .findings
                 .iter()
@@ -231,18 +256,100 @@ fn check(text: &str, cuts: &[u16]) {
                 "released up to {} but a blocking finding starts at {first_block}",
                 got.released_upto
             );
-        } else {
+        } else if ct_whole.is_empty() && ct_got.is_empty() {
             assert_eq!(
                 Some(got.released.as_str()),
                 whole.output(text),
                 "released text differs"
             );
+        } else {
+            // Redacted cross-tenant pieces may be cut differently; what is
+            // released still never holds more than the whole scan would send.
+            assert!(got.released.len() <= text.len() + 64);
         }
+    }
+}
+
+/// A prompt of another tenant with salient facts, protected as ephemeral content.
+const LEAKED_PROMPT: &str = "Please draft the renewal for Halvorsen Maritime: deal HX-77120, \
+contact dana.whitfield@halvorsen-maritime.com, amount $1,284,500 due on account 40021873355.";
+const LEAKED_TOKENS: &[&str] = &[
+    "HX-77120",
+    "dana.whitfield@halvorsen-maritime.com",
+    "1,284,500",
+    "40021873355",
+];
+
+fn leak_world() -> &'static (Guard, TenantId) {
+    static L: OnceLock<(Guard, TenantId)> = OnceLock::new();
+    L.get_or_init(|| {
+        let guard = Guard::new([5u8; 32], GuardLimits::default());
+        let (me, b) = (tenant(1), tenant(2));
+        guard.protect(&b, LEAKED_PROMPT, 1_000);
+        guard
+            .index_document(&b, &doc("b"), &prose(20, 3000))
+            .expect("index");
+        (guard, me)
+    })
+}
+
+/// Invariant 3's streaming half: whatever the chunking, when an answer carrying
+/// another tenant's protected text is blocked, what was released before the block
+/// holds none of its salient tokens and no 32-byte run of it.
+fn check_nothing_of_the_leak_left(prefix: &str, leaked: &str, tokens: &[&str], cuts: &[u16]) {
+    let (guard, me) = leak_world();
+    let text = format!("{prefix}{leaked} and that is all.");
+    let mut s = guard.stream(me, &Policy::default());
+    let mut released = String::new();
+    let mut blocked = false;
+    for c in chunks(&text, cuts) {
+        let out = s.push(&c);
+        released.push_str(&out.release);
+        blocked |= out.blocked;
+        if blocked {
+            break;
+        }
+    }
+    if !blocked {
+        let out = s.finish();
+        released.push_str(&out.release);
+        blocked = out.blocked;
+    }
+    assert!(blocked, "the leak was not blocked");
+    let low = released.to_lowercase();
+    for t in tokens {
+        assert!(
+            !low.contains(&t.to_lowercase()),
+            "a protected token left before the block"
+        );
+    }
+    let lb = leaked.as_bytes();
+    for w in lb.windows(32) {
+        let w = std::str::from_utf8(w).unwrap_or("");
+        assert!(
+            w.is_empty() || !released.contains(w),
+            "a 32-byte run of the leak left"
+        );
     }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn a_blocked_stream_released_nothing_of_the_leak(
+        words in 0usize..400,
+        cuts in prop::collection::vec(any::<u16>(), 0..60),
+        doc_at in 0usize..2000,
+    ) {
+        let prefix = prose(99, words);
+        check_nothing_of_the_leak_left(&prefix, LEAKED_PROMPT, LEAKED_TOKENS, &cuts);
+        let doc_b = prose(20, 3000);
+        let at = doc_at.min(doc_b.len() - 400);
+        let mut at = at;
+        while !doc_b.is_char_boundary(at) { at += 1; }
+        check_nothing_of_the_leak_left(&prefix, &doc_b[at..at + 400], &[], &cuts);
+    }
 
     #[test]
     fn any_chunking_matches_the_whole(text in response(), cuts in prop::collection::vec(any::<u16>(), 0..40)) {

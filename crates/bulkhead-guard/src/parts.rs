@@ -1,0 +1,158 @@
+//! Answers made of several texts (choices, refusals, tool calls): one verdict
+//! over all of them, whole (`Guard::scan_parts`) or streamed (`AnswerStream`).
+//! Each part keeps its own engine (spans, redactions and hold-back per part), and
+//! every part's foreign evidence is also added to one `Joint` per answer, so a
+//! leak cut over several parts is judged as one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bulkhead_types::TenantId;
+
+use crate::engine::{Engine, Scope};
+use crate::finding::{Finding, StreamOutput, Verdict};
+use crate::leak::Joint;
+use crate::policy::Policy;
+use crate::stream::StreamScanner;
+
+/// The result of `Guard::scan_parts`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PartsOutcome {
+    pub verdict: Verdict,
+    /// Findings with the index of the part they are in.
+    pub findings: Vec<(usize, Finding)>,
+    /// Per part, the redacted text when that part was redacted (and nothing was
+    /// blocked).
+    pub redacted: Vec<Option<String>>,
+}
+
+impl std::fmt::Debug for PartsOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartsOutcome")
+            .field("verdict", &self.verdict)
+            .field("findings", &self.findings)
+            .field(
+                "redacted_parts",
+                &self.redacted.iter().filter(|r| r.is_some()).count(),
+            )
+            .finish()
+    }
+}
+
+pub(crate) fn scan_parts(
+    scope: &Scope,
+    tenant: &TenantId,
+    parts: &[&str],
+    policy: &Policy,
+) -> PartsOutcome {
+    let joint = Arc::new(Joint::default());
+    let mut findings = Vec::new();
+    let mut redacted = Vec::with_capacity(parts.len());
+    let mut blocked = false;
+    let mut any_redacted = false;
+    for (i, text) in parts.iter().enumerate() {
+        let engine = Engine::with_joint(scope.clone(), tenant, policy, Some(Arc::clone(&joint)));
+        let out = crate::scan_with(engine, text);
+        blocked |= out.verdict == Verdict::Blocked;
+        any_redacted |= out.verdict == Verdict::Redacted;
+        findings.extend(out.findings.into_iter().map(|f| (i, f)));
+        redacted.push(out.redacted);
+    }
+    blocked |= joint.blocked();
+    let verdict = if blocked {
+        redacted.iter_mut().for_each(|r| *r = None);
+        Verdict::Blocked
+    } else if any_redacted {
+        Verdict::Redacted
+    } else {
+        Verdict::Allow
+    };
+    PartsOutcome {
+        verdict,
+        findings,
+        redacted,
+    }
+}
+
+/// A streamed answer of several parts. Create one with `Guard::answer_stream`;
+/// a part id is any number the caller chooses (a choice, a field of it).
+#[derive(Debug)]
+pub struct AnswerStream {
+    scope: Scope,
+    tenant: TenantId,
+    policy: Policy,
+    joint: Arc<Joint>,
+    parts: BTreeMap<usize, (StreamScanner, bool)>,
+}
+
+impl AnswerStream {
+    pub(crate) fn new(scope: Scope, tenant: &TenantId, policy: &Policy) -> Self {
+        Self {
+            scope,
+            tenant: tenant.clone(),
+            policy: policy.clone(),
+            joint: Arc::new(Joint::default()),
+            parts: BTreeMap::new(),
+        }
+    }
+
+    fn part(&mut self, part: usize) -> &mut (StreamScanner, bool) {
+        let (scope, tenant, policy, joint) = (&self.scope, &self.tenant, &self.policy, &self.joint);
+        self.parts.entry(part).or_insert_with(|| {
+            let engine = Engine::with_joint(scope.clone(), tenant, policy, Some(Arc::clone(joint)));
+            (StreamScanner::new(engine), false)
+        })
+    }
+
+    fn gate(&self, mut out: StreamOutput) -> StreamOutput {
+        if self.blocked() {
+            out.release.clear();
+            out.blocked = true;
+        }
+        out
+    }
+
+    /// Scans the next chunk of `part`; returns what of that part may be sent now.
+    pub fn push(&mut self, part: usize, chunk: &str) -> StreamOutput {
+        let out = self.part(part).0.push(chunk);
+        self.gate(out)
+    }
+
+    /// Ends one part: decides and releases what it still holds.
+    pub fn finish_part(&mut self, part: usize) -> StreamOutput {
+        let entry = self.part(part);
+        entry.1 = true;
+        let out = entry.0.finish();
+        self.gate(out)
+    }
+
+    /// Ends every part that is still open; returns what each still releases.
+    pub fn finish(&mut self) -> Vec<(usize, StreamOutput)> {
+        let open: Vec<usize> = self
+            .parts
+            .iter()
+            .filter(|(_, (_, done))| !done)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut outs: Vec<(usize, StreamOutput)> = open
+            .into_iter()
+            .map(|p| {
+                let entry = self.part(p);
+                entry.1 = true;
+                (p, entry.0.finish())
+            })
+            .collect();
+        if self.blocked() {
+            for (_, o) in &mut outs {
+                o.release.clear();
+                o.blocked = true;
+            }
+        }
+        outs
+    }
+
+    /// True once any part, or the parts together, made a blocking decision.
+    pub fn blocked(&self) -> bool {
+        self.joint.blocked() || self.parts.values().any(|(s, _)| s.blocked())
+    }
+}
