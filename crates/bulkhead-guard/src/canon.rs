@@ -221,6 +221,47 @@ pub(crate) fn canonicalize_into(text: &str, base: usize, out: &mut Canon) {
     while i < bytes.len() {
         let b = bytes[i];
         if b < 0x80 {
+            // Fast path: a run of printable ASCII that maps to itself but for
+            // case (letters, digits, punctuation, single spaces) is copied whole.
+            let run = bytes[i..]
+                .iter()
+                .enumerate()
+                .take_while(|&(k, &c)| {
+                    (0x21..0x7f).contains(&c)
+                        || (c == b' '
+                            && !(k == 0 && last_space)
+                            && bytes
+                                .get(i + k + 1)
+                                .is_some_and(|n| (0x21..0x7f).contains(n)))
+                })
+                .count();
+            if run >= 2 {
+                let start = out.text.len();
+                for (k, &c) in bytes[i..i + run].iter().enumerate() {
+                    let alnum = c.is_ascii_alphanumeric();
+                    if alnum && c.is_ascii_uppercase() {
+                        let prev_alnum = if k == 0 {
+                            last_alnum
+                        } else {
+                            bytes[i + k - 1].is_ascii_alphanumeric()
+                        };
+                        if !prev_alnum {
+                            out.caps.push((start + k) as u32);
+                        }
+                    }
+                }
+                out.text.push_str(&text[i..i + run]);
+                out.text[start..].make_ascii_lowercase();
+                out.orig
+                    .extend((base + i..base + i + run).map(|o| o as u32));
+                out.ends
+                    .extend((base + i + 1..=base + i + run).map(|o| o as u32));
+                let lb = bytes[i + run - 1];
+                last_alnum = lb.is_ascii_alphanumeric();
+                last_space = lb == b' ';
+                i += run;
+                continue;
+            }
             match ASCII[b as usize] {
                 Ascii::Alnum(l) => {
                     if !last_alnum && b.is_ascii_uppercase() {

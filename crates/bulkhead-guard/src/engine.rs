@@ -559,7 +559,12 @@ impl Engine {
             k = k.min(self.he_pos);
         }
         if self.on_winnow {
-            k = k.min(self.leak.pos());
+            // The leak stage's cue views look back over the last window read.
+            k = k.min(
+                self.leak
+                    .pos()
+                    .saturating_sub(crate::views::CUE_WINDOW_BYTES),
+            );
         }
         k.saturating_sub(CONTEXT_BYTES)
     }

@@ -30,6 +30,8 @@ use crate::winnow::{FingerprintKeys, Winnower};
 
 /// One word in `SKETCH_RATE` (by keyed hash) is a sketch sample.
 pub const SKETCH_RATE: u64 = 4;
+/// Distinguishes a phrase's first word from a sketch sample in the word filter.
+const PHRASE_FILTER_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
 /// Shortest word that is a sketch sample.
 const SKETCH_WORD_MIN: usize = 4;
 /// Longest salient token, in canonical bytes (longer chunks are not tokens).
@@ -83,8 +85,33 @@ const STOP: &[&str] = &[
     "would", "y", "you", "your", "yours", "zu", "zum", "zur",
 ];
 
+/// The longest stop word.
+const STOP_BYTES_MAX: usize = 7;
+
+/// A word of at most 7 bytes as a number (little-endian, zero-padded).
+const fn pack(w: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < w.len() {
+        v |= (w[i] as u64) << (8 * i);
+        i += 1;
+    }
+    v
+}
+
+/// `STOP` packed and sorted: a membership test is a binary search over numbers
+/// (the word test runs once per word of every answer).
+fn stop_packed() -> &'static [u64] {
+    static P: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        let mut v: Vec<u64> = STOP.iter().map(|w| pack(w.as_bytes())).collect();
+        v.sort_unstable();
+        v
+    })
+}
+
 fn is_stop(w: &str) -> bool {
-    STOP.binary_search(&w).is_ok()
+    w.len() <= STOP_BYTES_MAX && stop_packed().binary_search(&pack(w.as_bytes())).is_ok()
 }
 
 /// Keyed hashing of tokens, domain-separated by kind.
@@ -178,6 +205,15 @@ fn chunks(keys: &FingerprintKeys, t: &[u8], from: usize, sink: &mut impl FnMut(I
             i += 1;
         }
         let (mut s, mut e) = (cs, i);
+        // Currency signs around an amount (`€1,428,069.87`, `12 400 £`).
+        for sign in CURRENCY {
+            if t[s..e].starts_with(sign) {
+                s += sign.len();
+            }
+            if t[s..e].ends_with(sign) {
+                e -= sign.len();
+            }
+        }
         while s < e && is_trim(t[s]) && t[s] != b'(' {
             s += 1;
         }
@@ -219,6 +255,14 @@ fn chunks(keys: &FingerprintKeys, t: &[u8], from: usize, sink: &mut impl FnMut(I
     }
     num.flush(keys, sink);
 }
+
+/// Currency signs outside ASCII (`$` is a number byte already).
+const CURRENCY: &[&[u8]] = &[
+    "€".as_bytes(),
+    "£".as_bytes(),
+    "¥".as_bytes(),
+    "₹".as_bytes(),
+];
 
 fn is_number_byte(b: u8) -> bool {
     b.is_ascii_digit()
@@ -462,8 +506,8 @@ fn words(
     let text = &canon.text[..to];
     let bytes = text.as_bytes();
     let mut caps = canon.caps.partition_point(|&c| (c as usize) < from);
-    // The previous word eligible for a phrase: (start, end, capitalized).
-    let mut prev: Option<(usize, usize, bool)> = None;
+    // The previous word eligible for a phrase: (start, end, capitalized, hash).
+    let mut prev: Option<(usize, usize, bool, u64)> = None;
     let mut i = from;
     let mut phrase = Vec::with_capacity(64);
     while i < bytes.len() {
@@ -474,7 +518,7 @@ fn words(
         let we = word_end(text, ws);
         // A separator other than one space between two words breaks a phrase
         // (sentence ends, commas, list bullets).
-        let joined = prev.is_some_and(|(_, pe, _)| ws == pe + 1 && bytes[pe] == b' ');
+        let joined = prev.is_some_and(|(_, pe, _, _)| ws == pe + 1 && bytes[pe] == b' ');
         i = we;
         while caps < canon.caps.len() && (canon.caps[caps] as usize) < ws {
             caps += 1;
@@ -486,28 +530,46 @@ fn words(
             prev = None;
             continue;
         }
-        if w.len() >= SKETCH_WORD_MIN {
-            let h = token_hash(keys, b'w', w.as_bytes());
-            if h.is_multiple_of(SKETCH_RATE) {
+        let fh = keys.word_hash(w.as_bytes());
+        let filter = &keys.words;
+        if w.len() >= SKETCH_WORD_MIN && fh.is_multiple_of(SKETCH_RATE) {
+            let wanted = match side {
+                Side::Protected => {
+                    filter.set(fh);
+                    true
+                }
+                Side::Answer => filter.test(fh),
+            };
+            if wanted {
                 sink(Item {
-                    value: h,
+                    value: token_hash(keys, b'w', w.as_bytes()),
                     kind: Ev::Sketch,
                     start: ws,
                     end: we,
                 });
             }
         }
-        if let Some((ps, pe, pcap)) = prev
+        if let Some((ps, pe, pcap, pfh)) = prev
             && joined
             && (side == Side::Answer || (pcap && cap))
         {
-            phrase.clear();
-            phrase.extend_from_slice(&bytes[ps..pe]);
-            phrase.push(b' ');
-            phrase.extend_from_slice(w.as_bytes());
-            emit(keys, b'p', &phrase, Ev::Phrase, ps, we, sink);
+            let first = pfh ^ PHRASE_FILTER_SALT;
+            let wanted = match side {
+                Side::Protected => {
+                    filter.set(first);
+                    true
+                }
+                Side::Answer => filter.test(first),
+            };
+            if wanted {
+                phrase.clear();
+                phrase.extend_from_slice(&bytes[ps..pe]);
+                phrase.push(b' ');
+                phrase.extend_from_slice(w.as_bytes());
+                emit(keys, b'p', &phrase, Ev::Phrase, ps, we, sink);
+            }
         }
-        prev = Some((ws, we, cap));
+        prev = Some((ws, we, cap, fh));
     }
 }
 
@@ -535,7 +597,10 @@ mod tests {
     use crate::canon::canonicalize;
 
     fn keys() -> FingerprintKeys {
-        FingerprintKeys::new(&[9u8; 32])
+        // One set of keys (and so one word filter) for the whole test binary, as
+        // one guard has.
+        static K: std::sync::OnceLock<FingerprintKeys> = std::sync::OnceLock::new();
+        K.get_or_init(|| FingerprintKeys::new(&[9u8; 32])).clone()
     }
 
     fn of(text: &str, side: Side) -> Vec<(Ev, u64)> {
@@ -553,6 +618,7 @@ mod tests {
     #[test]
     fn stop_words_are_sorted() {
         assert!(STOP.windows(2).all(|w| w[0] < w[1]));
+        assert!(STOP.iter().all(|w| w.len() <= STOP_BYTES_MAX));
     }
 
     #[test]

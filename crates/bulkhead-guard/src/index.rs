@@ -10,6 +10,11 @@
 //! hashing, and no way for a client to aim collisions at one bucket).
 //!
 //! Tenants are interned to `u32` here; the map never holds a `TenantId`.
+//!
+//! A value held by more than `LISTED_OWNERS_MAX` tenants is saturated: common
+//! for every policy, its owners no longer listed. Erasing a tenant leaves such a
+//! value saturated (it is common by the data of the others), and documents
+//! removed one by one still count it down to zero.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -19,6 +24,13 @@ use bulkhead_types::{DocumentId, TenantId};
 
 const SHARDS: usize = 64;
 const MULTI: u32 = u32::MAX;
+/// A value held by more tenants than any policy's `shared_min_owners` can ask
+/// about: common (a word everyone uses), never evidence, so its owners are no
+/// longer listed — only its total reference count, to know when it is gone.
+/// Listing them would make every lookup of a common word walk thousands of owners.
+const SATURATED: u32 = u32::MAX - 1;
+/// Owners listed before a value becomes `SATURATED`.
+const LISTED_OWNERS_MAX: usize = crate::policy::SHARED_MIN_OWNERS_MAX as usize + 1;
 
 /// Uses a `u64` key as its own hash. Only for keys that are already uniformly
 /// distributed and secret (keyed fingerprints).
@@ -59,14 +71,25 @@ struct Shard {
 impl Shard {
     fn add(&mut self, fp: u64, t: u32) {
         let slot = self.map.entry(fp).or_insert(Slot { tenant: t, refs: 0 });
-        if slot.tenant == t {
+        if slot.tenant == t || slot.tenant == SATURATED {
             slot.refs = slot.refs.saturating_add(1);
             return;
         }
         if slot.tenant == MULTI {
-            let list = &mut self.multi[slot.refs as usize];
+            let idx = slot.refs as usize;
+            let list = &mut self.multi[idx];
+            let full = list.len() >= LISTED_OWNERS_MAX;
             match list.iter_mut().find(|(o, _)| *o == t) {
                 Some((_, n)) => *n = n.saturating_add(1),
+                None if full => {
+                    let total = list.iter().fold(1u32, |acc, (_, n)| acc.saturating_add(*n));
+                    self.multi[idx] = Vec::new();
+                    self.free.push(idx as u32);
+                    *slot = Slot {
+                        tenant: SATURATED,
+                        refs: total,
+                    };
+                }
                 None => list.push((t, 1)),
             }
             return;
@@ -94,7 +117,8 @@ impl Shard {
         let Some(slot) = self.map.get_mut(&fp) else {
             return false;
         };
-        if slot.tenant == t {
+        if slot.tenant == t || slot.tenant == SATURATED {
+            // A saturated value's owners are not known; its count still is.
             slot.refs -= 1;
             if slot.refs == 0 {
                 self.map.remove(&fp);
@@ -362,6 +386,7 @@ impl FingerprintIndex {
         let shard = read(&self.shards[shard_of(fp)]);
         match shard.map.get(&fp) {
             None => f(&[]),
+            Some(slot) if slot.tenant == SATURATED => f(&[]),
             Some(slot) if slot.tenant == MULTI => f(&shard.multi[slot.refs as usize]),
             Some(slot) => f(&[(slot.tenant, slot.refs)]),
         }
@@ -395,6 +420,7 @@ impl FingerprintIndex {
                 at += 1;
                 let owners: &[(u32, u32)] = match shard.map.get(&fps[i as usize]) {
                     None => continue,
+                    Some(slot) if slot.tenant == SATURATED => continue,
                     Some(slot) if slot.tenant == MULTI => &shard.multi[slot.refs as usize],
                     Some(slot) => {
                         if Some(slot.tenant) == me {
@@ -428,7 +454,11 @@ impl FingerprintIndex {
         for shard in &self.shards {
             let shard = read(shard);
             s.fingerprints += shard.map.len();
-            s.shared_fingerprints += shard.map.values().filter(|v| v.tenant == MULTI).count();
+            s.shared_fingerprints += shard
+                .map
+                .values()
+                .filter(|v| v.tenant == MULTI || v.tenant == SATURATED)
+                .count();
             s.map_bytes += shard.memory_bytes();
         }
         s
@@ -484,6 +514,49 @@ mod tests {
         ix.remove_document(&a, &doc("d2"), 2, &[20, 30])
             .expect("remove");
         assert_eq!(ix.stats().fingerprints, 0);
+    }
+
+    #[test]
+    fn a_value_held_by_very_many_tenants_saturates_and_still_counts_down() {
+        let ix = FingerprintIndex::new();
+        let n = LISTED_OWNERS_MAX + 3;
+        let ts: Vec<TenantId> = (0..n)
+            .map(|i| {
+                TenantId::from_random([
+                    (i % 250) as u8,
+                    (i / 250) as u8,
+                    7,
+                    7,
+                    7,
+                    7,
+                    7,
+                    7,
+                    7,
+                    7,
+                    7,
+                    7,
+                ])
+            })
+            .collect();
+        for t in &ts {
+            ix.add_document(t, &doc("d"), 1, &[42]).expect("add");
+        }
+        assert_eq!(
+            owners(&ix, 42),
+            vec![],
+            "saturated: owners no longer listed"
+        );
+        let (mut order, mut out, mut own) = (Vec::new(), Vec::new(), Vec::new());
+        let me = ix.tenant_index(&ts[0]);
+        ix.foreign_owners_and_own(&[42], me, 64, &mut order, &mut out, &mut own);
+        assert!(
+            out.is_empty() && own.is_empty(),
+            "common: no evidence either way"
+        );
+        for t in &ts {
+            ix.remove_document(t, &doc("d"), 1, &[42]).expect("remove");
+        }
+        assert_eq!(ix.stats().fingerprints, 0, "the last reference removes it");
     }
 
     #[test]

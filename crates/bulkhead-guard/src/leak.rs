@@ -106,29 +106,72 @@ impl Evidence {
 /// Every part's foreign evidence per owner, for one answer made of several texts.
 #[derive(Debug, Default)]
 pub(crate) struct Joint {
-    owners: Mutex<(Vec<(u32, Evidence)>, bool)>,
+    inner: Mutex<JointState>,
+}
+
+#[derive(Debug, Default)]
+struct JointState {
+    owners: Vec<(u32, Evidence)>,
+    /// The owners whose evidence, added over all parts, is a leak; with the
+    /// tenant id for the finding and whether that finding was handed out yet.
+    leaks: Vec<(u32, Option<bulkhead_types::TenantId>, u32, bool)>,
 }
 
 impl Joint {
     /// Adds a hit; returns true when the union for that owner is a leak.
-    fn add(&self, owner: u32, kind: Ev, value: u64, min_fps: usize) -> bool {
-        let mut g = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
-        let i = match g.0.iter().position(|(o, _)| *o == owner) {
+    fn add(
+        &self,
+        index: &FingerprintIndex,
+        owner: u32,
+        kind: Ev,
+        value: u64,
+        min_fps: usize,
+    ) -> bool {
+        let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let i = match g.owners.iter().position(|(o, _)| *o == owner) {
             Some(i) => i,
             None => {
-                g.0.push((owner, Evidence::default()));
-                g.0.len() - 1
+                g.owners.push((owner, Evidence::default()));
+                g.owners.len() - 1
             }
         };
-        g.0[i].1.add(kind, value);
-        if g.0[i].1.is_leak(min_fps) {
-            g.1 = true;
+        g.owners[i].1.add(kind, value);
+        let ev = &g.owners[i].1;
+        if ev.is_leak(min_fps) && !g.leaks.iter().any(|l| l.0 == owner) {
+            let total = ev.total() as u32;
+            g.leaks.push((owner, index.tenant_id(owner), total, false));
         }
-        g.1
+        !g.leaks.is_empty()
     }
 
     pub(crate) fn blocked(&self) -> bool {
-        self.owners.lock().unwrap_or_else(PoisonError::into_inner).1
+        !self
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .leaks
+            .is_empty()
+    }
+
+    /// The joint leaks not handed out yet, as findings with an empty span (the
+    /// evidence is spread over several parts), so the caller can log and alert
+    /// with the owner even when no single part was a leak.
+    pub(crate) fn take_findings(&self, action: Action) -> Vec<Finding> {
+        let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        g.leaks
+            .iter_mut()
+            .filter(|l| !l.3)
+            .map(|l| {
+                l.3 = true;
+                Finding {
+                    kind: FindingKind::CrossTenant,
+                    span: 0..0,
+                    owner: l.1.clone(),
+                    action,
+                    fingerprints: l.2,
+                }
+            })
+            .collect()
     }
 }
 
@@ -276,7 +319,14 @@ impl LeakStage {
         if cut > 0 {
             let seg_end = from + cut;
             let segment = &text[from..seg_end];
-            self.process(segment, base + from);
+            // The cue window: what was read before the segment, as far as the
+            // buffer still holds it (the engine keeps `CUE_WINDOW_BYTES`).
+            let mut win = from.saturating_sub(views::CUE_WINDOW_BYTES);
+            while !text.is_char_boundary(win) {
+                win += 1;
+            }
+            let window = (&text[win..seg_end], base + win);
+            self.process(segment, base + from, window);
             self.pos = base + seg_end;
         } else if is_final {
             self.pos = frontier;
@@ -285,7 +335,7 @@ impl LeakStage {
         self.prune();
     }
 
-    fn process(&mut self, segment: &str, at: usize) {
+    fn process(&mut self, segment: &str, at: usize, window: (&str, usize)) {
         let canon_start = self.canon.text.len();
         canon::canonicalize_into(segment, at, &mut self.canon);
         let mut items = std::mem::take(&mut self.items);
@@ -337,17 +387,22 @@ impl LeakStage {
         // Decoded views: their evidence is attributed to the whole run.
         let mut budget = segment.len().saturating_mul(views::EXPANSION_MAX);
         let mut vs = Vec::new();
-        views::views(segment, 0, &mut budget, &mut vs);
+        views::run_views(segment, &mut budget, &mut vs);
+        let runs = vs.len();
+        let (wtext, wat) = window;
+        let mut wbudget = wtext.len().saturating_mul(views::EXPANSION_MAX);
+        views::window_views(wtext, &mut wbudget, &mut vs);
         let view_first = items.len();
         let mut view_of = Vec::new();
         for (vi, v) in vs.iter().enumerate() {
             let c = canon::canonicalize(&v.text);
+            let vat = if vi < runs { at } else { wat };
             evidence::extract(&keys, &c, Side::Answer, &mut |it| {
-                items.push((it, at + v.start, at + v.end));
+                items.push((it, vat + v.start, vat + v.end));
                 view_of.push(vi);
             });
         }
-        self.lookup(&items, view_first, &view_of, &vs, at);
+        self.lookup(&items, view_first, &view_of, (&vs, runs), at);
         self.items = items;
     }
 
@@ -356,7 +411,7 @@ impl LeakStage {
         items: &[(Item, usize, usize)],
         view_first: usize,
         view_of: &[usize],
-        vs: &[views::View],
+        (vs, runs): (&[views::View], usize),
         at: usize,
     ) {
         if items.is_empty() {
@@ -387,15 +442,26 @@ impl LeakStage {
             for &i in &own {
                 if (i as usize) >= view_first {
                     let v = view_of[i as usize - view_first];
-                    if !foreign_view[v] {
+                    if !foreign_view[v] && v < runs {
                         self.own_runs.push((at + vs[v].start, at + vs[v].end));
                     }
                 }
             }
         }
-        // In text order, so clusters form the same whatever the segmenting.
+        // A weak value (short number, date, plain URL, phrase, word) that two or
+        // more other tenants hold is most likely public ("ISO 9001", a
+        // well-known site): no evidence against either. Strong values and
+        // fingerprints stay evidence however many (below `shared_min`) hold them.
+        let shared = |i: u32| {
+            let lo = hits.partition_point(|h| h.0 < i);
+            hits.get(lo + 1).is_some_and(|h| h.0 == i)
+        };
         let mut ordered: Vec<(usize, usize, usize, u32, u32)> = hits
             .iter()
+            .filter(|&&(i, _)| {
+                !(matches!(items[i as usize].0.kind, Ev::Weak | Ev::Phrase | Ev::Sketch)
+                    && shared(i))
+            })
             .map(|&(i, owner)| {
                 let (item, s, e) = items[i as usize];
                 // A fingerprint's run may begin up to W + K canonical bytes before
@@ -421,7 +487,7 @@ impl LeakStage {
 
     fn hit(&mut self, owner: u32, kind: Ev, value: u64, s: usize, e: usize, hold: usize) {
         if let Some(j) = &self.cfg.joint
-            && j.add(owner, kind, value, self.cfg.min_fps)
+            && j.add(&self.cfg.index, owner, kind, value, self.cfg.min_fps)
             && self.cfg.action == Action::Block
         {
             self.blocked = true;

@@ -271,11 +271,22 @@ impl Guard {
     /// window (and returns `None`). Returns the keyed evidence to share with other
     /// replicas (`load_evidence`); it holds no text.
     pub fn protect(&self, tenant: &TenantId, text: &str, now_ms: i64) -> Option<Evidence> {
-        if text.trim().is_empty() || text.len() > self.limits.document_bytes_max {
+        self.protect_for(tenant, text, now_ms, self.limits.ephemeral_ttl_ms)
+    }
+
+    /// `protect` with a window of the caller's (a tenant's compliance pack).
+    pub fn protect_for(
+        &self,
+        tenant: &TenantId,
+        text: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Option<Evidence> {
+        if text.trim().is_empty() || text.len() > self.limits.document_bytes_max || window_ms <= 0 {
             return None;
         }
         let digest = self.digest(text);
-        let expires = now_ms.saturating_add(self.limits.ephemeral_ttl_ms);
+        let expires = now_ms.saturating_add(window_ms);
         if self.ephemeral.refresh(tenant, digest, expires) {
             return None;
         }

@@ -59,6 +59,16 @@ pub(crate) fn scan_parts(
         redacted.push(out.redacted);
     }
     blocked |= joint.blocked();
+    // Leaks only the parts together make: one finding each, on part 0, unless a
+    // part already reported that owner.
+    for f in joint.take_findings(policy.actions.cross_tenant) {
+        let known = findings
+            .iter()
+            .any(|(_, g): &(usize, Finding)| g.kind == f.kind && g.owner == f.owner);
+        if !known {
+            findings.push((0, f));
+        }
+    }
     let verdict = if blocked {
         redacted.iter_mut().for_each(|r| *r = None);
         Verdict::Blocked
@@ -109,7 +119,20 @@ impl AnswerStream {
             out.release.clear();
             out.blocked = true;
         }
+        self.joint_findings(&mut out.findings);
         out
+    }
+
+    /// Adds the leaks only the parts together make, once each.
+    fn joint_findings(&self, findings: &mut Vec<Finding>) {
+        for f in self.joint.take_findings(self.policy.actions.cross_tenant) {
+            if !findings
+                .iter()
+                .any(|g| g.kind == f.kind && g.owner == f.owner)
+            {
+                findings.push(f);
+            }
+        }
     }
 
     /// Scans the next chunk of `part`; returns what of that part may be sent now.
@@ -146,6 +169,21 @@ impl AnswerStream {
             for (_, o) in &mut outs {
                 o.release.clear();
                 o.blocked = true;
+            }
+        }
+        let mut joint = Vec::new();
+        self.joint_findings(&mut joint);
+        if !joint.is_empty() {
+            match outs.first_mut() {
+                Some((_, o)) => o.findings.extend(joint),
+                None => outs.push((
+                    0,
+                    StreamOutput {
+                        findings: joint,
+                        blocked: true,
+                        ..StreamOutput::default()
+                    },
+                )),
             }
         }
         outs

@@ -38,8 +38,20 @@ const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
 const STD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
 const URL: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
 
+const B64: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_');
+        i += 1;
+    }
+    t
+};
+
+#[inline]
 fn is_b64(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+    B64[b as usize]
 }
 
 /// Mostly printable text, or nothing.
@@ -68,6 +80,7 @@ pub(crate) fn views(text: &str, depth: u8, budget: &mut usize, out: &mut Vec<Vie
     let end = out.len();
     if depth == 0 {
         cue_views(text, budget, out);
+        tag_view(text, budget, out);
     }
     let mut i = first;
     while i < end && *budget > 0 {
@@ -95,10 +108,14 @@ fn take(budget: &mut usize, s: String) -> Option<String> {
 fn encoded_runs(text: &str, budget: &mut usize, out: &mut Vec<View>) {
     let b = text.as_bytes();
     let mut i = 0;
+    // Each line is checked for escapes once (a line of many `%` or `&` would
+    // otherwise be decoded once per sign).
+    let mut line_checked_to = 0;
     while i < b.len() {
         let c = b[i];
-        if c == b'%' || c == b'\\' || c == b'&' {
+        if (c == b'%' || c == b'\\' || c == b'&') && i >= line_checked_to && is_escape_at(b, i) {
             let (s, e) = line_bounds(b, i);
+            line_checked_to = e.max(i + 1);
             if let Some(v) = escaped_line(&text[s..e]).and_then(|t| take(budget, t)) {
                 out.push(View {
                     start: s,
@@ -120,22 +137,31 @@ fn encoded_runs(text: &str, budget: &mut usize, out: &mut Vec<View>) {
         let s = i;
         let mut e = i;
         let mut j = i;
+        let mut piece = 0usize;
         while j < b.len() && j - s < RUN_BYTES_MAX {
             if is_b64(b[j]) {
                 j += 1;
                 e = j;
+                piece += 1;
             } else if (b[j] == b'\n' || b[j] == b'\r' || b[j] == b' ')
-                && j + 1 < b.len()
-                && is_b64(b[j + 1])
-                && run_len_before(b, j) >= BASE64_RUN_MIN
-                && run_len_after(b, j + 1) >= 4
+                && piece >= BASE64_RUN_MIN
+                && b[j + 1..]
+                    .iter()
+                    .take(4)
+                    .take_while(|c| is_b64(**c))
+                    .count()
+                    == 4
             {
                 j += 1;
+                piece = 0;
             } else {
                 break;
             }
         }
         i = e.max(s + 1);
+        if e - s < BASE64_RUN_MIN {
+            continue;
+        }
         let run = &text[s..e];
         let compact: Vec<u8> = run.bytes().filter(|b| is_b64(*b)).collect();
         if compact.len() < BASE64_RUN_MIN {
@@ -155,10 +181,6 @@ fn encoded_runs(text: &str, budget: &mut usize, out: &mut Vec<View>) {
 
 fn run_len_before(b: &[u8], j: usize) -> usize {
     b[..j].iter().rev().take_while(|c| is_b64(**c)).count()
-}
-
-fn run_len_after(b: &[u8], j: usize) -> usize {
-    b[j..].iter().take_while(|c| is_b64(**c)).count()
 }
 
 fn line_bounds(b: &[u8], at: usize) -> (usize, usize) {
@@ -426,34 +448,142 @@ fn rot13(s: &str) -> String {
         .collect()
 }
 
-const FORWARD: &[&str] = &[
-    "and", "are", "for", "from", "have", "that", "the", "this", "was", "with", "you",
+const fn pack_word(w: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < w.len() {
+        v |= (w[i] as u64) << (8 * i);
+        i += 1;
+    }
+    v
+}
+
+/// Function words, and the same reversed, packed as numbers for a cheap test.
+const FORWARD_PACKED: [u64; 11] = [
+    pack_word(b"and"),
+    pack_word(b"are"),
+    pack_word(b"for"),
+    pack_word(b"from"),
+    pack_word(b"have"),
+    pack_word(b"that"),
+    pack_word(b"the"),
+    pack_word(b"this"),
+    pack_word(b"was"),
+    pack_word(b"with"),
+    pack_word(b"you"),
 ];
-const REVERSED: &[&str] = &[
-    "dna", "era", "rof", "morf", "evah", "taht", "eht", "siht", "saw", "htiw", "uoy",
+const REVERSED_PACKED: [u64; 11] = [
+    pack_word(b"dna"),
+    pack_word(b"era"),
+    pack_word(b"rof"),
+    pack_word(b"morf"),
+    pack_word(b"evah"),
+    pack_word(b"taht"),
+    pack_word(b"eht"),
+    pack_word(b"siht"),
+    pack_word(b"saw"),
+    pack_word(b"htiw"),
+    pack_word(b"uoy"),
 ];
+
+/// The encoded runs of `text` and their nested views, without the cue-driven
+/// ones (which a stream takes over a longer window: `window_views`).
+pub(crate) fn run_views(text: &str, budget: &mut usize, out: &mut Vec<View>) {
+    let first = out.len();
+    encoded_runs(text, budget, out);
+    let end = out.len();
+    for i in first..end {
+        if *budget == 0 {
+            break;
+        }
+        let (s, e) = (out[i].start, out[i].end);
+        let inner_text = out[i].text.clone();
+        let mut inner = Vec::new();
+        views(&inner_text, 1, budget, &mut inner);
+        out.extend(inner.into_iter().map(|v| View {
+            start: s,
+            end: e,
+            text: v.text,
+        }));
+    }
+}
+
+/// The cue-driven views (rot13, reversal) and hidden tag-character text of a
+/// window: a stream judges them over the last `CUE_WINDOW_BYTES` read, so a cue
+/// cut over several segments is still seen.
+pub(crate) fn window_views(text: &str, budget: &mut usize, out: &mut Vec<View>) {
+    cue_views(text, budget, out);
+    tag_view(text, budget, out);
+}
+
+/// Text read before a stream's segment that its cue views also look at.
+pub const CUE_WINDOW_BYTES: usize = 512;
+/// Tag characters that make a hidden-text view.
+const TAG_CHARS_MIN: usize = 4;
+
+/// Unicode tag characters (U+E0020–U+E007E) spell ASCII invisibly ("ASCII
+/// smuggling"); the canonical form drops them, this view reads them.
+fn tag_view(text: &str, budget: &mut usize, out: &mut Vec<View>) {
+    // Every tag character starts with the UTF-8 bytes F3 A0.
+    if !text.as_bytes().windows(2).any(|w| w == [0xF3, 0xA0]) {
+        return;
+    }
+    let hidden: String = text
+        .chars()
+        .filter_map(|c| {
+            let v = c as u32;
+            (0xE0020..=0xE007E)
+                .contains(&v)
+                .then(|| char::from((v - 0xE0000) as u8))
+        })
+        .collect();
+    if hidden.len() >= TAG_CHARS_MIN
+        && let Some(v) = take(budget, hidden)
+    {
+        out.push(View {
+            start: 0,
+            end: text.len(),
+            text: v,
+        });
+    }
+}
 
 fn cue_views(text: &str, budget: &mut usize, out: &mut Vec<View>) {
     let mut letters = 0usize;
     let mut vowels = 0usize;
     let (mut fwd, mut rev) = (0usize, 0usize);
-    for w in text.split(|c: char| !c.is_ascii_alphabetic()) {
-        if w.is_empty() {
-            continue;
+    let mut rot_cue = false;
+    for w in text
+        .as_bytes()
+        .split(|c| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        letters += w.iter().filter(|b| b.is_ascii_alphabetic()).count();
+        vowels += w
+            .iter()
+            .filter(|b| {
+                matches!(
+                    b.to_ascii_lowercase(),
+                    b'a' | b'e' | b'i' | b'o' | b'u' | b'y'
+                )
+            })
+            .count();
+        if (3..=5).contains(&w.len()) {
+            let mut packed = 0u64;
+            for (k, c) in w.iter().enumerate() {
+                packed |= u64::from(c.to_ascii_lowercase()) << (8 * k);
+            }
+            fwd += usize::from(FORWARD_PACKED.contains(&packed));
+            rev += usize::from(REVERSED_PACKED.contains(&packed));
+            rot_cue |= packed == pack_word(b"rot13");
         }
-        letters += w.len();
-        vowels += w.bytes().filter(|b| b"aeiouyAEIOUY".contains(b)).count();
-        let lw = w.to_ascii_lowercase();
-        fwd += usize::from(FORWARD.contains(&lw.as_str()));
-        rev += usize::from(REVERSED.contains(&lw.as_str()));
     }
     if letters < CUE_LETTERS_MIN {
         return;
     }
-    let lower = text.to_ascii_lowercase();
     // English letters are ~38% vowels (with y); rot13 maps them onto n, r, v,
     // b, h, l, which make up ~22%.
-    if (vowels * 100 < letters * 27 || lower.contains("rot13") || lower.contains("rot-13"))
+    if (vowels * 100 < letters * 30 || rot_cue)
         && let Some(v) = take(budget, rot13(text))
     {
         out.push(View {
@@ -474,16 +604,46 @@ fn cue_views(text: &str, budget: &mut usize, out: &mut Vec<View>) {
     }
 }
 
+/// An escape sequence starts at `i`: `%XX`, `\\uXXXX`, `\\xXX`, `&#…;` or `&name;`.
+fn is_escape_at(b: &[u8], i: usize) -> bool {
+    let at = |k: usize| b.get(i + k).copied().unwrap_or(0);
+    match b[i] {
+        b'%' => at(1).is_ascii_hexdigit() && at(2).is_ascii_hexdigit(),
+        b'\\' => matches!(
+            at(1),
+            b'u' | b'x' | b'U' | b'n' | b't' | b'"' | b'/' | b'\\'
+        ),
+        b'&' => {
+            at(1) == b'#'
+                || (at(1).is_ascii_alphabetic()
+                    && b[i + 1..]
+                        .iter()
+                        .take(10)
+                        .take_while(|c| c.is_ascii_alphanumeric())
+                        .count()
+                        >= 2
+                    && b[i + 1..].iter().take(12).any(|&c| c == b';'))
+        }
+        _ => false,
+    }
+}
+
 /// Where a run that may still continue starts, when `text` is a stream's prefix:
 /// an encoding run or escaped line touching its end. Text from there on must not
 /// be judged (or released) until the run is complete.
 pub(crate) fn open_tail(text: &str) -> usize {
     let b = text.as_bytes();
     let mut start = b.len();
-    // The last line, when it holds escapes.
+    // The last line, when it holds escape sequences (and is not too long to be
+    // decoded whole), or a sign that may begin one.
     let line = b.iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1);
-    if b[line..].iter().any(|&c| matches!(c, b'%' | b'\\' | b'&')) {
+    if b.len() - line <= RUN_BYTES_MAX && (line..b.len()).any(|i| is_escape_at(b, i)) {
         start = line;
+    } else if let Some(p) = b[b.len().saturating_sub(12)..]
+        .iter()
+        .rposition(|&c| matches!(c, b'%' | b'\\' | b'&'))
+    {
+        start = start.min(b.len().saturating_sub(12) + p);
     }
     // An alphabet run at the very end (and the lines it joins).
     let mut j = b.len();

@@ -71,6 +71,45 @@ pub(crate) struct FingerprintKeys {
     pub(crate) digest: (u64, u64),
     /// Key of salient tokens, phrases and sketch samples (`evidence`).
     pub(crate) token: (u64, u64),
+    /// Which words begin a protected phrase or are a protected sketch sample: a
+    /// prefilter shared by every clone of these keys (one guard), so an answer
+    /// looks up only the words that may be evidence.
+    pub(crate) words: Arc<WordFilter>,
+}
+
+/// A bit per keyed word hash (2^24 bits, 2 MiB): set for every word that starts a
+/// protected phrase or is a protected sketch sample, tested before an answer's
+/// word is hashed with SipHash and looked up. Bits are never cleared (a stale bit
+/// costs one lookup, never a wrong verdict), so it only ever says "maybe".
+pub(crate) struct WordFilter {
+    bits: Vec<std::sync::atomic::AtomicU64>,
+}
+
+const WORD_FILTER_BITS: u32 = 24;
+
+impl WordFilter {
+    fn new() -> Self {
+        Self {
+            bits: (0..(1usize << WORD_FILTER_BITS) / 64)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    fn slot(h: u64) -> (usize, u64) {
+        let i = (h >> (64 - WORD_FILTER_BITS)) as usize;
+        (i / 64, 1u64 << (i % 64))
+    }
+
+    pub(crate) fn set(&self, h: u64) {
+        let (w, m) = Self::slot(h);
+        self.bits[w].fetch_or(m, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn test(&self, h: u64) -> bool {
+        let (w, m) = Self::slot(h);
+        self.bits[w].load(std::sync::atomic::Ordering::Relaxed) & m != 0
+    }
 }
 
 impl std::fmt::Debug for FingerprintKeys {
@@ -114,7 +153,22 @@ impl FingerprintKeys {
             table: Arc::new(table),
             digest,
             token,
+            words: Arc::new(WordFilter::new()),
         }
+    }
+
+    /// A fast keyed hash of a word (the secret per-byte table, then a mix): picks
+    /// sketch samples and addresses the word filter. Never stored.
+    #[inline]
+    pub(crate) fn word_hash(&self, w: &[u8]) -> u64 {
+        let t = &self.table[0];
+        let mut h = self.sip.1 ^ (w.len() as u64);
+        for &b in w {
+            h = h.rotate_left(7) ^ t[b as usize];
+        }
+        h ^= h >> 29;
+        h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^ (h >> 32)
     }
 
     #[inline]
