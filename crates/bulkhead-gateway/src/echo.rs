@@ -47,9 +47,14 @@ impl EchoModels {
         let content = self.answer(model, body);
         crate::Completion {
             usage: Some(usage(body, &content)),
-            content: Some(content),
-            finish_reason: "stop".into(),
-            ..crate::Completion::default()
+            choices: vec![crate::Choice {
+                index: 0,
+                message: crate::Answer {
+                    content: Some(content),
+                    ..crate::Answer::default()
+                },
+                finish_reason: "stop".into(),
+            }],
         }
     }
 
@@ -58,15 +63,9 @@ impl EchoModels {
         let mut out = VecDeque::new();
         let chars: Vec<char> = content.chars().collect();
         for piece in chars.chunks(PIECE_CHARS) {
-            out.push_back(Delta {
-                content: Some(piece.iter().collect()),
-                ..Delta::default()
-            });
+            out.push_back(Delta::content(piece.iter().collect::<String>()));
         }
-        out.push_back(Delta {
-            finish_reason: Some("stop".into()),
-            ..Delta::default()
-        });
+        out.push_back(Delta::finish("stop"));
         out.push_back(Delta {
             usage: Some(usage(body, &content)),
             ..Delta::default()
@@ -171,22 +170,23 @@ mod tests {
     #[test]
     fn echo_repeats_the_prompt_and_leaky_the_previous_callers_too() {
         let models = EchoModels::default();
+        let content = |c: crate::Completion| c.choices[0].message.content.clone();
         let c = models.complete(ECHO_MODEL, &body("hello"));
-        assert_eq!(c.content.as_deref(), Some("user: hello\n"));
+        assert_eq!(content(c).as_deref(), Some("user: hello\n"));
         models.complete(ECHO_LEAKY_MODEL, &body("secret of A"));
         let c = models.complete(ECHO_LEAKY_MODEL, &body("question of B"));
         assert_eq!(
-            c.content.as_deref(),
+            content(c).as_deref(),
             Some("user: secret of A\nuser: question of B\n")
         );
         let pieces = models.stream(ECHO_MODEL, &body("héllo wörld, again"));
-        let text: String = pieces.iter().filter_map(|d| d.content.clone()).collect();
+        let text: String = pieces
+            .iter()
+            .flat_map(|d| &d.choices)
+            .filter_map(|c| c.content.clone())
+            .collect();
         assert_eq!(text, "user: héllo wörld, again\n");
-        assert!(
-            pieces
-                .iter()
-                .any(|d| d.finish_reason.as_deref() == Some("stop"))
-        );
+        assert!(pieces.iter().any(Delta::finishes));
     }
 
     #[test]

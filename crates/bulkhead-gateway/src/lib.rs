@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod answer;
 mod echo;
 pub mod openai;
 pub mod sse;
@@ -26,8 +27,13 @@ use thiserror::Error;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+pub use answer::{
+    Answer, CHOICES_MAX, Choice, ChoiceDelta, Completion, Delta, FunctionCall, FunctionCallDelta,
+    TOOL_CALLS_MAX, ToolCall, ToolCallDelta, ToolKind,
+};
 pub use echo::{ECHO_LEAKY_MODEL, ECHO_MODEL};
 
+use crate::answer::{parse_completion, parse_delta};
 use crate::openai::Message;
 use crate::sse::SseReader;
 
@@ -242,27 +248,6 @@ pub struct Route<'a> {
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("model `{0}` does not exist or is not available to this tenant")]
 pub struct NoSuchModel(pub String);
-
-/// A chat answer read whole.
-#[derive(Debug, Default, Clone)]
-pub struct Completion {
-    pub content: Option<String>,
-    pub refusal: Option<String>,
-    pub tool_calls: Option<Value>,
-    pub finish_reason: String,
-    pub usage: Option<Value>,
-}
-
-/// One piece of a streamed answer.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Delta {
-    pub content: Option<String>,
-    pub refusal: Option<String>,
-    /// Partial tool calls as the upstream sent them (to be merged by `index`).
-    pub tool_calls: Option<Value>,
-    pub finish_reason: Option<String>,
-    pub usage: Option<Value>,
-}
 
 /// Per-tenant values derived from the server secret.
 #[derive(Debug)]
@@ -640,78 +625,6 @@ async fn read_body(
     }
 }
 
-fn parse_completion(bytes: &[u8]) -> Result<Completion, UpstreamError> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
-    let choice = value
-        .get("choices")
-        .and_then(Value::as_array)
-        .and_then(|c| c.first())
-        .ok_or_else(|| UpstreamError::Malformed("no choices".into()))?;
-    let message = choice
-        .get("message")
-        .ok_or_else(|| UpstreamError::Malformed("a choice without a message".into()))?;
-    let text = |v: Option<&Value>, what: &str| -> Result<Option<String>, UpstreamError> {
-        match v {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(UpstreamError::Malformed(format!("{what} is not a string"))),
-        }
-    };
-    Ok(Completion {
-        content: text(message.get("content"), "content")?,
-        refusal: text(message.get("refusal"), "refusal")?,
-        tool_calls: message.get("tool_calls").filter(|v| !v.is_null()).cloned(),
-        finish_reason: choice
-            .get("finish_reason")
-            .and_then(Value::as_str)
-            .unwrap_or("stop")
-            .to_owned(),
-        usage: value.get("usage").filter(|v| !v.is_null()).cloned(),
-    })
-}
-
-fn parse_delta(data: &str) -> Result<Delta, UpstreamError> {
-    let value: Value =
-        serde_json::from_str(data).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
-    if let Some(err) = value.get("error") {
-        let code = err
-            .get("code")
-            .or_else(|| err.get("type"))
-            .and_then(Value::as_str)
-            .map(|s| s.chars().take(64).collect());
-        return Err(UpstreamError::Status { status: 200, code });
-    }
-    let mut delta = Delta {
-        usage: value.get("usage").filter(|v| !v.is_null()).cloned(),
-        ..Delta::default()
-    };
-    let choices = value
-        .get("choices")
-        .and_then(Value::as_array)
-        .ok_or_else(|| UpstreamError::Malformed("a chunk without choices".into()))?;
-    if let Some(choice) = choices.first() {
-        let d = choice.get("delta");
-        let text = |name: &str| {
-            d.and_then(|d| d.get(name))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        };
-        delta.content = text("content");
-        delta.refusal = text("refusal");
-        delta.tool_calls = d
-            .and_then(|d| d.get("tool_calls"))
-            .filter(|v| !v.is_null())
-            .cloned();
-        delta.finish_reason = choice
-            .get("finish_reason")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-    }
-    Ok(delta)
-}
-
 /// A streamed answer, read piece by piece. Dropping it closes the upstream
 /// connection.
 #[derive(Debug)]
@@ -799,7 +712,7 @@ impl HttpStream {
                 }
                 match parse_delta(&data) {
                     Ok(d) => {
-                        self.saw_finish |= d.finish_reason.is_some();
+                        self.saw_finish |= d.finishes();
                         self.pending.push_back(d);
                     }
                     Err(e) => {
@@ -900,37 +813,5 @@ mod tests {
         assert_eq!(body["user"], Value::String(g.pseudonym(&a)));
         assert_eq!(body["stream_options"]["include_usage"], Value::Bool(true));
         assert!(!body.contains_key("prompt_cache_key"));
-    }
-
-    #[test]
-    fn deltas_and_completions_parse_or_fail_cleanly() {
-        let d = parse_delta(
-            r#"{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
-        )
-        .unwrap();
-        assert_eq!(d.content.as_deref(), Some("hi"));
-        let d = parse_delta(r#"{"choices":[],"usage":{"total_tokens":3}}"#).unwrap();
-        assert!(d.usage.is_some() && d.content.is_none());
-        assert!(matches!(
-            parse_delta("{not json"),
-            Err(UpstreamError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse_delta(r#"{"error":{"code":"overloaded"}}"#),
-            Err(UpstreamError::Status { .. })
-        ));
-        assert!(matches!(
-            parse_completion(br#"{"choices":["#),
-            Err(UpstreamError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse_completion(br#"{"choices":[]}"#),
-            Err(UpstreamError::Malformed(_))
-        ));
-        let c = parse_completion(br#"{"choices":[{"message":{"role":"assistant","content":"x"},"finish_reason":"length"}]}"#).unwrap();
-        assert_eq!(
-            (c.content.as_deref(), c.finish_reason.as_str()),
-            (Some("x"), "length")
-        );
     }
 }

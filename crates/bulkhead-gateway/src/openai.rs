@@ -2,9 +2,9 @@
 //! gateway needs, with the parameters it forwards chosen by name.
 //!
 //! The rule (invariant 7): accept the OpenAI schema, forward only fields known to be
-//! safe. A field that would carry text past the output guard (`logprobs`) or fan a
-//! call out into answers the guard does not see one by one (`n > 1`, audio) is
-//! refused with a clear error; a field that would share or store data across the
+//! safe. A field that would carry text past the output guard (`logprobs`, audio
+//! output) or fan a call out into more answers than the guard judges together
+//! (`n` above `N_MAX`) is refused with a clear error; a field that would share or store data across the
 //! tenant boundary (`user`, `cache_salt`, `prompt_cache_key`, `store`, `metadata`)
 //! is dropped and, where the upstream needs one, replaced by the gateway's own
 //! per-tenant value; anything unknown is dropped.
@@ -13,9 +13,14 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+/// The most choices a client may ask for (`n`). Every choice is scanned, and the
+/// verdict is over all of them together.
+pub const N_MAX: u64 = 4;
+
 /// Parameters passed to the upstream as the client sent them. Each only shapes
 /// sampling or the answer's form.
 const FORWARDED: &[&str] = &[
+    "n",
     "temperature",
     "top_p",
     "max_tokens",
@@ -87,7 +92,8 @@ impl Message {
     }
 
     /// The message's text: the content string, or its text parts joined by
-    /// newlines, plus tool call arguments (which are text a model reads too).
+    /// newlines, plus tool call arguments and custom tool inputs (which are text a
+    /// model reads too).
     pub fn text(&self) -> String {
         let mut out = String::new();
         match self.0.get("content") {
@@ -106,7 +112,11 @@ impl Message {
         }
         if let Some(Value::Array(calls)) = self.0.get("tool_calls") {
             for call in calls {
-                if let Some(args) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                let args = call
+                    .pointer("/function/arguments")
+                    .or_else(|| call.pointer("/custom/input"))
+                    .and_then(Value::as_str);
+                if let Some(args) = args {
                     out.push('\n');
                     out.push_str(args);
                 }
@@ -273,7 +283,7 @@ fn parse_message(i: usize, value: Value) -> Result<Message, RequestError> {
 }
 
 /// Parameters whose effect would put text in the answer that the guard does not
-/// scan as one text per reply.
+/// scan, or more choices than it judges together.
 fn refuse_unscanned(map: &Map<String, Value>) -> Result<(), RequestError> {
     if map
         .get("logprobs")
@@ -286,9 +296,11 @@ fn refuse_unscanned(map: &Map<String, Value>) -> Result<(), RequestError> {
     }
     if let Some(n) = map.get("n")
         && !n.is_null()
-        && n.as_u64() != Some(1)
+        && !n.as_u64().is_some_and(|n| (1..=N_MAX).contains(&n))
     {
-        return Err(invalid("n must be 1: each answer is scanned as one text"));
+        return Err(invalid(format!(
+            "n must be between 1 and {N_MAX}: every choice is scanned, and the answer as a whole"
+        )));
     }
     if let Some(m) = map.get("modalities")
         && m.as_array()
@@ -305,9 +317,11 @@ fn split_forwarded(map: Map<String, Value>) -> (Map<String, Value>, Vec<String>)
     let mut forward = Map::new();
     let mut dropped = Vec::new();
     for (k, v) in map {
-        if FORWARDED.contains(&k.as_str()) {
+        if v.is_null() && k == "n" {
+            // The upstream's default, one choice.
+        } else if FORWARDED.contains(&k.as_str()) {
             forward.insert(k, v);
-        } else if k != "n" && k != "logprobs" {
+        } else if k != "logprobs" {
             dropped.push(k);
         }
     }
@@ -399,7 +413,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             req.forward,
-            json!({"temperature": 0.2}).as_object().unwrap().clone()
+            json!({"temperature": 0.2, "n": 1})
+                .as_object()
+                .unwrap()
+                .clone()
         );
         let mut dropped = req.dropped.clone();
         dropped.sort();
@@ -433,9 +450,12 @@ mod tests {
         assert!(
             matches!(with("logprobs", json!(true)), RequestError::Invalid(m) if m.contains("logprobs"))
         );
-        assert!(
-            matches!(with("n", json!(2)), RequestError::Invalid(m) if m.contains("n must be 1"))
-        );
+        for n in [json!(0), json!(N_MAX + 1), json!(1.5), json!("2")] {
+            assert!(
+                matches!(with("n", n.clone()), RequestError::Invalid(m) if m.contains("n must be between 1 and 4")),
+                "{n}"
+            );
+        }
         assert!(matches!(
             with("modalities", json!(["text", "audio"])),
             RequestError::Invalid(_)
@@ -460,6 +480,20 @@ mod tests {
             parse_chat(b"{", RequestLimits::default()),
             Err(RequestError::Json(_))
         ));
+    }
+
+    #[test]
+    fn several_choices_are_forwarded_up_to_the_limit() {
+        let req = parse(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": N_MAX}),
+        )
+        .unwrap();
+        assert_eq!(req.forward["n"], json!(N_MAX));
+        let req = parse(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": null}),
+        )
+        .unwrap();
+        assert!(!req.forward.contains_key("n") && req.dropped.is_empty());
     }
 
     #[test]

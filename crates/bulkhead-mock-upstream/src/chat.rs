@@ -26,12 +26,22 @@ const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 const CUT_SENT_BYTES: usize = 20;
 const CUT_PROMISED_BYTES: usize = 1000;
 
+/// The most choices `multi` answers with, whatever `n` asks.
+const MULTI_CHOICES_MAX: usize = 8;
+
 /// What a model does with a chat request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Model {
     Echo,
     Leaky,
     Fast,
+    Multi,
+    Tools,
+    Extras,
+    Refusal,
+    LeakyMulti,
+    LeakyTools,
+    LeakyRefusal,
     Fault500,
     FaultMalformed,
     FaultCut,
@@ -42,10 +52,17 @@ enum Model {
 
 impl Model {
     /// In the order of [`crate::MODELS`].
-    const ALL: [Model; 9] = [
+    const ALL: [Model; 16] = [
         Model::Echo,
         Model::Leaky,
         Model::Fast,
+        Model::Multi,
+        Model::Tools,
+        Model::Extras,
+        Model::Refusal,
+        Model::LeakyMulti,
+        Model::LeakyTools,
+        Model::LeakyRefusal,
         Model::Fault500,
         Model::FaultMalformed,
         Model::FaultCut,
@@ -59,6 +76,13 @@ impl Model {
             Model::Echo => "echo",
             Model::Leaky => "leaky",
             Model::Fast => "fast",
+            Model::Multi => "multi",
+            Model::Tools => "tools",
+            Model::Extras => "extras",
+            Model::Refusal => "refusal",
+            Model::LeakyMulti => "leaky-multi",
+            Model::LeakyTools => "leaky-tools",
+            Model::LeakyRefusal => "leaky-refusal",
             Model::Fault500 => "fault-500",
             Model::FaultMalformed => "fault-malformed",
             Model::FaultCut => "fault-cut",
@@ -70,6 +94,15 @@ impl Model {
 
     fn from_name(name: &str) -> Option<Model> {
         Model::ALL.into_iter().find(|model| model.name() == name)
+    }
+
+    /// Whether the model answers from the memory shared with `leaky` (the
+    /// previous leaky caller's prompt, then this one's) instead of the echo.
+    fn is_leaky(self) -> bool {
+        matches!(
+            self,
+            Model::Leaky | Model::LeakyMulti | Model::LeakyTools | Model::LeakyRefusal
+        )
     }
 }
 
@@ -83,6 +116,9 @@ struct ChatRequest<'a> {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    /// How many choices `multi` answers with (at least two).
+    #[serde(default)]
+    n: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,19 +249,27 @@ struct Envelope {
 }
 
 impl Envelope {
-    fn completion(&self, content: &str, usage: Usage) -> Value {
+    /// A whole answer with these choices.
+    fn completion_of(&self, choices: Value, usage: Usage) -> Value {
         json!({
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{
+            "choices": choices,
+            "usage": usage.to_json(),
+        })
+    }
+
+    fn completion(&self, content: &str, usage: Usage) -> Value {
+        self.completion_of(
+            json!([{
                 "index": 0,
                 "message": { "role": "assistant", "content": content },
                 "finish_reason": "stop",
-            }],
-            "usage": usage.to_json(),
-        })
+            }]),
+            usage,
+        )
     }
 
     fn chunk_value(&self, choices: Value) -> Value {
@@ -238,18 +282,35 @@ impl Envelope {
         })
     }
 
+    /// One chunk holding one choice's delta.
+    fn choice_event(&self, index: usize, delta: Value, finish: Option<&str>) -> Bytes {
+        sse_event(
+            &self.chunk_value(json!([{ "index": index, "delta": delta, "finish_reason": finish }])),
+        )
+    }
+
+    fn role_event_of(&self, index: usize) -> Bytes {
+        self.choice_event(index, json!({ "role": "assistant", "content": "" }), None)
+    }
+
     fn role_event(&self) -> Bytes {
-        let delta = json!({ "role": "assistant", "content": "" });
-        sse_event(&self.chunk_value(json!([{ "index": 0, "delta": delta, "finish_reason": null }])))
+        self.role_event_of(0)
+    }
+
+    fn content_event_of(&self, index: usize, piece: &str) -> Bytes {
+        self.choice_event(index, json!({ "content": piece }), None)
     }
 
     fn content_event(&self, piece: &str) -> Bytes {
-        let delta = json!({ "content": piece });
-        sse_event(&self.chunk_value(json!([{ "index": 0, "delta": delta, "finish_reason": null }])))
+        self.content_event_of(0, piece)
+    }
+
+    fn finish_event_of(&self, index: usize, reason: &str) -> Bytes {
+        self.choice_event(index, json!({}), Some(reason))
     }
 
     fn finish_event(&self) -> Bytes {
-        sse_event(&self.chunk_value(json!([{ "index": 0, "delta": {}, "finish_reason": "stop" }])))
+        self.finish_event_of(0, "stop")
     }
 
     fn usage_event(&self, usage: Usage) -> Bytes {
@@ -261,6 +322,21 @@ impl Envelope {
 
 fn sse_event(value: &Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
+}
+
+/// Splits `text` into `count` consecutive parts of (nearly) equal numbers of
+/// characters: part `i` holds characters `i·len/count .. (i+1)·len/count`.
+fn split_even(text: &str, count: usize) -> Vec<&str> {
+    let count = count.max(1);
+    let bounds: Vec<usize> = text
+        .char_indices()
+        .map(|(index, _)| index)
+        .chain(std::iter::once(text.len()))
+        .collect();
+    let chars = bounds.len() - 1;
+    (0..count)
+        .map(|i| &text[bounds[i * chars / count]..bounds[(i + 1) * chars / count]])
+        .collect()
 }
 
 /// Splits `text` into pieces of `chars_per_piece` characters, never inside a
@@ -334,6 +410,42 @@ pub(crate) async fn completions(
                 Json(envelope.completion(&answer, usage)).into_response()
             }
         }
+        Model::Multi
+        | Model::Tools
+        | Model::Extras
+        | Model::Refusal
+        | Model::LeakyMulti
+        | Model::LeakyTools
+        | Model::LeakyRefusal => {
+            let answer = if model.is_leaky() {
+                shared.leak(request.render_prompt())
+            } else {
+                request.render_prompt()
+            };
+            let usage = Usage {
+                prompt_tokens,
+                completion_tokens: crate::count_words(&answer),
+            };
+            let shape = Shaped {
+                envelope,
+                answer,
+                usage,
+                include_usage,
+                chunk_chars: shared.options.chunk_chars,
+            };
+            match model {
+                Model::Multi | Model::LeakyMulti => {
+                    let count = request
+                        .n
+                        .map_or(2, |n| usize::try_from(n).unwrap_or(usize::MAX))
+                        .clamp(2, MULTI_CHOICES_MAX);
+                    shape.multi(&shared, count, stream)
+                }
+                Model::Tools | Model::LeakyTools => shape.tools(&shared, stream),
+                Model::Extras => shape.extras(&shared, stream),
+                _ => shape.refusal(&shared, stream),
+            }
+        }
         Model::Fault500 => ApiError::upstream_failure().into_response(),
         Model::FaultMalformed => malformed(&shared, &envelope, stream),
         Model::FaultCut => cut(&shared, &envelope, stream),
@@ -396,6 +508,206 @@ fn stream_answer(
         producer.send(Bytes::from_static(DONE_EVENT)).await;
     });
     event_stream(body)
+}
+
+/// Sends `events`, then `[DONE]`, as an event stream.
+fn send_events(shared: &Arc<Shared>, events: Vec<Bytes>) -> Response {
+    let (mut producer, body) = channel_body(shared, None);
+    tokio::spawn(async move {
+        for event in events {
+            if !producer.send(event).await {
+                return;
+            }
+        }
+        producer.send(Bytes::from_static(DONE_EVENT)).await;
+    });
+    event_stream(body)
+}
+
+/// The models that answer with the echo (or, for the leaky ones, the leaky
+/// answer) in another shape than one choice's content.
+struct Shaped {
+    envelope: Envelope,
+    answer: String,
+    usage: Usage,
+    include_usage: bool,
+    chunk_chars: usize,
+}
+
+impl Shaped {
+    /// The events after the answer's own: the usage chunk, if asked for.
+    fn tail(&self, events: &mut Vec<Bytes>) {
+        if self.include_usage {
+            events.push(self.envelope.usage_event(self.usage));
+        }
+    }
+
+    /// `multi`: `count` choices, choice `i` the `i`-th of `count` consecutive
+    /// parts of the echo. Streamed, every choice's role comes first, then the
+    /// choices' content pieces interleaved (one piece of each in turn), then
+    /// each choice's finish.
+    fn multi(self, shared: &Arc<Shared>, count: usize, stream: bool) -> Response {
+        let parts = split_even(&self.answer, count);
+        if !stream {
+            let choices: Vec<Value> = parts
+                .iter()
+                .enumerate()
+                .map(|(index, part)| {
+                    json!({
+                        "index": index,
+                        "message": { "role": "assistant", "content": part },
+                        "finish_reason": "stop",
+                    })
+                })
+                .collect();
+            return Json(self.envelope.completion_of(json!(choices), self.usage)).into_response();
+        }
+        let pieces: Vec<Vec<&str>> = parts
+            .iter()
+            .map(|part| pieces(part, self.chunk_chars).collect())
+            .collect();
+        let mut events: Vec<Bytes> = (0..count)
+            .map(|index| self.envelope.role_event_of(index))
+            .collect();
+        let rounds = pieces.iter().map(Vec::len).max().unwrap_or(0);
+        for round in 0..rounds {
+            for (index, choice) in pieces.iter().enumerate() {
+                if let Some(piece) = choice.get(round) {
+                    events.push(self.envelope.content_event_of(index, piece));
+                }
+            }
+        }
+        events.extend((0..count).map(|index| self.envelope.finish_event_of(index, "stop")));
+        self.tail(&mut events);
+        send_events(shared, events)
+    }
+
+    /// `tools`: no content, one tool call per `chunk_chars` characters of the
+    /// echo. Whole, the calls take turns among the three shapes upstreams send:
+    /// a function call with string arguments, one with object arguments, and a
+    /// custom tool call with its input. Streamed, each is a function call whose
+    /// id and name come first and whose arguments come in two pieces.
+    fn tools(self, shared: &Arc<Shared>, stream: bool) -> Response {
+        let notes: Vec<&str> = pieces(&self.answer, self.chunk_chars).collect();
+        if !stream {
+            let calls: Vec<Value> = notes
+                .iter()
+                .enumerate()
+                .map(|(i, note)| {
+                    let id = format!("call_mock_{i}");
+                    match i % 3 {
+                        0 => json!({"id": id, "type": "function", "function": {
+                            "name": "save_note", "arguments": json!({ "text": note }).to_string()}}),
+                        1 => json!({"id": id, "type": "function", "function": {
+                            "name": "save_note", "arguments": { "text": note }}}),
+                        _ => json!({"id": id, "type": "custom", "custom": {
+                            "name": "append_note", "input": note}}),
+                    }
+                })
+                .collect();
+            let choices = json!([{
+                "index": 0,
+                "message": { "role": "assistant", "content": null, "tool_calls": calls },
+                "finish_reason": "tool_calls",
+            }]);
+            return Json(self.envelope.completion_of(choices, self.usage)).into_response();
+        }
+        let mut events = vec![self.envelope.role_event()];
+        for (i, note) in notes.iter().enumerate() {
+            let head = json!({"tool_calls": [{"index": i, "id": format!("call_mock_{i}"),
+                "type": "function", "function": {"name": "save_note", "arguments": ""}}]});
+            events.push(self.envelope.choice_event(0, head, None));
+            let arguments = json!({ "text": note }).to_string();
+            for piece in split_even(&arguments, 2) {
+                let delta = json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]});
+                events.push(self.envelope.choice_event(0, delta, None));
+            }
+        }
+        events.push(self.envelope.finish_event_of(0, "tool_calls"));
+        self.tail(&mut events);
+        send_events(shared, events)
+    }
+
+    /// `extras`: the echo, with fields no OpenAI client knows at every level
+    /// (each value holds [`crate::EXTRAS_MARKER`]), logprobs nobody asked for, and
+    /// audio whose transcript is the echo and whose data is
+    /// [`crate::EXTRAS_AUDIO_DATA`].
+    fn extras(self, shared: &Arc<Shared>, stream: bool) -> Response {
+        let marker = crate::EXTRAS_MARKER;
+        let logprobs = json!({"content": [{"token": marker, "logprob": 0.0, "bytes": [], "top_logprobs": []}]});
+        if !stream {
+            let choices = json!([{
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": self.answer,
+                    "extra_secret": format!("{marker} {}", self.answer),
+                    "reasoning_content": marker,
+                    "annotations": [{"type": "url_citation", "url_citation": {"url": marker}}],
+                    "audio": {"id": marker, "data": crate::EXTRAS_AUDIO_DATA,
+                              "expires_at": 1_700_000_000, "transcript": self.answer},
+                },
+                "provider_data": {"route": marker},
+                "logprobs": logprobs,
+                "finish_reason": "stop",
+            }]);
+            let mut body = self.envelope.completion_of(choices, self.usage);
+            body["system_fingerprint"] = json!(marker);
+            body["provider_meta"] = json!({"note": marker});
+            body["usage"]["provider_cost"] = json!({"note": marker});
+            return Json(body).into_response();
+        }
+        let chunk = |delta: Value, finish: Option<&str>| {
+            let mut chunk = self.envelope.chunk_value(json!([{
+                "index": 0, "delta": delta, "finish_reason": finish,
+                "provider_data": {"route": marker}, "logprobs": logprobs,
+            }]));
+            chunk["system_fingerprint"] = json!(marker);
+            chunk["provider_meta"] = json!({"note": marker});
+            sse_event(&chunk)
+        };
+        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+        for piece in pieces(&self.answer, self.chunk_chars) {
+            events.push(chunk(
+                json!({"content": piece, "extra_secret": marker}),
+                None,
+            ));
+        }
+        events.push(chunk(
+            json!({"audio": {"id": marker, "data": crate::EXTRAS_AUDIO_DATA}}),
+            None,
+        ));
+        events.push(chunk(json!({}), Some("stop")));
+        if self.include_usage {
+            let mut usage = self.envelope.chunk_value(json!([]));
+            usage["usage"] = self.usage.to_json();
+            usage["usage"]["provider_cost"] = json!({"note": marker});
+            events.push(sse_event(&usage));
+        }
+        send_events(shared, events)
+    }
+
+    /// `refusal`: the echo as the model's refusal, with no content.
+    fn refusal(self, shared: &Arc<Shared>, stream: bool) -> Response {
+        if !stream {
+            let choices = json!([{
+                "index": 0,
+                "message": { "role": "assistant", "content": null, "refusal": self.answer },
+                "finish_reason": "stop",
+            }]);
+            return Json(self.envelope.completion_of(choices, self.usage)).into_response();
+        }
+        let mut events = vec![self.envelope.role_event()];
+        for piece in pieces(&self.answer, self.chunk_chars) {
+            events.push(
+                self.envelope
+                    .choice_event(0, json!({ "refusal": piece }), None),
+            );
+        }
+        events.push(self.envelope.finish_event());
+        self.tail(&mut events);
+        send_events(shared, events)
+    }
 }
 
 fn malformed(shared: &Arc<Shared>, envelope: &Envelope, stream: bool) -> Response {
@@ -549,6 +861,21 @@ mod tests {
         check("héllo🦀x", 2, &["hé", "ll", "o🦀", "x"]);
         check("ab", 0, &["a", "b"]);
         check("ab", 16, &["ab"]);
+    }
+
+    #[test]
+    fn split_even_covers_the_text_in_order() {
+        let check = |text: &str, n: usize, expect: &[&str]| {
+            let got = split_even(text, n);
+            assert_eq!(got, expect, "split_even({text:?}, {n})");
+            assert_eq!(got.concat(), text);
+        };
+        check("abcdef", 2, &["abc", "def"]);
+        check("abcdefg", 3, &["ab", "cd", "efg"]);
+        check("héllo🦀", 2, &["hél", "lo🦀"]);
+        check("a", 2, &["", "a"]);
+        check("", 2, &["", ""]);
+        check("ab", 0, &["ab"]);
     }
 
     #[test]

@@ -10,11 +10,29 @@
 //!   message. It is the worst possible model: whatever is in its context comes
 //!   back out, so a test can see exactly what the gateway let through.
 //! - `leaky` keeps one memory for the whole server, shared by every caller: it
-//!   answers with the previous `leaky` request's prompt followed by this
+//!   answers with the previous leaky request's prompt followed by this
 //!   request's prompt, then remembers this prompt. It stands in for a shared
 //!   model or prefix cache that regurgitates one customer's prompt to the next.
 //! - `fast` answers `"ok"` and does as little work as it can, for latency
 //!   benchmarks.
+//! - `multi` answers with several choices (the request's `n`, at least two, at
+//!   most eight): choice `i` is the `i`-th of that many consecutive, nearly equal
+//!   parts of the echo. Streamed, the choices' pieces are interleaved, each under
+//!   its own `index`.
+//! - `tools` answers with no content and one tool call per
+//!   [`MockOptions::chunk_chars`] characters of the echo (`{"text": piece}`
+//!   arguments). Whole, the calls take turns among a function call with string
+//!   arguments, one with object arguments (as some servers send them) and a
+//!   custom tool call; streamed, each call's arguments come in pieces.
+//! - `extras` answers with the echo plus fields no OpenAI client knows at every
+//!   level (message, choice, answer, usage; each value holds [`EXTRAS_MARKER`]),
+//!   unrequested logprobs, and audio with the echo as its transcript and
+//!   [`EXTRAS_AUDIO_DATA`] as its data.
+//! - `refusal` answers with the echo as the model's `refusal`, and no content.
+//! - `leaky-multi`, `leaky-tools` and `leaky-refusal` answer in the shape of
+//!   `multi`, `tools` and `refusal`, but with the `leaky` answer instead of the
+//!   echo, from the same memory: one caller's prompt comes back to the next
+//!   split across choices, cut into tool calls, or as a refusal.
 //! - `fault-500` answers 500 with an OpenAI `server_error` body.
 //! - `fault-malformed` answers 200 with JSON that does not parse (or, when
 //!   streaming, one good chunk and then an event that is not JSON).
@@ -66,6 +84,13 @@ pub const MODELS: &[&str] = &[
     "echo",
     "leaky",
     "fast",
+    "multi",
+    "tools",
+    "extras",
+    "refusal",
+    "leaky-multi",
+    "leaky-tools",
+    "leaky-refusal",
     "fault-500",
     "fault-malformed",
     "fault-cut",
@@ -73,6 +98,13 @@ pub const MODELS: &[&str] = &[
     "fault-hang",
     "fault-empty",
 ];
+
+/// In every value of the fields `extras` adds that no OpenAI client knows, so a
+/// test can tell whether any of them reached a client.
+pub const EXTRAS_MARKER: &str = "mock-extra-field";
+
+/// The base64 audio data of an `extras` answer.
+pub const EXTRAS_AUDIO_DATA: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEA";
 
 /// The most requests [`MockUpstream::requests`] remembers; older ones are
 /// forgotten first so a long benchmark cannot grow the server without bound.
@@ -85,8 +117,8 @@ const REQUEST_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// How the server answers; every field has a default suited to tests.
 #[derive(Debug, Clone)]
 pub struct MockOptions {
-    /// Characters of the answer per streamed content chunk. Zero is treated as
-    /// one.
+    /// Characters of the answer per streamed content chunk, and per tool call of
+    /// `tools`. Zero is treated as one.
     pub chunk_chars: usize,
     /// Time between two bytes or chunks of a `fault-drip` response.
     pub drip_interval: Duration,
@@ -181,7 +213,7 @@ impl MockUpstream {
         self.shared.records().iter().cloned().collect()
     }
 
-    /// Forgets the recorded requests. The `leaky` model's memory is kept.
+    /// Forgets the recorded requests. The leaky models' memory is kept.
     pub fn clear(&self) {
         self.shared.records().clear();
     }
@@ -206,7 +238,8 @@ impl Drop for MockUpstream {
 struct Shared {
     options: MockOptions,
     records: Mutex<VecDeque<RecordedRequest>>,
-    /// The last `leaky` prompt, shared across callers on purpose.
+    /// The last prompt of any leaky model (`leaky`, `leaky-multi`,
+    /// `leaky-tools`, `leaky-refusal`), shared across callers on purpose.
     leaky_memory: Mutex<String>,
     in_flight: AtomicUsize,
     next_completion_id: AtomicU64,
@@ -252,8 +285,8 @@ impl Shared {
         });
     }
 
-    /// The `leaky` answer: the previous `leaky` prompt followed by `prompt`,
-    /// which is remembered for the next caller.
+    /// The leaky models' answer: the previous leaky request's prompt followed
+    /// by `prompt`, which is remembered for the next caller.
     fn leak(&self, prompt: String) -> String {
         let mut memory = self
             .leaky_memory

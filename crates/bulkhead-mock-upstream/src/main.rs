@@ -17,6 +17,16 @@ Models (pick one with the request's \"model\"):
   leaky            answers with the previous leaky caller's prompt, then this one's;
                    one memory shared by every caller, like a leaking prefix cache
   fast             answers \"ok\" as cheaply as possible, for latency benchmarks
+  multi            answers with n choices (at least 2, at most 8), each a consecutive
+                   part of the echo; streamed, the choices' pieces interleave
+  tools            answers with one tool call per --chunk-chars of the echo (string
+                   and object arguments, custom tool input); no content
+  extras           the echo plus unknown fields at every level, logprobs, and audio
+                   (data, and the echo as transcript)
+  refusal          the echo as the model's refusal, no content
+  leaky-multi      multi, tools and refusal with the leaky answer instead of the
+  leaky-tools      echo, from the same shared memory: the previous leaky caller's
+  leaky-refusal    prompt comes back split into choices, tool calls or a refusal
   fault-500        500 with an OpenAI server_error body
   fault-malformed  200 with JSON that does not parse (streamed: one good chunk,
                    then an event that is not JSON)
@@ -41,7 +51,8 @@ struct Args {
     /// Milliseconds to wait before answering any model request.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
-    /// Characters of the answer per streamed content chunk.
+    /// Characters of the answer per streamed content chunk (and per tool call of
+    /// the tools model).
     #[arg(long, default_value_t = 16, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     chunk_chars: usize,
     /// Milliseconds between the bytes or chunks of a fault-drip response.

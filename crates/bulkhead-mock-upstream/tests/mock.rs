@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use bulkhead_mock_upstream::{MODELS, MockOptions, MockUpstream};
+use bulkhead_mock_upstream::{EXTRAS_AUDIO_DATA, EXTRAS_MARKER, MODELS, MockOptions, MockUpstream};
 use serde_json::{Value, json};
 
 /// Generous: only ever a bound on something that should happen at once.
@@ -254,6 +254,305 @@ async fn leaky_returns_the_previous_callers_prompt() {
     chat(&mock, request("echo", false)).await;
     let carol = json!({ "model": "leaky", "messages": [{ "role": "user", "content": "carol" }] });
     assert_eq!(answer(carol).await, "user: bob asks\nuser: carol\n");
+}
+
+#[tokio::test]
+async fn leaky_shapes_share_the_leaky_memory() {
+    let mock = start_with(MockOptions {
+        chunk_chars: 5,
+        ..MockOptions::default()
+    })
+    .await;
+    let say = |model: &str, text: &str, stream: bool| {
+        json!({ "model": model, "stream": stream, "n": 3,
+                "messages": [{ "role": "user", "content": text }] })
+    };
+    // Alice's prompt goes into the memory through `leaky`…
+    chat(&mock, say("leaky", "alice's secret plan", false)).await;
+    // …and comes back to Bob split across choices.
+    let completion: Value = chat(&mock, say("leaky-multi", "bob", false))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let choices = completion["choices"].as_array().expect("choices");
+    assert_eq!(choices.len(), 3);
+    let whole: String = choices
+        .iter()
+        .map(|c| c["message"]["content"].as_str().expect("content"))
+        .collect();
+    assert_eq!(whole, "user: alice's secret plan\nuser: bob\n");
+    // Bob's prompt comes back to Carol as tool calls, streamed.
+    let chunks = stream_chunks(&mock, say("leaky-tools", "carol", true)).await;
+    let mut arguments: Vec<String> = Vec::new();
+    for c in &chunks {
+        for call in c["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let index = call["index"].as_u64().expect("index") as usize;
+            if index == arguments.len() {
+                arguments.push(String::new());
+            }
+            arguments[index].push_str(call["function"]["arguments"].as_str().expect("piece"));
+        }
+    }
+    let notes: String = arguments
+        .iter()
+        .map(|a| {
+            let args: Value = serde_json::from_str(a).expect("JSON arguments");
+            args["text"].as_str().expect("text").to_owned()
+        })
+        .collect();
+    assert_eq!(notes, "user: bob\nuser: carol\n");
+    assert!(arguments.len() > 1, "several calls");
+    // Carol's comes back to Dave as a refusal, and Dave's to the plain `leaky`.
+    let completion: Value = chat(&mock, say("leaky-refusal", "dave", false))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let message = &completion["choices"][0]["message"];
+    assert_eq!(message["content"], Value::Null);
+    assert_eq!(message["refusal"], "user: carol\nuser: dave\n");
+    let completion: Value = chat(&mock, say("leaky", "erin", false))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        completion["choices"][0]["message"]["content"],
+        "user: dave\nuser: erin\n"
+    );
+    // The plain shapes neither read nor feed the memory.
+    let completion: Value = chat(&mock, say("refusal", "frank", false))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        completion["choices"][0]["message"]["refusal"],
+        "user: frank\n"
+    );
+    let completion: Value = chat(&mock, say("leaky-refusal", "gina", false))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        completion["choices"][0]["message"]["refusal"],
+        "user: erin\nuser: gina\n"
+    );
+}
+
+/// The chunks of a finished stream, before its `[DONE]`.
+async fn stream_chunks(mock: &MockUpstream, body: Value) -> Vec<Value> {
+    let mut response = chat(mock, body).await;
+    assert_eq!(response.status(), 200);
+    let (text, error) = read_all(&mut response).await;
+    assert!(error.is_none(), "{error:?}");
+    let events = events(&text);
+    assert_eq!(events.last(), Some(&"[DONE]"));
+    events[..events.len() - 1]
+        .iter()
+        .map(|d| chunk(d))
+        .collect()
+}
+
+#[tokio::test]
+async fn multi_answers_with_n_choices_that_together_are_the_echo() {
+    let mock = start_with(MockOptions {
+        chunk_chars: 3,
+        ..MockOptions::default()
+    })
+    .await;
+    for (n, expect) in [(None, 2), (Some(1), 2), (Some(3), 3)] {
+        let mut body = request("multi", false);
+        if let Some(n) = n {
+            body["n"] = json!(n);
+        }
+        let completion: Value = chat(&mock, body.clone()).await.json().await.expect("JSON");
+        let choices = completion["choices"].as_array().expect("choices");
+        assert_eq!(choices.len(), expect, "n={n:?}");
+        let parts: Vec<&str> = choices
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                assert_eq!(c["index"], i);
+                assert_eq!(c["finish_reason"], "stop");
+                c["message"]["content"].as_str().expect("content")
+            })
+            .collect();
+        assert_eq!(parts.concat(), PROMPT);
+
+        // Streamed: each choice's pieces, in order under its index, are its
+        // whole content; pieces of different choices take turns.
+        body["stream"] = json!(true);
+        let chunks = stream_chunks(&mock, body).await;
+        let mut streamed = vec![String::new(); expect];
+        let mut order = Vec::new();
+        let mut finished = vec![false; expect];
+        for c in &chunks {
+            let choice = &c["choices"][0];
+            let index = choice["index"].as_u64().expect("index") as usize;
+            if let Some(piece) = choice["delta"]["content"].as_str() {
+                assert!(!finished[index], "content after its finish");
+                streamed[index].push_str(piece);
+                if !piece.is_empty() {
+                    order.push(index);
+                }
+            }
+            if choice["finish_reason"] == "stop" {
+                finished[index] = true;
+            }
+        }
+        assert_eq!(streamed, parts);
+        assert!(finished.iter().all(|f| *f));
+        assert_eq!(
+            &order[..expect],
+            (0..expect).collect::<Vec<_>>(),
+            "interleaved"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tools_answers_with_many_small_tool_calls() {
+    let chunk_chars = 4;
+    let mock = start_with(MockOptions {
+        chunk_chars,
+        ..MockOptions::default()
+    })
+    .await;
+    let completion: Value = chat(&mock, request("tools", false))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let choice = &completion["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    let calls = choice["message"]["tool_calls"]
+        .as_array()
+        .expect("tool calls");
+    assert_eq!(calls.len(), PROMPT.chars().count().div_ceil(chunk_chars));
+    let mut notes = String::new();
+    for (i, call) in calls.iter().enumerate() {
+        assert_eq!(call["id"], format!("call_mock_{i}"));
+        let note = match i % 3 {
+            0 => {
+                let args: Value = serde_json::from_str(
+                    call["function"]["arguments"]
+                        .as_str()
+                        .expect("string arguments"),
+                )
+                .expect("JSON arguments");
+                args["text"].as_str().expect("text").to_owned()
+            }
+            1 => call["function"]["arguments"]["text"]
+                .as_str()
+                .expect("object arguments")
+                .to_owned(),
+            _ => {
+                assert_eq!(call["type"], "custom");
+                call["custom"]["input"].as_str().expect("input").to_owned()
+            }
+        };
+        notes.push_str(&note);
+    }
+    assert_eq!(notes, PROMPT);
+
+    let chunks = stream_chunks(&mock, request("tools", true)).await;
+    let mut arguments: Vec<String> = Vec::new();
+    for c in &chunks {
+        for call in c["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let index = call["index"].as_u64().expect("index") as usize;
+            if index == arguments.len() {
+                assert_eq!(call["id"], format!("call_mock_{index}"));
+                arguments.push(String::new());
+            }
+            arguments[index].push_str(call["function"]["arguments"].as_str().expect("piece"));
+        }
+    }
+    let streamed: String = arguments
+        .iter()
+        .map(|a| {
+            let args: Value = serde_json::from_str(a).expect("merged arguments are JSON");
+            args["text"].as_str().expect("text").to_owned()
+        })
+        .collect();
+    assert_eq!(streamed, PROMPT);
+    assert_eq!(
+        chunks.last().expect("a finish")["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+}
+
+#[tokio::test]
+async fn extras_carries_unknown_fields_and_audio() {
+    let mock = start().await;
+    let completion: Value = chat(&mock, request("extras", false))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let message = &completion["choices"][0]["message"];
+    assert_eq!(message["content"], PROMPT);
+    assert_eq!(message["audio"]["transcript"], PROMPT);
+    assert_eq!(message["audio"]["data"], EXTRAS_AUDIO_DATA);
+    for field in [
+        &message["extra_secret"],
+        &completion["choices"][0]["provider_data"]["route"],
+        &completion["provider_meta"]["note"],
+        &completion["usage"]["provider_cost"]["note"],
+    ] {
+        assert!(
+            field
+                .as_str()
+                .expect("a marked field")
+                .contains(EXTRAS_MARKER)
+        );
+    }
+    let chunks = stream_chunks(&mock, request("extras", true)).await;
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, PROMPT);
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["provider_meta"]["note"] == EXTRAS_MARKER)
+    );
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["choices"][0]["delta"]["audio"]["data"] == EXTRAS_AUDIO_DATA)
+    );
+}
+
+#[tokio::test]
+async fn refusal_refuses_with_the_echo() {
+    let mock = start().await;
+    let completion: Value = chat(&mock, request("refusal", false))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let message = &completion["choices"][0]["message"];
+    assert_eq!(message["content"], Value::Null);
+    assert_eq!(message["refusal"], PROMPT);
+    let chunks = stream_chunks(&mock, request("refusal", true)).await;
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["refusal"].as_str())
+        .collect();
+    assert_eq!(text, PROMPT);
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use bulkhead_ledger::checkpoint::Checkpoint;
 use bulkhead_ledger::event::leaf_hash_of_json;
 use bulkhead_ledger::note::NoteVerifier;
 use bulkhead_ledger::proof::verify_inclusion;
-use bulkhead_mock_upstream::{MockOptions, MockUpstream};
+use bulkhead_mock_upstream::{EXTRAS_AUDIO_DATA, EXTRAS_MARKER, MockOptions, MockUpstream};
 use bulkhead_types::{Region, TenantId};
 use common::{ADMIN, Api, Reply, assert_problem, hashes};
 use serde_json::{Value, json};
@@ -60,6 +60,22 @@ async fn mock_api(drip: Duration, timeouts: Timeouts) -> (MockUpstream, Api) {
     let api = Api::new()
         .await
         .with_upstreams(vec![mock_upstream(&mock, "default", None)], timeouts);
+    (mock, api)
+}
+
+/// A server whose only upstream is a mock (default region) streaming, and making
+/// tool calls of, `chunk_chars` characters.
+async fn chunked_mock_api(chunk_chars: usize) -> (MockUpstream, Api) {
+    let mock = MockUpstream::start(MockOptions {
+        chunk_chars,
+        ..MockOptions::default()
+    })
+    .await
+    .unwrap();
+    let api = Api::new().await.with_upstreams(
+        vec![mock_upstream(&mock, "default", None)],
+        quick_timeouts(),
+    );
     (mock, api)
 }
 
@@ -872,7 +888,11 @@ async fn bad_requests_are_problems_and_change_nothing() {
             StatusCode::BAD_REQUEST,
         ),
         (
-            json!({"model": ECHO_MODEL, "messages": user("x"), "n": 3}),
+            json!({"model": ECHO_MODEL, "messages": user("x"), "n": 5}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"model": ECHO_MODEL, "messages": user("x"), "n": 0}),
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -1083,4 +1103,525 @@ async fn background_trace_commit_still_logs_every_call() {
         let trace = eventually_verified_trace(&api, &key, &id).await;
         assert_eq!(trace["outcome"], "ok");
     }
+}
+
+/// Tenant A's document in the structure tests: long enough (over 400 bytes) that
+/// any half of it carries several of its fingerprints.
+const DOC_A: &str = "Northwind board memo, strictly internal: the Halcyon acquisition \
+    closes on the ninth of October for 317 million euros, paid in two tranches; the \
+    target's founders stay on for eighteen months under a retention plan worth 12 \
+    million; the Lisbon office is folded into Porto and forty roles are cut; the \
+    announcement waits until the antitrust filing in Brussels is accepted, and no \
+    customer hears of it before the press release drafted by Marguerite Okafor.";
+
+/// Whether any run of 24 bytes of `DOC_A` appears in `body`: a piece of the leak
+/// reached the client.
+fn carries_doc(body: &[u8]) -> bool {
+    let body = String::from_utf8_lossy(body);
+    let doc = DOC_A.as_bytes();
+    (0..doc.len().saturating_sub(24))
+        .filter(|i| DOC_A.is_char_boundary(*i) && DOC_A.is_char_boundary(i + 24))
+        .any(|i| body.contains(&DOC_A[i..i + 24]))
+}
+
+/// Tenants A (holding `DOC_A`) and B, on a chunked mock: the mock, the server,
+/// A's id, A's key and B's key.
+async fn structure_api(chunk_chars: usize) -> (MockUpstream, Api, String, String, String) {
+    let (mock, api) = chunked_mock_api(chunk_chars).await;
+    assert!(DOC_A.len() > 400);
+    let (a, key_a) = api.tenant_with_key("Northwind").await;
+    let (_b, key_b) = api.tenant_with_key("Contoso").await;
+    store(&api, &key_a, DOC_A).await;
+    (mock, api, a, key_a, key_b)
+}
+
+/// B's question to the shared model: innocent, and nothing of A's in it.
+const B_ASKS: &str = "Good morning, any news for me today?";
+
+/// A regurgitating model at work, on one of the mock's leaky models: victim A
+/// asks it (whole) with `DOC_A` in its own prompt and gets its own text back,
+/// which passes; then B asks it `B_ASKS` and the model answers with A's prompt
+/// (then B's) in its shape. `body` holds the model and any other fields; the
+/// reply is B's.
+async fn leak_a_to_b(api: &Api, key_a: &str, key_b: &str, body: &Value, stream: bool) -> Reply {
+    let mut ask = body.clone();
+    ask["messages"] = user(DOC_A);
+    let r = chat(api, key_a, ask).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(
+        r.json()["bulkhead"]["blocked"],
+        false,
+        "A's own prompt back to A is no leak"
+    );
+    let mut ask = body.clone();
+    ask["messages"] = user(B_ASKS);
+    ask["stream"] = json!(stream);
+    chat(api, key_b, ask).await
+}
+
+/// The operator side of `n` blocked leaks of A's data to B: `n` `guard.leak`
+/// events in the operator log, each naming A as the owner, and a critical
+/// `cross_tenant_leak` alert about B relating A.
+async fn assert_leaks_reported(api: &Api, a: &str, n: usize) {
+    let leaks = api.events("/admin/v1/audit", ADMIN, "guard.leak").await;
+    assert_eq!(leaks.len(), n, "{leaks:?}");
+    for leak in &leaks {
+        let owners: Vec<&Value> = leak["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["kind"] == "owner_tenant")
+            .map(|s| &s["id"])
+            .collect();
+        assert_eq!(owners, [a], "{leak}");
+    }
+    let alerts = api
+        .call("GET", "/admin/v1/alerts", Some(ADMIN), None)
+        .await
+        .json();
+    let raised = alerts["alerts"].as_array().unwrap();
+    assert!(
+        raised
+            .iter()
+            .any(|alert| alert["kind"] == "cross_tenant_leak"
+                && alert["severity"] == "critical"
+                && alert["related"].as_array().unwrap().contains(&json!(a))),
+        "{alerts}"
+    );
+}
+
+/// The per-choice view of a stream: every chunk's choices, checked for
+/// structure (one role per choice, first; nothing after a choice's finish).
+#[derive(Debug, Default)]
+struct Streamed {
+    /// Content per choice index, in arrival order.
+    content: std::collections::BTreeMap<u64, String>,
+    finish: std::collections::BTreeMap<u64, String>,
+    /// Tool calls (whole, as sent) per choice index.
+    tool_calls: std::collections::BTreeMap<u64, Vec<Value>>,
+    refusal: std::collections::BTreeMap<u64, String>,
+    /// The extension of the last chunk.
+    ext: Value,
+}
+
+fn streamed_choices(events: &[Value]) -> Streamed {
+    let mut out = Streamed::default();
+    let mut roles = std::collections::BTreeSet::new();
+    for e in events {
+        if !e["bulkhead"].is_null() {
+            out.ext = e["bulkhead"].clone();
+        }
+        for c in e["choices"].as_array().unwrap() {
+            let index = c["index"].as_u64().unwrap();
+            assert!(
+                !out.finish.contains_key(&index),
+                "choice {index} sent after its finish: {e}"
+            );
+            let delta = &c["delta"];
+            if delta["role"] == "assistant" {
+                assert!(roles.insert(index), "choice {index}'s role sent twice");
+            } else {
+                assert!(
+                    roles.contains(&index),
+                    "choice {index} sent before its role"
+                );
+            }
+            if let Some(t) = delta["content"].as_str() {
+                out.content.entry(index).or_default().push_str(t);
+            }
+            if let Some(t) = delta["refusal"].as_str() {
+                out.refusal.entry(index).or_default().push_str(t);
+            }
+            if let Some(calls) = delta["tool_calls"].as_array() {
+                out.tool_calls
+                    .entry(index)
+                    .or_default()
+                    .extend(calls.iter().cloned());
+            }
+            if let Some(f) = c["finish_reason"].as_str() {
+                out.finish.insert(index, f.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// A blocked answer as the client sees it, whole or streamed: every choice ends
+/// with the notice and `content_filter`, the extension says blocked, no piece of
+/// `DOC_A` is anywhere, and the trace says a cross-tenant leak was blocked.
+async fn assert_blocked(api: &Api, key: &str, r: &Reply, stream: bool, choices: usize, what: &str) {
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{what}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(
+        !carries_doc(&r.body),
+        "{what}: a piece of A's document reached B"
+    );
+    let trace_id = if stream {
+        let (events, done) = events(r);
+        assert!(done, "{what}: a blocked stream still ends cleanly");
+        let seen = streamed_choices(&events);
+        assert_eq!(seen.finish.len(), choices, "{what}: {seen:?}");
+        for (index, finish) in &seen.finish {
+            assert_eq!(finish, "content_filter", "{what}: choice {index}");
+            assert!(
+                seen.content[index].ends_with(bulkhead_server::gateway::BLOCKED_NOTICE),
+                "{what}: choice {index} ends with the notice"
+            );
+        }
+        assert!(seen.tool_calls.is_empty(), "{what}: no tool call is sent");
+        assert_eq!(seen.ext["blocked"], true, "{what}");
+        seen.ext["trace_id"].as_str().unwrap().to_owned()
+    } else {
+        let body = r.json();
+        let list = body["choices"].as_array().unwrap();
+        assert_eq!(list.len(), choices, "{what}: {body}");
+        for (i, c) in list.iter().enumerate() {
+            assert_eq!(c["index"], i, "{what}");
+            assert_eq!(c["finish_reason"], "content_filter", "{what}");
+            assert_eq!(
+                c["message"],
+                json!({"role": "assistant", "content": bulkhead_server::gateway::BLOCKED_NOTICE}),
+                "{what}"
+            );
+        }
+        assert_eq!(body["bulkhead"]["blocked"], true, "{what}");
+        body["bulkhead"]["trace_id"].as_str().unwrap().to_owned()
+    };
+    let trace = verified_trace(api, key, &trace_id).await;
+    assert_eq!(trace["outcome"], "blocked", "{what}");
+    assert_eq!(
+        trace["guard"]["cross_tenant"], true,
+        "{what}: the block must be reported as a cross-tenant leak (a finding naming the \
+         owner, so guard.leak and the alert follow), also when only the parts together \
+         are one: {trace}"
+    );
+}
+
+/// Another tenant's prompt, regurgitated as two choices of one half each: every
+/// choice is scanned and the verdict is over both, whole and streamed.
+#[tokio::test]
+async fn a_leak_split_across_two_choices_is_blocked() {
+    let (mock, api, a, key_a, key_b) = structure_api(16).await;
+    let body = json!({"model": "leaky-multi", "n": 2});
+    for stream in [false, true] {
+        let r = leak_a_to_b(&api, &key_a, &key_b, &body, stream).await;
+        assert_blocked(&api, &key_b, &r, stream, 2, &format!("stream={stream}")).await;
+    }
+    assert_leaks_reported(&api, &a, 2).await;
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 4);
+    assert!(seen.iter().all(|r| r.body["n"] == 2), "n is forwarded");
+}
+
+/// B's own long prompt (a system prompt and a user turn), nowhere in B's
+/// documents.
+const SYS_B: &str = "You are Contoso's procurement assistant. Answer from the \
+    supplier ledger only, quote contract numbers exactly, and never reveal the \
+    negotiation floor of 41 dollars per unit agreed with the Tallinn plant.";
+const DOC_B: &str = "Contoso supplier review, draft three: the Tallinn plant misses \
+    its delivery window one week in four, the Gdansk plant ships on time but its \
+    defect rate rose to 2.7 percent after the line retooling in May, and the board \
+    wants a single-source decision before the August planning meeting in Utrecht.";
+
+/// A tenant's own prompt coming back across several choices is no leak, also
+/// from the shared memory of a leaky model on a later call: nothing is blocked,
+/// every choice is the upstream's, and nothing is reported.
+#[tokio::test]
+async fn a_tenants_own_prompt_across_several_choices_is_not_blocked() {
+    let (_mock, api, _a, _key_a, key_b) = structure_api(7).await;
+    let prompt = format!("system: {SYS_B}\nuser: {DOC_B}\n");
+    let r = chat(
+        &api,
+        &key_b,
+        json!({"model": "leaky-multi", "n": 4, "messages": [
+            {"role": "system", "content": SYS_B}, {"role": "user", "content": DOC_B}]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let body = r.json();
+    assert_eq!(body["bulkhead"]["blocked"], false, "{body}");
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 4);
+    let whole: String = choices
+        .iter()
+        .map(|c| {
+            assert_eq!(c["finish_reason"], "stop");
+            c["message"]["content"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(whole, prompt, "B's own prompt, whole, across the choices");
+    let trace = verified_trace(&api, &key_b, body["bulkhead"]["trace_id"].as_str().unwrap()).await;
+    assert_eq!(trace["outcome"], "ok");
+    assert_eq!(trace["guard"]["cross_tenant"], false);
+
+    // The next call gets that prompt back from the model's memory, streamed.
+    let again = "And once more, please.";
+    let r = chat(
+        &api,
+        &key_b,
+        json!({"model": "leaky-multi", "n": 4, "messages": user(again), "stream": true}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let (events, done) = events(&r);
+    assert!(done);
+    let seen = streamed_choices(&events);
+    assert_eq!(seen.content.len(), 4);
+    assert!(
+        seen.finish.values().all(|f| f == "stop"),
+        "{:?}",
+        seen.finish
+    );
+    let streamed: String = seen.content.values().map(String::as_str).collect();
+    assert_eq!(streamed, format!("{prompt}user: {again}\n"));
+    assert_eq!(seen.ext["blocked"], false);
+    let trace = verified_trace(&api, &key_b, seen.ext["trace_id"].as_str().unwrap()).await;
+    assert_eq!(trace["outcome"], "ok");
+    assert_eq!(trace["guard"]["cross_tenant"], false);
+    assert!(
+        api.events("/admin/v1/audit", ADMIN, "guard.leak")
+            .await
+            .is_empty()
+    );
+}
+
+/// Another tenant's prompt, regurgitated as many small tool calls (string and
+/// object arguments, custom tool input; streamed, arguments in pieces): the
+/// calls are judged together and the answer is blocked.
+#[tokio::test]
+async fn a_leak_split_across_many_tool_calls_is_blocked() {
+    let (_mock, api, a, key_a, key_b) = structure_api(60).await;
+    let body = json!({"model": "leaky-tools",
+                      "tools": [{"type": "function", "function": {"name": "save_note"}}]});
+    for stream in [false, true] {
+        let r = leak_a_to_b(&api, &key_a, &key_b, &body, stream).await;
+        assert_blocked(&api, &key_b, &r, stream, 1, &format!("stream={stream}")).await;
+    }
+    assert_leaks_reported(&api, &a, 2).await;
+}
+
+/// A tenant's own text in many tool calls passes, each call whole and under its
+/// own index, in every shape the upstream used.
+#[tokio::test]
+async fn many_tool_calls_of_the_tenants_own_text_pass_whole() {
+    let (_mock, api, _a, key_a, _key_b) = structure_api(40).await;
+    let prompt = format!("user: {DOC_A}\n");
+    let r = chat(
+        &api,
+        &key_a,
+        json!({"model": "tools", "messages": user(DOC_A)}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let body = r.json();
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    let calls = choice["message"]["tool_calls"].as_array().unwrap();
+    assert!(calls.len() > 10);
+    let mut notes = String::new();
+    for (i, call) in calls.iter().enumerate() {
+        assert_eq!(call["id"], format!("call_mock_{i}"));
+        if i % 3 == 2 {
+            assert_eq!(call["type"], "custom");
+            notes.push_str(call["custom"]["input"].as_str().unwrap());
+        } else {
+            // Object arguments reach the client as their JSON text, as SDKs expect.
+            let args: Value =
+                serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+            notes.push_str(args["text"].as_str().unwrap());
+        }
+    }
+    assert_eq!(notes, prompt);
+
+    let r = chat(
+        &api,
+        &key_a,
+        json!({"model": "tools", "messages": user(DOC_A), "stream": true}),
+    )
+    .await;
+    let (events, done) = events(&r);
+    assert!(done);
+    let seen = streamed_choices(&events);
+    assert_eq!(seen.finish[&0], "tool_calls");
+    let calls = &seen.tool_calls[&0];
+    let notes: String = calls
+        .iter()
+        .enumerate()
+        .map(|(i, call)| {
+            assert_eq!(call["index"], i);
+            let args: Value =
+                serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+            args["text"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(notes, prompt);
+}
+
+/// A refusal is text the client reads: another tenant's prompt regurgitated in
+/// it is blocked like content.
+#[tokio::test]
+async fn a_leak_in_a_refusal_is_blocked() {
+    let (_mock, api, a, key_a, key_b) = structure_api(16).await;
+    let body = json!({"model": "leaky-refusal"});
+    for stream in [false, true] {
+        let r = leak_a_to_b(&api, &key_a, &key_b, &body, stream).await;
+        assert_blocked(&api, &key_b, &r, stream, 1, &format!("stream={stream}")).await;
+    }
+    assert_leaks_reported(&api, &a, 2).await;
+    // The tenant's own refusal arrives as a refusal.
+    let r = chat(
+        &api,
+        &key_a,
+        json!({"model": "refusal", "messages": user("no thanks")}),
+    )
+    .await;
+    let message = &r.json()["choices"][0]["message"];
+    assert_eq!(message["refusal"], "user: no thanks\n");
+    assert_eq!(message["content"], Value::Null);
+    let r = chat(
+        &api,
+        &key_a,
+        json!({"model": "refusal", "messages": user("no thanks"), "stream": true}),
+    )
+    .await;
+    let (events, _) = events(&r);
+    assert_eq!(streamed_choices(&events).refusal[&0], "user: no thanks\n");
+}
+
+/// Fields of an upstream's answer that the gateway does not know (at the
+/// message, choice, answer and usage level), logprobs nobody asked for and audio
+/// data never reach the client; the audio transcript does, scanned.
+#[tokio::test]
+async fn unknown_upstream_fields_do_not_reach_the_client() {
+    let (_mock, api, _a, key_a, _key_b) = structure_api(16).await;
+    let r = chat(
+        &api,
+        &key_a,
+        json!({"model": "extras", "messages": user("hello there")}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let raw = String::from_utf8_lossy(&r.body).to_string();
+    assert!(!raw.contains(EXTRAS_MARKER), "{raw}");
+    assert!(!raw.contains(EXTRAS_AUDIO_DATA), "{raw}");
+    let body = r.json();
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&body),
+        [
+            "bulkhead", "choices", "created", "id", "model", "object", "usage"
+        ]
+    );
+    let choice = &body["choices"][0];
+    assert_eq!(
+        keys(choice),
+        ["finish_reason", "index", "logprobs", "message"]
+    );
+    assert_eq!(choice["logprobs"], Value::Null);
+    assert_eq!(
+        choice["message"],
+        json!({"role": "assistant", "content": "user: hello there\n",
+               "audio": {"transcript": "user: hello there\n"}})
+    );
+    assert_eq!(
+        keys(&body["usage"]),
+        ["completion_tokens", "prompt_tokens", "total_tokens"]
+    );
+
+    let r = chat(
+        &api,
+        &key_a,
+        json!({"model": "extras", "messages": user("hello there"), "stream": true,
+               "stream_options": {"include_usage": true}}),
+    )
+    .await;
+    let raw = String::from_utf8_lossy(&r.body).to_string();
+    assert!(!raw.contains(EXTRAS_MARKER), "{raw}");
+    assert!(!raw.contains(EXTRAS_AUDIO_DATA), "{raw}");
+    assert!(
+        !raw.contains("extra_secret") && !raw.contains("provider_data"),
+        "{raw}"
+    );
+    let (events, done) = events(&r);
+    assert!(done);
+    assert_eq!(streamed_text(&events), "user: hello there\n");
+    for e in &events {
+        for c in e["choices"].as_array().unwrap() {
+            assert_eq!(c["logprobs"], Value::Null);
+        }
+    }
+}
+
+/// Several choices, streamed with their pieces interleaved upstream, reach the
+/// client each under its own index, in order, each equal to what the upstream
+/// sent for it (and to the whole answer's choices).
+#[tokio::test]
+async fn a_multi_choice_stream_keeps_each_choice_under_its_own_index() {
+    let (mock, api, _a, key_a, _key_b) = structure_api(5).await;
+    let text = "Three short answers, please: one about tides, one about winds, and one \
+                about the moon, each in its own choice and none mixed with another.";
+    let prompt = format!("user: {text}\n");
+    let r = chat(
+        &api,
+        &key_a,
+        json!({"model": "multi", "n": 3, "messages": user(text)}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let body = r.json();
+    let whole: Vec<String> = body["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            assert_eq!(c["index"], i);
+            assert_eq!(c["finish_reason"], "stop");
+            c["message"]["content"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(whole.len(), 3);
+    assert_eq!(
+        whole.concat(),
+        prompt,
+        "the choices are the upstream's, in order"
+    );
+    assert!(whole.iter().all(|c| !c.is_empty()));
+
+    let r = chat(
+        &api,
+        &key_a,
+        json!({"model": "multi", "n": 3, "messages": user(text), "stream": true}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let (events, done) = events(&r);
+    assert!(done);
+    let seen = streamed_choices(&events);
+    let streamed: Vec<String> = seen.content.values().cloned().collect();
+    assert_eq!(seen.content.keys().copied().collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(streamed, whole, "each choice is its own text");
+    assert!(
+        seen.finish.values().all(|f| f == "stop"),
+        "{:?}",
+        seen.finish
+    );
+    assert_eq!(seen.ext["blocked"], false);
+    let trace = verified_trace(&api, &key_a, seen.ext["trace_id"].as_str().unwrap()).await;
+    assert_eq!(trace["outcome"], "ok");
+    // What the upstream was asked for: three choices.
+    assert!(mock.requests().iter().all(|r| r.body["n"] == 3));
 }
