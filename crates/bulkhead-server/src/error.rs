@@ -29,6 +29,7 @@ pub enum ProblemKind {
     ContentRefused,
     UpstreamFailed,
     UpstreamTimeout,
+    RateLimited,
     Internal,
 }
 
@@ -50,6 +51,7 @@ impl ProblemKind {
         ProblemKind::ContentRefused,
         ProblemKind::UpstreamFailed,
         ProblemKind::UpstreamTimeout,
+        ProblemKind::RateLimited,
         ProblemKind::Internal,
     ];
 
@@ -71,6 +73,7 @@ impl ProblemKind {
             ProblemKind::ContentRefused => "content-refused",
             ProblemKind::UpstreamFailed => "upstream-failed",
             ProblemKind::UpstreamTimeout => "upstream-timeout",
+            ProblemKind::RateLimited => "rate-limited",
             ProblemKind::Internal => "internal",
         }
     }
@@ -89,6 +92,7 @@ impl ProblemKind {
             ProblemKind::ContentRefused => StatusCode::BAD_REQUEST,
             ProblemKind::UpstreamFailed => StatusCode::BAD_GATEWAY,
             ProblemKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProblemKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::AuditInconsistent | ProblemKind::Internal => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -116,6 +120,7 @@ impl ProblemKind {
             ProblemKind::ContentRefused => "The request was refused by the content policy",
             ProblemKind::UpstreamFailed => "The model server failed",
             ProblemKind::UpstreamTimeout => "The model server did not answer in time",
+            ProblemKind::RateLimited => "Too many requests",
             ProblemKind::Internal => "Internal error",
         }
     }
@@ -168,6 +173,9 @@ impl ProblemKind {
             ProblemKind::UpstreamTimeout => {
                 "The upstream model server was too slow (connect, first byte, idle or total timeout). \
                  Retry later or ask for a shorter answer; the trace records which timeout fired."
+            }
+            ProblemKind::RateLimited => {
+                "Slow down and retry after a minute; repeated refusals are reported to the operator."
             }
             ProblemKind::Internal => {
                 "Retry later; operators find the cause in the server log by the time of the request."

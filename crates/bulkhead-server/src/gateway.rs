@@ -7,8 +7,13 @@
 //! asked, screening each for injected instructions; put them, with the tenant's
 //! canary, in a context message; call the upstream with the tenant's cache salt,
 //! pseudonym and credential; pass every byte of the answer through the output
-//! guard (a stream through the hold-back scanner) before it leaves; store the turn
-//! in the session; seal the decision trace and append its hash to the tenant's log.
+//! guard before it leaves, with one verdict over everything the client receives
+//! (every choice's content, refusal and audio transcript, every tool call's id,
+//! name and arguments), a stream through the joint hold-back scanner with each
+//! choice under its own index; store the turn in the session; seal the decision
+//! trace and append its hash to the tenant's log. Fields of the upstream's answer
+//! the gateway does not know were already dropped when it was read
+//! (`bulkhead_gateway::Completion`), so nothing reaches the client unscanned.
 //!
 //! Must never: send a byte of an answer the guard has not decided; let a blocked
 //! answer's text out (the client gets a content-filter notice, never whose data it
@@ -27,13 +32,19 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bulkhead_gateway::openai::{self, ChatRequest, Message, RequestError, RequestLimits};
-use bulkhead_gateway::{Completion, Gateway, GatewayConfig, NoSuchModel, Route, UpstreamError};
-use bulkhead_guard::{Action, Finding, InjectionAction, Verdict};
+use bulkhead_gateway::{
+    Answer, CHOICES_MAX, Completion, FunctionCall, Gateway, GatewayConfig, NoSuchModel, Route,
+    ToolCall, ToolCallDelta, UpstreamError,
+};
+use bulkhead_guard::{
+    Action, AnswerStream, Finding, InjectionAction, PartsOutcome, StreamOutput, Verdict,
+};
 use bulkhead_ledger::event::content_hash;
 use bulkhead_types::TenantId;
 use bulkhead_vault::{TenantCtx, Vault};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use zeroize::Zeroizing;
 
 use crate::AppState;
 use crate::audit::{Arrival, RequestId};
@@ -374,6 +385,18 @@ async fn prepare<'a>(
         system.push_str(&context_text);
         messages.push(Message::new("system", &system));
     }
+    // Everything the tenant sends through is its protected content from now on
+    // (every role: system and developer prompts, user turns, replayed assistant
+    // turns, tool results; and the session history): a model that regurgitates
+    // it to another tenant is caught. Retrieved chunks are the tenant's documents,
+    // protected already.
+    let sent: Vec<String> = req
+        .messages
+        .iter()
+        .chain(history.iter())
+        .map(Message::text)
+        .collect();
+    crate::guard::protect_sent(state, ctx.tenant(), &pack, sent).await;
     messages.extend(history);
     let new_turn: Vec<Message> = req.messages[lead..].to_vec();
     messages.extend(new_turn.iter().cloned());
@@ -497,26 +520,212 @@ fn set_latency(trace: &mut Trace, started: Instant, upstream: Duration, first: O
     };
 }
 
-/// Scans a text for the tenant; big texts off the async runtime.
-async fn scan(
+/// Answers (or streamed pieces) of this many bytes or more are scanned off the
+/// async runtime.
+const SCAN_INLINE_BYTES_MAX: usize = 16 << 10;
+
+/// The fields of one tool call that are text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallField {
+    Id,
+    Name,
+    Arguments,
+}
+
+/// One text of a choice the client receives: where it sits in the `Answer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Content,
+    Refusal,
+    Transcript,
+    /// The `i`-th tool call's id, name, or arguments (a custom call's input).
+    Tool(usize, CallField),
+    FunctionName,
+    FunctionArguments,
+}
+
+/// Every non-empty text of a choice the client would receive, with its place.
+fn answer_texts(answer: &Answer) -> Vec<(Field, &str)> {
+    let mut all: Vec<(Field, Option<&str>)> = vec![
+        (Field::Content, answer.content.as_deref()),
+        (Field::Refusal, answer.refusal.as_deref()),
+        (Field::Transcript, answer.audio_transcript.as_deref()),
+    ];
+    for (i, call) in answer.tool_calls.iter().enumerate() {
+        all.push((Field::Tool(i, CallField::Id), Some(&call.id)));
+        all.push((Field::Tool(i, CallField::Name), Some(&call.name)));
+        all.push((Field::Tool(i, CallField::Arguments), Some(&call.arguments)));
+    }
+    if let Some(f) = &answer.function_call {
+        all.push((Field::FunctionName, Some(&f.name)));
+        all.push((Field::FunctionArguments, Some(&f.arguments)));
+    }
+    all.into_iter()
+        .filter_map(|(field, text)| text.filter(|t| !t.is_empty()).map(|t| (field, t)))
+        .collect()
+}
+
+fn field_mut(answer: &mut Answer, field: Field) -> Option<&mut String> {
+    match field {
+        Field::Content => answer.content.as_mut(),
+        Field::Refusal => answer.refusal.as_mut(),
+        Field::Transcript => answer.audio_transcript.as_mut(),
+        Field::Tool(i, part) => answer.tool_calls.get_mut(i).map(|c| match part {
+            CallField::Id => &mut c.id,
+            CallField::Name => &mut c.name,
+            CallField::Arguments => &mut c.arguments,
+        }),
+        Field::FunctionName => answer.function_call.as_mut().map(|f| &mut f.name),
+        Field::FunctionArguments => answer.function_call.as_mut().map(|f| &mut f.arguments),
+    }
+}
+
+/// What a blocked choice says instead.
+fn blocked_answer() -> Answer {
+    Answer {
+        content: Some(BLOCKED_NOTICE.to_owned()),
+        ..Answer::default()
+    }
+}
+
+/// A choice's message in the OpenAI wire format: `content` always (null when
+/// there is none), every other field only when the answer has it. The audio
+/// transcript is the only part of an audio answer that is ever forwarded.
+fn message_json(answer: &Answer) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("role".into(), Value::String("assistant".into()));
+    m.insert(
+        "content".into(),
+        answer.content.clone().map_or(Value::Null, Value::String),
+    );
+    if let Some(r) = &answer.refusal {
+        m.insert("refusal".into(), Value::String(r.clone()));
+    }
+    if !answer.tool_calls.is_empty() {
+        m.insert(
+            "tool_calls".into(),
+            Value::Array(answer.tool_calls.iter().map(ToolCall::to_json).collect()),
+        );
+    }
+    if let Some(f) = &answer.function_call {
+        m.insert("function_call".into(), f.to_json());
+    }
+    if let Some(t) = &answer.audio_transcript {
+        m.insert("audio".into(), json!({"transcript": t}));
+    }
+    m
+}
+
+/// What a session keeps of a choice: its message without the audio transcript
+/// (an upstream reads an assistant's `audio` as a reference to audio it keeps).
+fn session_message(answer: &Answer) -> Message {
+    let mut m = message_json(answer);
+    m.remove("audio");
+    Message(m)
+}
+
+/// The output hash of a trace: every choice's message as delivered, in index
+/// order, the same for a whole and a streamed answer.
+fn output_hash<'a>(answers: impl Iterator<Item = &'a Answer>) -> String {
+    let messages: Vec<Value> = answers.map(|a| Value::Object(message_json(a))).collect();
+    content_hash(&serde_json::to_vec(&messages).unwrap_or_default())
+}
+
+/// One joint verdict over every text of an answer; big answers off the async
+/// runtime.
+async fn scan_parts(
     state: &AppState,
     pack: &Arc<crate::packs::Pack>,
     tenant: &TenantId,
-    text: String,
-) -> bulkhead_guard::ScanOutcome {
-    if text.len() < 16 << 10 {
-        return state.guard.guard.scan(tenant, &text, &pack.guard);
+    parts: &[&str],
+) -> PartsOutcome {
+    let bytes: usize = parts.iter().map(|p| p.len()).sum();
+    if bytes < SCAN_INLINE_BYTES_MAX {
+        return state.guard.guard.scan_parts(tenant, parts, &pack.guard);
     }
+    let count = parts.len();
+    let owned: Zeroizing<Vec<String>> =
+        Zeroizing::new(parts.iter().map(|p| (*p).to_owned()).collect());
     let (guard, tenant, pack) = (Arc::clone(&state.guard), tenant.clone(), Arc::clone(pack));
-    let text = zeroize::Zeroizing::new(text);
-    match tokio::task::spawn_blocking(move || guard.guard.scan(&tenant, &text, &pack.guard)).await {
-        Ok(outcome) => outcome,
-        Err(_) => bulkhead_guard::ScanOutcome {
-            // A panicked scan decides nothing: block rather than let text out unscanned.
-            findings: Vec::new(),
-            verdict: Verdict::Blocked,
-            redacted: None,
-        },
+    let scanned = tokio::task::spawn_blocking(move || {
+        let parts: Vec<&str> = owned.iter().map(String::as_str).collect();
+        guard.guard.scan_parts(&tenant, &parts, &pack.guard)
+    })
+    .await;
+    scanned.unwrap_or_else(|_| PartsOutcome {
+        // A panicked scan decides nothing: block rather than let text out unscanned.
+        verdict: Verdict::Blocked,
+        findings: Vec::new(),
+        redacted: vec![None; count],
+    })
+}
+
+/// A streamed answer's scan. Big pieces are scanned off the async runtime; a scan
+/// that panicked leaves no scanner, and everything after it is blocked.
+struct Scanner(Option<AnswerStream>);
+
+impl Scanner {
+    async fn run<R: Send + 'static>(
+        &mut self,
+        bytes: usize,
+        scan: impl FnOnce(&mut AnswerStream) -> R + Send + 'static,
+    ) -> Option<R> {
+        if bytes < SCAN_INLINE_BYTES_MAX {
+            return self.0.as_mut().map(scan);
+        }
+        let mut stream = self.0.take()?;
+        let done = tokio::task::spawn_blocking(move || {
+            let out = scan(&mut stream);
+            (stream, out)
+        })
+        .await;
+        let (stream, out) = done.ok()?;
+        self.0 = Some(stream);
+        Some(out)
+    }
+
+    async fn push(&mut self, part: usize, text: String) -> StreamOutput {
+        let text = Zeroizing::new(text);
+        let bytes = text.len();
+        self.run(bytes, move |s| s.push(part, &text))
+            .await
+            .unwrap_or_else(|| StreamOutput {
+                blocked: true,
+                ..StreamOutput::default()
+            })
+    }
+}
+
+/// The part id of a streamed text of a choice: three per choice (content,
+/// refusal, audio transcript); the parts of tool calls, scanned when the stream
+/// ends, are numbered from `TOOL_PARTS_FIRST`.
+fn stream_part(choice: u32, field: Field) -> usize {
+    let offset = match field {
+        Field::Refusal => 1,
+        Field::Transcript => 2,
+        _ => 0,
+    };
+    choice as usize * 3 + offset
+}
+
+const TOOL_PARTS_FIRST: usize = CHOICES_MAX * 3;
+
+/// The field of a streamed part id below `TOOL_PARTS_FIRST`.
+fn stream_field(part: usize) -> (u32, Field) {
+    let field = match part % 3 {
+        0 => Field::Content,
+        1 => Field::Refusal,
+        _ => Field::Transcript,
+    };
+    ((part / 3) as u32, field)
+}
+
+/// A delta carrying one piece of a streamed text field.
+fn text_delta(field: Field, text: &str) -> Value {
+    match field {
+        Field::Refusal => json!({"refusal": text}),
+        Field::Transcript => json!({"audio": {"transcript": text}}),
+        _ => json!({"content": text}),
     }
 }
 
@@ -565,39 +774,6 @@ impl Decision {
     }
 }
 
-/// Scans tool-call arguments one by one; a blocked one blocks the answer, a
-/// redacted one is replaced.
-async fn scan_tool_calls(
-    state: &AppState,
-    pack: &Arc<crate::packs::Pack>,
-    tenant: &TenantId,
-    calls: &mut Value,
-    decision: &mut Decision,
-) {
-    let Some(list) = calls.as_array_mut() else {
-        return;
-    };
-    for call in list {
-        let Some(args) = call
-            .pointer_mut("/function/arguments")
-            .and_then(|a| a.as_str().map(str::to_owned))
-        else {
-            continue;
-        };
-        let outcome = scan(state, pack, tenant, args.clone()).await;
-        decision.findings.extend(outcome.findings.iter().cloned());
-        match outcome.verdict {
-            Verdict::Blocked => decision.blocked = true,
-            Verdict::Redacted => {
-                if let Some(slot) = call.pointer_mut("/function/arguments") {
-                    *slot = Value::String(outcome.redacted.clone().unwrap_or_default());
-                }
-            }
-            Verdict::Allow => {}
-        }
-    }
-}
-
 fn extension(trace: &Trace, overhead: Duration) -> Value {
     json!({
         "trace_id": trace.id,
@@ -638,23 +814,37 @@ async fn whole_chat(
             return upstream_failed(state, ctx, rid, &pack, trace, (started, upstream), e).await;
         }
     };
-    let Completion {
-        content,
-        refusal,
-        mut tool_calls,
-        finish_reason,
-        usage,
-    } = completion;
-    let mut decision = Decision::default();
-    let mut delivered = None;
-    if let Some(text) = content.or(refusal.clone()) {
-        let outcome = scan(state, &pack, ctx.tenant(), text.clone()).await;
-        decision.blocked |= outcome.verdict == Verdict::Blocked;
-        delivered = outcome.output(&text).map(str::to_owned);
-        decision.findings.extend(outcome.findings);
-    }
-    if let Some(calls) = &mut tool_calls {
-        scan_tool_calls(state, &pack, ctx.tenant(), calls, &mut decision).await;
+    let Completion { mut choices, usage } = completion;
+
+    // One verdict over every text of every choice: a leak cut across choices,
+    // tool calls or fields is judged whole.
+    let (slots, texts): (Vec<(usize, Field)>, Vec<&str>) = choices
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            answer_texts(&c.message)
+                .into_iter()
+                .map(move |(field, text)| ((i, field), text))
+        })
+        .unzip();
+    let outcome = scan_parts(state, &pack, ctx.tenant(), &texts).await;
+    drop(texts);
+    let decision = Decision {
+        blocked: outcome.verdict == Verdict::Blocked,
+        findings: outcome.findings.into_iter().map(|(_, f)| f).collect(),
+    };
+    if decision.blocked {
+        for c in &mut choices {
+            c.message = blocked_answer();
+            c.finish_reason = "content_filter".into();
+        }
+    } else {
+        for ((i, field), redacted) in slots.into_iter().zip(outcome.redacted) {
+            if let (Some(text), Some(slot)) = (redacted, field_mut(&mut choices[i].message, field))
+            {
+                *slot = text;
+            }
+        }
     }
     state
         .traffic
@@ -662,40 +852,17 @@ async fn whole_chat(
     if let Err(e) = report_leak(state, ctx, rid, &decision.findings).await {
         return e.into_response();
     }
-    let (content, tool_calls, finish_reason) = if decision.blocked {
-        (
-            Some(BLOCKED_NOTICE.to_owned()),
-            None,
-            "content_filter".to_owned(),
-        )
-    } else {
-        (delivered, tool_calls, finish_reason)
-    };
     trace.guard = decision.summary();
     trace.outcome = decision.outcome().into();
-    trace.finish_reason = Some(finish_reason.clone());
+    trace.finish_reason = choices.first().map(|c| c.finish_reason.clone());
     trace.usage = usage.clone();
-    let mut answer = serde_json::Map::new();
-    answer.insert("role".into(), Value::String("assistant".into()));
-    answer.insert(
-        "content".into(),
-        content.clone().map_or(Value::Null, Value::String),
-    );
-    if let Some(calls) = &tool_calls {
-        answer.insert("tool_calls".into(), calls.clone());
-    }
-    if refusal.is_some() && !decision.blocked {
-        answer.insert("refusal".into(), answer["content"].clone());
-        answer.insert("content".into(), Value::Null);
-    }
-    trace.output_hash = Some(content_hash(
-        &serde_json::to_vec(&answer).unwrap_or_default(),
-    ));
+    trace.output_hash = Some(output_hash(choices.iter().map(|c| &c.message)));
     set_latency(&mut trace, started, upstream, None);
 
-    if let Some(s) = &mut session {
+    // A session keeps choice 0, the one a client continues with.
+    if let (Some(s), Some(first)) = (&mut session, choices.first()) {
         let mut turn = new_turn;
-        turn.push(Message(answer.clone()));
+        turn.push(session_message(&first.message));
         if let Err(e) = s.append(state, ctx, turn, &trace.id).await {
             return e.into_response();
         }
@@ -705,17 +872,23 @@ async fn whole_chat(
     }
     let overhead = started.elapsed().saturating_sub(upstream);
     state.metrics.model_call(&trace.outcome, overhead);
+    let choices: Vec<Value> = choices
+        .iter()
+        .map(|c| {
+            json!({
+                "index": c.index,
+                "message": Value::Object(message_json(&c.message)),
+                "logprobs": Value::Null,
+                "finish_reason": c.finish_reason,
+            })
+        })
+        .collect();
     let mut body = json!({
         "id": completion_id(&trace.id),
         "object": "chat.completion",
         "created": state.vault.now().0 / 1000,
         "model": req.model,
-        "choices": [{
-            "index": 0,
-            "message": Value::Object(answer),
-            "logprobs": Value::Null,
-            "finish_reason": finish_reason,
-        }],
+        "choices": choices,
         "bulkhead": extension(&trace, overhead),
     });
     if let Some(u) = usage {
@@ -822,13 +995,13 @@ enum Stop {
 }
 
 impl StreamJob {
-    fn frame(&self, delta: Value, finish: Option<&str>, ext: Option<Value>) -> Bytes {
+    fn frame(&self, index: u32, delta: Value, finish: Option<&str>, ext: Option<Value>) -> Bytes {
         let mut chunk = json!({
             "id": completion_id(&self.prepared.trace.id),
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": Value::Null, "finish_reason": finish}],
+            "choices": [{"index": index, "delta": delta, "logprobs": Value::Null, "finish_reason": finish}],
         });
         if let Some(ext) = ext {
             chunk["bulkhead"] = ext;
@@ -845,23 +1018,62 @@ impl StreamJob {
         )
     }
 
+    /// Sends a choice's role, once: the first frame of that choice.
+    async fn start_choice(&self, sent: &mut BTreeMap<u32, Answer>, index: u32) -> bool {
+        if sent.contains_key(&index) {
+            return true;
+        }
+        sent.insert(index, Answer::default());
+        self.send(self.frame(
+            index,
+            json!({"role": "assistant", "content": ""}),
+            None,
+            None,
+        ))
+        .await
+    }
+
+    /// Sends released text of one field of a choice, and remembers it as delivered.
+    async fn deliver(
+        &self,
+        sent: &mut BTreeMap<u32, Answer>,
+        index: u32,
+        field: Field,
+        text: String,
+    ) -> bool {
+        let frame = self.frame(index, text_delta(field, &text), None, None);
+        let answer = sent.entry(index).or_default();
+        let slot = match field {
+            Field::Refusal => &mut answer.refusal,
+            Field::Transcript => &mut answer.audio_transcript,
+            _ => &mut answer.content,
+        };
+        slot.get_or_insert_with(String::new).push_str(&text);
+        self.send(frame).await
+    }
+
     async fn run(mut self, mut upstream: bulkhead_gateway::ChatStream) {
         let state = self.state.clone();
         let tenant = self.ctx.tenant().clone();
-        let mut scanner = state.guard.guard.stream(&tenant, &self.prepared.pack.guard);
+        let mut scanner = Scanner(Some(
+            state
+                .guard
+                .guard
+                .answer_stream(&tenant, &self.prepared.pack.guard),
+        ));
         let mut decision = Decision::default();
-        let mut delivered = String::new();
-        let mut tools: BTreeMap<u64, Value> = BTreeMap::new();
-        let (mut finish_reason, mut usage, mut first_token) = (None, None, None);
+        // What each choice was sent, by index; a choice is here once its role was.
+        let mut sent: BTreeMap<u32, Answer> = BTreeMap::new();
+        let mut finish_reasons: BTreeMap<u32, String> = BTreeMap::new();
+        let mut tools: BTreeMap<(u32, u32), ToolCall> = BTreeMap::new();
+        let mut functions: BTreeMap<u32, FunctionCall> = BTreeMap::new();
+        let (mut usage, mut first_token) = (None, None);
         let mut stop: Option<Stop> = None;
 
-        if !self
-            .send(self.frame(json!({"role": "assistant", "content": ""}), None, None))
-            .await
-        {
+        if !self.start_choice(&mut sent, 0).await {
             stop = Some(Stop::Client);
         }
-        while stop.is_none() && !decision.blocked {
+        'read: while stop.is_none() && !decision.blocked {
             let asked = Instant::now();
             // A client that leaves is noticed at once, not at the next send: the
             // scanner may hold a slow drip back for a long time.
@@ -881,30 +1093,44 @@ impl StreamJob {
                 }
                 Some(Ok(d)) => d,
             };
-            if let Some(text) = delta.content.or(delta.refusal) {
-                first_token.get_or_insert_with(|| self.prepared.started.elapsed());
-                let out = scanner.push(&text);
-                decision.findings.extend(out.findings);
-                if out.blocked {
-                    decision.blocked = true;
-                    break;
-                }
-                if !out.release.is_empty() {
-                    delivered.push_str(&out.release);
-                    let frame = self.frame(json!({"content": out.release}), None, None);
-                    if !self.send(frame).await {
-                        stop = Some(Stop::Client);
-                    }
-                }
-            }
-            if let Some(calls) = delta.tool_calls {
-                merge_tool_calls(&mut tools, &calls);
-            }
-            if delta.finish_reason.is_some() {
-                finish_reason = delta.finish_reason;
-            }
             if delta.usage.is_some() {
                 usage = delta.usage;
+            }
+            for choice in delta.choices {
+                let index = choice.index;
+                if !self.start_choice(&mut sent, index).await {
+                    stop = Some(Stop::Client);
+                    break 'read;
+                }
+                // Each choice's texts are parts of their own: what is sent stays
+                // under the choice's index, and the verdict is over all of them.
+                for (field, text) in [
+                    (Field::Content, choice.content),
+                    (Field::Refusal, choice.refusal),
+                    (Field::Transcript, choice.audio_transcript),
+                ] {
+                    let Some(text) = text else { continue };
+                    first_token.get_or_insert_with(|| self.prepared.started.elapsed());
+                    let out = scanner.push(stream_part(index, field), text).await;
+                    decision.findings.extend(out.findings);
+                    if out.blocked {
+                        decision.blocked = true;
+                        break 'read;
+                    }
+                    if !out.release.is_empty()
+                        && !self.deliver(&mut sent, index, field, out.release).await
+                    {
+                        stop = Some(Stop::Client);
+                        break 'read;
+                    }
+                }
+                merge_tool_calls(&mut tools, index, &choice.tool_calls);
+                if let Some(piece) = &choice.function_call {
+                    functions.entry(index).or_default().merge(piece);
+                }
+                if let Some(reason) = choice.finish_reason {
+                    finish_reasons.insert(index, reason);
+                }
             }
         }
         // Closing the upstream connection now, not when the trace is written.
@@ -913,40 +1139,109 @@ impl StreamJob {
             // The scan stopped at the block; ending it closes what was still open
             // (a cluster of another tenant's fingerprints), so the block carries its
             // finding. Nothing is released once blocked.
-            let out = scanner.finish();
-            debug_assert!(out.release.is_empty());
-            decision.findings.extend(out.findings);
-        }
-
-        if !decision.blocked && !matches!(stop, Some(Stop::Client)) {
-            // Whatever the scanner still holds is decided now; on an upstream fault
-            // the part already received is still the tenant's to see, scanned.
-            let out = scanner.finish();
-            decision.findings.extend(out.findings);
-            if out.blocked {
-                decision.blocked = true;
-            } else if !out.release.is_empty() {
-                delivered.push_str(&out.release);
-                let frame = self.frame(json!({"content": out.release}), None, None);
-                if !self.send(frame).await {
-                    stop = Some(Stop::Client);
+            if let Some(outs) = scanner.run(0, |s| s.finish()).await {
+                for (_, out) in outs {
+                    debug_assert!(out.release.is_empty());
+                    decision.findings.extend(out.findings);
                 }
             }
         }
-        if !tools.is_empty() && !decision.blocked && stop.is_none() {
-            let mut calls = Value::Array(tools.into_values().collect());
-            scan_tool_calls(
-                &state,
-                &self.prepared.pack,
-                &tenant,
-                &mut calls,
-                &mut decision,
-            )
-            .await;
+
+        if !decision.blocked && !matches!(stop, Some(Stop::Client)) {
+            // Tool calls, merged by choice and index, are scanned whole with the
+            // rest of the answer, and only when the upstream finished: a cut answer
+            // sends none. Whatever the scanner still holds is decided now; on an
+            // upstream fault the part already received is still the tenant's to
+            // see, scanned.
+            let mut calls: BTreeMap<u32, Answer> = BTreeMap::new();
+            if stop.is_none() {
+                for ((choice, _), call) in std::mem::take(&mut tools) {
+                    calls.entry(choice).or_default().tool_calls.push(call);
+                }
+                for (choice, call) in std::mem::take(&mut functions) {
+                    calls.entry(choice).or_default().function_call = Some(call);
+                }
+            }
+            let mut slots: Vec<(usize, u32, Field)> = Vec::new();
+            let mut texts: Vec<(usize, String)> = Vec::new();
+            for (choice, answer) in &calls {
+                for (field, text) in answer_texts(answer) {
+                    let part = TOOL_PARTS_FIRST + texts.len();
+                    slots.push((part, *choice, field));
+                    texts.push((part, text.to_owned()));
+                }
+            }
+            let texts = Zeroizing::new(texts);
+            let bytes = texts.iter().map(|(_, t)| t.len()).sum();
+            let outs = scanner
+                .run(bytes, move |s| {
+                    let mut outs: Vec<(usize, StreamOutput)> = texts
+                        .iter()
+                        .map(|(part, text)| (*part, s.push(*part, text)))
+                        .collect();
+                    outs.extend(s.finish());
+                    outs
+                })
+                .await;
+            let mut released: BTreeMap<usize, String> = BTreeMap::new();
+            match outs {
+                None => decision.blocked = true,
+                Some(outs) => {
+                    for (part, out) in outs {
+                        decision.findings.extend(out.findings);
+                        decision.blocked |= out.blocked;
+                        released.entry(part).or_default().push_str(&out.release);
+                    }
+                }
+            }
             if !decision.blocked {
-                let frame = self.frame(json!({"tool_calls": calls}), None, None);
-                if !self.send(frame).await {
-                    stop = Some(Stop::Client);
+                for (part, text) in &released {
+                    if *part >= TOOL_PARTS_FIRST || text.is_empty() {
+                        continue;
+                    }
+                    let (index, field) = stream_field(*part);
+                    if !self.deliver(&mut sent, index, field, text.clone()).await {
+                        stop = Some(Stop::Client);
+                        break;
+                    }
+                }
+                for (part, choice, field) in slots {
+                    let text = released.remove(&part).unwrap_or_default();
+                    if let Some(slot) = calls.get_mut(&choice).and_then(|a| field_mut(a, field)) {
+                        *slot = text;
+                    }
+                }
+                for (index, answer) in calls {
+                    if stop.is_some() {
+                        break;
+                    }
+                    let mut delta = serde_json::Map::new();
+                    if !answer.tool_calls.is_empty() {
+                        let list: Vec<Value> = answer
+                            .tool_calls
+                            .iter()
+                            .enumerate()
+                            .map(|(i, call)| {
+                                let mut call = call.to_json();
+                                call["index"] = Value::from(i);
+                                call
+                            })
+                            .collect();
+                        delta.insert("tool_calls".into(), Value::Array(list));
+                    }
+                    if let Some(f) = &answer.function_call {
+                        delta.insert("function_call".into(), f.to_json());
+                    }
+                    let ok = self.start_choice(&mut sent, index).await
+                        && self
+                            .send(self.frame(index, Value::Object(delta), None, None))
+                            .await;
+                    let delivered = sent.entry(index).or_default();
+                    delivered.tool_calls = answer.tool_calls;
+                    delivered.function_call = answer.function_call;
+                    if !ok {
+                        stop = Some(Stop::Client);
+                    }
                 }
             }
         }
@@ -959,8 +1254,10 @@ impl StreamJob {
         trace.guard = decision.summary();
         trace.usage = usage.clone();
         if decision.blocked {
-            delivered = BLOCKED_NOTICE.to_owned();
-            finish_reason = Some("content_filter".into());
+            for (index, answer) in &mut sent {
+                *answer = blocked_answer();
+                finish_reasons.insert(*index, "content_filter".into());
+            }
         }
         trace.outcome = match &stop {
             _ if decision.blocked => "blocked".into(),
@@ -972,8 +1269,14 @@ impl StreamJob {
             tracing::warn!(trace = %trace.id, upstream = %trace.upstream, error = %e, "stream failed at the upstream");
             trace.error = Some(e.to_string());
         }
-        trace.finish_reason = finish_reason.clone();
-        trace.output_hash = Some(content_hash(delivered.as_bytes()));
+        let finish_of = |index: &u32| {
+            finish_reasons
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| "stop".into())
+        };
+        trace.finish_reason = sent.keys().next().map(finish_of);
+        trace.output_hash = Some(output_hash(sent.values()));
         set_latency(
             &mut trace,
             self.prepared.started,
@@ -982,12 +1285,15 @@ impl StreamJob {
         );
         self.prepared.trace = trace;
 
-        // The session keeps what the client was given, when it was given all of it.
+        // The session keeps what the client was given of choice 0, when it was
+        // given all of it.
         let mut stored = Ok(());
         let complete = decision.blocked || stop.is_none();
-        if let (Some(session), true) = (&mut self.prepared.session, complete) {
+        if let (Some(session), Some(first), true) =
+            (&mut self.prepared.session, sent.values().next(), complete)
+        {
             let mut turn = std::mem::take(&mut self.prepared.new_turn);
-            turn.push(Message::new("assistant", &delivered));
+            turn.push(session_message(first));
             stored = session
                 .append(&state, &self.ctx, turn, &self.prepared.trace.id)
                 .await;
@@ -1030,21 +1336,24 @@ impl StreamJob {
             let _ = self.send(Bytes::from(format!("data: {event}\n\n"))).await;
             return;
         }
-        let last = if decision.blocked {
-            self.frame(
-                json!({"content": BLOCKED_NOTICE}),
-                Some("content_filter"),
-                Some(ext),
-            )
-        } else {
-            self.frame(
-                json!({}),
-                Some(finish_reason.as_deref().unwrap_or("stop")),
-                Some(ext),
-            )
-        };
-        if !self.send(last).await {
-            return;
+        // Every choice that started ends with its own finish (the notice, when
+        // blocked); the last frame carries the extension.
+        let indexes: Vec<u32> = sent.keys().copied().collect();
+        for (n, index) in indexes.iter().enumerate() {
+            let ext = (n + 1 == indexes.len()).then(|| ext.clone());
+            let last = if decision.blocked {
+                self.frame(
+                    *index,
+                    json!({"content": BLOCKED_NOTICE}),
+                    Some("content_filter"),
+                    ext,
+                )
+            } else {
+                self.frame(*index, json!({}), Some(&finish_of(index)), ext)
+            };
+            if !self.send(last).await {
+                return;
+            }
         }
         if self.include_usage
             && let Some(u) = usage
@@ -1092,33 +1401,16 @@ fn placeholder_trace() -> Trace {
     }
 }
 
-/// Merges streamed tool-call pieces by their `index`: ids, types and names are
-/// set once, arguments arrive in pieces and are concatenated.
-fn merge_tool_calls(tools: &mut BTreeMap<u64, Value>, calls: &Value) {
-    let Some(list) = calls.as_array() else {
-        return;
-    };
-    for piece in list {
-        let index = piece.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let entry = tools.entry(index).or_insert_with(|| {
-            json!({"index": index, "id": "", "type": "function", "function": {"name": "", "arguments": ""}})
-        });
-        for field in ["id", "type"] {
-            if let Some(v) = piece.get(field).and_then(Value::as_str) {
-                entry[field] = Value::String(v.to_owned());
-            }
-        }
-        if let Some(name) = piece.pointer("/function/name").and_then(Value::as_str) {
-            entry["function"]["name"] = Value::String(name.to_owned());
-        }
-        if let Some(args) = piece.pointer("/function/arguments").and_then(Value::as_str) {
-            let mut joined = entry["function"]["arguments"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            joined.push_str(args);
-            entry["function"]["arguments"] = Value::String(joined);
-        }
+/// Merges streamed tool-call pieces by choice and by their `index` within it:
+/// ids, types and names are set when a piece has them, arguments (or a custom
+/// call's input) arrive in pieces and are concatenated.
+fn merge_tool_calls(
+    tools: &mut BTreeMap<(u32, u32), ToolCall>,
+    choice: u32,
+    pieces: &[ToolCallDelta],
+) {
+    for piece in pieces {
+        tools.entry((choice, piece.index)).or_default().merge(piece);
     }
 }
 
@@ -1196,19 +1488,89 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tool_call_pieces_merge_by_index() {
+    fn tool_call_pieces_merge_by_choice_and_index() {
+        use bulkhead_gateway::ToolKind;
+        let piece = |index, id: Option<&str>, name: Option<&str>, args: &str| ToolCallDelta {
+            index,
+            id: id.map(str::to_owned),
+            kind: id.map(|_| ToolKind::Function),
+            name: name.map(str::to_owned),
+            arguments: Some(args.to_owned()),
+        };
         let mut tools = BTreeMap::new();
         merge_tool_calls(
             &mut tools,
-            &json!([{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\""}}]),
+            0,
+            &[piece(0, Some("call_1"), Some("f"), "{\"a\"")],
         );
+        // Choice 1's call 0 is another call than choice 0's.
+        merge_tool_calls(&mut tools, 1, &[piece(0, Some("call_9"), Some("h"), "{}")]);
         merge_tool_calls(
             &mut tools,
-            &json!([{"index": 0, "function": {"arguments": ":1}"}}, {"index": 1, "id": "call_2", "function": {"name": "g"}}]),
+            0,
+            &[
+                piece(0, None, None, ":1}"),
+                piece(1, Some("call_2"), Some("g"), ""),
+            ],
         );
-        assert_eq!(tools[&0]["function"]["arguments"], "{\"a\":1}");
-        assert_eq!(tools[&0]["id"], "call_1");
-        assert_eq!(tools[&1]["function"]["name"], "g");
+        assert_eq!(tools[&(0, 0)].arguments, "{\"a\":1}");
+        assert_eq!(tools[&(0, 0)].id, "call_1");
+        assert_eq!(tools[&(0, 1)].name, "g");
+        assert_eq!(tools[&(1, 0)].arguments, "{}");
+        assert_eq!(tools.len(), 3);
+    }
+
+    #[test]
+    fn every_text_of_an_answer_is_a_part_and_goes_back_in_place() {
+        let mut answer = Answer {
+            content: Some("c".into()),
+            refusal: None,
+            tool_calls: vec![ToolCall {
+                id: "i".into(),
+                name: "n".into(),
+                arguments: "a".into(),
+                ..ToolCall::default()
+            }],
+            function_call: Some(FunctionCall {
+                name: "fn".into(),
+                arguments: String::new(),
+            }),
+            audio_transcript: Some("t".into()),
+        };
+        let texts: Vec<(Field, String)> = answer_texts(&answer)
+            .into_iter()
+            .map(|(f, t)| (f, t.to_owned()))
+            .collect();
+        let got: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            got,
+            ["c", "t", "i", "n", "a", "fn"],
+            "empty texts are no parts"
+        );
+        for (field, text) in &texts {
+            *field_mut(&mut answer, *field).unwrap() = text.to_uppercase();
+        }
+        let m = message_json(&answer);
+        assert_eq!(m["content"], "C");
+        assert_eq!(m["audio"], json!({"transcript": "T"}));
+        assert_eq!(
+            m["tool_calls"],
+            json!([{"id": "I", "type": "function", "function": {"name": "N", "arguments": "A"}}])
+        );
+        assert_eq!(m["function_call"], json!({"name": "FN", "arguments": ""}));
+        assert!(!m.contains_key("refusal"));
+        assert!(!session_message(&answer).0.contains_key("audio"));
+    }
+
+    #[test]
+    fn stream_parts_map_back_to_their_choice_and_field() {
+        for choice in 0..CHOICES_MAX as u32 {
+            for field in [Field::Content, Field::Refusal, Field::Transcript] {
+                let part = stream_part(choice, field);
+                assert!(part < TOOL_PARTS_FIRST);
+                assert_eq!(stream_field(part), (choice, field));
+            }
+        }
     }
 
     #[test]

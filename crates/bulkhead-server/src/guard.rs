@@ -32,22 +32,100 @@ pub struct GuardState {
     pub guard: Guard,
     pub policy: Policy,
     pub text_bytes_max: usize,
+    /// How long what a tenant sends through stays protected, unless its pack says
+    /// otherwise (`retention.prompt_window_secs`).
+    pub prompt_window_ms: i64,
+    /// `/v1/guard/scan` answers that matched another tenant, per key per minute.
+    scan_hits: std::sync::Mutex<std::collections::HashMap<String, (i64, u32)>>,
 }
+
+/// Per tenant, the record generations of its documents and of its protected
+/// prompts that this replica last loaded.
+pub type SyncSeen = std::collections::HashMap<TenantId, ((i64, u64), (i64, u64))>;
+
+/// Cross-tenant hits one key may get from `/v1/guard/scan` per minute before it is
+/// refused (429): the endpoint must not become an oracle for what others hold.
+pub const SCAN_HITS_PER_MINUTE_MAX: u32 = 5;
+/// Keys tracked by that limiter at once (the oldest minute's entries go first).
+const SCAN_HIT_KEYS_MAX: usize = 10_000;
+/// Above this much text to protect, the evidence is computed off the runtime.
+const PROTECT_INLINE_BYTES_MAX: usize = 16 << 10;
 
 impl GuardState {
     /// The guard with its fingerprint key derived from the server secret, and the
     /// default policy.
     pub fn new(vault: &Vault) -> Self {
+        Self::with_prompt_window(
+            vault,
+            bulkhead_guard::GuardLimits::default().ephemeral_ttl_ms / 1000,
+        )
+    }
+
+    /// The guard with the server-wide protection window for what tenants send.
+    pub fn with_prompt_window(vault: &Vault, prompt_window_secs: i64) -> Self {
         let key = vault.derive_server_key("bulkhead/guard-fingerprints/v1");
         let mut bytes = [0u8; 32];
         bytes.copy_from_slice(key.expose());
-        let guard = Guard::new(bytes, bulkhead_guard::GuardLimits::default());
+        let limits = bulkhead_guard::GuardLimits {
+            ephemeral_ttl_ms: prompt_window_secs.saturating_mul(1000),
+            ..bulkhead_guard::GuardLimits::default()
+        };
+        let guard = Guard::new(bytes, limits);
         bulkhead_crypto::wipe(&mut bytes);
         Self {
             guard,
             policy: Policy::default(),
             text_bytes_max: 1 << 20,
+            prompt_window_ms: prompt_window_secs.saturating_mul(1000),
+            scan_hits: std::sync::Mutex::default(),
         }
+    }
+
+    /// Counts a cross-tenant hit of `/v1/guard/scan` for a key; false once the key
+    /// is past `SCAN_HITS_PER_MINUTE_MAX` this minute.
+    fn scan_hit_allowed(&self, key: &str, now_ms: i64) -> bool {
+        let minute = now_ms / 60_000;
+        let mut g = self
+            .scan_hits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.len() >= SCAN_HIT_KEYS_MAX {
+            g.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = g.entry(key.to_owned()).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= SCAN_HITS_PER_MINUTE_MAX
+    }
+
+    /// Whether a key is already past the scan limit this minute.
+    fn scan_refused(&self, key: &str, now_ms: i64) -> bool {
+        let g = self
+            .scan_hits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.get(key)
+            .is_some_and(|(m, n)| *m == now_ms / 60_000 && *n >= SCAN_HITS_PER_MINUTE_MAX)
+    }
+
+    /// Loads a tenant's stored evidence of ephemeral content (after a restart, or
+    /// written by another replica). Evidence already known is skipped.
+    async fn load_evidence(&self, vault: &Vault, tenant: &TenantId) -> anyhow::Result<usize> {
+        let now = vault.now().0;
+        let mut n = 0;
+        for body in vault.guard_evidence(tenant).await? {
+            match bulkhead_guard::Evidence::from_bytes(&body) {
+                Some(ev) => {
+                    self.guard.load_evidence(tenant, &ev, now);
+                    n += 1;
+                }
+                None => tracing::warn!(tenant = %tenant,
+                    "a stored guard evidence record has an unknown format; it is ignored"),
+            }
+        }
+        Ok(n)
     }
 
     /// Gives a new tenant its first canary, stored sealed so it survives restarts.
@@ -88,11 +166,7 @@ impl GuardState {
     /// reloaded. Between a write on another replica and the next sync, this
     /// replica scans with what it had (canaries of tenants it knows, older
     /// fingerprints): the bounded delay is the sync interval.
-    pub async fn sync_shared(
-        &self,
-        vault: &Vault,
-        seen: &mut std::collections::HashMap<TenantId, (i64, u64)>,
-    ) -> anyhow::Result<usize> {
+    pub async fn sync_shared(&self, vault: &Vault, seen: &mut SyncSeen) -> anyhow::Result<usize> {
         let mut present = std::collections::HashSet::new();
         let mut reloaded = 0;
         let mut cursor = None::<String>;
@@ -104,8 +178,22 @@ impl GuardState {
                     .store()
                     .record_generation(&tenant.id, bulkhead_types::RecordKind::DOCUMENT)
                     .await?;
-                if seen.get(&tenant.id) == Some(&generation) {
-                    continue;
+                let evidence = vault
+                    .store()
+                    .record_generation(&tenant.id, bulkhead_types::RecordKind::GUARD_EVIDENCE)
+                    .await?;
+                match seen.get(&tenant.id) {
+                    Some((g, _)) if *g == generation => {
+                        // Documents unchanged: only new protected prompts to add
+                        // (known ones are skipped).
+                        if seen.get(&tenant.id).is_some_and(|(_, e)| *e != evidence) {
+                            self.load_evidence(vault, &tenant.id).await?;
+                            seen.insert(tenant.id.clone(), (generation, evidence));
+                            reloaded += 1;
+                        }
+                        continue;
+                    }
+                    _ => {}
                 }
                 // Reload the tenant whole: drop what this replica held (its
                 // fingerprints are refcounted per document, so re-adding alone
@@ -117,7 +205,8 @@ impl GuardState {
                 for doc in vault.documents_of(&tenant.id).await? {
                     self.index(&tenant.id, &doc.id, &doc.text).await;
                 }
-                seen.insert(tenant.id.clone(), generation);
+                self.load_evidence(vault, &tenant.id).await?;
+                seen.insert(tenant.id.clone(), (generation, evidence));
                 reloaded += 1;
             }
             match next {
@@ -143,6 +232,7 @@ impl GuardState {
     pub async fn rebuild(&self, vault: &Vault) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
         let (mut tenants, mut documents, mut cursor) = (0usize, 0usize, None::<String>);
+        let mut ephemeral = 0usize;
         loop {
             let (page, next) = vault.list_tenants(cursor.as_deref(), 100).await?;
             for tenant in &page {
@@ -159,6 +249,7 @@ impl GuardState {
                     self.index(&tenant.id, &doc.id, &doc.text).await;
                     documents += 1;
                 }
+                ephemeral += self.load_evidence(vault, &tenant.id).await?;
                 tenants += 1;
                 if tenants.is_multiple_of(1000) {
                     tracing::info!(
@@ -176,8 +267,9 @@ impl GuardState {
         tracing::info!(
             tenants,
             documents,
+            ephemeral,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "output guard ready: canaries and fingerprints of every tenant loaded"
+            "output guard ready: canaries, document evidence and protected prompts of every tenant loaded"
         );
         Ok(())
     }
@@ -342,6 +434,76 @@ async fn contain(state: &AppState, ctx: &TenantCtx, rid: &RequestId) -> ApiResul
         .await
 }
 
+/// Protects what a tenant sent through (every message of a call, whatever its
+/// role: system and developer prompts, user turns, assistant turns it replays,
+/// tool results; and the session history sent with it) for its pack's window, so
+/// a model that regurgitates it to another tenant is caught. The keyed evidence
+/// goes to the store in the background, sealed, for other replicas and restarts.
+pub(crate) async fn protect_sent(
+    state: &AppState,
+    tenant: &TenantId,
+    pack: &crate::packs::Pack,
+    texts: Vec<String>,
+) {
+    let window_ms = pack
+        .retention
+        .prompt_window_secs
+        .map_or(state.guard.prompt_window_ms, |s| {
+            i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)
+        });
+    let now = state.vault.now().0;
+    let bytes: usize = texts.iter().map(String::len).sum();
+    let texts = Zeroizing::new(texts);
+    let evidence = if bytes <= PROTECT_INLINE_BYTES_MAX {
+        protect_all(&state.guard, tenant, &texts, now, window_ms)
+    } else {
+        let (me, t) = (Arc::clone(&state.guard), tenant.clone());
+        tokio::task::spawn_blocking(move || protect_all(&me, &t, &texts, now, window_ms))
+            .await
+            .unwrap_or_default()
+    };
+    if evidence.is_empty() {
+        return;
+    }
+    let (vault, tenant) = (Arc::clone(&state.vault), tenant.clone());
+    tokio::spawn(async move {
+        for ev in evidence {
+            let id = format!("{:032x}", ev.digest);
+            if let Err(e) = vault
+                .put_guard_evidence(
+                    &tenant,
+                    &id,
+                    &ev.to_bytes(),
+                    bulkhead_types::UnixMillis(ev.expires_at_ms),
+                )
+                .await
+            {
+                tracing::warn!(tenant = %tenant, error = %e,
+                    "protected-prompt evidence not stored: this replica protects it, other replicas and a restart will not");
+            }
+        }
+    });
+}
+
+fn protect_all(
+    guard: &GuardState,
+    tenant: &TenantId,
+    texts: &[String],
+    now: i64,
+    window_ms: i64,
+) -> Vec<bulkhead_guard::Evidence> {
+    texts
+        .iter()
+        .filter_map(|t| guard.guard.protect_for(tenant, t, now, window_ms))
+        .collect()
+}
+
+/// Forgets protected prompts whose window ended (their sealed records are deleted
+/// by the retention sweeper).
+pub fn expire_protected(state: &AppState) -> usize {
+    state.guard.guard.expire_ephemeral(state.vault.now().0)
+}
+
 /// `POST /v1/guard/scan`: the guard as a sidecar. The tenant is the key's.
 /// How often a replica on a shared store syncs its guard with the others'
 /// writes.
@@ -356,6 +518,7 @@ pub fn spawn_shared_sync(state: AppState) {
     tokio::spawn(async move {
         let mut seen = std::collections::HashMap::new();
         loop {
+            expire_protected(&state);
             match state.guard.sync_shared(&state.vault, &mut seen).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(
@@ -417,6 +580,21 @@ pub async fn scan(
         }));
     }
 
+    let now = state.vault.now().0;
+    let key = ctx.key_id().to_string();
+    if guard.scan_refused(&key, now) {
+        // Past the limit the text is not even scanned: nothing more is learnt.
+        Trail::tenant(&state, &ctx, "guard.scan", &rid)
+            .denied("rate_limited")
+            .record(tenant_log)
+            .await?;
+        return Err(ApiError::new(
+            ProblemKind::RateLimited,
+            format!(
+                "too many scans matched other tenants' data this minute (at most {SCAN_HITS_PER_MINUTE_MAX}); retry in a minute"
+            ),
+        ));
+    }
     let (me, tenant, body) = (Arc::clone(guard), ctx.tenant().clone(), text.clone());
     let policy = Arc::clone(&pack);
     let outcome = tokio::task::spawn_blocking(move || me.guard.scan(&tenant, &body, &policy.guard))
@@ -444,6 +622,21 @@ pub async fn scan(
         outcome.verdict == Verdict::Blocked,
     );
     report_leak(&state, &ctx, &rid, &outcome.findings).await?;
+    if leaked {
+        // No oracle: a text that matched another tenant's data is "blocked" and
+        // nothing else — no spans, no kinds, no count, no partial text — so a
+        // caller cannot map out what others hold. Repeats are limited per key.
+        if !guard.scan_hit_allowed(&key, now) {
+            tracing::warn!(tenant = %ctx.tenant(), key_id = %ctx.key_id(),
+                "a key keeps scanning texts that match other tenants' data; further scans are refused this minute");
+        }
+        return Ok(Json(ScanResponse {
+            verdict: "blocked".into(),
+            findings: Vec::new(),
+            text: None,
+            injection: None,
+        }));
+    }
     let findings = outcome
         .findings
         .iter()

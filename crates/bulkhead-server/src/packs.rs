@@ -42,6 +42,11 @@ pub struct Retention {
     /// How long decision traces are kept.
     #[serde(default)]
     pub trace_ttl_secs: Option<u64>,
+    /// How long what a tenant sends through (prompts of every role, tool results,
+    /// session history) stays protected by the output guard after it was last
+    /// sent; unset: the server's `guard_prompt_window_secs`.
+    #[serde(default)]
+    pub prompt_window_secs: Option<u64>,
     /// The least time the tenant's audit log must stay available. Audit entries
     /// are never deleted by this server; the floor is what the evidence report
     /// holds the deployment to.
@@ -108,6 +113,7 @@ fn parse(file: &str, text: &str) -> Result<Pack, PackError> {
         ("document_ttl_secs_max", r.document_ttl_secs_max),
         ("session_ttl_secs", r.session_ttl_secs),
         ("trace_ttl_secs", r.trace_ttl_secs),
+        ("prompt_window_secs", r.prompt_window_secs),
     ] {
         if value == Some(0) {
             return Err(invalid(format!("retention.{field} must be at least 1")));

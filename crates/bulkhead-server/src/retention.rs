@@ -66,6 +66,9 @@ fn sweep_request_id() -> RequestId {
 
 /// One sweep: at most `batch` expired rows.
 pub async fn sweep_once(state: &AppState, batch: u32) -> ApiResult<SweepStats> {
+    // Protected prompts leave the guard's memory when their window ends; their
+    // sealed evidence rows are expired records like any other, deleted below.
+    crate::guard::expire_protected(state);
     let expired = state.vault.expired(batch).await?;
     if expired.is_empty() {
         state.sweeps.record(LastSweep {

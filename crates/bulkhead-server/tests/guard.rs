@@ -132,13 +132,8 @@ async fn another_tenants_text_or_canary_is_blocked_and_logged_for_the_operator()
     .await;
     assert_eq!(leak["verdict"], "blocked", "{leak}");
     assert!(leak["text"].is_null());
-    assert!(
-        leak["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["type"] == "cross_tenant")
-    );
+    // No oracle: "blocked" and nothing about where, what or how much.
+    assert_eq!(leak["findings"], json!([]), "{leak}");
     assert!(
         !leak.to_string().contains(&b),
         "the requester is never told whose data it was"
@@ -163,7 +158,7 @@ async fn another_tenants_text_or_canary_is_blocked_and_logged_for_the_operator()
         .expect("A has a seeded canary");
     let hit = scan(&api, &key_a, &format!("the token is {b_canary}."), "output").await;
     assert_eq!(hit["verdict"], "blocked");
-    assert_eq!(hit["findings"][0]["type"], "canary");
+    assert_eq!(hit["findings"], json!([]));
     assert_eq!(
         scan(&api, &key_a, &format!("the token is {a_canary}."), "output").await["verdict"],
         "allow"

@@ -290,6 +290,11 @@ impl RecordKind {
     pub const SESSION_MESSAGE: RecordKind = RecordKind("session_message");
     /// The decision trace of one model call.
     pub const TRACE: RecordKind = RecordKind("trace");
+    /// The output guard's keyed evidence of ephemeral content the tenant sent (a
+    /// prompt, a tool result): hashes only, never text, kept for the protection
+    /// window so every replica and a restarted server protect it too. Its record
+    /// id is the hex of the evidence's keyed digest.
+    pub const GUARD_EVIDENCE: RecordKind = RecordKind("guard_evidence");
 
     /// Every kind there is. Later capabilities (sessions, traces, chunks) add theirs
     /// here as constants; a kind is never a string taken from a request.
@@ -300,6 +305,7 @@ impl RecordKind {
         RecordKind::SESSION,
         RecordKind::SESSION_MESSAGE,
         RecordKind::TRACE,
+        RecordKind::GUARD_EVIDENCE,
     ];
 
     /// The kind a stored name stands for; `None` for a name this build does not know.

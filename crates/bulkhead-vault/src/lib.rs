@@ -1061,6 +1061,54 @@ impl Vault {
         }
     }
 
+    /// Stores the guard's keyed evidence of one ephemeral text of the tenant,
+    /// sealed, until `expires_at`. Storing the same record id again keeps the first.
+    pub async fn put_guard_evidence(
+        &self,
+        tenant: &TenantId,
+        record_id: &str,
+        body: &[u8],
+        expires_at: UnixMillis,
+    ) -> VaultResult<()> {
+        let version = self.current_version(tenant).await?;
+        let key = self
+            .keys
+            .get(&self.store, &*self.kek, tenant, version)
+            .await?;
+        let aad = record_aad(tenant, RecordKind::GUARD_EVIDENCE, record_id, version);
+        let row = RecordRow {
+            tenant_id: tenant.clone(),
+            kind: RecordKind::GUARD_EVIDENCE,
+            record_id: record_id.to_owned(),
+            key_version: version,
+            sealed: key.seal(&aad, body)?,
+            created_at: self.clock.now(),
+            expires_at: Some(expires_at),
+        };
+        match self.store.insert_record(row).await {
+            Ok(_) | Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The tenant's unexpired guard evidence records, opened.
+    pub async fn guard_evidence(&self, tenant: &TenantId) -> VaultResult<Vec<Zeroizing<Vec<u8>>>> {
+        let mut out = Vec::new();
+        for row in self.all_records(tenant, RecordKind::GUARD_EVIDENCE).await? {
+            let plain = self
+                .open_row(
+                    tenant,
+                    RecordKind::GUARD_EVIDENCE,
+                    &row.record_id,
+                    row.key_version,
+                    row.sealed,
+                )
+                .await?;
+            out.push(Zeroizing::new(plain.as_slice().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// The tenant's canary tokens.
     pub async fn canaries(&self, tenant: &TenantId) -> VaultResult<Vec<Zeroizing<String>>> {
         let mut out = Vec::new();

@@ -152,6 +152,13 @@ pub struct ServeArgs {
     /// Most rows one sweep deletes (bounded work per tick) [default: 1000].
     #[arg(long, env = "BULKHEAD_SWEEP_BATCH_MAX")]
     pub sweep_batch_max: Option<u32>,
+    /// How long what a tenant sends through (prompts of every role, tool results,
+    /// session history) stays protected by the output guard after it was last
+    /// sent, in seconds; a compliance pack may set its own
+    /// (`retention.prompt_window_secs`). Memory grows with it: see BENCHMARKS.md
+    /// [default: 3600].
+    #[arg(long, env = "BULKHEAD_GUARD_PROMPT_WINDOW_SECS")]
+    pub guard_prompt_window_secs: Option<u64>,
     /// A folder of the operator's own compliance packs (`*.toml`, the format of the
     /// built-in `default`, `gdpr`, `hipaa`, `pci-dss` and `soc2`), validated at start.
     #[arg(long, env = "BULKHEAD_POLICY_PACKS_DIR")]
@@ -284,6 +291,7 @@ pub struct FileConfig {
     pub trace_commit: Option<String>,
     pub sweep_interval_secs: Option<u64>,
     pub sweep_batch_max: Option<u32>,
+    pub guard_prompt_window_secs: Option<u64>,
     pub policy_packs_dir: Option<PathBuf>,
     pub alert_webhook_url: Option<String>,
     pub alert_webhook_secret: Option<String>,
@@ -326,6 +334,7 @@ pub struct Settings {
     pub gateway: GatewaySettings,
     pub sweep_interval: Duration,
     pub sweep_batch_max: u32,
+    pub guard_prompt_window_secs: i64,
     pub policy_packs_dir: Option<PathBuf>,
     pub alerts: bulkhead_server::alerts::AlertSettings,
 }
@@ -471,6 +480,15 @@ impl ServeArgs {
         if sweep_interval_secs == 0 || sweep_batch_max == 0 {
             bail!("sweep_interval_secs and sweep_batch_max must be at least 1");
         }
+        let guard_prompt_window_secs = self
+            .guard_prompt_window_secs
+            .or(file.guard_prompt_window_secs)
+            .unwrap_or(3600);
+        if !(1..=30 * 86_400).contains(&guard_prompt_window_secs) {
+            bail!(
+                "guard_prompt_window_secs must be between 1 and 2592000 (30 days), not {guard_prompt_window_secs}"
+            );
+        }
         let contain_on_leak = match self
             .contain_on_leak
             .as_deref()
@@ -505,6 +523,7 @@ impl ServeArgs {
             gateway,
             sweep_interval: Duration::from_secs(sweep_interval_secs),
             sweep_batch_max,
+            guard_prompt_window_secs: guard_prompt_window_secs as i64,
             policy_packs_dir: self.policy_packs_dir.or(file.policy_packs_dir),
             alerts: bulkhead_server::alerts::AlertSettings {
                 webhook_url: self.alert_webhook_url.or(file.alert_webhook_url),

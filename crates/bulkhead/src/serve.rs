@@ -132,7 +132,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         },
     )?;
     let retrieval = build_retrieval(&settings.retrieval)?;
-    let guard = Arc::new(bulkhead_server::guard::GuardState::new(&vault));
+    let guard = Arc::new(bulkhead_server::guard::GuardState::with_prompt_window(
+        &vault,
+        settings.guard_prompt_window_secs,
+    ));
     guard
         .rebuild(&vault)
         .await
