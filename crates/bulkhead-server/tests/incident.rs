@@ -22,6 +22,14 @@ fn quick() -> bulkhead_gateway::Timeouts {
     }
 }
 
+/// RFC 3339 with exactly three fraction digits, so times compare as strings
+/// (`…15.1Z` is written without trailing zeros and would sort after `…15.104Z`).
+fn fixed_millis(t: &str) -> String {
+    let body = t.trim_end_matches('Z');
+    let (secs, frac) = body.split_once('.').unwrap_or((body, ""));
+    format!("{secs}.{:0<3}Z", &frac[..frac.len().min(3)])
+}
+
 fn now(api: &Api) -> bulkhead_types::UnixMillis {
     api.state.vault.now()
 }
@@ -199,8 +207,8 @@ async fn the_impact_report_lists_reads_answers_and_blocks_with_proofs() {
     assert!(blocked.contains(&"guard.scan".to_owned()), "{blocked:?}");
     assert!(
         report["read"].as_array().unwrap().iter().all(|i| {
-            let t = i["time"].as_str().unwrap();
-            t >= from.as_str() && t <= to.as_str()
+            let t = fixed_millis(i["time"].as_str().unwrap());
+            t >= fixed_millis(&from) && t <= fixed_millis(&to)
         }),
         "nothing outside the window"
     );
