@@ -244,9 +244,14 @@ fn check(text: &str, cuts: &[u16]) {
                     "released text is not a prefix"
                 );
             }
-            let first_block = whole
+            // The stream's own blocking findings: cross-tenant evidence may be
+            // clustered differently than in the whole scan (segments), so its
+            // first blocking span is the stream's, not the whole scan's. That
+            // nothing of a leak leaves is `a_blocked_stream_released_nothing_of_the_leak`.
+            let first_block = got
                 .findings
                 .iter()
+                .chain(rest_whole.iter().copied())
                 .filter(|f| f.action == Action::Block)
                 .map(|f| f.span.start)
                 .min()
