@@ -114,14 +114,22 @@ macro_rules! keys_ty {
 }
 
 macro_rules! keys_value {
-    ($value:expr) => { $value };
-    ($value:expr, $default:expr) => { $value.unwrap_or_else(|| $default) };
+    ($value:expr) => {
+        $value
+    };
+    ($value:expr, $default:expr) => {
+        $value.unwrap_or_else(|| $default)
+    };
 }
 
 #[cfg(test)]
 macro_rules! keys_some {
-    ($value:expr) => { $value };
-    ($value:expr, $default:expr) => { Some($value) };
+    ($value:expr) => {
+        $value
+    };
+    ($value:expr, $default:expr) => {
+        Some($value)
+    };
 }
 
 /// Gives every argument its variable, `BULKHEAD_` and the key in capitals, and its
@@ -510,7 +518,6 @@ pub enum EmbedderSetting {
     Http(bulkhead_index::HttpEmbedderConfig),
 }
 
-
 /// The three spellings of a key, for error messages.
 fn spelled(key: &str) -> String {
     format!(
@@ -602,7 +609,10 @@ impl Keys {
                     self.upstream_first_byte_timeout_secs,
                     "upstream_first_byte_timeout_secs",
                 )?,
-                idle: secs(self.upstream_idle_timeout_secs, "upstream_idle_timeout_secs")?,
+                idle: secs(
+                    self.upstream_idle_timeout_secs,
+                    "upstream_idle_timeout_secs",
+                )?,
                 total: secs(
                     self.upstream_total_timeout_secs,
                     "upstream_total_timeout_secs",
@@ -706,7 +716,10 @@ fn resolve_retrieval(keys: RetrievalKeys) -> anyhow::Result<RetrievalSettings> {
     | EmbedderSetting::Http(HttpEmbedderConfig { dimensions, .. }) = &embedder
         && !(8..=8192).contains(dimensions)
     {
-        bail!("{} must be between 8 and 8192", spelled("embedder_dimensions"));
+        bail!(
+            "{} must be between 8 and 8192",
+            spelled("embedder_dimensions")
+        );
     }
     let default_mode = match keys.search_default_mode {
         None if matches!(embedder, EmbedderSetting::Http(_)) => SearchMode::Hybrid,
@@ -935,7 +948,6 @@ fn parse_store(url: &str) -> anyhow::Result<StoreSpec> {
     Ok(StoreSpec::Sqlite(PathBuf::from(path)))
 }
 
-
 impl std::str::FromStr for StoreSpec {
     type Err = anyhow::Error;
 
@@ -1005,7 +1017,10 @@ mod tests {
             return [only.clone(), default];
         }
         for [a, b] in [["2", "3"], ["0.5", "0.25"], ["127.0.0.1:2", "127.0.0.1:3"]] {
-            let parses = |v: &str| Wrapper::try_parse_from(["serve", &format!("--{}={v}", key.replace('_', "-"))]).is_ok();
+            let parses = |v: &str| {
+                Wrapper::try_parse_from(["serve", &format!("--{}={v}", key.replace('_', "-"))])
+                    .is_ok()
+            };
             if parses(a) && parses(b) {
                 return [a.to_owned(), b.to_owned()];
             }
@@ -1046,12 +1061,12 @@ mod tests {
             }
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)))
-            .env("CONFIG_TEST_CHILD_ARGV", serde_json::to_string(&argv).unwrap())
+            .env(
+                "CONFIG_TEST_CHILD_ARGV",
+                serde_json::to_string(&argv).unwrap(),
+            )
             .env("CONFIG_TEST_CHILD_OUT", &out);
-        let status = cmd
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
+        let status = cmd.stdout(std::process::Stdio::null()).status().unwrap();
         assert!(status.success(), "child failed");
         let text = std::fs::read_to_string(&out).expect("the child wrote its answer");
         serde_json::from_str(&text).unwrap()
@@ -1084,11 +1099,7 @@ mod tests {
     fn alone(key: &str, value: &str) -> String {
         let flag = format!("--{}={value}", key.replace('_', "-"));
         let args = Wrapper::try_parse_from(["serve", &flag]).unwrap().args;
-        args.shown()
-            .into_iter()
-            .find(|(k, _)| *k == key)
-            .unwrap()
-            .1
+        args.shown().into_iter().find(|(k, _)| *k == key).unwrap().1
     }
 
     /// For every declared key: it has the three spellings, and setting it through
@@ -1100,14 +1111,23 @@ mod tests {
         assert!(keys.len() >= 40, "{} keys", keys.len());
         for (key, long, env) in &keys {
             assert_eq!(long, &key.replace('_', "-"), "flag of {key}");
-            assert_eq!(env, &format!("BULKHEAD_{}", key.to_uppercase()), "env of {key}");
+            assert_eq!(
+                env,
+                &format!("BULKHEAD_{}", key.to_uppercase()),
+                "env of {key}"
+            );
         }
-        let values: Vec<(String, [String; 2])> =
-            keys.iter().map(|(k, ..)| (k.clone(), two_values(k))).collect();
+        let values: Vec<(String, [String; 2])> = keys
+            .iter()
+            .map(|(k, ..)| (k.clone(), two_values(k)))
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         let file_of = |which: usize| {
             let path = dir.path().join(format!("layer{which}.toml"));
-            let text: String = values.iter().map(|(k, v)| toml_line(k, &v[which])).collect();
+            let text: String = values
+                .iter()
+                .map(|(k, v)| toml_line(k, &v[which]))
+                .collect();
             std::fs::write(&path, text).unwrap();
             path
         };
@@ -1125,13 +1145,25 @@ mod tests {
         };
         let (file0, file1) = (file_of(0), file_of(1));
         // (case, flags, env, file, which value must win)
-        let cases: [(&str, Vec<String>, Vec<(String, String)>, Option<&Path>, usize); 6] = [
+        let cases: [(
+            &str,
+            Vec<String>,
+            Vec<(String, String)>,
+            Option<&Path>,
+            usize,
+        ); 6] = [
             ("file beats default", vec![], vec![], Some(&file0), 0),
             ("env beats file", vec![], env_of(1), Some(&file0), 1),
             ("env beats default", vec![], env_of(0), None, 0),
             ("flag beats env", flags_of(1), env_of(0), None, 1),
             ("flag beats file", flags_of(0), vec![], Some(&file1), 0),
-            ("flag beats env beats file", flags_of(0), env_of(1), Some(&file1), 0),
+            (
+                "flag beats env beats file",
+                flags_of(0),
+                env_of(1),
+                Some(&file1),
+                0,
+            ),
         ];
         for (case, flags, env, file, winner) in cases {
             let (raw, with_defaults) = layered_in_child(&flags, &env, file);
@@ -1160,15 +1192,22 @@ mod tests {
         let mut cmd = Wrapper::command();
         let help = cmd.render_long_help().to_string();
         for (key, long, env) in declared() {
-            let at = help.find(&format!("--{long} ")).unwrap_or_else(|| panic!("--{long} in help"));
-            let end = help[at + 2..].find("\n  --").map_or(help.len(), |e| at + 2 + e);
+            let at = help
+                .find(&format!("--{long} "))
+                .unwrap_or_else(|| panic!("--{long} in help"));
+            let end = help[at + 2..]
+                .find("\n  --")
+                .map_or(help.len(), |e| at + 2 + e);
             let entry = &help[at..end];
             assert!(entry.contains(&format!("[env: {env}")), "{entry}");
             if let Some(default) = default_shown(&key) {
                 assert!(entry.contains(&format!("[default: {default}]")), "{entry}");
             }
         }
-        assert!(help.contains("[default: 2097152]"), "body_bytes_max from ServerLimits");
+        assert!(
+            help.contains("[default: 2097152]"),
+            "body_bytes_max from ServerLimits"
+        );
         assert!(help.contains("[default: 127.0.0.1:7700]"));
     }
 
@@ -1204,15 +1243,23 @@ mod tests {
             }
             enums += 1;
             let flag = format!("--{}=everything", key.replace('_', "-"));
-            let err = Wrapper::try_parse_from(["serve", &flag]).unwrap_err().to_string();
-            let err_file = format!("{:#}", resolve(&format!("{key} = \"everything\"\n")).unwrap_err());
+            let err = Wrapper::try_parse_from(["serve", &flag])
+                .unwrap_err()
+                .to_string();
+            let err_file = format!(
+                "{:#}",
+                resolve(&format!("{key} = \"everything\"\n")).unwrap_err()
+            );
             for name in &names {
                 assert!(err.contains(name.as_str()), "{key}: {err}");
                 assert!(err_file.contains(&format!("`{name}`")), "{key}: {err_file}");
             }
             assert!(err_file.contains(key), "{key}: {err_file}");
         }
-        assert_eq!(enums, 4, "embedder, search_default_mode, trace_commit, contain_on_leak");
+        assert_eq!(
+            enums, 4,
+            "embedder, search_default_mode, trace_commit, contain_on_leak"
+        );
     }
 
     #[test]
@@ -1223,8 +1270,14 @@ mod tests {
         assert_eq!(s.request_timeout, limits.request_timeout);
         let timeouts = bulkhead_gateway::Timeouts::default();
         assert_eq!(s.gateway.timeouts.total, timeouts.total);
-        assert_eq!(s.retrieval.chunker, bulkhead_index::ChunkerConfig::default());
-        assert_eq!(s.alerts.anomaly, bulkhead_server::anomaly::AnomalySettings::default());
+        assert_eq!(
+            s.retrieval.chunker,
+            bulkhead_index::ChunkerConfig::default()
+        );
+        assert_eq!(
+            s.alerts.anomaly,
+            bulkhead_server::anomaly::AnomalySettings::default()
+        );
         assert_eq!(s.guard_prompt_window_secs, 3600);
         assert_eq!(s.alerts.auth_failure_burst, 20);
         assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 7700)));
