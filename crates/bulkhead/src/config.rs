@@ -1038,6 +1038,9 @@ mod tests {
         }
     }
 
+    /// Each key and its value as `Debug` shows it.
+    type Shown = Vec<(String, String)>;
+
     /// Runs this test binary's `layers_child` in a process of its own with `env`
     /// as its `BULKHEAD_*` variables (a test cannot set variables in its own
     /// process safely), and returns each key's value after layering, without and
@@ -1046,7 +1049,7 @@ mod tests {
         flags: &[String],
         env: &[(String, String)],
         file: Option<&Path>,
-    ) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    ) -> (Shown, Shown) {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.json");
         let mut argv: Vec<String> = flags.to_vec();
@@ -1087,7 +1090,7 @@ mod tests {
             .unwrap()
             .args;
         let layered = args.layered().unwrap();
-        let owned = |v: Vec<(&str, String)>| -> Vec<(String, String)> {
+        let owned = |v: Vec<(&str, String)>| -> Shown {
             v.into_iter().map(|(k, s)| (k.to_owned(), s)).collect()
         };
         let raw = owned(layered.shown());
@@ -1145,23 +1148,18 @@ mod tests {
         };
         let (file0, file1) = (file_of(0), file_of(1));
         // (case, flags, env, file, which value must win)
-        let cases: [(
-            &str,
-            Vec<String>,
-            Vec<(String, String)>,
-            Option<&Path>,
-            usize,
-        ); 6] = [
-            ("file beats default", vec![], vec![], Some(&file0), 0),
-            ("env beats file", vec![], env_of(1), Some(&file0), 1),
+        let (file0, file1) = (Some(file0.as_path()), Some(file1.as_path()));
+        let cases = [
+            ("file beats default", vec![], vec![], file0, 0),
+            ("env beats file", vec![], env_of(1), file0, 1),
             ("env beats default", vec![], env_of(0), None, 0),
             ("flag beats env", flags_of(1), env_of(0), None, 1),
-            ("flag beats file", flags_of(0), vec![], Some(&file1), 0),
+            ("flag beats file", flags_of(0), vec![], file1, 0),
             (
                 "flag beats env beats file",
                 flags_of(0),
                 env_of(1),
-                Some(&file1),
+                file1,
                 0,
             ),
         ];
