@@ -1,203 +1,408 @@
-//! Server configuration: flag, then `BULKHEAD_*` variable, then TOML file, then
-//! default. Every key has all three spellings (`foo_bar` in the file,
-//! `BULKHEAD_FOO_BAR`, `--foo-bar`); a test checks that no key lacks one.
+//! Server configuration. Every setting of `bulkhead serve` is declared once, in the
+//! `settings!` list below: its name, type, help text and fixed default (taken from
+//! the crate that owns it where that crate has one). From that one line come its
+//! three spellings — the flag `--foo-bar` (clap's field name), the variable
+//! `BULKHEAD_FOO_BAR` (added by `spell`) and the file key `foo_bar` (serde's field
+//! name) — the `[default: …]` of `--help`, and the layering: flag, then variable
+//! (clap reads both into one `ServeArgs`), then the `--config` TOML file (a second
+//! `ServeArgs`), then the default (`ServeArgs::keys`).
+//!
+//! Why not figment: clap already gives flag-over-variable with the variable named
+//! in `--help`, and a second reader of the environment would parse the same text
+//! twice with different rules; what was left to share is an `Option::or` per key,
+//! which the macro writes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-/// Settings of `bulkhead serve`. All optional here; `resolve` applies the file and
-/// the defaults.
-#[derive(Debug, Default, Args)]
-pub struct ServeArgs {
-    /// TOML file with any of the settings below (snake_case names).
-    #[arg(long, env = "BULKHEAD_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:7700].
-    #[arg(long, env = "BULKHEAD_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Directory for the SQLite file and development secrets [default: ./bulkhead-data].
-    #[arg(long, env = "BULKHEAD_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+/// Declares the settings: `ServeArgs` (each key optional: one layer), `Keys` (after
+/// layering, a key with a fixed default no longer optional), the layering, and the
+/// defaults shown by `--help`.
+macro_rules! settings {
+    ($(
+        $(#[$attr:meta])*
+        $key:ident: $ty:ty $(= $default:expr)?;
+    )*) => {
+        /// Settings of `bulkhead serve`, as one layer: the flags and variables, or the
+        /// file. All optional here; `resolve` applies the file and the defaults.
+        #[derive(Debug, Default, Args, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[command(mut_args(spell))]
+        pub struct ServeArgs {
+            /// TOML file with any of the settings below (snake_case names).
+            #[arg(long)]
+            #[serde(skip)]
+            pub config: Option<PathBuf>,
+            $(
+                $(#[$attr])*
+                #[arg(long)]
+                pub $key: Option<$ty>,
+            )*
+            /// The upstreams, as tables (file only: a list of tables has no flag spelling).
+            #[arg(skip)]
+            #[serde(default)]
+            pub upstreams: Vec<UpstreamFile>,
+            /// Regions with a store of their own (file only, like the upstreams).
+            #[arg(skip)]
+            #[serde(default)]
+            pub regions: Vec<RegionFile>,
+        }
+
+        /// Every key after layering; a key with a fixed default is no longer optional.
+        #[derive(Debug)]
+        struct Keys {
+            $( $key: keys_ty!($ty $(, $default)?), )*
+            upstreams: Vec<UpstreamFile>,
+            regions: Vec<RegionFile>,
+        }
+
+        impl ServeArgs {
+            /// Each key of `self`, else of `lower` (the tables only come from a file).
+            fn over(self, lower: ServeArgs) -> ServeArgs {
+                ServeArgs {
+                    config: self.config.or(lower.config),
+                    $( $key: self.$key.or(lower.$key), )*
+                    upstreams: lower.upstreams,
+                    regions: lower.regions,
+                }
+            }
+
+            /// The last layer: the defaults.
+            fn keys(self) -> Keys {
+                Keys {
+                    $( $key: keys_value!(self.$key $(, $default)?), )*
+                    upstreams: self.upstreams,
+                    regions: self.regions,
+                }
+            }
+
+            /// Each key's value, as `Debug` shows it (tests compare layers by it).
+            #[cfg(test)]
+            fn shown(&self) -> Vec<(&'static str, String)> {
+                vec![$( (stringify!($key), format!("{:?}", self.$key)), )*]
+            }
+        }
+
+        impl Keys {
+            #[cfg(test)]
+            fn shown(&self) -> Vec<(&'static str, String)> {
+                vec![$( (stringify!($key), format!("{:?}", keys_some!(&self.$key $(, $default)?))), )*]
+            }
+        }
+
+        /// The fixed default of a key, as `--help` shows it.
+        fn default_shown(key: &str) -> Option<String> {
+            $($(
+                if key == stringify!($key) {
+                    let default: $ty = $default;
+                    return Some(Shown::shown(&default));
+                }
+            )?)*
+            None
+        }
+    };
+}
+
+macro_rules! keys_ty {
+    ($ty:ty) => { Option<$ty> };
+    ($ty:ty, $default:expr) => { $ty };
+}
+
+macro_rules! keys_value {
+    ($value:expr) => {
+        $value
+    };
+    ($value:expr, $default:expr) => {
+        $value.unwrap_or_else(|| $default)
+    };
+}
+
+#[cfg(test)]
+macro_rules! keys_some {
+    ($value:expr) => {
+        $value
+    };
+    ($value:expr, $default:expr) => {
+        Some($value)
+    };
+}
+
+/// Gives every argument its variable, `BULKHEAD_` and the key in capitals, and its
+/// fixed default in the help text.
+fn spell(arg: clap::Arg) -> clap::Arg {
+    let key = arg.get_id().as_str().to_owned();
+    let arg = arg.env(format!("BULKHEAD_{}", key.to_uppercase()));
+    let Some(default) = default_shown(&key) else {
+        return arg;
+    };
+    let help = arg.get_help().map(|h| format!("{h} [default: {default}]"));
+    let long_help = arg
+        .get_long_help()
+        .map(|h| format!("{h} [default: {default}]"));
+    let arg = match help {
+        Some(h) => arg.help(h),
+        None => arg,
+    };
+    match long_help {
+        Some(h) => arg.long_help(h),
+        None => arg,
+    }
+}
+
+/// A default as `--help` writes it.
+trait Shown {
+    fn shown(&self) -> String;
+}
+
+macro_rules! shown_by_display {
+    ($($ty:ty),*) => {$(
+        impl Shown for $ty {
+            fn shown(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+shown_by_display!(u32, u64, usize, f64, bool, String, SocketAddr);
+
+impl Shown for PathBuf {
+    fn shown(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+/// Enums are shown by the name clap and the file use.
+macro_rules! shown_by_value_name {
+    ($($ty:ty),*) => {$(
+        impl Shown for $ty {
+            fn shown(&self) -> String {
+                self.to_possible_value()
+                    .map(|v| v.get_name().to_owned())
+                    .unwrap_or_default()
+            }
+        }
+    )*};
+}
+shown_by_value_name!(Embedder, SearchDefaultMode, TraceCommit, ContainOnLeak);
+
+/// The embedder for vector search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Embedder {
+    Hashed,
+    Http,
+    None,
+}
+
+/// The ranking of a search that names none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchDefaultMode {
+    Bm25,
+    Vector,
+    Hybrid,
+}
+
+/// When a model call's trace and audit entry reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceCommit {
+    Durable,
+    Background,
+}
+
+/// What a blocked cross-tenant leak quarantines at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainOnLeak {
+    Off,
+    Key,
+    Tenant,
+}
+
+impl From<ContainOnLeak> for bulkhead_server::alerts::Containment {
+    fn from(c: ContainOnLeak) -> Self {
+        match c {
+            ContainOnLeak::Off => Self::Off,
+            ContainOnLeak::Key => Self::Key,
+            ContainOnLeak::Tenant => Self::Tenant,
+        }
+    }
+}
+
+/// Where the binary owns a default, it is here.
+const LISTEN_DEFAULT: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+    7700,
+);
+/// Refused credentials a minute that raise `auth_failure_burst` (the server's
+/// `AlertSettings::default()` leaves it 0: "not set").
+const AUTH_FAILURE_BURST_DEFAULT: u32 = 20;
+
+fn server_limits() -> bulkhead_server::ServerLimits {
+    bulkhead_server::ServerLimits::default()
+}
+
+fn audit_options() -> bulkhead_audit::AuditOptions {
+    bulkhead_audit::AuditOptions::default()
+}
+
+fn timeouts() -> bulkhead_gateway::Timeouts {
+    bulkhead_gateway::Timeouts::default()
+}
+
+fn anomaly() -> bulkhead_server::anomaly::AnomalySettings {
+    bulkhead_server::anomaly::AnomalySettings::default()
+}
+
+fn chunker() -> bulkhead_index::ChunkerConfig {
+    bulkhead_index::ChunkerConfig::default()
+}
+
+settings! {
+    /// Address to listen on.
+    listen: SocketAddr = LISTEN_DEFAULT;
+    /// Directory for the SQLite file and development secrets.
+    data_dir: PathBuf = PathBuf::from("./bulkhead-data");
     /// Store: a SQLite path (or sqlite:PATH), or a postgres:// URL for several
     /// replicas on one database [default: <data-dir>/bulkhead.db].
-    #[arg(long, env = "BULKHEAD_STORE")]
-    pub store: Option<String>,
+    store: StoreSpec;
     /// Admin token for /admin/… [default: generated into <data-dir>/admin.token].
-    #[arg(long, env = "BULKHEAD_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    #[arg(hide_env_values = true)]
+    admin_token: String;
     /// Master key, 32 bytes as base64 or hex [default: generated into <data-dir>/master.key,
     /// for development only].
-    #[arg(long, env = "BULKHEAD_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
-    /// Largest request body accepted, in bytes [default: 2097152].
-    #[arg(long, env = "BULKHEAD_BODY_BYTES_MAX")]
-    pub body_bytes_max: Option<usize>,
-    /// Longest a request may take, in seconds [default: 30].
-    #[arg(long, env = "BULKHEAD_REQUEST_TIMEOUT_SECS")]
-    pub request_timeout_secs: Option<u64>,
-    /// Largest document text, in bytes [default: 1048576].
-    #[arg(long, env = "BULKHEAD_DOCUMENT_TEXT_BYTES_MAX")]
-    pub document_text_bytes_max: Option<usize>,
-    /// Most writes committed (and fsynced) together [default: 256]. 1 disables group commit.
-    #[arg(long, env = "BULKHEAD_SQLITE_GROUP_COMMIT_MAX")]
-    pub sqlite_group_commit_max: Option<usize>,
-    /// Longest a clean shutdown waits for in-flight requests, in seconds [default: 30].
-    #[arg(long, env = "BULKHEAD_SHUTDOWN_GRACE_SECS")]
-    pub shutdown_grace_secs: Option<u64>,
+    #[arg(hide_env_values = true)]
+    master_key: String;
+    /// Largest request body accepted, in bytes.
+    body_bytes_max: usize = server_limits().body_bytes_max;
+    /// Longest a request may take, in seconds.
+    request_timeout_secs: u64 = server_limits().request_timeout.as_secs();
+    /// Largest document text, in bytes.
+    document_text_bytes_max: usize = bulkhead_vault::VaultLimits::default().document_text_bytes_max;
+    /// Most writes committed (and fsynced) together; 1 disables group commit.
+    sqlite_group_commit_max: usize = bulkhead_store::SqliteOptions::default().group_commit_max;
+    /// Longest a clean shutdown waits for in-flight requests, in seconds.
+    shutdown_grace_secs: u64 = 30;
     /// This server's name: the audit signing key's name and the prefix of every audit
     /// log's origin (`<name>/tenants/<id>`). Choose it once; a DNS-like name such as
-    /// `bulkhead.example.com` [default: bulkhead.local].
-    #[arg(long, env = "BULKHEAD_SERVER_NAME")]
-    pub server_name: Option<String>,
+    /// `bulkhead.example.com`.
+    server_name: String = audit_options().server_name;
     /// File with the Ed25519 key that signs audit checkpoints (C2SP signing-key
     /// format), generated 0600 on first start [default: <data-dir>/audit-signing.key].
-    #[arg(long, env = "BULKHEAD_AUDIT_SIGNING_KEY")]
-    pub audit_signing_key: Option<PathBuf>,
-    /// How often audit logs that grew get a new signed checkpoint, in seconds
-    /// [default: 1]. Clients asking for a checkpoint always get a fresh one.
-    #[arg(long, env = "BULKHEAD_AUDIT_CHECKPOINT_INTERVAL_SECS")]
-    pub audit_checkpoint_interval_secs: Option<u64>,
+    audit_signing_key: PathBuf;
+    /// How often audit logs that grew get a new signed checkpoint, in seconds.
+    /// Clients asking for a checkpoint always get a fresh one.
+    audit_checkpoint_interval_secs: u64 = audit_options().checkpoint_interval.as_secs();
     /// Memory for hot tenants' search indexes, in bytes; the least recently used
-    /// are dropped (and wiped) beyond it [default: 1073741824].
-    #[arg(long, env = "BULKHEAD_INDEX_CACHE_BYTES_MAX")]
-    pub index_cache_bytes_max: Option<usize>,
-    /// Chunk size aimed at, in characters [default: 800].
-    #[arg(long, env = "BULKHEAD_CHUNK_TARGET_CHARS")]
-    pub chunk_target_chars: Option<usize>,
-    /// Largest chunk, in characters [default: 1200].
-    #[arg(long, env = "BULKHEAD_CHUNK_MAX_CHARS")]
-    pub chunk_max_chars: Option<usize>,
-    /// Characters repeated between neighbouring chunks [default: 100].
-    #[arg(long, env = "BULKHEAD_CHUNK_OVERLAP_CHARS")]
-    pub chunk_overlap_chars: Option<usize>,
+    /// are dropped (and wiped) beyond it.
+    index_cache_bytes_max: usize = 1 << 30;
+    /// Chunk size aimed at, in characters.
+    chunk_target_chars: usize = chunker().target_chars;
+    /// Largest chunk, in characters.
+    chunk_max_chars: usize = chunker().max_chars;
+    /// Characters repeated between neighbouring chunks.
+    chunk_overlap_chars: usize = chunker().overlap_chars;
     /// Embedder for vector search: `hashed` (built in, no model: hashed character
     /// n-grams, lexical), `http` (an OpenAI-compatible /v1/embeddings: TEI, Ollama,
-    /// vLLM…) or `none` (BM25 only) [default: hashed].
-    #[arg(long, env = "BULKHEAD_EMBEDDER")]
-    pub embedder: Option<String>,
+    /// vLLM…) or `none` (BM25 only).
+    embedder: Embedder = Embedder::Hashed;
     /// With `embedder = "http"`: base URL ending in /v1, e.g. http://127.0.0.1:8080/v1.
-    #[arg(long, env = "BULKHEAD_EMBEDDER_URL")]
-    pub embedder_url: Option<String>,
+    embedder_url: String;
     /// With `embedder = "http"`: the model name to ask for.
-    #[arg(long, env = "BULKHEAD_EMBEDDER_MODEL")]
-    pub embedder_model: Option<String>,
+    embedder_model: String;
     /// With `embedder = "http"`: bearer token for the embedding service.
-    #[arg(long, env = "BULKHEAD_EMBEDDER_API_KEY", hide_env_values = true)]
-    pub embedder_api_key: Option<String>,
+    #[arg(hide_env_values = true)]
+    embedder_api_key: String;
     /// Embedding dimensions [default: 256 for `hashed`; required for `http`].
-    #[arg(long, env = "BULKHEAD_EMBEDDER_DIMENSIONS")]
-    pub embedder_dimensions: Option<usize>,
+    embedder_dimensions: usize;
     /// Ranking of a search that names none: `bm25`, `vector` or `hybrid`
     /// [default: hybrid with an http embedder, else bm25].
-    #[arg(long, env = "BULKHEAD_SEARCH_DEFAULT_MODE")]
-    pub search_default_mode: Option<String>,
+    search_default_mode: SearchDefaultMode;
     /// One OpenAI-compatible upstream without a config file: its base URL, ending in
     /// /v1 (e.g. http://127.0.0.1:8000/v1 for vLLM). More upstreams, regions and
     /// per-tenant credentials go in the file's [[upstreams]] tables.
-    #[arg(long, env = "BULKHEAD_UPSTREAM_URL")]
-    pub upstream_url: Option<String>,
+    upstream_url: String;
     /// With --upstream-url: the models it serves, comma-separated.
-    #[arg(long, env = "BULKHEAD_UPSTREAM_MODELS")]
-    pub upstream_models: Option<String>,
+    upstream_models: String;
     /// With --upstream-url: bearer token sent to it.
-    #[arg(long, env = "BULKHEAD_UPSTREAM_API_KEY", hide_env_values = true)]
-    pub upstream_api_key: Option<String>,
+    #[arg(hide_env_values = true)]
+    upstream_api_key: String;
     /// With --upstream-url: the residency region it serves; only tenants of that
     /// region reach it [default: default].
-    #[arg(long, env = "BULKHEAD_UPSTREAM_REGION")]
-    pub upstream_region: Option<String>,
+    upstream_region: String;
     /// With --upstream-url: send each tenant's own `cache_salt` (vLLM prefix-cache
-    /// isolation) [default: true].
-    #[arg(long, env = "BULKHEAD_UPSTREAM_CACHE_SALT", num_args = 0..=1, default_missing_value = "true")]
-    pub upstream_cache_salt: Option<bool>,
+    /// isolation).
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    upstream_cache_salt: bool = true;
     /// Offer the built-in echo models `bulkhead-echo` and `bulkhead-echo-leaky`, which
     /// answer with their whole prompt (the leaky one with the previous caller's
-    /// too). For tests and demos only: never enable for real traffic [default: false].
-    #[arg(long, env = "BULKHEAD_ECHO_MODELS", num_args = 0..=1, default_missing_value = "true")]
-    pub echo_models: Option<bool>,
-    /// Longest wait to connect to an upstream, in seconds [default: 5].
-    #[arg(long, env = "BULKHEAD_UPSTREAM_CONNECT_TIMEOUT_SECS")]
-    pub upstream_connect_timeout_secs: Option<u64>,
-    /// Longest wait for an upstream's response head, in seconds [default: 60].
-    #[arg(long, env = "BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT_SECS")]
-    pub upstream_first_byte_timeout_secs: Option<u64>,
-    /// Longest silence inside an upstream's answer, in seconds [default: 30].
-    #[arg(long, env = "BULKHEAD_UPSTREAM_IDLE_TIMEOUT_SECS")]
-    pub upstream_idle_timeout_secs: Option<u64>,
-    /// Longest a whole model call may take, in seconds [default: 300].
-    #[arg(long, env = "BULKHEAD_UPSTREAM_TOTAL_TIMEOUT_SECS")]
-    pub upstream_total_timeout_secs: Option<u64>,
-    /// TTL of a session created without one, in seconds [default: 604800].
-    #[arg(long, env = "BULKHEAD_SESSION_TTL_SECS")]
-    pub session_ttl_secs: Option<u64>,
+    /// too). For tests and demos only: never enable for real traffic.
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    echo_models: bool = false;
+    /// Longest wait to connect to an upstream, in seconds.
+    upstream_connect_timeout_secs: u64 = timeouts().connect.as_secs();
+    /// Longest wait for an upstream's response head, in seconds.
+    upstream_first_byte_timeout_secs: u64 = timeouts().first_byte.as_secs();
+    /// Longest silence inside an upstream's answer, in seconds.
+    upstream_idle_timeout_secs: u64 = timeouts().idle.as_secs();
+    /// Longest a whole model call may take, in seconds.
+    upstream_total_timeout_secs: u64 = timeouts().total.as_secs();
+    /// TTL of a session created without one, in seconds.
+    session_ttl_secs: u64 = bulkhead_server::sessions::SessionLimits::default().ttl_secs_default;
     /// How long decision traces are kept, in seconds; 0 keeps them until the tenant
-    /// is erased [default: 0].
-    #[arg(long, env = "BULKHEAD_TRACE_TTL_SECS")]
-    pub trace_ttl_secs: Option<u64>,
+    /// is erased.
+    trace_ttl_secs: u64 = 0;
     /// When a model call's trace and audit entry reach the disk: `durable` (before the
     /// answer is released: no answer without its log entry, at one fsync per call)
     /// or `background` (just after, batched: no fsync on the answer's path; a machine
-    /// crash can lose the entries of the last few milliseconds) [default: durable].
-    #[arg(long, env = "BULKHEAD_TRACE_COMMIT")]
-    pub trace_commit: Option<String>,
+    /// crash can lose the entries of the last few milliseconds).
+    trace_commit: TraceCommit = TraceCommit::Durable;
     /// How often the retention sweeper deletes expired documents, sessions and
-    /// traces, in seconds (they are invisible from the moment they expire) [default: 60].
-    #[arg(long, env = "BULKHEAD_SWEEP_INTERVAL_SECS")]
-    pub sweep_interval_secs: Option<u64>,
-    /// Most rows one sweep deletes (bounded work per tick) [default: 1000].
-    #[arg(long, env = "BULKHEAD_SWEEP_BATCH_MAX")]
-    pub sweep_batch_max: Option<u32>,
+    /// traces, in seconds (they are invisible from the moment they expire).
+    sweep_interval_secs: u64 = 60;
+    /// Most rows one sweep deletes (bounded work per tick).
+    sweep_batch_max: u32 = 1000;
     /// How long what a tenant sends through (prompts of every role, tool results,
     /// session history) stays protected by the output guard after it was last
     /// sent, in seconds; a compliance pack may set its own
-    /// (`retention.prompt_window_secs`). Memory grows with it: see BENCHMARKS.md
-    /// [default: 3600].
-    #[arg(long, env = "BULKHEAD_GUARD_PROMPT_WINDOW_SECS")]
-    pub guard_prompt_window_secs: Option<u64>,
+    /// (`retention.prompt_window_secs`). Memory grows with it: see BENCHMARKS.md.
+    guard_prompt_window_secs: u64 =
+        (bulkhead_guard::GuardLimits::default().ephemeral_ttl_ms / 1000).unsigned_abs();
     /// A folder of the operator's own compliance packs (`*.toml`, the format of the
     /// built-in `default`, `gdpr`, `hipaa`, `pci-dss` and `soc2`), validated at start.
-    #[arg(long, env = "BULKHEAD_POLICY_PACKS_DIR")]
-    pub policy_packs_dir: Option<PathBuf>,
+    policy_packs_dir: PathBuf;
     /// URL that receives every alert as JSON (POST; up to 4 attempts; a bounded
     /// queue that never slows requests).
-    #[arg(long, env = "BULKHEAD_ALERT_WEBHOOK_URL")]
-    pub alert_webhook_url: Option<String>,
+    alert_webhook_url: String;
     /// Secret that signs webhook deliveries: header `x-bulkhead-signature:
     /// sha256=<hex HMAC-SHA256(secret, body)>`.
-    #[arg(long, env = "BULKHEAD_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
-    pub alert_webhook_secret: Option<String>,
-    /// Refused credentials per minute that raise an `auth_failure_burst` alert [default: 20].
-    #[arg(long, env = "BULKHEAD_ALERT_AUTH_FAILURE_BURST")]
-    pub alert_auth_failure_burst: Option<u32>,
+    #[arg(hide_env_values = true)]
+    alert_webhook_secret: String;
+    /// Refused credentials per minute that raise an `auth_failure_burst` alert.
+    alert_auth_failure_burst: u32 = AUTH_FAILURE_BURST_DEFAULT;
     /// Lookups of ids a tenant does not have (404s), per tenant per minute, that
-    /// raise an `id_enumeration` alert [default: 30].
-    #[arg(long, env = "BULKHEAD_ALERT_NOT_FOUND_BURST")]
-    pub alert_not_found_burst: Option<u32>,
+    /// raise an `id_enumeration` alert.
+    alert_not_found_burst: u32 = bulkhead_server::alerts::NOT_FOUND_BURST_DEFAULT;
     /// What a blocked cross-tenant leak quarantines at once: `off` (alert only),
-    /// `key` (the key that received it) or `tenant` (its whole tenant) [default: off].
-    #[arg(long, env = "BULKHEAD_CONTAIN_ON_LEAK")]
-    pub contain_on_leak: Option<String>,
+    /// `key` (the key that received it) or `tenant` (its whole tenant).
+    contain_on_leak: ContainOnLeak = ContainOnLeak::Off;
     /// Weight of the newest minute in each tenant's requests-per-minute baseline
-    /// (EWMA), in (0, 1] [default: 0.1].
-    #[arg(long, env = "BULKHEAD_ANOMALY_ALPHA")]
-    pub anomaly_alpha: Option<f64>,
+    /// (EWMA), in (0, 1].
+    anomaly_alpha: f64 = anomaly().alpha;
     /// Standard deviations above a tenant's baseline that raise a
-    /// `traffic_anomaly` alert [default: 4].
-    #[arg(long, env = "BULKHEAD_ANOMALY_SIGMA")]
-    pub anomaly_sigma: Option<f64>,
-    /// A minute with fewer requests than this never raises `traffic_anomaly` [default: 60].
-    #[arg(long, env = "BULKHEAD_ANOMALY_MIN_REQUESTS_PER_MIN")]
-    pub anomaly_min_requests_per_min: Option<u64>,
-    /// Minutes of a tenant's traffic before its baseline may alert [default: 10].
-    #[arg(long, env = "BULKHEAD_ANOMALY_WARMUP_MINUTES")]
-    pub anomaly_warmup_minutes: Option<u32>,
+    /// `traffic_anomaly` alert.
+    anomaly_sigma: f64 = anomaly().sigma;
+    /// A minute with fewer requests than this never raises `traffic_anomaly`.
+    anomaly_min_requests_per_min: u64 = anomaly().min_requests_per_min;
+    /// Minutes of a tenant's traffic before its baseline may alert.
+    anomaly_warmup_minutes: u32 = anomaly().warmup_minutes;
 }
-
 /// One `[[upstreams]]` table of the config file.
 ///
 /// ```toml
@@ -247,67 +452,6 @@ pub struct UpstreamFile {
 pub struct RegionFile {
     pub name: String,
     pub store: String,
-}
-
-/// The same keys, as read from the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<SocketAddr>,
-    pub data_dir: Option<PathBuf>,
-    pub store: Option<String>,
-    pub admin_token: Option<String>,
-    pub master_key: Option<String>,
-    pub body_bytes_max: Option<usize>,
-    pub request_timeout_secs: Option<u64>,
-    pub document_text_bytes_max: Option<usize>,
-    pub sqlite_group_commit_max: Option<usize>,
-    pub shutdown_grace_secs: Option<u64>,
-    pub server_name: Option<String>,
-    pub audit_signing_key: Option<PathBuf>,
-    pub audit_checkpoint_interval_secs: Option<u64>,
-    pub index_cache_bytes_max: Option<usize>,
-    pub chunk_target_chars: Option<usize>,
-    pub chunk_max_chars: Option<usize>,
-    pub chunk_overlap_chars: Option<usize>,
-    pub embedder: Option<String>,
-    pub embedder_url: Option<String>,
-    pub embedder_model: Option<String>,
-    pub embedder_api_key: Option<String>,
-    pub embedder_dimensions: Option<usize>,
-    pub search_default_mode: Option<String>,
-    pub upstream_url: Option<String>,
-    pub upstream_models: Option<String>,
-    pub upstream_api_key: Option<String>,
-    pub upstream_region: Option<String>,
-    pub upstream_cache_salt: Option<bool>,
-    pub echo_models: Option<bool>,
-    pub upstream_connect_timeout_secs: Option<u64>,
-    pub upstream_first_byte_timeout_secs: Option<u64>,
-    pub upstream_idle_timeout_secs: Option<u64>,
-    pub upstream_total_timeout_secs: Option<u64>,
-    pub session_ttl_secs: Option<u64>,
-    pub trace_ttl_secs: Option<u64>,
-    pub trace_commit: Option<String>,
-    pub sweep_interval_secs: Option<u64>,
-    pub sweep_batch_max: Option<u32>,
-    pub guard_prompt_window_secs: Option<u64>,
-    pub policy_packs_dir: Option<PathBuf>,
-    pub alert_webhook_url: Option<String>,
-    pub alert_webhook_secret: Option<String>,
-    pub alert_auth_failure_burst: Option<u32>,
-    pub alert_not_found_burst: Option<u32>,
-    pub contain_on_leak: Option<String>,
-    pub anomaly_alpha: Option<f64>,
-    pub anomaly_sigma: Option<f64>,
-    pub anomaly_min_requests_per_min: Option<u64>,
-    pub anomaly_warmup_minutes: Option<u32>,
-    /// The upstreams, as tables (file only: a list of tables has no flag spelling).
-    #[serde(default)]
-    pub upstreams: Vec<UpstreamFile>,
-    /// Regions with a store of their own (file only, like the upstreams).
-    #[serde(default)]
-    pub regions: Vec<RegionFile>,
 }
 
 /// Settings after precedence and defaults are applied.
@@ -374,44 +518,50 @@ pub enum EmbedderSetting {
     Http(bulkhead_index::HttpEmbedderConfig),
 }
 
+/// The three spellings of a key, for error messages.
+fn spelled(key: &str) -> String {
+    format!(
+        "{key} (--{}, BULKHEAD_{})",
+        key.replace('_', "-"),
+        key.to_uppercase()
+    )
+}
+
+/// A number of seconds that must be at least 1.
+fn secs(value: u64, key: &str) -> anyhow::Result<Duration> {
+    match value {
+        0 => bail!("{} must be at least 1", spelled(key)),
+        n => Ok(Duration::from_secs(n)),
+    }
+}
+
 impl ServeArgs {
     pub fn resolve(self) -> anyhow::Result<Settings> {
+        self.layered()?.keys().resolve()
+    }
+
+    /// The flags and variables over the `--config` file.
+    fn layered(self) -> anyhow::Result<ServeArgs> {
         let file = match &self.config {
             Some(path) => load_file(path)?,
-            None => FileConfig::default(),
+            None => ServeArgs::default(),
         };
-        let data_dir = self
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("./bulkhead-data"));
-        let store = self.store.or(file.store);
-        let store = match store {
-            None => StoreSpec::Sqlite(data_dir.join("bulkhead.db")),
-            Some(url) => parse_store(&url)?,
-        };
-        let regions = resolve_regions(file.regions, &data_dir, &store)?;
-        let body_bytes_max = self
-            .body_bytes_max
-            .or(file.body_bytes_max)
-            .unwrap_or(2 << 20);
-        let document_text_bytes_max = self
-            .document_text_bytes_max
-            .or(file.document_text_bytes_max)
-            .unwrap_or(1 << 20);
-        if body_bytes_max < 1024 {
-            bail!("body_bytes_max must be at least 1024");
+        Ok(self.over(file))
+    }
+}
+
+impl Keys {
+    fn resolve(self) -> anyhow::Result<Settings> {
+        let data_dir = self.data_dir;
+        let store = self
+            .store
+            .unwrap_or_else(|| StoreSpec::Sqlite(data_dir.join("bulkhead.db")));
+        let regions = resolve_regions(self.regions, &data_dir, &store)?;
+        if self.body_bytes_max < 1024 {
+            bail!("{} must be at least 1024", spelled("body_bytes_max"));
         }
-        let request_timeout_secs = self
-            .request_timeout_secs
-            .or(file.request_timeout_secs)
-            .unwrap_or(30);
-        if request_timeout_secs == 0 {
-            bail!("request_timeout_secs must be at least 1");
-        }
-        let server_name = self
-            .server_name
-            .or(file.server_name)
-            .unwrap_or_else(|| "bulkhead.local".to_owned());
+        let request_timeout = secs(self.request_timeout_secs, "request_timeout_secs")?;
+        let server_name = self.server_name;
         if server_name.is_empty()
             || server_name.contains('+')
             || server_name
@@ -424,180 +574,130 @@ impl ServeArgs {
         }
         let audit_signing_key = self
             .audit_signing_key
-            .or(file.audit_signing_key)
             .unwrap_or_else(|| data_dir.join("audit-signing.key"));
-        let checkpoint_secs = self
-            .audit_checkpoint_interval_secs
-            .or(file.audit_checkpoint_interval_secs)
-            .unwrap_or(1);
-        if checkpoint_secs == 0 {
-            bail!("audit_checkpoint_interval_secs must be at least 1");
-        }
+        let audit_checkpoint_interval = secs(
+            self.audit_checkpoint_interval_secs,
+            "audit_checkpoint_interval_secs",
+        )?;
         let retrieval = resolve_retrieval(RetrievalKeys {
-            index_cache_bytes_max: self.index_cache_bytes_max.or(file.index_cache_bytes_max),
-            chunk_target_chars: self.chunk_target_chars.or(file.chunk_target_chars),
-            chunk_max_chars: self.chunk_max_chars.or(file.chunk_max_chars),
-            chunk_overlap_chars: self.chunk_overlap_chars.or(file.chunk_overlap_chars),
-            embedder: self.embedder.or(file.embedder),
-            embedder_url: self.embedder_url.or(file.embedder_url),
-            embedder_model: self.embedder_model.or(file.embedder_model),
-            embedder_api_key: self.embedder_api_key.or(file.embedder_api_key),
-            embedder_dimensions: self.embedder_dimensions.or(file.embedder_dimensions),
-            search_default_mode: self.search_default_mode.or(file.search_default_mode),
+            index_cache_bytes_max: self.index_cache_bytes_max,
+            chunker: bulkhead_index::ChunkerConfig {
+                target_chars: self.chunk_target_chars,
+                max_chars: self.chunk_max_chars,
+                overlap_chars: self.chunk_overlap_chars,
+            },
+            embedder: self.embedder,
+            embedder_url: self.embedder_url,
+            embedder_model: self.embedder_model,
+            embedder_api_key: self.embedder_api_key,
+            embedder_dimensions: self.embedder_dimensions,
+            search_default_mode: self.search_default_mode,
         })?;
         let gateway = resolve_gateway(GatewayKeys {
-            upstream_url: self.upstream_url.or(file.upstream_url),
-            upstream_models: self.upstream_models.or(file.upstream_models),
-            upstream_api_key: self.upstream_api_key.or(file.upstream_api_key),
-            upstream_region: self.upstream_region.or(file.upstream_region),
-            upstream_cache_salt: self.upstream_cache_salt.or(file.upstream_cache_salt),
-            echo_models: self.echo_models.or(file.echo_models),
-            connect: self
-                .upstream_connect_timeout_secs
-                .or(file.upstream_connect_timeout_secs),
-            first_byte: self
-                .upstream_first_byte_timeout_secs
-                .or(file.upstream_first_byte_timeout_secs),
-            idle: self
-                .upstream_idle_timeout_secs
-                .or(file.upstream_idle_timeout_secs),
-            total: self
-                .upstream_total_timeout_secs
-                .or(file.upstream_total_timeout_secs),
-            session_ttl_secs: self.session_ttl_secs.or(file.session_ttl_secs),
-            trace_ttl_secs: self.trace_ttl_secs.or(file.trace_ttl_secs),
-            trace_commit: self.trace_commit.or(file.trace_commit),
-            upstreams: file.upstreams,
+            upstream_url: self.upstream_url,
+            upstream_models: self.upstream_models,
+            upstream_api_key: self.upstream_api_key,
+            upstream_region: self.upstream_region,
+            upstream_cache_salt: self.upstream_cache_salt,
+            echo_models: self.echo_models,
+            timeouts: bulkhead_gateway::Timeouts {
+                connect: secs(
+                    self.upstream_connect_timeout_secs,
+                    "upstream_connect_timeout_secs",
+                )?,
+                first_byte: secs(
+                    self.upstream_first_byte_timeout_secs,
+                    "upstream_first_byte_timeout_secs",
+                )?,
+                idle: secs(
+                    self.upstream_idle_timeout_secs,
+                    "upstream_idle_timeout_secs",
+                )?,
+                total: secs(
+                    self.upstream_total_timeout_secs,
+                    "upstream_total_timeout_secs",
+                )?,
+            },
+            session_ttl_secs: self.session_ttl_secs,
+            trace_ttl_secs: self.trace_ttl_secs,
+            trace_commit: self.trace_commit,
+            upstreams: self.upstreams,
         })?;
-        let sweep_interval_secs = self
-            .sweep_interval_secs
-            .or(file.sweep_interval_secs)
-            .unwrap_or(60);
-        let sweep_batch_max = self
-            .sweep_batch_max
-            .or(file.sweep_batch_max)
-            .unwrap_or(1000);
-        if sweep_interval_secs == 0 || sweep_batch_max == 0 {
+        if self.sweep_interval_secs == 0 || self.sweep_batch_max == 0 {
             bail!("sweep_interval_secs and sweep_batch_max must be at least 1");
         }
-        let guard_prompt_window_secs = self
-            .guard_prompt_window_secs
-            .or(file.guard_prompt_window_secs)
-            .unwrap_or(3600);
+        let guard_prompt_window_secs = self.guard_prompt_window_secs;
         if !(1..=30 * 86_400).contains(&guard_prompt_window_secs) {
             bail!(
-                "guard_prompt_window_secs must be between 1 and 2592000 (30 days), not {guard_prompt_window_secs}"
+                "{} must be between 1 and 2592000 (30 days), not {guard_prompt_window_secs}",
+                spelled("guard_prompt_window_secs")
             );
         }
-        let contain_on_leak = match self
-            .contain_on_leak
-            .as_deref()
-            .or(file.contain_on_leak.as_deref())
-        {
-            None | Some("off") => bulkhead_server::alerts::Containment::Off,
-            Some("key") => bulkhead_server::alerts::Containment::Key,
-            Some("tenant") => bulkhead_server::alerts::Containment::Tenant,
-            Some(other) => bail!("contain_on_leak must be off, key or tenant, not {other:?}"),
-        };
-        let anomaly_defaults = bulkhead_server::anomaly::AnomalySettings::default();
         let anomaly = bulkhead_server::anomaly::AnomalySettings {
-            alpha: self
-                .anomaly_alpha
-                .or(file.anomaly_alpha)
-                .unwrap_or(anomaly_defaults.alpha),
-            sigma: self
-                .anomaly_sigma
-                .or(file.anomaly_sigma)
-                .unwrap_or(anomaly_defaults.sigma),
-            min_requests_per_min: self
-                .anomaly_min_requests_per_min
-                .or(file.anomaly_min_requests_per_min)
-                .unwrap_or(anomaly_defaults.min_requests_per_min),
-            warmup_minutes: self
-                .anomaly_warmup_minutes
-                .or(file.anomaly_warmup_minutes)
-                .unwrap_or(anomaly_defaults.warmup_minutes),
+            alpha: self.anomaly_alpha,
+            sigma: self.anomaly_sigma,
+            min_requests_per_min: self.anomaly_min_requests_per_min,
+            warmup_minutes: self.anomaly_warmup_minutes,
         };
         Ok(Settings {
             retrieval,
             gateway,
-            sweep_interval: Duration::from_secs(sweep_interval_secs),
-            sweep_batch_max,
+            sweep_interval: Duration::from_secs(self.sweep_interval_secs),
+            sweep_batch_max: self.sweep_batch_max,
+            // The bound above keeps it far below i64::MAX.
             guard_prompt_window_secs: guard_prompt_window_secs as i64,
-            policy_packs_dir: self.policy_packs_dir.or(file.policy_packs_dir),
+            policy_packs_dir: self.policy_packs_dir,
             alerts: bulkhead_server::alerts::AlertSettings {
-                webhook_url: self.alert_webhook_url.or(file.alert_webhook_url),
-                webhook_secret: self.alert_webhook_secret.or(file.alert_webhook_secret),
-                auth_failure_burst: self
-                    .alert_auth_failure_burst
-                    .or(file.alert_auth_failure_burst)
-                    .unwrap_or(20),
-                not_found_burst: self
-                    .alert_not_found_burst
-                    .or(file.alert_not_found_burst)
-                    .unwrap_or(bulkhead_server::alerts::NOT_FOUND_BURST_DEFAULT),
-                contain_on_leak,
+                webhook_url: self.alert_webhook_url,
+                webhook_secret: self.alert_webhook_secret,
+                auth_failure_burst: self.alert_auth_failure_burst,
+                not_found_burst: self.alert_not_found_burst,
+                contain_on_leak: self.contain_on_leak.into(),
                 anomaly: anomaly.validated().map_err(|e| anyhow::anyhow!(e))?,
             },
             server_name,
             audit_signing_key,
-            audit_checkpoint_interval: Duration::from_secs(checkpoint_secs),
-            listen: self
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
+            audit_checkpoint_interval,
+            listen: self.listen,
             data_dir,
             store,
             regions,
-            admin_token: self.admin_token.or(file.admin_token),
-            master_key: self.master_key.or(file.master_key),
-            body_bytes_max,
-            request_timeout: Duration::from_secs(request_timeout_secs),
-            document_text_bytes_max,
-            sqlite_group_commit_max: self
-                .sqlite_group_commit_max
-                .or(file.sqlite_group_commit_max)
-                .unwrap_or(256)
-                .max(1),
-            shutdown_grace: Duration::from_secs(
-                self.shutdown_grace_secs
-                    .or(file.shutdown_grace_secs)
-                    .unwrap_or(30),
-            ),
+            admin_token: self.admin_token,
+            master_key: self.master_key,
+            body_bytes_max: self.body_bytes_max,
+            request_timeout,
+            document_text_bytes_max: self.document_text_bytes_max,
+            sqlite_group_commit_max: self.sqlite_group_commit_max.max(1),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
         })
     }
 }
 
-/// The retrieval keys after precedence, before validation.
+/// The retrieval keys after layering, before validation.
 struct RetrievalKeys {
-    index_cache_bytes_max: Option<usize>,
-    chunk_target_chars: Option<usize>,
-    chunk_max_chars: Option<usize>,
-    chunk_overlap_chars: Option<usize>,
-    embedder: Option<String>,
+    index_cache_bytes_max: usize,
+    chunker: bulkhead_index::ChunkerConfig,
+    embedder: Embedder,
     embedder_url: Option<String>,
     embedder_model: Option<String>,
     embedder_api_key: Option<String>,
     embedder_dimensions: Option<usize>,
-    search_default_mode: Option<String>,
+    search_default_mode: Option<SearchDefaultMode>,
 }
 
 fn resolve_retrieval(keys: RetrievalKeys) -> anyhow::Result<RetrievalSettings> {
-    use bulkhead_index::{ChunkerConfig, HttpEmbedderConfig, SearchMode};
-    let defaults = ChunkerConfig::default();
-    let chunker = ChunkerConfig {
-        target_chars: keys.chunk_target_chars.unwrap_or(defaults.target_chars),
-        max_chars: keys.chunk_max_chars.unwrap_or(defaults.max_chars),
-        overlap_chars: keys.chunk_overlap_chars.unwrap_or(defaults.overlap_chars),
-    };
+    use bulkhead_index::{HttpEmbedderConfig, SearchMode};
+    let chunker = keys.chunker;
     bulkhead_index::Chunker::new(chunker)
         .context("chunk_target_chars / chunk_max_chars / chunk_overlap_chars")?;
-    let embedder = match keys.embedder.as_deref().unwrap_or("hashed") {
-        "none" => EmbedderSetting::None,
-        "hashed" => EmbedderSetting::Hashed {
-            dimensions: keys.embedder_dimensions.unwrap_or(256),
+    let embedder = match keys.embedder {
+        Embedder::None => EmbedderSetting::None,
+        Embedder::Hashed => EmbedderSetting::Hashed {
+            dimensions: keys
+                .embedder_dimensions
+                .unwrap_or(bulkhead_index::HashedNgramEmbedder::DEFAULT_DIMS),
         },
-        "http" => {
+        Embedder::Http => {
             let url = keys
                 .embedder_url
                 .context("embedder = \"http\" needs embedder_url (an OpenAI-compatible base URL ending in /v1)")?;
@@ -611,53 +711,53 @@ fn resolve_retrieval(keys: RetrievalKeys) -> anyhow::Result<RetrievalSettings> {
             config.api_key = keys.embedder_api_key.map(zeroize::Zeroizing::new);
             EmbedderSetting::Http(config)
         }
-        other => bail!("embedder must be hashed, http or none, not {other:?}"),
     };
     if let EmbedderSetting::Hashed { dimensions }
     | EmbedderSetting::Http(HttpEmbedderConfig { dimensions, .. }) = &embedder
         && !(8..=8192).contains(dimensions)
     {
-        bail!("embedder_dimensions must be between 8 and 8192");
+        bail!(
+            "{} must be between 8 and 8192",
+            spelled("embedder_dimensions")
+        );
     }
-    let default_mode = match keys.search_default_mode.as_deref() {
+    let default_mode = match keys.search_default_mode {
         None if matches!(embedder, EmbedderSetting::Http(_)) => SearchMode::Hybrid,
-        None | Some("bm25") => SearchMode::Bm25,
-        Some("vector") => SearchMode::Vector,
-        Some("hybrid") => SearchMode::Hybrid,
-        Some(other) => bail!("search_default_mode must be bm25, vector or hybrid, not {other:?}"),
+        None | Some(SearchDefaultMode::Bm25) => SearchMode::Bm25,
+        Some(SearchDefaultMode::Vector) => SearchMode::Vector,
+        Some(SearchDefaultMode::Hybrid) => SearchMode::Hybrid,
     };
     if default_mode != SearchMode::Bm25 && matches!(embedder, EmbedderSetting::None) {
         bail!(
             "search_default_mode {default_mode:?} needs an embedder; set embedder = \"hashed\" or \"http\""
         );
     }
-    let index_cache_bytes_max = keys.index_cache_bytes_max.unwrap_or(1 << 30);
-    if index_cache_bytes_max < (1 << 20) {
-        bail!("index_cache_bytes_max must be at least 1048576 (1 MiB)");
+    if keys.index_cache_bytes_max < (1 << 20) {
+        bail!(
+            "{} must be at least 1048576 (1 MiB)",
+            spelled("index_cache_bytes_max")
+        );
     }
     Ok(RetrievalSettings {
-        index_cache_bytes_max,
+        index_cache_bytes_max: keys.index_cache_bytes_max,
         chunker,
         embedder,
         default_mode,
     })
 }
 
-/// The gateway keys after precedence, before validation.
+/// The gateway keys after layering, before validation.
 struct GatewayKeys {
     upstream_url: Option<String>,
     upstream_models: Option<String>,
     upstream_api_key: Option<String>,
     upstream_region: Option<String>,
-    upstream_cache_salt: Option<bool>,
-    echo_models: Option<bool>,
-    connect: Option<u64>,
-    first_byte: Option<u64>,
-    idle: Option<u64>,
-    total: Option<u64>,
-    session_ttl_secs: Option<u64>,
-    trace_ttl_secs: Option<u64>,
-    trace_commit: Option<String>,
+    upstream_cache_salt: bool,
+    echo_models: bool,
+    timeouts: bulkhead_gateway::Timeouts,
+    session_ttl_secs: u64,
+    trace_ttl_secs: u64,
+    trace_commit: TraceCommit,
     upstreams: Vec<UpstreamFile>,
 }
 
@@ -727,7 +827,7 @@ fn resolve_gateway(keys: GatewayKeys) -> anyhow::Result<GatewaySettings> {
                 },
                 region: Some(region(keys.upstream_region.as_deref(), "upstream_region")?),
                 models,
-                cache_salt: keys.upstream_cache_salt.unwrap_or(true),
+                cache_salt: keys.upstream_cache_salt,
                 prompt_cache_key: false,
             });
         }
@@ -737,38 +837,21 @@ fn resolve_gateway(keys: GatewayKeys) -> anyhow::Result<GatewaySettings> {
         (None, Some(_)) => bail!("--upstream-models needs --upstream-url"),
         (None, None) => {}
     }
-    let echo_models = keys.echo_models.unwrap_or(false);
+    let echo_models = keys.echo_models;
     if echo_models {
         upstreams.push(UpstreamConfig::echo());
     }
-    let secs = |v: Option<u64>, default: u64, name: &str| -> anyhow::Result<Duration> {
-        match v.unwrap_or(default) {
-            0 => bail!("{name} must be at least 1"),
-            n => Ok(Duration::from_secs(n)),
-        }
-    };
-    let timeouts = bulkhead_gateway::Timeouts {
-        connect: secs(keys.connect, 5, "upstream_connect_timeout_secs")?,
-        first_byte: secs(keys.first_byte, 60, "upstream_first_byte_timeout_secs")?,
-        idle: secs(keys.idle, 30, "upstream_idle_timeout_secs")?,
-        total: secs(keys.total, 300, "upstream_total_timeout_secs")?,
-    };
-    let session_ttl_secs = keys.session_ttl_secs.unwrap_or(7 * 24 * 3600);
+    let session_ttl_secs = keys.session_ttl_secs;
     if session_ttl_secs == 0 {
-        bail!("session_ttl_secs must be at least 1");
+        bail!("{} must be at least 1", spelled("session_ttl_secs"));
     }
-    let trace_commit_background = match keys.trace_commit.as_deref() {
-        None | Some("durable") => false,
-        Some("background") => true,
-        Some(other) => bail!("trace_commit must be durable or background, not {other:?}"),
-    };
     Ok(GatewaySettings {
         upstreams,
-        timeouts,
+        timeouts: keys.timeouts,
         echo_models,
         session_ttl_secs,
-        trace_ttl_secs: keys.trace_ttl_secs.filter(|t| *t > 0),
-        trace_commit_background,
+        trace_ttl_secs: Some(keys.trace_ttl_secs).filter(|t| *t > 0),
+        trace_commit_background: keys.trace_commit == TraceCommit::Background,
     })
 }
 
@@ -825,14 +908,15 @@ fn resolve_regions(
     Ok(out)
 }
 
-fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+fn load_file(path: &Path) -> anyhow::Result<ServeArgs> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
 }
 
 /// Where the rows live.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum StoreSpec {
     /// One embedded SQLite file, for one server process.
     Sqlite(PathBuf),
@@ -864,10 +948,26 @@ fn parse_store(url: &str) -> anyhow::Result<StoreSpec> {
     Ok(StoreSpec::Sqlite(PathBuf::from(path)))
 }
 
+impl std::str::FromStr for StoreSpec {
+    type Err = anyhow::Error;
+
+    fn from_str(url: &str) -> anyhow::Result<Self> {
+        parse_store(url)
+    }
+}
+
+impl TryFrom<String> for StoreSpec {
+    type Error = anyhow::Error;
+
+    fn try_from(url: String) -> anyhow::Result<Self> {
+        parse_store(&url)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
 
     #[derive(Debug, clap::Parser)]
     struct Wrapper {
@@ -875,61 +975,323 @@ mod tests {
         args: ServeArgs,
     }
 
-    /// Every setting has a flag `--foo-bar`, a variable `BULKHEAD_FOO_BAR` and a file
-    /// key `foo_bar` that the file parser accepts.
-    #[test]
-    fn every_key_has_flag_env_and_file_spelling() {
+    /// The declared keys, from clap's view of `ServeArgs`: id, flag, variable.
+    fn declared() -> Vec<(String, String, String)> {
+        Wrapper::command()
+            .get_arguments()
+            .filter(|a| !matches!(a.get_id().as_str(), "help" | "config"))
+            .map(|a| {
+                (
+                    a.get_id().to_string(),
+                    a.get_long().unwrap_or_default().to_owned(),
+                    a.get_env()
+                        .and_then(|e| e.to_str())
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Two values `key` accepts, different from each other and from its default:
+    /// its enum's values, or the first candidates that parse as a flag.
+    fn two_values(key: &str) -> [String; 2] {
         let cmd = Wrapper::command();
-        let mut keys = 0;
-        for arg in cmd.get_arguments() {
-            let id = arg.get_id().as_str();
-            if id == "help" {
-                continue;
-            }
-            keys += 1;
-            assert_eq!(
-                arg.get_long(),
-                Some(id.replace('_', "-").as_str()),
-                "flag of {id}"
-            );
-            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
-            assert_eq!(
-                env,
-                format!("BULKHEAD_{}", id.to_uppercase()),
-                "env of {id}"
-            );
-            if id != "config" {
-                let value = match id {
-                    "listen" => "\"127.0.0.1:1\"".to_owned(),
-                    "data_dir"
-                    | "store"
-                    | "admin_token"
-                    | "master_key"
-                    | "server_name"
-                    | "audit_signing_key"
-                    | "policy_packs_dir"
-                    | "alert_webhook_url"
-                    | "alert_webhook_secret"
-                    | "contain_on_leak"
-                    | "embedder"
-                    | "embedder_url"
-                    | "embedder_model"
-                    | "embedder_api_key"
-                    | "search_default_mode"
-                    | "upstream_url"
-                    | "upstream_models"
-                    | "upstream_api_key"
-                    | "upstream_region"
-                    | "trace_commit" => "\"x\"".to_owned(),
-                    "upstream_cache_salt" | "echo_models" => "true".to_owned(),
-                    _ => "1".to_owned(),
-                };
-                let parsed: Result<FileConfig, _> = toml::from_str(&format!("{id} = {value}"));
-                assert!(parsed.is_ok(), "file key {id}: {parsed:?}");
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == key)
+            .expect("the key is declared");
+        let default = default_shown(key);
+        let possible: Vec<String> = arg
+            .get_possible_values()
+            .iter()
+            .map(|v| v.get_name().to_owned())
+            .filter(|v| Some(v) != default.as_ref())
+            .collect();
+        if possible.len() >= 2 {
+            return [possible[0].clone(), possible[1].clone()];
+        }
+        if let [only] = possible.as_slice() {
+            // A bool, or a two-valued enum, whose other value is the default.
+            let default = default.expect("one value left: the other is the default");
+            return [only.clone(), default];
+        }
+        for [a, b] in [["2", "3"], ["0.5", "0.25"], ["127.0.0.1:2", "127.0.0.1:3"]] {
+            let parses = |v: &str| {
+                Wrapper::try_parse_from(["serve", &format!("--{}={v}", key.replace('_', "-"))])
+                    .is_ok()
+            };
+            if parses(a) && parses(b) {
+                return [a.to_owned(), b.to_owned()];
             }
         }
-        assert!(keys >= 10);
-        assert!(toml::from_str::<FileConfig>("no_such_key = 1").is_err());
+        panic!("no test values for {key}");
+    }
+
+    /// `key = value` as TOML: bare if the file parser takes it so, else quoted.
+    fn toml_line(key: &str, value: &str) -> String {
+        let bare = format!("{key} = {value}\n");
+        if toml::from_str::<ServeArgs>(&bare).is_ok() {
+            bare
+        } else {
+            format!("{key} = {value:?}\n")
+        }
+    }
+
+    /// Each key and its value as `Debug` shows it.
+    type Shown = Vec<(String, String)>;
+
+    /// Runs this test binary's `layers_child` in a process of its own with `env`
+    /// as its `BULKHEAD_*` variables (a test cannot set variables in its own
+    /// process safely), and returns each key's value after layering, without and
+    /// with the defaults.
+    fn layered_in_child(
+        flags: &[String],
+        env: &[(String, String)],
+        file: Option<&Path>,
+    ) -> (Shown, Shown) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.json");
+        let mut argv: Vec<String> = flags.to_vec();
+        if let Some(file) = file {
+            argv.push(format!("--config={}", file.display()));
+        }
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "config::tests::layers_child", "--test-threads=1"]);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("BULKHEAD_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+            .env(
+                "CONFIG_TEST_CHILD_ARGV",
+                serde_json::to_string(&argv).unwrap(),
+            )
+            .env("CONFIG_TEST_CHILD_OUT", &out);
+        let status = cmd.stdout(std::process::Stdio::null()).status().unwrap();
+        assert!(status.success(), "child failed");
+        let text = std::fs::read_to_string(&out).expect("the child wrote its answer");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Not a test on its own: the child of `layered_in_child` (does nothing unless
+    /// started by it).
+    #[test]
+    fn layers_child() {
+        let (Ok(argv), Ok(out)) = (
+            std::env::var("CONFIG_TEST_CHILD_ARGV"),
+            std::env::var("CONFIG_TEST_CHILD_OUT"),
+        ) else {
+            return;
+        };
+        let argv: Vec<String> = serde_json::from_str(&argv).unwrap();
+        let args = Wrapper::try_parse_from(std::iter::once("serve".to_owned()).chain(argv))
+            .unwrap()
+            .args;
+        let layered = args.layered().unwrap();
+        let owned = |v: Vec<(&str, String)>| -> Shown {
+            v.into_iter().map(|(k, s)| (k.to_owned(), s)).collect()
+        };
+        let raw = owned(layered.shown());
+        let keys = owned(layered.keys().shown());
+        std::fs::write(out, serde_json::to_string(&(raw, keys)).unwrap()).unwrap();
+    }
+
+    /// Each key's value after layering one value per key through one spelling.
+    fn alone(key: &str, value: &str) -> String {
+        let flag = format!("--{}={value}", key.replace('_', "-"));
+        let args = Wrapper::try_parse_from(["serve", &flag]).unwrap().args;
+        args.shown().into_iter().find(|(k, _)| *k == key).unwrap().1
+    }
+
+    /// For every declared key: it has the three spellings, and setting it through
+    /// several of them gives the flag's value over the variable's over the file's
+    /// over the default. All keys at once, one process per case.
+    #[test]
+    fn every_key_flag_beats_env_beats_file_beats_default() {
+        let keys = declared();
+        assert!(keys.len() >= 40, "{} keys", keys.len());
+        for (key, long, env) in &keys {
+            assert_eq!(long, &key.replace('_', "-"), "flag of {key}");
+            assert_eq!(
+                env,
+                &format!("BULKHEAD_{}", key.to_uppercase()),
+                "env of {key}"
+            );
+        }
+        let values: Vec<(String, [String; 2])> = keys
+            .iter()
+            .map(|(k, ..)| (k.clone(), two_values(k)))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let file_of = |which: usize| {
+            let path = dir.path().join(format!("layer{which}.toml"));
+            let text: String = values
+                .iter()
+                .map(|(k, v)| toml_line(k, &v[which]))
+                .collect();
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let env_of = |which: usize| -> Vec<(String, String)> {
+            values
+                .iter()
+                .map(|(k, v)| (format!("BULKHEAD_{}", k.to_uppercase()), v[which].clone()))
+                .collect()
+        };
+        let flags_of = |which: usize| -> Vec<String> {
+            values
+                .iter()
+                .map(|(k, v)| format!("--{}={}", k.replace('_', "-"), v[which]))
+                .collect()
+        };
+        let (file0, file1) = (file_of(0), file_of(1));
+        // (case, flags, env, file, which value must win)
+        let (file0, file1) = (Some(file0.as_path()), Some(file1.as_path()));
+        let cases = [
+            ("file beats default", vec![], vec![], file0, 0),
+            ("env beats file", vec![], env_of(1), file0, 1),
+            ("env beats default", vec![], env_of(0), None, 0),
+            ("flag beats env", flags_of(1), env_of(0), None, 1),
+            ("flag beats file", flags_of(0), vec![], file1, 0),
+            (
+                "flag beats env beats file",
+                flags_of(0),
+                env_of(1),
+                file1,
+                0,
+            ),
+        ];
+        for (case, flags, env, file, winner) in cases {
+            let (raw, with_defaults) = layered_in_child(&flags, &env, file);
+            for (key, v) in &values {
+                let want = alone(key, &v[winner]);
+                let got = raw.iter().find(|(k, _)| k == key).map(|(_, s)| s);
+                assert_eq!(got, Some(&want), "{case}: {key}");
+                let got = with_defaults.iter().find(|(k, _)| k == key).map(|(_, s)| s);
+                assert_eq!(got, Some(&want), "{case}: {key} after the defaults");
+            }
+        }
+        // Nothing set: every key with a fixed default has it.
+        let (_, with_defaults) = layered_in_child(&[], &[], None);
+        for (key, ..) in &keys {
+            let got = &with_defaults.iter().find(|(k, _)| k == key).unwrap().1;
+            match default_shown(key) {
+                Some(_) => assert_ne!(got, "None", "{key} has a default"),
+                None => assert_eq!(got, "None", "{key} has none"),
+            }
+        }
+    }
+
+    /// `--help` names each key's variable and its fixed default.
+    #[test]
+    fn help_names_variable_and_default() {
+        let mut cmd = Wrapper::command();
+        let help = cmd.render_long_help().to_string();
+        for (key, long, env) in declared() {
+            let at = help
+                .find(&format!("--{long} "))
+                .unwrap_or_else(|| panic!("--{long} in help"));
+            let end = help[at + 2..]
+                .find("\n  --")
+                .map_or(help.len(), |e| at + 2 + e);
+            let entry = &help[at..end];
+            assert!(entry.contains(&format!("[env: {env}")), "{entry}");
+            if let Some(default) = default_shown(&key) {
+                assert!(entry.contains(&format!("[default: {default}]")), "{entry}");
+            }
+        }
+        assert!(
+            help.contains("[default: 2097152]"),
+            "body_bytes_max from ServerLimits"
+        );
+        assert!(help.contains("[default: 127.0.0.1:7700]"));
+    }
+
+    /// An unknown file key, a bad enum value by flag or in the file: clear errors.
+    #[test]
+    fn unknown_keys_and_bad_enum_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bulkhead.toml");
+        let resolve = |toml: &str| {
+            std::fs::write(&file, toml).unwrap();
+            ServeArgs {
+                config: Some(file.clone()),
+                ..ServeArgs::default()
+            }
+            .resolve()
+        };
+        let err = format!("{:#}", resolve("no_such_key = 1\n").unwrap_err());
+        assert!(err.contains("unknown field `no_such_key`"), "{err}");
+        assert!(err.contains("parse config file"), "{err}");
+        let err = format!("{:#}", resolve("config = \"other.toml\"\n").unwrap_err());
+        assert!(err.contains("unknown field `config`"), "{err}");
+        let cmd = Wrapper::command();
+        let mut enums = 0;
+        for arg in cmd.get_arguments() {
+            let key = arg.get_id().as_str();
+            let names: Vec<String> = arg
+                .get_possible_values()
+                .iter()
+                .map(|v| v.get_name().to_owned())
+                .collect();
+            if names.len() < 3 && !matches!(key, "trace_commit") {
+                continue; // bools
+            }
+            enums += 1;
+            let flag = format!("--{}=everything", key.replace('_', "-"));
+            let err = Wrapper::try_parse_from(["serve", &flag])
+                .unwrap_err()
+                .to_string();
+            let err_file = format!(
+                "{:#}",
+                resolve(&format!("{key} = \"everything\"\n")).unwrap_err()
+            );
+            for name in &names {
+                assert!(err.contains(name.as_str()), "{key}: {err}");
+                assert!(err_file.contains(&format!("`{name}`")), "{key}: {err_file}");
+            }
+            assert!(err_file.contains(key), "{key}: {err_file}");
+        }
+        assert_eq!(
+            enums, 4,
+            "embedder, search_default_mode, trace_commit, contain_on_leak"
+        );
+    }
+
+    #[test]
+    fn defaults_come_from_the_owning_crates() {
+        let s = ServeArgs::default().resolve().unwrap();
+        let limits = bulkhead_server::ServerLimits::default();
+        assert_eq!(s.body_bytes_max, limits.body_bytes_max);
+        assert_eq!(s.request_timeout, limits.request_timeout);
+        let timeouts = bulkhead_gateway::Timeouts::default();
+        assert_eq!(s.gateway.timeouts.total, timeouts.total);
+        assert_eq!(
+            s.retrieval.chunker,
+            bulkhead_index::ChunkerConfig::default()
+        );
+        assert_eq!(
+            s.alerts.anomaly,
+            bulkhead_server::anomaly::AnomalySettings::default()
+        );
+        assert_eq!(s.guard_prompt_window_secs, 3600);
+        assert_eq!(s.alerts.auth_failure_burst, 20);
+        assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 7700)));
+        for bad in [0, 30 * 86_400 + 1] {
+            let err = ServeArgs {
+                guard_prompt_window_secs: Some(bad),
+                ..ServeArgs::default()
+            }
+            .resolve()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("guard_prompt_window_secs (--guard-prompt-window-secs, BULKHEAD_GUARD_PROMPT_WINDOW_SECS) must be between 1 and 2592000"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -1072,7 +1434,7 @@ tn_000000000000000000000000 = "tenant-key"
             StoreSpec::Sqlite(PathBuf::from("./bulkhead-data/bulkhead.db"))
         );
         let pg = ServeArgs {
-            store: Some("postgres://u:secret@db/bulkhead".into()),
+            store: Some("postgres://u:secret@db/bulkhead".parse().unwrap()),
             ..ServeArgs::default()
         }
         .resolve()
