@@ -24,6 +24,18 @@ pub enum Action {
     Block,
 }
 
+impl Action {
+    /// The name packs, logs and the wire use (the same as serde's).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Allow => "allow",
+            Self::Redact => "redact",
+            Self::Block => "block",
+        }
+    }
+}
+
 /// The detectors a policy configures, one action each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -229,6 +241,18 @@ pub enum InjectionAction {
     Drop,
     /// The request is refused.
     Block,
+}
+
+impl InjectionAction {
+    /// The name packs, logs and the wire use (the same as serde's).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Flag => "flag",
+            Self::Drop => "drop",
+            Self::Block => "block",
+        }
+    }
 }
 
 /// Thresholds for one kind of text (retrieved context or user input).

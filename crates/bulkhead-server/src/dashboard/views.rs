@@ -762,6 +762,7 @@ pub fn incident_panel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bulkhead_app::EventKind;
 
     #[test]
     fn an_impact_report_renders_escaped_with_its_sections() {
@@ -769,7 +770,7 @@ mod tests {
             log: "tenant".into(),
             index: 7,
             time: "2026-11-28T10:00:00Z".into(),
-            kind: "document.read".into(),
+            kind: EventKind::DocumentRead.as_str().into(),
             actor: "key:bhk_1".into(),
             outcome: "allowed".into(),
             reason: None,
@@ -804,7 +805,7 @@ mod tests {
         let tenant = TenantId::parse("tn_0123456789abcdef01234567").unwrap();
         let out = incident_panel(&tenant, UnixMillis(0), UnixMillis(1), &report).into_string();
         assert!(
-            out.contains("tenant#7") && out.contains("document.read"),
+            out.contains("tenant#7") && out.contains(EventKind::DocumentRead.as_str()),
             "{out}"
         );
         assert!(out.contains("None in the window."));
