@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod kinds;
 
+pub use app::{App, AppConfig, RegionStore, StartError, StoreSpec};
 pub use kinds::{AlertKind, EventKind, IncidentStatus, Severity, TraceOutcome};
