@@ -7,8 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod anomaly;
 pub mod app;
 pub mod kinds;
+pub mod packs;
 
 pub use app::{App, AppConfig, RegionStore, StartError, StoreSpec};
 pub use kinds::{AlertKind, EventKind, IncidentStatus, Severity, TraceOutcome};

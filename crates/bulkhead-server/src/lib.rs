@@ -11,7 +11,8 @@
 
 mod admin;
 pub mod alerts;
-pub mod anomaly;
+/// Moved to `bulkhead-app`; re-exported at the old path (the binary's config uses it).
+pub use bulkhead_app::anomaly;
 pub mod audit;
 pub mod dashboard;
 mod documents;
@@ -24,7 +25,8 @@ pub mod gateway;
 pub mod guard;
 pub mod incident;
 pub mod metrics;
-pub mod packs;
+/// Moved to `bulkhead-app`; re-exported at the old path.
+pub use bulkhead_app::packs;
 pub mod retention;
 pub mod retrieval;
 pub mod sessions;
