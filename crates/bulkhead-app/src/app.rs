@@ -15,9 +15,11 @@ use bulkhead_audit::{Audit, AuditOptions};
 use bulkhead_crypto::{KeyEncryptionKey, LocalKek, random_array, write_secret_file};
 use bulkhead_ledger::note::NoteSigner;
 use bulkhead_store::{PgOptions, PgStore, RegionalStore, SqliteOptions, SqliteStore, Store};
-use bulkhead_types::{Clock, Region, SystemClock};
+use bulkhead_types::{Clock, Region, SystemClock, TenantId};
 use bulkhead_vault::{Vault, VaultLimits};
 use zeroize::Zeroizing;
+
+use crate::packs::Packs;
 
 /// Where a store lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +58,8 @@ pub struct AppConfig {
     pub audit_checkpoint_interval: Duration,
     /// The vault's clock: tests pass one they move forward.
     pub clock: Arc<dyn Clock>,
+    /// The operator's compliance packs (TOML files), besides the built-in ones.
+    pub policy_packs_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -88,6 +92,7 @@ impl AppConfig {
             server_name: "bulkhead.local".into(),
             audit_checkpoint_interval: AuditOptions::default().checkpoint_interval,
             clock: Arc::new(SystemClock),
+            policy_packs_dir: None,
             data_dir,
         }
     }
@@ -125,6 +130,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub vault: Arc<Vault>,
     pub audit: Arc<Audit>,
+    /// The compliance packs tenants choose from (built-in plus the operator's).
+    pub packs: Packs,
     admin_token: Zeroizing<String>,
 }
 
@@ -136,7 +143,8 @@ impl std::fmt::Debug for App {
 
 impl App {
     /// Opens everything in order: data directory, master key, admin token,
-    /// stores, vault, audit signing key, audit logs.
+    /// stores, vault, audit signing key, audit logs, compliance packs; then
+    /// resumes the re-seals a key rotation left unfinished.
     pub async fn start(config: AppConfig) -> Result<App, StartError> {
         create_private_dir(&config.data_dir)?;
         let kek = open_kek(&config)?;
@@ -171,10 +179,26 @@ impl App {
             },
         )
         .map_err(step("start the audit logs"))?;
+        let packs = match &config.policy_packs_dir {
+            Some(dir) => {
+                Packs::with_folder(dir).map_err(step("load the operator's policy packs"))?
+            }
+            None => Packs::builtin(),
+        };
+        tracing::info!(packs = ?packs.names().collect::<Vec<_>>(), "compliance packs loaded");
+        let reseals = vault
+            .tenants_needing_reseal(RESEALS_RESUMED_MAX)
+            .await
+            .map_err(step("list the tenants with an unfinished re-seal"))?;
+        for tenant in reseals {
+            tracing::info!(tenant = %tenant, "resuming an interrupted re-seal after key rotation");
+            spawn_reseal(Arc::clone(&vault), tenant);
+        }
         Ok(App {
             store,
             vault,
             audit,
+            packs,
             admin_token,
         })
     }
@@ -190,6 +214,30 @@ impl App {
         self.audit.shutdown().await;
         self.store.shutdown().await;
     }
+}
+
+/// Tenants whose interrupted re-seal is resumed at start, at most (the rest
+/// resume at the next start or rotation).
+const RESEALS_RESUMED_MAX: u32 = 10_000;
+
+/// Re-seals a tenant's records under its current key in the background, in
+/// bounded batches, then retires the old keys. Logged, never fatal.
+pub fn spawn_reseal(vault: Arc<Vault>, tenant: TenantId) {
+    tokio::spawn(async move {
+        let mut total = 0usize;
+        loop {
+            match vault.reseal(&tenant, 256).await {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, error = %e,
+                        "re-sealing stopped; it resumes at the next start or rotation");
+                    return;
+                }
+            }
+        }
+        tracing::info!(tenant = %tenant, records = total, "re-sealed records under the current key");
+    });
 }
 
 fn open_kek(config: &AppConfig) -> Result<Arc<dyn KeyEncryptionKey>, StartError> {
@@ -245,7 +293,10 @@ async fn open_stores(config: &AppConfig) -> Result<Arc<dyn Store>, StartError> {
 /// Tenants created before their region got a store of its own stay in the home
 /// store (rows are never moved behind the operator's back) and are still served
 /// from there; their residency is not what the config now says, so say so loudly.
-async fn warn_of_tenants_left_at_home(home: &dyn Store, config: &AppConfig) -> Result<(), StartError> {
+async fn warn_of_tenants_left_at_home(
+    home: &dyn Store,
+    config: &AppConfig,
+) -> Result<(), StartError> {
     /// Tenants read per page, and pages at most: a bounded scan at start.
     const PAGE_LEN: u32 = 1000;
     const PAGES_MAX: usize = 1000;

@@ -90,7 +90,47 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every variant, in declaration order.
-    pub const ALL: &[EventKind] = &[EventKind::AdminAuth, EventKind::Alert, EventKind::AlertAcknowledged, EventKind::AuditVerify, EventKind::Auth, EventKind::ComplianceReport, EventKind::ConfigApprove, EventKind::DashboardLogin, EventKind::DashboardLogout, EventKind::DocumentCreate, EventKind::DocumentDelete, EventKind::DocumentList, EventKind::DocumentRead, EventKind::GuardLeak, EventKind::GuardScan, EventKind::GuardScreen, EventKind::IncidentClose, EventKind::IncidentOpen, EventKind::IncidentReport, EventKind::KeyIssue, EventKind::KeyQuarantine, EventKind::KeyRelease, EventKind::KeyRevoke, EventKind::ModelCall, EventKind::RetentionExpired, EventKind::RetentionSweep, EventKind::Search, EventKind::SessionCreate, EventKind::SessionRead, EventKind::SessionSanitize, EventKind::TenantCreate, EventKind::TenantErase, EventKind::TenantExport, EventKind::TenantModels, EventKind::TenantPolicy, EventKind::TenantQuarantine, EventKind::TenantRelease, EventKind::TenantRotateKey, EventKind::TraceRead];
+    pub const ALL: &[EventKind] = &[
+        EventKind::AdminAuth,
+        EventKind::Alert,
+        EventKind::AlertAcknowledged,
+        EventKind::AuditVerify,
+        EventKind::Auth,
+        EventKind::ComplianceReport,
+        EventKind::ConfigApprove,
+        EventKind::DashboardLogin,
+        EventKind::DashboardLogout,
+        EventKind::DocumentCreate,
+        EventKind::DocumentDelete,
+        EventKind::DocumentList,
+        EventKind::DocumentRead,
+        EventKind::GuardLeak,
+        EventKind::GuardScan,
+        EventKind::GuardScreen,
+        EventKind::IncidentClose,
+        EventKind::IncidentOpen,
+        EventKind::IncidentReport,
+        EventKind::KeyIssue,
+        EventKind::KeyQuarantine,
+        EventKind::KeyRelease,
+        EventKind::KeyRevoke,
+        EventKind::ModelCall,
+        EventKind::RetentionExpired,
+        EventKind::RetentionSweep,
+        EventKind::Search,
+        EventKind::SessionCreate,
+        EventKind::SessionRead,
+        EventKind::SessionSanitize,
+        EventKind::TenantCreate,
+        EventKind::TenantErase,
+        EventKind::TenantExport,
+        EventKind::TenantModels,
+        EventKind::TenantPolicy,
+        EventKind::TenantQuarantine,
+        EventKind::TenantRelease,
+        EventKind::TenantRotateKey,
+        EventKind::TraceRead,
+    ];
 
     /// The name written to logs, records and the wire; never changes with a
     /// variant's Rust name.
@@ -193,7 +233,20 @@ pub enum TraceOutcome {
 
 impl TraceOutcome {
     /// Every variant, in declaration order.
-    pub const ALL: &[TraceOutcome] = &[TraceOutcome::Pending, TraceOutcome::Ok, TraceOutcome::Redacted, TraceOutcome::Blocked, TraceOutcome::RefusedInput, TraceOutcome::UpstreamTimeout, TraceOutcome::UpstreamStatus, TraceOutcome::UpstreamMalformed, TraceOutcome::UpstreamCut, TraceOutcome::UpstreamUnreachable, TraceOutcome::UpstreamTooLarge, TraceOutcome::ClientDisconnected];
+    pub const ALL: &[TraceOutcome] = &[
+        TraceOutcome::Pending,
+        TraceOutcome::Ok,
+        TraceOutcome::Redacted,
+        TraceOutcome::Blocked,
+        TraceOutcome::RefusedInput,
+        TraceOutcome::UpstreamTimeout,
+        TraceOutcome::UpstreamStatus,
+        TraceOutcome::UpstreamMalformed,
+        TraceOutcome::UpstreamCut,
+        TraceOutcome::UpstreamUnreachable,
+        TraceOutcome::UpstreamTooLarge,
+        TraceOutcome::ClientDisconnected,
+    ];
 
     /// The name written to logs, records and the wire; never changes with a
     /// variant's Rust name.
@@ -248,7 +301,13 @@ pub enum AlertKind {
 
 impl AlertKind {
     /// Every variant, in declaration order.
-    pub const ALL: &[AlertKind] = &[AlertKind::CrossTenantLeak, AlertKind::AuthFailureBurst, AlertKind::IdEnumeration, AlertKind::TrafficAnomaly, AlertKind::ConfigDrift];
+    pub const ALL: &[AlertKind] = &[
+        AlertKind::CrossTenantLeak,
+        AlertKind::AuthFailureBurst,
+        AlertKind::IdEnumeration,
+        AlertKind::TrafficAnomaly,
+        AlertKind::ConfigDrift,
+    ];
 
     /// The name written to logs, records and the wire; never changes with a
     /// variant's Rust name.
@@ -388,9 +447,9 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for &k in all {
             assert!(seen.insert(name(k)), "{k:?} has a duplicate name");
-            let parsed: T = serde::Deserialize::deserialize(
-                serde::de::value::StrDeserializer::<serde::de::value::Error>::new(name(k)),
-            )
+            let parsed: T = serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<
+                serde::de::value::Error,
+            >::new(name(k)))
             .unwrap();
             assert_eq!(parsed, k, "{:?}", name(k));
         }

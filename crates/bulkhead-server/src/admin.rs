@@ -1,10 +1,10 @@
 //! The operator plane: `/admin/v1/…`, reachable only with the admin token.
 
-use bulkhead_app::EventKind;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use bulkhead_app::EventKind;
 use bulkhead_audit::{Attr, Subject};
 use bulkhead_types::{ApiKeyId, TenantId};
 use bulkhead_vault::{NewTenant, VaultError};

@@ -1,10 +1,10 @@
 //! The tenant plane's documents: `/v1/documents`. The tenant is the API key's.
 
-use bulkhead_app::EventKind;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use bulkhead_app::EventKind;
 use bulkhead_audit::{Attr, Subject};
 use bulkhead_types::{DocumentId, LogId};
 use bulkhead_vault::{NewDocument, TenantCtx, VaultError};
@@ -170,7 +170,9 @@ pub async fn show(
     };
     let doc = match found {
         Ok(doc) => doc,
-        Err(e) => return Err(refused(&state, &ctx, &rid, EventKind::DocumentRead, Some(&id), e).await),
+        Err(e) => {
+            return Err(refused(&state, &ctx, &rid, EventKind::DocumentRead, Some(&id), e).await);
+        }
     };
     // The content leaves only once its read is durably logged.
     Trail::tenant(&state, &ctx, EventKind::DocumentRead, &rid)
@@ -227,7 +229,9 @@ pub async fn remove(
     // guard's map.
     let doc = match state.vault.document(&ctx, &id).await {
         Ok(doc) => doc,
-        Err(e) => return Err(refused(&state, &ctx, &rid, EventKind::DocumentDelete, Some(&id), e).await),
+        Err(e) => {
+            return Err(refused(&state, &ctx, &rid, EventKind::DocumentDelete, Some(&id), e).await);
+        }
     };
     if let Err(e) = state.vault.delete_document(&ctx, &id).await {
         return Err(refused(&state, &ctx, &rid, EventKind::DocumentDelete, Some(&id), e).await);

@@ -11,9 +11,9 @@
 //! Must never: approve by itself, except the very first time a store is started
 //! (there is nothing to compare with; the start logs the hash it recorded).
 
-use bulkhead_app::EventKind;
 use axum::Json;
 use axum::extract::State;
+use bulkhead_app::EventKind;
 use bulkhead_audit::Attr;
 use bulkhead_types::LogId;
 use serde::{Deserialize, Serialize};

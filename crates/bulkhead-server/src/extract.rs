@@ -1,11 +1,11 @@
 //! Request extractors: credentials for each plane and strict JSON bodies.
 
-use bulkhead_app::EventKind;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use bulkhead_app::EventKind;
 use bulkhead_types::LogId;
 use bulkhead_vault::{AuthError, TenantCtx};
 use serde::de::DeserializeOwned;

@@ -369,9 +369,14 @@ pub(crate) async fn report_leak(
     tracing::warn!(tenant = %ctx.tenant(), owners = owners.len(), request_id = %rid.0,
         "CROSS-TENANT LEAK BLOCKED: a text for this tenant carried another tenant's canary or \
          fingerprints. See the operator audit log; consider quarantining the upstream or the tenant.");
-    let mut alert = Trail::new(state, EventKind::GuardLeak, format!("key:{}", ctx.key_id()), rid)
-        .about_tenant(ctx.tenant())
-        .denied("cross_tenant");
+    let mut alert = Trail::new(
+        state,
+        EventKind::GuardLeak,
+        format!("key:{}", ctx.key_id()),
+        rid,
+    )
+    .about_tenant(ctx.tenant())
+    .denied("cross_tenant");
     for owner in &owners {
         alert = alert.subject(Subject::new("owner_tenant", owner.as_str()));
     }
@@ -426,7 +431,10 @@ async fn contain(state: &AppState, ctx: &TenantCtx, rid: &RequestId) -> ApiResul
                 .vault
                 .set_key_quarantine(ctx.tenant(), ctx.key_id(), true)
                 .await?;
-            (EventKind::KeyQuarantine, Subject::new("key", ctx.key_id().as_str()))
+            (
+                EventKind::KeyQuarantine,
+                Subject::new("key", ctx.key_id().as_str()),
+            )
         }
         Containment::Tenant => {
             state.vault.set_quarantine(ctx.tenant(), true).await?;
@@ -571,10 +579,7 @@ pub async fn scan(
         };
         let verdict = report.action.as_str();
         Trail::tenant(&state, &ctx, EventKind::GuardScreen, &rid)
-            .attr(
-                "direction",
-                Attr::Text(req.direction.as_str().into()),
-            )
+            .attr("direction", Attr::Text(req.direction.as_str().into()))
             .attr("score", Attr::Int(i64::from(report.score)))
             .attr("verdict", Attr::Text(verdict.into()))
             .record(tenant_log)
@@ -615,8 +620,8 @@ pub async fn scan(
     let counts = type_counts(&outcome.findings);
     let leaked = !leak_owners(&outcome.findings).is_empty();
     let verdict = outcome.verdict.as_str();
-    let mut trail =
-        Trail::tenant(&state, &ctx, EventKind::GuardScan, &rid).attr("verdict", Attr::Text(verdict.into()));
+    let mut trail = Trail::tenant(&state, &ctx, EventKind::GuardScan, &rid)
+        .attr("verdict", Attr::Text(verdict.into()));
     for (kind, n) in &counts {
         trail = trail.attr(&format!("found.{kind}"), Attr::Int(*n));
     }

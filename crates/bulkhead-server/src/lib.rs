@@ -171,25 +171,10 @@ impl AppState {
         bulkhead_crypto::constant_time_eq(&digest, &self.admin_token_digest)
     }
 
-    /// Re-seals a tenant's records under its current key in the background, in
-    /// bounded batches, then retires the old keys. Logged, never fatal.
+    /// Re-seals a tenant's records under its current key in the background
+    /// (`bulkhead_app::app::spawn_reseal`).
     pub fn spawn_reseal(&self, tenant: TenantId) {
-        let vault = Arc::clone(&self.vault);
-        tokio::spawn(async move {
-            let mut total = 0usize;
-            loop {
-                match vault.reseal(&tenant, 256).await {
-                    Ok(0) => break,
-                    Ok(n) => total += n,
-                    Err(e) => {
-                        tracing::warn!(tenant = %tenant, error = %e,
-                            "re-sealing stopped; it resumes at the next start or rotation");
-                        return;
-                    }
-                }
-            }
-            tracing::info!(tenant = %tenant, records = total, "re-sealed records under the current key");
-        });
+        bulkhead_app::app::spawn_reseal(Arc::clone(&self.vault), tenant);
     }
 }
 

@@ -8,11 +8,11 @@
 //! and wipes the opened copies from memory as they drop. A foreign session id is
 //! the same 404 as a missing one.
 
-use bulkhead_app::EventKind;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use bulkhead_app::EventKind;
 use bulkhead_audit::{Attr, Subject};
 use bulkhead_gateway::openai::Message;
 use bulkhead_types::{LogId, RecordKind, UnixMillis};
@@ -308,8 +308,8 @@ pub async fn messages(
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionMessagesResponse>> {
     let session = open(&state, &ctx, &rid, EventKind::SessionRead, &id).await?;
-    let mut trail =
-        Trail::tenant(&state, &ctx, EventKind::SessionRead, &rid).subject(Subject::new("session", &*id));
+    let mut trail = Trail::tenant(&state, &ctx, EventKind::SessionRead, &rid)
+        .subject(Subject::new("session", &*id));
     let mut out = Vec::with_capacity(session.messages.len());
     for m in session.messages {
         trail = trail.subject(Subject {

@@ -92,12 +92,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         .await
         .context("load the output guard's canaries and fingerprints")?;
     let gateway = build_gateway(&vault, &settings.gateway)?;
-    let packs = match &settings.policy_packs_dir {
-        Some(dir) => bulkhead_server::packs::Packs::with_folder(dir)
-            .context("load the operator's policy packs")?,
-        None => bulkhead_server::packs::Packs::builtin(),
-    };
-    tracing::info!(packs = ?packs.names().collect::<Vec<_>>(), "compliance packs loaded");
     let state = AppState::new(
         vault,
         Arc::clone(&audit),
@@ -110,7 +104,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         },
     )
     .with_gateway(gateway)
-    .with_packs(packs)
+    .with_packs(app.packs.clone())
     .with_alerts(bulkhead_server::alerts::Alerts::with_settings(
         settings.alerts.clone(),
     ));
@@ -125,10 +119,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e.detail, "the policy baseline could not be checked"),
-    }
-    for tenant in state.vault.tenants_needing_reseal(10_000).await? {
-        tracing::info!(tenant = %tenant, "resuming an interrupted re-seal after key rotation");
-        state.spawn_reseal(tenant);
     }
     bulkhead_server::guard::spawn_shared_sync(state.clone());
     bulkhead_server::retention::spawn_sweeper(
@@ -309,6 +299,6 @@ fn app_config(settings: &Settings) -> AppConfig {
         server_name: settings.server_name.clone(),
         audit_checkpoint_interval: settings.audit_checkpoint_interval,
         clock: Arc::new(SystemClock),
+        policy_packs_dir: settings.policy_packs_dir.clone(),
     }
 }
-

@@ -393,9 +393,14 @@ async fn logout(
     if let Some(cookie) = cookie_value(&headers) {
         state.dashboard.close(cookie);
     }
-    Trail::new(&state, EventKind::DashboardLogout, session.actor.clone(), &rid)
-        .record(LogId::Operator)
-        .await?;
+    Trail::new(
+        &state,
+        EventKind::DashboardLogout,
+        session.actor.clone(),
+        &rid,
+    )
+    .record(LogId::Operator)
+    .await?;
     let mut response = back_to("/dashboard/login");
     response.headers_mut().insert(
         header::SET_COOKIE,
