@@ -503,3 +503,29 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+    use crate::Verdict;
+
+    /// `as_str` is the serde name: what logs and traces write equals what packs
+    /// and stored records parse.
+    #[test]
+    fn as_str_is_the_serde_name() {
+        for a in [Action::Off, Action::Allow, Action::Redact, Action::Block] {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+        for a in [
+            InjectionAction::Allow,
+            InjectionAction::Flag,
+            InjectionAction::Drop,
+            InjectionAction::Block,
+        ] {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+        for v in [Verdict::Allow, Verdict::Redacted, Verdict::Blocked] {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+    }
+}
