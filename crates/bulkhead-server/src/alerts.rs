@@ -37,7 +37,7 @@ pub struct Alert {
     pub severity: Severity,
     /// The tenant concerned, if one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
+    pub tenant: Option<TenantId>,
     pub created_at: String,
     /// What happened and what to do next, for a person; ids and counts only.
     pub summary: String,
@@ -211,12 +211,8 @@ impl Alerts {
             .subject(Subject::new("alert", &*alert.id))
             .attr("alert_kind", Attr::Text(alert.kind.as_str().into()))
             .attr("severity", Attr::Text(alert.severity.as_str().into()));
-        if let Some(t) = alert
-            .tenant
-            .as_deref()
-            .and_then(|t| TenantId::parse(t).ok())
-        {
-            trail = trail.about_tenant(&t);
+        if let Some(t) = &alert.tenant {
+            trail = trail.about_tenant(t);
         }
         if let Err(e) = trail.record(LogId::Operator).await {
             tracing::error!(alert = %alert.id, error = %e.detail, "an alert could not be written to the operator log");
@@ -320,12 +316,8 @@ pub(crate) async fn acknowledge(
         let mut trail = Trail::new(state, EventKind::AlertAcknowledged, actor.to_owned(), rid)
             .subject(Subject::new("alert", &*alert.id))
             .attr("alert_kind", Attr::Text(alert.kind.as_str().into()));
-        if let Some(t) = alert
-            .tenant
-            .as_deref()
-            .and_then(|t| TenantId::parse(t).ok())
-        {
-            trail = trail.about_tenant(&t);
+        if let Some(t) = &alert.tenant {
+            trail = trail.about_tenant(t);
         }
         trail.record(LogId::Operator).await?;
         tracing::info!(alert = %alert.id, actor, "alert acknowledged");
@@ -345,7 +337,7 @@ pub fn new_alert(
         id: format!("al_{}", bulkhead_types::hex_lower(&bytes)),
         kind,
         severity,
-        tenant: tenant.map(ToString::to_string),
+        tenant: tenant.cloned(),
         created_at: now,
         summary,
         related: Vec::new(),

@@ -401,13 +401,13 @@ pub async fn report(
         .alerts
         .recent(1000)
         .into_iter()
-        .filter(|a| a.tenant.as_deref() == Some(&needle) || a.related.contains(&needle))
+        .filter(|a| a.tenant.as_ref() == Some(tenant_id) || a.related.contains(&needle))
         .collect();
     let incidents: Vec<Incident> = state
         .incidents
         .recent(1000)
         .into_iter()
-        .filter(|i| i.tenant == needle || i.related_tenants.contains(&needle))
+        .filter(|i| &i.tenant == tenant_id || i.related_tenants.contains(&needle))
         .collect();
     let drift = crate::drift::status(state).await?;
 

@@ -400,7 +400,7 @@ pub(crate) fn parse_bound(raw: &str, name: &str) -> ApiResult<UnixMillis> {
 pub struct Incident {
     pub id: String,
     pub title: String,
-    pub tenant: String,
+    pub tenant: TenantId,
     /// Other tenants involved (e.g. the owners of leaked data).
     #[serde(default)]
     pub related_tenants: Vec<String>,
@@ -473,7 +473,7 @@ pub async fn open(state: &AppState, rid: &RequestId, new: NewIncident) -> ApiRes
     let incident = Incident {
         id: format!("inc_{}", bulkhead_types::hex_lower(&bytes)),
         title: new.title,
-        tenant: new.tenant.to_string(),
+        tenant: new.tenant.clone(),
         related_tenants: new.related_tenants,
         from: new.from.rfc3339(),
         to: new.to.rfc3339(),
@@ -607,7 +607,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let incident = state.incidents.get(&id).ok_or_else(ApiError::not_found)?;
-    let tenant = TenantId::parse(&incident.tenant).map_err(|_| ApiError::not_found())?;
+    let tenant = incident.tenant.clone();
     let (from, to) = (
         parse_bound(&incident.from, "from")?,
         parse_bound(&incident.to, "to")?,
@@ -629,10 +629,9 @@ pub async fn close(
         .incidents
         .close(&id, state.vault.now().rfc3339())
         .ok_or_else(ApiError::not_found)?;
-    let tenant = TenantId::parse(&incident.tenant).ok();
     Trail::admin(&state, EventKind::IncidentClose, &rid)
         .subject(Subject::new("incident", &*incident.id))
-        .record_admin(tenant.as_ref())
+        .record_admin(Some(&incident.tenant))
         .await?;
     Ok(Json(incident))
 }
