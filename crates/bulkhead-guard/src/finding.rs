@@ -134,14 +134,28 @@ impl fmt::Display for Finding {
 }
 
 /// The overall decision for a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Verdict {
     /// Nothing to change: send the text as it is.
+    #[serde(rename = "allow")]
     Allow,
     /// Send `ScanOutcome::redacted` instead of the text.
+    #[serde(rename = "redacted")]
     Redacted,
     /// Send nothing of the text.
+    #[serde(rename = "blocked")]
     Blocked,
+}
+
+impl Verdict {
+    /// The name logs, traces and the wire use (the same as serde's).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Redacted => "redacted",
+            Self::Blocked => "blocked",
+        }
+    }
 }
 
 /// The result of `Guard::scan`.

@@ -24,6 +24,18 @@ pub enum Action {
     Block,
 }
 
+impl Action {
+    /// The name packs, logs and the wire use (the same as serde's).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Allow => "allow",
+            Self::Redact => "redact",
+            Self::Block => "block",
+        }
+    }
+}
+
 /// The detectors a policy configures, one action each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -229,6 +241,18 @@ pub enum InjectionAction {
     Drop,
     /// The request is refused.
     Block,
+}
+
+impl InjectionAction {
+    /// The name packs, logs and the wire use (the same as serde's).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Flag => "flag",
+            Self::Drop => "drop",
+            Self::Block => "block",
+        }
+    }
 }
 
 /// Thresholds for one kind of text (retrieved context or user input).
@@ -477,5 +501,31 @@ mod tests {
             true,
             "extra",
         );
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+    use crate::Verdict;
+
+    /// `as_str` is the serde name: what logs and traces write equals what packs
+    /// and stored records parse.
+    #[test]
+    fn as_str_is_the_serde_name() {
+        for a in [Action::Off, Action::Allow, Action::Redact, Action::Block] {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+        for a in [
+            InjectionAction::Allow,
+            InjectionAction::Flag,
+            InjectionAction::Drop,
+            InjectionAction::Block,
+        ] {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+        for v in [Verdict::Allow, Verdict::Redacted, Verdict::Blocked] {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
     }
 }

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use bulkhead_app::EventKind;
 use bulkhead_audit::{Attr, Subject};
 use bulkhead_types::{ApiKeyId, TenantId};
 use bulkhead_vault::{NewTenant, VaultError};
@@ -27,7 +28,7 @@ fn tenant_id(raw: &str) -> ApiResult<TenantId> {
 async fn refused(
     state: &AppState,
     rid: &RequestId,
-    kind: &str,
+    kind: EventKind,
     tenant: Option<&TenantId>,
     e: VaultError,
 ) -> ApiError {
@@ -47,7 +48,7 @@ async fn refused(
 async fn known_tenant(
     state: &AppState,
     rid: &RequestId,
-    kind: &str,
+    kind: EventKind,
     raw: &str,
 ) -> ApiResult<TenantId> {
     match tenant_id(raw) {
@@ -75,7 +76,7 @@ pub async fn create_tenant(
     let tenant = state.vault.create_tenant(new).await?;
     state.guard.seed_tenant(&state.vault, &tenant.id).await?;
     // The first entry of every tenant's log is its creation.
-    Trail::admin(&state, "tenant.create", &rid)
+    Trail::admin(&state, EventKind::TenantCreate, &rid)
         .subject(Subject::new("tenant", tenant.id.as_str()))
         .attr("region", Attr::Text(tenant.region.to_string()))
         .attr("policy", Attr::Text(tenant.policy.to_string()))
@@ -177,7 +178,7 @@ pub async fn set_policy(
     Path(id): Path<String>,
     StrictJson(req): StrictJson<SetPolicyRequest>,
 ) -> ApiResult<Json<TenantResponse>> {
-    const KIND: &str = "tenant.policy";
+    const KIND: EventKind = EventKind::TenantPolicy;
     let id = known_tenant(&state, &rid, KIND, &id).await?;
     let tenant = match state.vault.tenant(&id).await {
         Ok(t) => t,
@@ -206,7 +207,7 @@ pub async fn set_models(
     Path(id): Path<String>,
     StrictJson(req): StrictJson<SetModelsRequest>,
 ) -> ApiResult<Json<TenantResponse>> {
-    const KIND: &str = "tenant.models";
+    const KIND: EventKind = EventKind::TenantModels;
     let id = known_tenant(&state, &rid, KIND, &id).await?;
     let tenant = match state.vault.tenant(&id).await {
         Ok(t) => t,
@@ -267,7 +268,7 @@ pub async fn export_tenant(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     use bulkhead_types::RecordKind;
-    const KIND: &str = "tenant.export";
+    const KIND: EventKind = EventKind::TenantExport;
     let id = known_tenant(&state, &rid, KIND, &id).await?;
     let tenant = match state.vault.tenant(&id).await {
         Ok(t) => t,
@@ -365,7 +366,7 @@ pub async fn erase_tenant(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    const KIND: &str = "tenant.erase";
+    const KIND: EventKind = EventKind::TenantErase;
     let id = known_tenant(&state, &rid, KIND, &id).await?;
     let receipt = match state.vault.erase_tenant(&id).await {
         Ok(r) => r,
@@ -440,7 +441,7 @@ pub async fn issue_key(
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<IssueKeyRequest>,
 ) -> ApiResult<Response> {
-    const KIND: &str = "key.issue";
+    const KIND: EventKind = EventKind::KeyIssue;
     let id = known_tenant(&state, &rid, KIND, &id).await?;
     let issued = match state.vault.issue_api_key(&id, req.ttl_seconds).await {
         Ok(issued) => issued,
@@ -467,7 +468,7 @@ pub async fn revoke_key(
     rid: RequestId,
     Path((id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    const KIND: &str = "key.revoke";
+    const KIND: EventKind = EventKind::KeyRevoke;
     let id = known_tenant(&state, &rid, KIND, &id).await?;
     let Ok(key_id) = ApiKeyId::parse(&key_id) else {
         return Err(refused(&state, &rid, KIND, Some(&id), VaultError::NotFound).await);
@@ -511,9 +512,9 @@ async fn set_key_quarantine(
     quarantined: bool,
 ) -> ApiResult<Response> {
     let kind = if quarantined {
-        "key.quarantine"
+        EventKind::KeyQuarantine
     } else {
-        "key.release"
+        EventKind::KeyRelease
     };
     let id = known_tenant(state, rid, kind, id).await?;
     let Ok(key_id) = ApiKeyId::parse(key_id) else {
@@ -572,9 +573,9 @@ pub(crate) async fn set_quarantine(
     quarantined: bool,
 ) -> ApiResult<bulkhead_vault::Tenant> {
     let kind = if quarantined {
-        "tenant.quarantine"
+        EventKind::TenantQuarantine
     } else {
-        "tenant.release"
+        EventKind::TenantRelease
     };
     let id = known_tenant(state, rid, kind, raw_id).await?;
     let tenant = match state.vault.set_quarantine(&id, quarantined).await {
@@ -595,7 +596,7 @@ pub async fn rotate_key(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RotateKeyResponse>> {
-    const KIND: &str = "tenant.rotate_key";
+    const KIND: EventKind = EventKind::TenantRotateKey;
     let id = known_tenant(&state, &rid, KIND, &id).await?;
     let version = match state.vault.rotate_key(&id).await {
         Ok(v) => v,

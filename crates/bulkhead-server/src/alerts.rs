@@ -8,6 +8,7 @@
 //! never content. Must never: block a request on the webhook (its queue is bounded
 //! and a full queue drops with a warning and a metric).
 
+use bulkhead_app::{AlertKind, EventKind, Severity};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -32,13 +33,11 @@ const QUEUE_MAX: usize = 1000;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Alert {
     pub id: String,
-    /// `cross_tenant_leak`, `auth_failure_burst`.
-    pub kind: String,
-    /// `critical` or `warning`.
-    pub severity: String,
+    pub kind: AlertKind,
+    pub severity: Severity,
     /// The tenant concerned, if one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
+    pub tenant: Option<TenantId>,
     pub created_at: String,
     /// What happened and what to do next, for a person; ids and counts only.
     pub summary: String,
@@ -82,6 +81,17 @@ pub enum Containment {
     Key,
     /// Quarantine the whole receiving tenant.
     Tenant,
+}
+
+impl Containment {
+    /// The name the policy baseline records (hashed: never change it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Key => "key",
+            Self::Tenant => "tenant",
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -197,16 +207,12 @@ impl Alerts {
     pub async fn raise(&self, state: &AppState, rid: &RequestId, alert: Alert) {
         tracing::warn!(alert = %alert.id, kind = %alert.kind, severity = %alert.severity,
             tenant = ?alert.tenant, "ALERT: {}", alert.summary);
-        let mut trail = Trail::new(state, "alert", "system:alerts".into(), rid)
+        let mut trail = Trail::new(state, EventKind::Alert, "system:alerts".into(), rid)
             .subject(Subject::new("alert", &*alert.id))
-            .attr("alert_kind", Attr::Text(alert.kind.clone()))
-            .attr("severity", Attr::Text(alert.severity.clone()));
-        if let Some(t) = alert
-            .tenant
-            .as_deref()
-            .and_then(|t| TenantId::parse(t).ok())
-        {
-            trail = trail.about_tenant(&t);
+            .attr("alert_kind", Attr::Text(alert.kind.as_str().into()))
+            .attr("severity", Attr::Text(alert.severity.as_str().into()));
+        if let Some(t) = &alert.tenant {
+            trail = trail.about_tenant(t);
         }
         if let Err(e) = trail.record(LogId::Operator).await {
             tracing::error!(alert = %alert.id, error = %e.detail, "an alert could not be written to the operator log");
@@ -258,8 +264,8 @@ pub async fn raise_traffic_anomaly(
     anomaly: crate::anomaly::Anomaly,
 ) {
     let alert = new_alert(
-        "traffic_anomaly",
-        "warning",
+        bulkhead_app::AlertKind::TrafficAnomaly,
+        bulkhead_app::Severity::Warning,
         Some(&anomaly.tenant),
         format!(
             "{} requests this minute against a baseline of {:.0} ± {:.0} per minute; \
@@ -276,8 +282,8 @@ pub async fn raise_traffic_anomaly(
 /// minute — guessing or replaying other tenants' document, session or trace ids.
 pub async fn raise_id_enumeration(state: &AppState, rid: &RequestId, tenant: &TenantId) {
     let alert = new_alert(
-        "id_enumeration",
-        "warning",
+        bulkhead_app::AlertKind::IdEnumeration,
+        bulkhead_app::Severity::Warning,
         Some(tenant),
         format!(
             "this tenant looked up {} or more ids it does not have within a minute (each answered 404, \
@@ -307,15 +313,11 @@ pub(crate) async fn acknowledge(
         return Err(crate::error::ApiError::not_found());
     };
     if changed {
-        let mut trail = Trail::new(state, "alert.acknowledged", actor.to_owned(), rid)
+        let mut trail = Trail::new(state, EventKind::AlertAcknowledged, actor.to_owned(), rid)
             .subject(Subject::new("alert", &*alert.id))
-            .attr("alert_kind", Attr::Text(alert.kind.clone()));
-        if let Some(t) = alert
-            .tenant
-            .as_deref()
-            .and_then(|t| TenantId::parse(t).ok())
-        {
-            trail = trail.about_tenant(&t);
+            .attr("alert_kind", Attr::Text(alert.kind.as_str().into()));
+        if let Some(t) = &alert.tenant {
+            trail = trail.about_tenant(t);
         }
         trail.record(LogId::Operator).await?;
         tracing::info!(alert = %alert.id, actor, "alert acknowledged");
@@ -324,8 +326,8 @@ pub(crate) async fn acknowledge(
 }
 
 pub fn new_alert(
-    kind: &str,
-    severity: &str,
+    kind: AlertKind,
+    severity: Severity,
     tenant: Option<&TenantId>,
     summary: String,
     now: String,
@@ -333,9 +335,9 @@ pub fn new_alert(
     let bytes: [u8; 12] = bulkhead_crypto::random_array().unwrap_or([0; 12]);
     Alert {
         id: format!("al_{}", bulkhead_types::hex_lower(&bytes)),
-        kind: kind.into(),
-        severity: severity.into(),
-        tenant: tenant.map(ToString::to_string),
+        kind,
+        severity,
+        tenant: tenant.cloned(),
         created_at: now,
         summary,
         related: Vec::new(),

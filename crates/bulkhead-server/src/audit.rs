@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bulkhead_app::EventKind;
 use bulkhead_audit::{Attr, AuditError, Outcome, Subject};
 use bulkhead_ledger::b64;
 use bulkhead_ledger::event::AuditEvent;
@@ -107,17 +108,17 @@ pub(crate) struct Trail<'a> {
 
 impl<'a> Trail<'a> {
     /// An event by a tenant's key.
-    pub fn tenant(state: &'a AppState, ctx: &TenantCtx, kind: &str, rid: &RequestId) -> Self {
+    pub fn tenant(state: &'a AppState, ctx: &TenantCtx, kind: EventKind, rid: &RequestId) -> Self {
         Self::new(state, kind, format!("key:{}", ctx.key_id()), rid)
     }
 
     /// An event by the operator.
-    pub fn admin(state: &'a AppState, kind: &str, rid: &RequestId) -> Self {
+    pub fn admin(state: &'a AppState, kind: EventKind, rid: &RequestId) -> Self {
         Self::new(state, kind, "admin".into(), rid)
     }
 
-    pub fn new(state: &'a AppState, kind: &str, actor: String, rid: &RequestId) -> Self {
-        let mut event = state.audit.event(kind, actor, Outcome::Allowed);
+    pub fn new(state: &'a AppState, kind: EventKind, actor: String, rid: &RequestId) -> Self {
+        let mut event = state.audit.event(kind.as_str(), actor, Outcome::Allowed);
         event.request_id = Some(rid.0.clone());
         Self { state, event }
     }

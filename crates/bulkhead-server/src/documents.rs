@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use bulkhead_app::EventKind;
 use bulkhead_audit::{Attr, Subject};
 use bulkhead_types::{DocumentId, LogId};
 use bulkhead_vault::{NewDocument, TenantCtx, VaultError};
@@ -40,7 +41,7 @@ async fn refused(
     state: &AppState,
     ctx: &TenantCtx,
     rid: &RequestId,
-    kind: &str,
+    kind: EventKind,
     id: Option<&DocumentId>,
     e: VaultError,
 ) -> ApiError {
@@ -62,7 +63,7 @@ async fn named_document(
     state: &AppState,
     ctx: &TenantCtx,
     rid: &RequestId,
-    kind: &str,
+    kind: EventKind,
     raw: &str,
 ) -> ApiResult<DocumentId> {
     match document_id(raw) {
@@ -100,7 +101,7 @@ pub async fn create(
                 &state,
                 &ctx,
                 &rid,
-                "document.create",
+                EventKind::DocumentCreate,
                 requested_id.as_ref(),
                 e,
             )
@@ -112,7 +113,7 @@ pub async fn create(
         .after_insert(ctx.tenant(), &stored.id, &metadata, &chunks)
         .await;
     state.guard.index(ctx.tenant(), &stored.id, &text).await;
-    Trail::tenant(&state, &ctx, "document.create", &rid)
+    Trail::tenant(&state, &ctx, EventKind::DocumentCreate, &rid)
         .subject(Subject {
             id: stored.id.to_string(),
             ..content
@@ -155,7 +156,7 @@ pub async fn show(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DocumentResponse>> {
-    let id = named_document(&state, &ctx, &rid, "document.read", &id).await?;
+    let id = named_document(&state, &ctx, &rid, EventKind::DocumentRead, &id).await?;
     let found = state.vault.document(&ctx, &id).await;
     // Test-only: the forgotten tenant filter `bulkhead probe` must catch.
     #[cfg(feature = "weakened-isolation-for-tests")]
@@ -169,10 +170,12 @@ pub async fn show(
     };
     let doc = match found {
         Ok(doc) => doc,
-        Err(e) => return Err(refused(&state, &ctx, &rid, "document.read", Some(&id), e).await),
+        Err(e) => {
+            return Err(refused(&state, &ctx, &rid, EventKind::DocumentRead, Some(&id), e).await);
+        }
     };
     // The content leaves only once its read is durably logged.
-    Trail::tenant(&state, &ctx, "document.read", &rid)
+    Trail::tenant(&state, &ctx, EventKind::DocumentRead, &rid)
         .subject(Subject::new("document", id.as_str()).with_content(doc.text.as_bytes()))
         .record(LogId::Tenant(ctx.tenant().clone()))
         .await?;
@@ -191,7 +194,7 @@ pub async fn list(
         .vault
         .list_documents(&ctx, page.cursor.as_deref(), limit)
         .await?;
-    let mut trail = Trail::tenant(&state, &ctx, "document.list", &rid)
+    let mut trail = Trail::tenant(&state, &ctx, EventKind::DocumentList, &rid)
         .attr("count", Attr::Int(result.documents.len() as i64));
     for d in &result.documents {
         trail =
@@ -221,19 +224,21 @@ pub async fn remove(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let id = named_document(&state, &ctx, &rid, "document.delete", &id).await?;
+    let id = named_document(&state, &ctx, &rid, EventKind::DocumentDelete, &id).await?;
     // The text is needed to take exactly this document's fingerprints out of the
     // guard's map.
     let doc = match state.vault.document(&ctx, &id).await {
         Ok(doc) => doc,
-        Err(e) => return Err(refused(&state, &ctx, &rid, "document.delete", Some(&id), e).await),
+        Err(e) => {
+            return Err(refused(&state, &ctx, &rid, EventKind::DocumentDelete, Some(&id), e).await);
+        }
     };
     if let Err(e) = state.vault.delete_document(&ctx, &id).await {
-        return Err(refused(&state, &ctx, &rid, "document.delete", Some(&id), e).await);
+        return Err(refused(&state, &ctx, &rid, EventKind::DocumentDelete, Some(&id), e).await);
     }
     state.retrieval.after_delete(ctx.tenant(), &id).await;
     state.guard.unindex(ctx.tenant(), &id, &doc.text);
-    Trail::tenant(&state, &ctx, "document.delete", &rid)
+    Trail::tenant(&state, &ctx, EventKind::DocumentDelete, &rid)
         .subject(Subject::new("document", id.as_str()))
         .record(LogId::Tenant(ctx.tenant().clone()))
         .await?;

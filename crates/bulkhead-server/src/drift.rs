@@ -13,6 +13,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use bulkhead_app::EventKind;
 use bulkhead_audit::Attr;
 use bulkhead_types::LogId;
 use serde::{Deserialize, Serialize};
@@ -60,11 +61,11 @@ pub fn effective_policy(state: &AppState) -> Value {
         "upstreams": upstreams,
         "gateway": {
             "plant_canaries": state.gateway.plant_canaries,
-            "trace_commit": format!("{:?}", state.gateway.trace_commit).to_lowercase(),
+            "trace_commit": state.gateway.trace_commit.as_str(),
             "trace_ttl_secs": state.gateway.trace_ttl_secs,
         },
         "containment": {
-            "contain_on_leak": format!("{:?}", state.alerts.contain_on_leak).to_lowercase(),
+            "contain_on_leak": state.alerts.contain_on_leak.as_str(),
         },
         "alerts": {
             "auth_failure_burst": state.alerts.burst_threshold(),
@@ -188,8 +189,8 @@ pub async fn check(state: &AppState) -> ApiResult<DriftStatus> {
     let rid = RequestId("drift-check".into());
     if status.drift {
         let alert = crate::alerts::new_alert(
-            "config_drift",
-            "warning",
+            bulkhead_app::AlertKind::ConfigDrift,
+            bulkhead_app::Severity::Warning,
             None,
             format!(
                 "the effective isolation policy ({}) differs from the approved baseline ({}) in: {}; \
@@ -228,7 +229,7 @@ pub async fn approve(
         .put_meta(BASELINE_META, bytes)
         .await
         .map_err(ApiError::from)?;
-    Trail::admin(&state, "config.approve", &rid)
+    Trail::admin(&state, EventKind::ConfigApprove, &rid)
         .attr("previous", Attr::Text(before.approved_hash.clone()))
         .attr("approved", Attr::Text(before.hash.clone()))
         .attr("changed", Attr::Text(before.changed.join(",")))

@@ -10,6 +10,7 @@
 //! verification stops at `VERIFY_LEAVES_MAX` leaves and says so; the activity
 //! scan shares the impact report's bound).
 
+use bulkhead_app::EventKind;
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
@@ -364,16 +365,16 @@ pub async fn report(
             activity.denied += 1;
             continue;
         }
-        let erased = match event.kind.as_str() {
-            "document.delete" => {
+        let erased = match EventKind::parse(&event.kind) {
+            Some(EventKind::DocumentDelete) => {
                 erasures.documents_deleted += 1;
                 true
             }
-            "session.sanitize" => {
+            Some(EventKind::SessionSanitize) => {
                 erasures.sessions_sanitized += 1;
                 true
             }
-            "retention.expired" => {
+            Some(EventKind::RetentionExpired) => {
                 erasures.records_expired += event
                     .attrs
                     .iter()
@@ -385,7 +386,7 @@ pub async fn report(
                     .sum::<u64>();
                 true
             }
-            "tenant.export" => {
+            Some(EventKind::TenantExport) => {
                 erasures.exports += 1;
                 false
             }
@@ -400,13 +401,13 @@ pub async fn report(
         .alerts
         .recent(1000)
         .into_iter()
-        .filter(|a| a.tenant.as_deref() == Some(&needle) || a.related.contains(&needle))
+        .filter(|a| a.tenant.as_ref() == Some(tenant_id) || a.related.contains(&needle))
         .collect();
     let incidents: Vec<Incident> = state
         .incidents
         .recent(1000)
         .into_iter()
-        .filter(|i| i.tenant == needle || i.related_tenants.contains(&needle))
+        .filter(|i| &i.tenant == tenant_id || i.related_tenants.contains(&needle))
         .collect();
     let drift = crate::drift::status(state).await?;
 
@@ -536,7 +537,7 @@ pub async fn show(
         ));
     }
     let report = report(&state, &tenant, from, to).await?;
-    Trail::admin(&state, "compliance.report", &rid)
+    Trail::admin(&state, EventKind::ComplianceReport, &rid)
         .attr(
             "tenant_log_verified",
             Attr::Text(report.audit.tenant_log.ok.to_string()),

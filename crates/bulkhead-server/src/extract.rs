@@ -5,6 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use bulkhead_app::EventKind;
 use bulkhead_types::LogId;
 use bulkhead_vault::{AuthError, TenantCtx};
 use serde::de::DeserializeOwned;
@@ -54,7 +55,7 @@ impl FromRequestParts<AppState> for Admin {
         state.metrics.auth_failure("admin");
         auth_burst(state, &rid).await;
         // Every denied access is logged; the operator log holds the unattributable.
-        let _ = Trail::new(state, "admin.auth", "anonymous".into(), &rid)
+        let _ = Trail::new(state, EventKind::AdminAuth, "anonymous".into(), &rid)
             .denied(refused.0)
             .record(LogId::Operator)
             .await;
@@ -67,8 +68,8 @@ impl FromRequestParts<AppState> for Admin {
 pub(crate) async fn auth_burst(state: &AppState, rid: &RequestId) {
     if state.alerts.auth_failure(state.vault.now().0) {
         let alert = crate::alerts::new_alert(
-            "auth_failure_burst",
-            "warning",
+            bulkhead_app::AlertKind::AuthFailureBurst,
+            bulkhead_app::Severity::Warning,
             None,
             "refused credentials crossed the per-minute threshold; the operator and tenant logs name \
              the keys involved. Check for a leaked or revoked key still in use, or credential guessing"
@@ -102,7 +103,7 @@ impl FromRequestParts<AppState> for Tenant {
             Err(e) => {
                 state.metrics.auth_failure("tenant");
                 auth_burst(state, &rid).await;
-                let _ = Trail::new(state, "auth", "anonymous".into(), &rid)
+                let _ = Trail::new(state, EventKind::Auth, "anonymous".into(), &rid)
                     .denied("missing_credential")
                     .record(LogId::Operator)
                     .await;
@@ -148,7 +149,7 @@ impl FromRequestParts<AppState> for Tenant {
                         Some((tenant, key_id)) => (format!("key:{key_id}"), LogId::Tenant(tenant)),
                         None => ("anonymous".to_owned(), LogId::Operator),
                     };
-                    let _ = Trail::new(state, "auth", actor, &rid)
+                    let _ = Trail::new(state, EventKind::Auth, actor, &rid)
                         .denied(reason)
                         .record(log)
                         .await;

@@ -20,6 +20,7 @@
 //! was); wait on an upstream or a client without a bound; leave a task running
 //! after its call ended.
 
+use bulkhead_app::{EventKind, TraceOutcome};
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -91,6 +92,16 @@ pub enum TraceCommit {
     /// of an answer already sent, and a trace may be readable a few milliseconds
     /// after its id is.
     Background,
+}
+
+impl TraceCommit {
+    /// The name the policy baseline records (hashed: never change it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Durable => "durable",
+            Self::Background => "background",
+        }
+    }
 }
 
 impl GatewayState {
@@ -235,7 +246,7 @@ async fn prepare<'a>(
         finish_reason: None,
         usage: None,
         latency_ms: Latency::default(),
-        outcome: "pending".into(),
+        outcome: TraceOutcome::Pending,
         error: None,
     };
 
@@ -253,20 +264,20 @@ async fn prepare<'a>(
     if report.score > 0 {
         trace.injection = Some(InjectionSummary {
             score: report.score,
-            action: format!("{:?}", report.action).to_lowercase(),
+            action: report.action,
             rules: report.rules.iter().map(ToString::to_string).collect(),
         });
     }
     if report.action == InjectionAction::Block {
-        trace.outcome = "refused_input".into();
-        trace.guard.verdict = "blocked".into();
+        trace.outcome = TraceOutcome::RefusedInput;
+        trace.guard.verdict = Some(Verdict::Blocked);
         let overhead = started.elapsed();
         trace.latency_ms = Latency {
             total: traces::millis(overhead),
             overhead: traces::millis(overhead),
             ..Latency::default()
         };
-        state.metrics.model_call(&trace.outcome, overhead);
+        state.metrics.model_call(trace.outcome.as_str(), overhead);
         let id = trace.id.clone();
         if let Err(e) = commit_trace(state, ctx, rid, &trace, &pack).await {
             return Err(e.into_response());
@@ -283,7 +294,7 @@ async fn prepare<'a>(
 
     let session = match &req.extension.session_id {
         Some(id) => Some(
-            crate::sessions::open(state, ctx, rid, "model.call", id)
+            crate::sessions::open(state, ctx, rid, EventKind::ModelCall, id)
                 .await
                 .map_err(IntoResponse::into_response)?,
         ),
@@ -495,11 +506,11 @@ async fn upstream_failed(
     e: UpstreamError,
 ) -> Response {
     tracing::warn!(trace = %trace.id, upstream = %trace.upstream, error = %e, "model call failed at the upstream");
-    trace.outcome = e.outcome().into();
+    trace.outcome = upstream_outcome(&e);
     trace.error = Some(e.to_string());
     set_latency(&mut trace, started, upstream, None);
     let overhead = started.elapsed().saturating_sub(upstream);
-    state.metrics.model_call(&trace.outcome, overhead);
+    state.metrics.model_call(trace.outcome.as_str(), overhead);
     if let Err(audit) = commit_trace(state, ctx, rid, &trace, pack).await {
         return audit.into_response();
     }
@@ -747,14 +758,13 @@ impl Decision {
                 .count() as u32
         };
         GuardSummary {
-            verdict: if self.blocked {
-                "blocked"
+            verdict: Some(if self.blocked {
+                Verdict::Blocked
             } else if redactions > 0 {
-                "redacted"
+                Verdict::Redacted
             } else {
-                "allow"
-            }
-            .into(),
+                Verdict::Allow
+            }),
             findings: type_counts(&self.findings),
             redactions,
             blocked: self.blocked,
@@ -762,16 +772,23 @@ impl Decision {
         }
     }
 
-    fn outcome(&self) -> &'static str {
+    fn outcome(&self) -> TraceOutcome {
         let s = self.summary();
         if s.blocked {
-            "blocked"
+            TraceOutcome::Blocked
         } else if s.redactions > 0 {
-            "redacted"
+            TraceOutcome::Redacted
         } else {
-            "ok"
+            TraceOutcome::Ok
         }
     }
+}
+
+/// The trace outcome of an upstream failure. The gateway names its failures with
+/// the same closed set; a name this server does not know (a failure added to the
+/// gateway later) is recorded as an error status rather than dropped.
+fn upstream_outcome(e: &bulkhead_gateway::UpstreamError) -> TraceOutcome {
+    TraceOutcome::parse(e.outcome()).unwrap_or(TraceOutcome::UpstreamStatus)
 }
 
 fn extension(trace: &Trace, overhead: Duration) -> Value {
@@ -853,7 +870,7 @@ async fn whole_chat(
         return e.into_response();
     }
     trace.guard = decision.summary();
-    trace.outcome = decision.outcome().into();
+    trace.outcome = decision.outcome();
     trace.finish_reason = choices.first().map(|c| c.finish_reason.clone());
     trace.usage = usage.clone();
     trace.output_hash = Some(output_hash(choices.iter().map(|c| &c.message)));
@@ -871,7 +888,7 @@ async fn whole_chat(
         return e.into_response();
     }
     let overhead = started.elapsed().saturating_sub(upstream);
-    state.metrics.model_call(&trace.outcome, overhead);
+    state.metrics.model_call(trace.outcome.as_str(), overhead);
     let choices: Vec<Value> = choices
         .iter()
         .map(|c| {
@@ -1260,10 +1277,10 @@ impl StreamJob {
             }
         }
         trace.outcome = match &stop {
-            _ if decision.blocked => "blocked".into(),
-            Some(Stop::Client) => "client_disconnected".into(),
-            Some(Stop::Upstream(e)) => e.outcome().into(),
-            None => decision.outcome().into(),
+            _ if decision.blocked => TraceOutcome::Blocked,
+            Some(Stop::Client) => TraceOutcome::ClientDisconnected,
+            Some(Stop::Upstream(e)) => upstream_outcome(e),
+            None => decision.outcome(),
         };
         if let Some(Stop::Upstream(e)) = &stop {
             tracing::warn!(trace = %trace.id, upstream = %trace.upstream, error = %e, "stream failed at the upstream");
@@ -1313,7 +1330,7 @@ impl StreamJob {
             .saturating_sub(self.upstream_wait);
         state
             .metrics
-            .model_call(&self.prepared.trace.outcome, overhead);
+            .model_call(self.prepared.trace.outcome.as_str(), overhead);
         if matches!(stop, Some(Stop::Client)) {
             return;
         }
@@ -1396,7 +1413,7 @@ fn placeholder_trace() -> Trace {
         finish_reason: None,
         usage: None,
         latency_ms: Latency::default(),
-        outcome: String::new(),
+        outcome: TraceOutcome::Pending,
         error: None,
     }
 }
@@ -1453,7 +1470,7 @@ pub async fn embeddings(
     trace.started_at = traces::started_at(state.vault.now());
     trace.prompt_hash = content_hash(&serde_json::to_vec(&req.raw_input).unwrap_or_default());
     trace.messages = req.inputs.len();
-    trace.guard.verdict = "allow".into();
+    trace.guard.verdict = Some(Verdict::Allow);
     let asked = Instant::now();
     let result = gw.gateway.embeddings(route, ctx.tenant(), &req).await;
     let upstream = asked.elapsed();
@@ -1463,7 +1480,7 @@ pub async fn embeddings(
             return upstream_failed(&state, &ctx, &rid, &pack, trace, (started, upstream), e).await;
         }
     };
-    trace.outcome = "ok".into();
+    trace.outcome = TraceOutcome::Ok;
     trace.usage = answer.get("usage").cloned();
     trace.output_hash = Some(content_hash(
         &serde_json::to_vec(&answer["data"]).unwrap_or_default(),

@@ -9,6 +9,7 @@
 //! log, and is logged as a warning for operators. A's client is never told whose
 //! data it matched.
 
+use bulkhead_app::EventKind;
 use std::sync::Arc;
 
 use axum::Json;
@@ -288,6 +289,17 @@ pub enum Direction {
     Context,
 }
 
+impl Direction {
+    /// The name the audit log records (the same as serde's).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Output => "output",
+            Self::Input => "input",
+            Self::Context => "context",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScanRequest {
@@ -357,9 +369,14 @@ pub(crate) async fn report_leak(
     tracing::warn!(tenant = %ctx.tenant(), owners = owners.len(), request_id = %rid.0,
         "CROSS-TENANT LEAK BLOCKED: a text for this tenant carried another tenant's canary or \
          fingerprints. See the operator audit log; consider quarantining the upstream or the tenant.");
-    let mut alert = Trail::new(state, "guard.leak", format!("key:{}", ctx.key_id()), rid)
-        .about_tenant(ctx.tenant())
-        .denied("cross_tenant");
+    let mut alert = Trail::new(
+        state,
+        EventKind::GuardLeak,
+        format!("key:{}", ctx.key_id()),
+        rid,
+    )
+    .about_tenant(ctx.tenant())
+    .denied("cross_tenant");
     for owner in &owners {
         alert = alert.subject(Subject::new("owner_tenant", owner.as_str()));
     }
@@ -368,8 +385,8 @@ pub(crate) async fn report_leak(
     }
     alert.record(LogId::Operator).await?;
     let mut raised = crate::alerts::new_alert(
-        "cross_tenant_leak",
-        "critical",
+        bulkhead_app::AlertKind::CrossTenantLeak,
+        bulkhead_app::Severity::Critical,
         Some(ctx.tenant()),
         format!(
             "an answer for this tenant carried data of {} other tenant(s) (canary or fingerprints) and was blocked; \
@@ -414,18 +431,21 @@ async fn contain(state: &AppState, ctx: &TenantCtx, rid: &RequestId) -> ApiResul
                 .vault
                 .set_key_quarantine(ctx.tenant(), ctx.key_id(), true)
                 .await?;
-            ("key.quarantine", Subject::new("key", ctx.key_id().as_str()))
+            (
+                EventKind::KeyQuarantine,
+                Subject::new("key", ctx.key_id().as_str()),
+            )
         }
         Containment::Tenant => {
             state.vault.set_quarantine(ctx.tenant(), true).await?;
             state.retrieval.forget(ctx.tenant());
             (
-                "tenant.quarantine",
+                EventKind::TenantQuarantine,
                 Subject::new("tenant", ctx.tenant().as_str()),
             )
         }
     };
-    tracing::warn!(tenant = %ctx.tenant(), key_id = %ctx.key_id(), action = kind,
+    tracing::warn!(tenant = %ctx.tenant(), key_id = %ctx.key_id(), action = kind.as_str(),
         "automatic containment after a blocked leak; release it with `bulkhead key release` or `bulkhead tenant release` once investigated");
     Trail::new(state, kind, "system:containment".into(), rid)
         .subject(subject)
@@ -557,14 +577,11 @@ pub async fn scan(
             Direction::Input => guard.guard.screen_input(&text, &pack.guard),
             _ => guard.guard.screen_retrieved(&text, &pack.guard),
         };
-        let verdict = format!("{:?}", report.action).to_lowercase();
-        Trail::tenant(&state, &ctx, "guard.screen", &rid)
-            .attr(
-                "direction",
-                Attr::Text(format!("{:?}", req.direction).to_lowercase()),
-            )
+        let verdict = report.action.as_str();
+        Trail::tenant(&state, &ctx, EventKind::GuardScreen, &rid)
+            .attr("direction", Attr::Text(req.direction.as_str().into()))
             .attr("score", Attr::Int(i64::from(report.score)))
-            .attr("verdict", Attr::Text(verdict.clone()))
+            .attr("verdict", Attr::Text(verdict.into()))
             .record(tenant_log)
             .await?;
         let text = matches!(
@@ -573,7 +590,7 @@ pub async fn scan(
         )
         .then(|| text.to_string());
         return Ok(Json(ScanResponse {
-            verdict,
+            verdict: verdict.into(),
             findings: Vec::new(),
             text,
             injection: Some(serde_json::json!({"score": report.score, "rules": report.rules})),
@@ -584,7 +601,7 @@ pub async fn scan(
     let key = ctx.key_id().to_string();
     if guard.scan_refused(&key, now) {
         // Past the limit the text is not even scanned: nothing more is learnt.
-        Trail::tenant(&state, &ctx, "guard.scan", &rid)
+        Trail::tenant(&state, &ctx, EventKind::GuardScan, &rid)
             .denied("rate_limited")
             .record(tenant_log)
             .await?;
@@ -602,13 +619,9 @@ pub async fn scan(
         .map_err(|_| ApiError::internal())?;
     let counts = type_counts(&outcome.findings);
     let leaked = !leak_owners(&outcome.findings).is_empty();
-    let verdict = match outcome.verdict {
-        Verdict::Allow => "allow",
-        Verdict::Redacted => "redacted",
-        Verdict::Blocked => "blocked",
-    };
-    let mut trail =
-        Trail::tenant(&state, &ctx, "guard.scan", &rid).attr("verdict", Attr::Text(verdict.into()));
+    let verdict = outcome.verdict.as_str();
+    let mut trail = Trail::tenant(&state, &ctx, EventKind::GuardScan, &rid)
+        .attr("verdict", Attr::Text(verdict.into()));
     for (kind, n) in &counts {
         trail = trail.attr(&format!("found.{kind}"), Attr::Int(*n));
     }
@@ -644,7 +657,7 @@ pub async fn scan(
             kind: kind_name(&f.kind),
             start: f.span.start,
             end: f.span.end,
-            action: format!("{:?}", f.action).to_lowercase(),
+            action: f.action.as_str().into(),
         })
         .collect();
     let text = outcome.output(&text).map(str::to_owned);

@@ -9,6 +9,7 @@
 //! `ENTRIES_SCANNED_MAX` entries per log are read), or report an item without the
 //! proof that it is in the signed log.
 
+use bulkhead_app::{EventKind, IncidentStatus};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
@@ -40,13 +41,13 @@ const CLOCK_SLACK_MS: i64 = 5_000;
 const INCIDENTS_MAX: usize = 1000;
 
 /// Event kinds that read the tenant's context.
-const READ_KINDS: &[&str] = &[
-    "document.read",
-    "document.list",
-    "search",
-    "session.read",
-    "trace.read",
-    "tenant.export",
+const READ_KINDS: &[EventKind] = &[
+    EventKind::DocumentRead,
+    EventKind::DocumentList,
+    EventKind::Search,
+    EventKind::SessionRead,
+    EventKind::TraceRead,
+    EventKind::TenantExport,
 ];
 
 /// One logged event in the window, with the proof that it is in the log.
@@ -183,7 +184,7 @@ pub async fn impact_report(
                 _ => {}
             }
         }
-        if event.kind == "guard.leak" {
+        if event.kind == EventKind::GuardLeak.as_str() {
             if event.tenant.as_deref() == Some(needle.as_str()) {
                 summary.leaks_blocked_to_tenant += 1;
             } else {
@@ -204,10 +205,10 @@ pub async fn impact_report(
                 summary.denied += 1;
             }
             report.blocked.push(item);
-        } else if READ_KINDS.contains(&event.kind.as_str()) {
+        } else if EventKind::parse(&event.kind).is_some_and(|k| READ_KINDS.contains(&k)) {
             summary.reads += 1;
             report.read.push(item);
-        } else if event.kind == "model.call" {
+        } else if event.kind == EventKind::ModelCall.as_str() {
             summary.model_calls_returned += 1;
             report.returned.push(item);
         } else {
@@ -399,7 +400,7 @@ pub(crate) fn parse_bound(raw: &str, name: &str) -> ApiResult<UnixMillis> {
 pub struct Incident {
     pub id: String,
     pub title: String,
-    pub tenant: String,
+    pub tenant: TenantId,
     /// Other tenants involved (e.g. the owners of leaked data).
     #[serde(default)]
     pub related_tenants: Vec<String>,
@@ -409,8 +410,7 @@ pub struct Incident {
     pub opened_by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_id: Option<String>,
-    /// `open` or `closed`.
-    pub status: String,
+    pub status: IncidentStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_at: Option<String>,
 }
@@ -448,7 +448,7 @@ impl Incidents {
     fn close(&self, id: &str, at: String) -> Option<Incident> {
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         let incident = kept.iter_mut().find(|i| i.id == id)?;
-        incident.status = "closed".into();
+        incident.status = IncidentStatus::Closed;
         incident.closed_at = Some(at);
         Some(incident.clone())
     }
@@ -473,17 +473,17 @@ pub async fn open(state: &AppState, rid: &RequestId, new: NewIncident) -> ApiRes
     let incident = Incident {
         id: format!("inc_{}", bulkhead_types::hex_lower(&bytes)),
         title: new.title,
-        tenant: new.tenant.to_string(),
+        tenant: new.tenant.clone(),
         related_tenants: new.related_tenants,
         from: new.from.rfc3339(),
         to: new.to.rfc3339(),
         opened_at: state.vault.now().rfc3339(),
         opened_by: new.actor.clone(),
         alert_id: new.alert_id,
-        status: "open".into(),
+        status: IncidentStatus::Open,
         closed_at: None,
     };
-    let mut trail = Trail::new(state, "incident.open", new.actor, rid)
+    let mut trail = Trail::new(state, EventKind::IncidentOpen, new.actor, rid)
         .subject(Subject::new("incident", &*incident.id))
         .attr("from", Attr::Text(incident.from.clone()))
         .attr("to", Attr::Text(incident.to.clone()));
@@ -521,7 +521,7 @@ pub async fn impact(
         .map_err(|e| ApiError::new(ProblemKind::InvalidRequest, e.body_text()))?;
     let (from, to) = (parse_bound(&q.from, "from")?, parse_bound(&q.to, "to")?);
     let report = impact_report(&state, &tenant, from, to).await?;
-    Trail::admin(&state, "incident.report", &rid)
+    Trail::admin(&state, EventKind::IncidentReport, &rid)
         .about_tenant(&tenant)
         .attr("from", Attr::Text(report.from.clone()))
         .attr("to", Attr::Text(report.to.clone()))
@@ -607,7 +607,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let incident = state.incidents.get(&id).ok_or_else(ApiError::not_found)?;
-    let tenant = TenantId::parse(&incident.tenant).map_err(|_| ApiError::not_found())?;
+    let tenant = incident.tenant.clone();
     let (from, to) = (
         parse_bound(&incident.from, "from")?,
         parse_bound(&incident.to, "to")?,
@@ -629,10 +629,9 @@ pub async fn close(
         .incidents
         .close(&id, state.vault.now().rfc3339())
         .ok_or_else(ApiError::not_found)?;
-    let tenant = TenantId::parse(&incident.tenant).ok();
-    Trail::admin(&state, "incident.close", &rid)
+    Trail::admin(&state, EventKind::IncidentClose, &rid)
         .subject(Subject::new("incident", &*incident.id))
-        .record_admin(tenant.as_ref())
+        .record_admin(Some(&incident.tenant))
         .await?;
     Ok(Json(incident))
 }

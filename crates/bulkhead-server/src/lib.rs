@@ -11,7 +11,8 @@
 
 mod admin;
 pub mod alerts;
-pub mod anomaly;
+/// Moved to `bulkhead-app`; re-exported at the old path (the binary's config uses it).
+pub use bulkhead_app::anomaly;
 pub mod audit;
 pub mod dashboard;
 mod documents;
@@ -24,7 +25,8 @@ pub mod gateway;
 pub mod guard;
 pub mod incident;
 pub mod metrics;
-pub mod packs;
+/// Moved to `bulkhead-app`; re-exported at the old path.
+pub use bulkhead_app::packs;
 pub mod retention;
 pub mod retrieval;
 pub mod sessions;
@@ -169,25 +171,10 @@ impl AppState {
         bulkhead_crypto::constant_time_eq(&digest, &self.admin_token_digest)
     }
 
-    /// Re-seals a tenant's records under its current key in the background, in
-    /// bounded batches, then retires the old keys. Logged, never fatal.
+    /// Re-seals a tenant's records under its current key in the background
+    /// (`bulkhead_app::app::spawn_reseal`).
     pub fn spawn_reseal(&self, tenant: TenantId) {
-        let vault = Arc::clone(&self.vault);
-        tokio::spawn(async move {
-            let mut total = 0usize;
-            loop {
-                match vault.reseal(&tenant, 256).await {
-                    Ok(0) => break,
-                    Ok(n) => total += n,
-                    Err(e) => {
-                        tracing::warn!(tenant = %tenant, error = %e,
-                            "re-sealing stopped; it resumes at the next start or rotation");
-                        return;
-                    }
-                }
-            }
-            tracing::info!(tenant = %tenant, records = total, "re-sealed records under the current key");
-        });
+        bulkhead_app::app::spawn_reseal(Arc::clone(&self.vault), tenant);
     }
 }
 

@@ -10,6 +10,7 @@
 //! operator log. Must never: delete a record that has not expired (the store
 //! re-checks `expires_at` in the deleting statement); do unbounded work per tick.
 
+use bulkhead_app::EventKind;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -93,8 +94,13 @@ pub async fn sweep_once(state: &AppState, batch: u32) -> ApiResult<SweepStats> {
     let rid = sweep_request_id();
     for (tenant, items) in &per_tenant {
         let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
-        let mut trail = Trail::new(state, "retention.expired", "system:retention".into(), &rid)
-            .about_tenant(tenant);
+        let mut trail = Trail::new(
+            state,
+            EventKind::RetentionExpired,
+            "system:retention".into(),
+            &rid,
+        )
+        .about_tenant(tenant);
         let mut documents = false;
         for item in items {
             *counts.entry(item.kind.as_str()).or_insert(0) += 1;
@@ -127,8 +133,13 @@ pub async fn sweep_once(state: &AppState, batch: u32) -> ApiResult<SweepStats> {
         }
         trail.record(LogId::Tenant((*tenant).clone())).await?;
     }
-    let mut summary = Trail::new(state, "retention.sweep", "system:retention".into(), &rid)
-        .attr("tenants", Attr::Int(stats.tenants as i64));
+    let mut summary = Trail::new(
+        state,
+        EventKind::RetentionSweep,
+        "system:retention".into(),
+        &rid,
+    )
+    .attr("tenants", Attr::Int(stats.tenants as i64));
     for (kind, n) in &stats.deleted {
         summary = summary.attr(&format!("deleted.{kind}"), Attr::Int(*n as i64));
     }

@@ -5,6 +5,7 @@
 //! the cache holds under the API key's tenant, built only from that tenant's chunk
 //! records, opened with that tenant's key.
 
+use bulkhead_app::EventKind;
 use std::sync::Arc;
 
 use axum::Json;
@@ -314,7 +315,7 @@ pub async fn search(
         .retrieve(&state, &ctx, &query, top_k, mode, filter.as_ref())
         .await?;
     let mut results = Vec::with_capacity(found.len());
-    let mut trail = Trail::tenant(&state, &ctx, "search", &rid);
+    let mut trail = Trail::tenant(&state, &ctx, EventKind::Search, &rid);
     for hit in found {
         trail = trail.subject(
             Subject::new("chunk", &*hit.chunk.chunk_id).with_content(hit.chunk.text.as_bytes()),
@@ -329,7 +330,7 @@ pub async fn search(
     trail
         .attr("count", Attr::Int(results.len() as i64))
         .attr("top_k", Attr::Int(top_k as i64))
-        .attr("mode", Attr::Text(format!("{mode:?}").to_lowercase()))
+        .attr("mode", Attr::Text(mode_name(mode).into()))
         .attr(
             "query_hash",
             Attr::Text(bulkhead_ledger::event::content_hash(query.as_bytes())),
@@ -337,4 +338,13 @@ pub async fn search(
         .record(LogId::Tenant(ctx.tenant().clone()))
         .await?;
     Ok(Json(SearchResponse { results }))
+}
+
+/// The name the audit log records for a search mode (the same as serde's).
+fn mode_name(mode: bulkhead_index::SearchMode) -> &'static str {
+    match mode {
+        bulkhead_index::SearchMode::Bm25 => "bm25",
+        bulkhead_index::SearchMode::Vector => "vector",
+        bulkhead_index::SearchMode::Hybrid => "hybrid",
+    }
 }

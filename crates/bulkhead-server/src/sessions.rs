@@ -12,6 +12,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use bulkhead_app::EventKind;
 use bulkhead_audit::{Attr, Subject};
 use bulkhead_gateway::openai::Message;
 use bulkhead_types::{LogId, RecordKind, UnixMillis};
@@ -170,7 +171,7 @@ pub async fn create(
             }],
         )
         .await?;
-    Trail::tenant(&state, &ctx, "session.create", &rid)
+    Trail::tenant(&state, &ctx, EventKind::SessionCreate, &rid)
         .subject(Subject::new("session", &*id))
         .attr(
             "ttl_secs",
@@ -194,7 +195,7 @@ pub(crate) async fn open(
     state: &AppState,
     ctx: &TenantCtx,
     rid: &RequestId,
-    kind: &str,
+    kind: EventKind,
     id: &str,
 ) -> ApiResult<OpenSession> {
     let session = if valid_session_id(id) {
@@ -306,9 +307,9 @@ pub async fn messages(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionMessagesResponse>> {
-    let session = open(&state, &ctx, &rid, "session.read", &id).await?;
-    let mut trail =
-        Trail::tenant(&state, &ctx, "session.read", &rid).subject(Subject::new("session", &*id));
+    let session = open(&state, &ctx, &rid, EventKind::SessionRead, &id).await?;
+    let mut trail = Trail::tenant(&state, &ctx, EventKind::SessionRead, &rid)
+        .subject(Subject::new("session", &*id));
     let mut out = Vec::with_capacity(session.messages.len());
     for m in session.messages {
         trail = trail.subject(Subject {
@@ -342,13 +343,13 @@ pub async fn sanitize(
             .await?;
     let log = LogId::Tenant(ctx.tenant().clone());
     if !deleted {
-        Trail::tenant(&state, &ctx, "session.sanitize", &rid)
+        Trail::tenant(&state, &ctx, EventKind::SessionSanitize, &rid)
             .denied("not_found")
             .record(log)
             .await?;
         return Err(ApiError::not_found());
     }
-    Trail::tenant(&state, &ctx, "session.sanitize", &rid)
+    Trail::tenant(&state, &ctx, EventKind::SessionSanitize, &rid)
         .subject(Subject::new("session", &*id))
         .record(log)
         .await?;

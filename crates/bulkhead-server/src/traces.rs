@@ -7,6 +7,8 @@
 //! The audit entry is written first and the trace record after, carrying the
 //! entry's index: a reader goes from a trace to its inclusion proof in one step.
 
+use bulkhead_app::{EventKind, TraceOutcome};
+use bulkhead_guard::{InjectionAction, Verdict};
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -38,8 +40,10 @@ pub struct ContextItem {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct GuardSummary {
-    /// `allow`, `redacted` or `blocked`.
-    pub verdict: String,
+    /// `allow`, `redacted` or `blocked`; none (written `""`) when the guard never
+    /// ran (an upstream failure).
+    #[serde(with = "verdict_or_empty")]
+    pub verdict: Option<Verdict>,
     /// Finding types and how many of each; never the text.
     pub findings: BTreeMap<String, i64>,
     pub redactions: u32,
@@ -51,7 +55,7 @@ pub struct GuardSummary {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct InjectionSummary {
     pub score: u32,
-    pub action: String,
+    pub action: InjectionAction,
     pub rules: Vec<String>,
 }
 
@@ -98,10 +102,7 @@ pub struct Trace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<serde_json::Value>,
     pub latency_ms: Latency,
-    /// `ok`, `redacted`, `blocked`, `refused_input`, `upstream_timeout`,
-    /// `upstream_status`, `upstream_malformed`, `upstream_cut`,
-    /// `upstream_unreachable`, `upstream_too_large`, `client_disconnected`.
-    pub outcome: String,
+    pub outcome: TraceOutcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -169,12 +170,12 @@ pub(crate) async fn commit(
 ) -> ApiResult<u64> {
     let bytes = serde_json::to_vec(trace).map_err(|_| ApiError::internal())?;
     let content_hash = bulkhead_ledger::event::content_hash(&bytes);
-    let mut trail = Trail::tenant(state, ctx, "model.call", rid)
+    let mut trail = Trail::tenant(state, ctx, EventKind::ModelCall, rid)
         .subject(Subject::new("trace", &*trace.id).with_content(&bytes))
         .attr("call", Attr::Text(trace.call.clone()))
         .attr("model", Attr::Text(trace.model.clone()))
         .attr("upstream", Attr::Text(trace.upstream.clone()))
-        .attr("outcome", Attr::Text(trace.outcome.clone()))
+        .attr("outcome", Attr::Text(trace.outcome.as_str().into()))
         .attr("context_items", Attr::Int(trace.context.len() as i64));
     for item in trace.context.iter().filter(|c| c.used) {
         trail = trail.subject(Subject {
@@ -225,7 +226,7 @@ pub async fn show(
         None
     };
     let Some(opened) = opened else {
-        Trail::tenant(&state, &ctx, "trace.read", &rid)
+        Trail::tenant(&state, &ctx, EventKind::TraceRead, &rid)
             .denied("not_found")
             .record(log)
             .await?;
@@ -253,7 +254,7 @@ pub async fn show(
         tracing::error!(trace = %id, "a stored trace has no audit entry");
         return Err(ApiError::internal());
     };
-    Trail::tenant(&state, &ctx, "trace.read", &rid)
+    Trail::tenant(&state, &ctx, EventKind::TraceRead, &rid)
         .subject(Subject::new("trace", &*id))
         .record(log)
         .await?;
@@ -272,4 +273,26 @@ pub(crate) fn millis(d: std::time::Duration) -> f64 {
 
 pub(crate) fn started_at(now: UnixMillis) -> String {
     now.rfc3339()
+}
+
+/// A guard verdict written as its name, and a missing one as `""` (what traces
+/// stored before the verdict was typed).
+mod verdict_or_empty {
+    use bulkhead_guard::Verdict;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Verdict>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => v.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Verdict>, D::Error> {
+        let name = String::deserialize(d)?;
+        if name.is_empty() {
+            return Ok(None);
+        }
+        Verdict::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&name)).map(Some)
+    }
 }

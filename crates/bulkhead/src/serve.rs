@@ -5,18 +5,13 @@
 //! the same server in-process; [`run`] is `serve` itself around it.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use base64::Engine;
-use bulkhead_audit::{Audit, AuditOptions};
-use bulkhead_crypto::{KeyEncryptionKey, LocalKek, random_array, write_secret_file};
-use bulkhead_ledger::note::NoteSigner;
+use bulkhead_app::{App, AppConfig};
 use bulkhead_server::{AppState, ServerLimits};
-use bulkhead_store::{PgOptions, PgStore, RegionalStore, SqliteOptions, SqliteStore, Store};
 use bulkhead_types::SystemClock;
-use bulkhead_vault::{Vault, VaultLimits};
+use bulkhead_vault::Vault;
 use zeroize::Zeroizing;
 
 use crate::config::{ServeArgs, Settings, StoreSpec};
@@ -85,52 +80,8 @@ impl Server {
 /// server runs on the current runtime until stopped through [`Server::stop_handle`].
 /// Logging is the caller's to set up.
 pub async fn start(settings: Settings) -> anyhow::Result<Server> {
-    create_private_dir(&settings.data_dir)?;
-
-    let kek: Arc<dyn KeyEncryptionKey> = match &settings.master_key {
-        Some(text) => {
-            Arc::new(LocalKek::parse(text, "BULKHEAD_MASTER_KEY").context("read the master key")?)
-        }
-        None => {
-            let path = settings.data_dir.join("master.key");
-            let (kek, generated) =
-                LocalKek::load_or_generate(&path).context("load the development master key")?;
-            if generated {
-                tracing::warn!(path = %path.display(),
-                    "GENERATED A DEVELOPMENT MASTER KEY. Anyone who can read this file can open every tenant's data, \
-                     and losing it loses all data. In production set BULKHEAD_MASTER_KEY (32 random bytes, base64: \
-                     `openssl rand -base64 32`) from a secret manager, or a KMS provider once available.");
-            } else {
-                tracing::warn!(path = %path.display(),
-                    "using the development master key file; production should set BULKHEAD_MASTER_KEY");
-            }
-            Arc::new(kek)
-        }
-    };
-    let admin_token = match &settings.admin_token {
-        Some(token) if token.len() >= 16 => Zeroizing::new(token.clone()),
-        Some(_) => anyhow::bail!("the admin token must be at least 16 characters"),
-        None => load_or_generate_admin_token(&settings.data_dir.join("admin.token"))?,
-    };
-
-    let store = open_stores(&settings).await?;
-    let limits = VaultLimits {
-        document_text_bytes_max: settings.document_text_bytes_max,
-        ..VaultLimits::default()
-    };
-    let vault =
-        Arc::new(Vault::open(Arc::clone(&store), kek, Arc::new(SystemClock), limits).await?);
-    let signer = load_or_generate_signing_key(&settings.audit_signing_key, &settings.server_name)?;
-    tracing::info!(vkey = %signer.vkey(), "audit checkpoints are signed with this key (publish it to auditors)");
-    let audit = Audit::start(
-        Arc::clone(&vault),
-        signer,
-        AuditOptions {
-            server_name: settings.server_name.clone(),
-            checkpoint_interval: settings.audit_checkpoint_interval,
-            ..AuditOptions::default()
-        },
-    )?;
+    let app = App::start(app_config(&settings)).await?;
+    let (vault, audit) = (Arc::clone(&app.vault), Arc::clone(&app.audit));
     let retrieval = build_retrieval(&settings.retrieval)?;
     let guard = Arc::new(bulkhead_server::guard::GuardState::with_prompt_window(
         &vault,
@@ -141,29 +92,22 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         .await
         .context("load the output guard's canaries and fingerprints")?;
     let gateway = build_gateway(&vault, &settings.gateway)?;
-    let packs = match &settings.policy_packs_dir {
-        Some(dir) => bulkhead_server::packs::Packs::with_folder(dir)
-            .context("load the operator's policy packs")?,
-        None => bulkhead_server::packs::Packs::builtin(),
-    };
-    tracing::info!(packs = ?packs.names().collect::<Vec<_>>(), "compliance packs loaded");
     let state = AppState::new(
         vault,
         Arc::clone(&audit),
         Arc::new(retrieval),
         guard,
-        &admin_token,
+        app.admin_token(),
         ServerLimits {
             body_bytes_max: settings.body_bytes_max,
             request_timeout: settings.request_timeout,
         },
     )
     .with_gateway(gateway)
-    .with_packs(packs)
+    .with_packs(app.packs.clone())
     .with_alerts(bulkhead_server::alerts::Alerts::with_settings(
         settings.alerts.clone(),
     ));
-    drop(admin_token);
 
     // Configuration drift: the effective isolation policy against the approved
     // baseline (a fresh store records the current one as the baseline).
@@ -175,10 +119,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e.detail, "the policy baseline could not be checked"),
-    }
-    for tenant in state.vault.tenants_needing_reseal(10_000).await? {
-        tracing::info!(tenant = %tenant, "resuming an interrupted re-seal after key rotation");
-        state.spawn_reseal(tenant);
     }
     bulkhead_server::guard::spawn_shared_sync(state.clone());
     bulkhead_server::retention::spawn_sweeper(
@@ -197,12 +137,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         })?;
     let addr = listener.local_addr()?;
 
-    let app = bulkhead_server::app(state);
+    let router = bulkhead_server::app(state);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut graceful_rx = stop_rx.clone();
     let grace = settings.shutdown_grace;
     let serving = tokio::spawn(async move {
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
             // An error means every sender is gone, which also means stop.
             let _ = graceful_rx.wait_for(|stopped| *stopped).await;
         });
@@ -216,8 +156,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         // Every acknowledged write was committed before its response was sent; this
         // commits audit events still queued, signs final checkpoints, then drains the
         // store's queue and folds the WAL into the database file.
-        audit.shutdown().await;
-        store.shutdown().await;
+        app.shutdown().await;
         tracing::info!("bulkhead stopped cleanly");
         Ok(())
     });
@@ -226,70 +165,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         stop: stop_tx,
         serving,
     })
-}
-
-/// The home store, wrapped in a [`RegionalStore`] only when some region has a
-/// store of its own (otherwise every call goes straight to the one store).
-async fn open_stores(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    let group_commit_max = settings.sqlite_group_commit_max;
-    let home = open_store(&settings.store, group_commit_max).await?;
-    if settings.regions.is_empty() {
-        tracing::info!(
-            "no region has a store of its own: every tenant's rows live in the home store"
-        );
-        return Ok(home);
-    }
-    let mut regions = Vec::with_capacity(settings.regions.len());
-    for r in &settings.regions {
-        let store = open_store(&r.store, group_commit_max)
-            .await
-            .with_context(|| format!("the store of region {}", r.region))?;
-        tracing::info!(region = %r.region, store = ?r.store,
-            "this region's tenants live in a store of their own");
-        regions.push((r.region.clone(), store));
-    }
-    tracing::info!(store = ?settings.store,
-        "tenants of every other region, and server-wide rows, live in the home store");
-    warn_of_tenants_left_at_home(home.as_ref(), settings).await?;
-    let regional = RegionalStore::new(home, regions).context("the regional stores")?;
-    Ok(Arc::new(regional))
-}
-
-/// Tenants created before their region got a store of its own stay in the home
-/// store (rows are never moved behind the operator's back) and are still served
-/// from there; their residency is not what the config now says, so say so loudly.
-async fn warn_of_tenants_left_at_home(home: &dyn Store, settings: &Settings) -> anyhow::Result<()> {
-    /// Tenants read per page, and pages at most: a bounded scan at start.
-    const PAGE_LEN: u32 = 1000;
-    const PAGES_MAX: usize = 1000;
-    let mut after = 0;
-    let mut misplaced: Vec<(String, String)> = Vec::new();
-    let mut misplaced_count = 0u64;
-    for _ in 0..PAGES_MAX {
-        let page = home
-            .list_tenants(after, PAGE_LEN)
-            .await
-            .context("list the home store's tenants")?;
-        for (seq, tenant) in &page {
-            after = *seq;
-            if settings.regions.iter().any(|r| r.region == tenant.region) {
-                misplaced_count += 1;
-                if misplaced.len() < 10 {
-                    misplaced.push((tenant.id.to_string(), tenant.region.to_string()));
-                }
-            }
-        }
-        if page.len() < PAGE_LEN as usize {
-            break;
-        }
-    }
-    if misplaced_count > 0 {
-        tracing::warn!(count = misplaced_count, first = ?misplaced,
-            "TENANTS LIVE IN THE HOME STORE ALTHOUGH THEIR REGION NOW HAS A STORE OF ITS OWN: they were created \
-             before the region's store was configured. They are still served from the home store, but their rows \
-             are not where the config says. Bulkhead has no tool to move a tenant between stores yet.");
-    }
-    Ok(())
 }
 
 fn build_gateway(
@@ -368,78 +243,6 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("create data directory {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restrict data directory {}", dir.display()))?;
-    }
-    Ok(())
-}
-
-fn load_or_generate_admin_token(path: &Path) -> anyhow::Result<Zeroizing<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Zeroizing::new(text.trim().to_owned())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let bytes: [u8; 32] = random_array()?;
-            let token = Zeroizing::new(format!(
-                "bha_{}",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-            ));
-            write_secret_file(path, token.as_bytes())
-                .with_context(|| format!("write {}", path.display()))?;
-            tracing::warn!(path = %path.display(),
-                "generated a development admin token (the CLI reads it from there). \
-                 In production set BULKHEAD_ADMIN_TOKEN from a secret manager.");
-            Ok(token)
-        }
-        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
-    }
-}
-
-/// The audit signing key: read from its file, or generated there (0600) on first
-/// start. The key's name is the server name; a mismatch is refused, because
-/// checkpoints would silently change origin and break every auditor's chain.
-fn load_or_generate_signing_key(path: &Path, server_name: &str) -> anyhow::Result<NoteSigner> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let signer = NoteSigner::from_skey(&text).with_context(|| {
-                format!(
-                    "read the audit signing key {} (C2SP PRIVATE+KEY+… format)",
-                    path.display()
-                )
-            })?;
-            if signer.name() != server_name {
-                anyhow::bail!(
-                    "the audit signing key in {} is for server name {:?} but server_name is {:?}; \
-                     set server_name = {:?} to keep the audit logs' identity, or move the key away to \
-                     start a new one (auditors will need the new public key)",
-                    path.display(),
-                    signer.name(),
-                    server_name,
-                    signer.name()
-                );
-            }
-            Ok(signer)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let signer =
-                NoteSigner::generate(server_name).context("generate the audit signing key")?;
-            let skey = Zeroizing::new(signer.to_skey().context("encode the audit signing key")?);
-            write_secret_file(path, skey.as_bytes())
-                .with_context(|| format!("write {}", path.display()))?;
-            tracing::warn!(path = %path.display(),
-                "generated the audit signing key. Back it up: auditors verify checkpoints with its \
-                 public key (bulkhead audit public-key), and a new key starts a new chain of trust.");
-            Ok(signer)
-        }
-        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
-    }
-}
-
 fn build_retrieval(
     settings: &crate::config::RetrievalSettings,
 ) -> anyhow::Result<bulkhead_server::retrieval::Retrieval> {
@@ -471,27 +274,31 @@ fn build_retrieval(
     })
 }
 
-/// Opens the store a spec names: a SQLite file, or a PostgreSQL database (its
-/// migrations applied on the way) shared with other replicas.
-pub async fn open_store(
-    spec: &StoreSpec,
-    sqlite_group_commit_max: usize,
-) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match spec {
-        StoreSpec::Sqlite(path) => Arc::new(
-            SqliteStore::open(
-                path,
-                SqliteOptions {
-                    group_commit_max: sqlite_group_commit_max,
-                    ..SqliteOptions::default()
-                },
-            )
-            .with_context(|| format!("open the SQLite store at {}", path.display()))?,
-        ),
-        StoreSpec::Postgres(url) => Arc::new(
-            PgStore::connect(url, PgOptions::default())
-                .await
-                .context("open the PostgreSQL store")?,
-        ),
-    })
+/// The application's config from the binary's settings.
+fn app_config(settings: &Settings) -> AppConfig {
+    let spec = |spec: &StoreSpec| match spec {
+        StoreSpec::Sqlite(path) => bulkhead_app::StoreSpec::Sqlite(path.clone()),
+        StoreSpec::Postgres(url) => bulkhead_app::StoreSpec::Postgres(url.clone()),
+    };
+    AppConfig {
+        data_dir: settings.data_dir.clone(),
+        store: spec(&settings.store),
+        regions: settings
+            .regions
+            .iter()
+            .map(|r| bulkhead_app::RegionStore {
+                region: r.region.clone(),
+                store: spec(&r.store),
+            })
+            .collect(),
+        sqlite_group_commit_max: settings.sqlite_group_commit_max,
+        admin_token: settings.admin_token.clone().map(Zeroizing::new),
+        master_key: settings.master_key.clone().map(Zeroizing::new),
+        document_text_bytes_max: settings.document_text_bytes_max,
+        audit_signing_key: settings.audit_signing_key.clone(),
+        server_name: settings.server_name.clone(),
+        audit_checkpoint_interval: settings.audit_checkpoint_interval,
+        clock: Arc::new(SystemClock),
+        policy_packs_dir: settings.policy_packs_dir.clone(),
+    }
 }

@@ -15,6 +15,7 @@
 mod verify;
 mod views;
 
+use bulkhead_app::EventKind;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -350,7 +351,7 @@ async fn login(
     if !state.admin_token_matches(token.trim()) {
         state.metrics.auth_failure("dashboard");
         crate::extract::auth_burst(&state, &rid).await;
-        Trail::new(&state, "dashboard.login", "anonymous".into(), &rid)
+        Trail::new(&state, EventKind::DashboardLogin, "anonymous".into(), &rid)
             .denied("invalid_admin_token")
             .record(LogId::Operator)
             .await?;
@@ -361,7 +362,7 @@ async fn login(
     let (cookie, session) = state.dashboard.open(state.vault.now())?;
     Trail::new(
         &state,
-        "dashboard.login",
+        EventKind::DashboardLogin,
         format!("dashboard:{}", session.tag),
         &rid,
     )
@@ -392,9 +393,14 @@ async fn logout(
     if let Some(cookie) = cookie_value(&headers) {
         state.dashboard.close(cookie);
     }
-    Trail::new(&state, "dashboard.logout", session.actor.clone(), &rid)
-        .record(LogId::Operator)
-        .await?;
+    Trail::new(
+        &state,
+        EventKind::DashboardLogout,
+        session.actor.clone(),
+        &rid,
+    )
+    .record(LogId::Operator)
+    .await?;
     let mut response = back_to("/dashboard/login");
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -578,7 +584,7 @@ async fn verify_log(
         .ok_or_else(|| ApiError::new(ProblemKind::InvalidRequest, "name a log to verify"))?;
     let previous = state.dashboard.verification(log.as_str());
     let result = verify::verify(&state, &log, previous.as_ref()).await;
-    let mut trail = Trail::new(&state, "audit.verify", session.actor.clone(), &rid)
+    let mut trail = Trail::new(&state, EventKind::AuditVerify, session.actor.clone(), &rid)
         .subject(Subject::new("log", log.as_str()))
         .attr("size", Attr::Int(result.size as i64));
     if let Some(reason) = &result.failure {

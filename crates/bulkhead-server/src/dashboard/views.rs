@@ -549,10 +549,10 @@ pub fn alerts_panel(s: &DashSession, d: &AlertsData) -> Markup {
                         td.muted { (short_time(&i.opened_at)) }
                         td.mono { (i.id) }
                         td { span class={ "pill " @if i.status == "open" { "critical" } @else { "acked" } } { (i.status) } }
-                        td.mono { (i.tenant) }
+                        td.mono { (i.tenant.as_str()) }
                         td.mono { (i.related_tenants.join(", ")) }
                         td { (i.title) }
-                        td { a.btn.ghost.small href=(incident_window_href(&i.tenant, &i.from, &i.to, d.now)) { "Impact report" } }
+                        td { a.btn.ghost.small href=(incident_window_href(i.tenant.as_str(), &i.from, &i.to, d.now)) { "Impact report" } }
                     }
                 }
             }
@@ -567,7 +567,7 @@ pub fn alerts_panel(s: &DashSession, d: &AlertsData) -> Markup {
                         td.muted { (short_time(&a.created_at)) }
                         td { span class={ "pill " (a.severity) } { (a.severity) } }
                         td.mono { (a.kind) }
-                        td.mono { (a.tenant.as_deref().unwrap_or("—")) }
+                        td.mono { (a.tenant.as_ref().map_or("—", TenantId::as_str)) }
                         td.summary { (a.summary)
                             @if !a.related.is_empty() { div.related.mono { "related: " (a.related.join(", ")) } } }
                         td {
@@ -582,7 +582,7 @@ pub fn alerts_panel(s: &DashSession, d: &AlertsData) -> Markup {
                             }
                         }
                         td {
-                            @let tenants: Vec<&str> = a.tenant.iter().map(String::as_str)
+                            @let tenants: Vec<&str> = a.tenant.iter().map(TenantId::as_str)
                                 .chain(a.related.iter().map(String::as_str).filter(|r| TenantId::parse(r).is_ok()))
                                 .collect();
                             @for t in tenants {
@@ -762,6 +762,7 @@ pub fn incident_panel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bulkhead_app::EventKind;
 
     #[test]
     fn an_impact_report_renders_escaped_with_its_sections() {
@@ -769,7 +770,7 @@ mod tests {
             log: "tenant".into(),
             index: 7,
             time: "2026-11-28T10:00:00Z".into(),
-            kind: "document.read".into(),
+            kind: EventKind::DocumentRead.as_str().into(),
             actor: "key:bhk_1".into(),
             outcome: "allowed".into(),
             reason: None,
@@ -804,7 +805,7 @@ mod tests {
         let tenant = TenantId::parse("tn_0123456789abcdef01234567").unwrap();
         let out = incident_panel(&tenant, UnixMillis(0), UnixMillis(1), &report).into_string();
         assert!(
-            out.contains("tenant#7") && out.contains("document.read"),
+            out.contains("tenant#7") && out.contains(EventKind::DocumentRead.as_str()),
             "{out}"
         );
         assert!(out.contains("None in the window."));

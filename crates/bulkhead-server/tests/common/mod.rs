@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use bulkhead_crypto::{LocalKek, SecretKey};
+use bulkhead_app::{App, AppConfig, StoreSpec};
 use bulkhead_server::{AppState, ServerLimits, app};
-use bulkhead_store::{SqliteOptions, SqliteStore};
 use bulkhead_types::{Clock, UnixMillis};
-use bulkhead_vault::{Vault, VaultLimits};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -58,29 +56,20 @@ impl Reply {
 impl Api {
     pub async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            Arc::new(SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap());
-        let kek = Arc::new(LocalKek::new(&SecretKey::generate().unwrap(), "test").unwrap());
-        let limits = VaultLimits {
-            document_text_bytes_max: 4096,
-            ..VaultLimits::default()
-        };
         let clock = Arc::new(TestClock::default());
-        let vault = Arc::new(
-            Vault::open(store, kek, clock.clone(), limits)
-                .await
-                .unwrap(),
-        );
-        let signer = bulkhead_ledger::note::NoteSigner::generate("bulkhead.test").unwrap();
-        let audit = bulkhead_audit::Audit::start(
-            Arc::clone(&vault),
-            signer,
-            bulkhead_audit::AuditOptions {
-                server_name: "bulkhead.test".into(),
-                ..bulkhead_audit::AuditOptions::default()
-            },
-        )
+        // The one composition root, as `bulkhead serve` uses it: the store is
+        // `db` in the temporary directory (tests open it with rusqlite).
+        let started = App::start(AppConfig {
+            store: StoreSpec::Sqlite(dir.path().join("db")),
+            admin_token: Some(zeroize::Zeroizing::new(ADMIN.into())),
+            document_text_bytes_max: 4096,
+            server_name: "bulkhead.test".into(),
+            clock: clock.clone(),
+            ..AppConfig::in_dir(dir.path())
+        })
+        .await
         .unwrap();
+        let (vault, audit) = (Arc::clone(&started.vault), Arc::clone(&started.audit));
         let server_limits = ServerLimits {
             body_bytes_max: 16 * 1024,
             ..ServerLimits::default()
@@ -93,7 +82,7 @@ impl Api {
                 audit,
                 Arc::new(bulkhead_server::retrieval::Retrieval::with_defaults()),
                 Arc::new(bulkhead_server::guard::GuardState::new(&vault)),
-                ADMIN,
+                started.admin_token(),
                 server_limits,
             ),
         }

@@ -146,7 +146,8 @@ pub struct Packs {
 impl Packs {
     /// Every pack with its guard policy changed by `f` (the test-only weakening).
     #[cfg(feature = "weakened-isolation-for-tests")]
-    pub(crate) fn map_guard(mut self, f: impl Fn(&mut Policy)) -> Self {
+    #[doc(hidden)]
+    pub fn map_guard(mut self, f: impl Fn(&mut Policy)) -> Self {
         for pack in self.by_name.values_mut() {
             f(&mut Arc::make_mut(pack).guard);
         }
