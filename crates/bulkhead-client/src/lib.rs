@@ -59,7 +59,7 @@ pub enum ClientError {
     #[error("{}", status_line(.status, .problem, .body, .hint))]
     Status {
         status: StatusCode,
-        problem: Problem,
+        problem: Box<Problem>,
         body: String,
         /// What to check on 401 (the caller's credential), else empty.
         hint: String,
@@ -83,7 +83,7 @@ impl ClientError {
     pub fn from_status(status: StatusCode, body: &str, hint: &str) -> Self {
         Self::Status {
             status,
-            problem: serde_json::from_str(body).unwrap_or_default(),
+            problem: Box::new(serde_json::from_str(body).unwrap_or_default()),
             body: body.to_owned(),
             hint: hint.to_owned(),
         }
