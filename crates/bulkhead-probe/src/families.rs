@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
+use bulkhead_client::Method;
 use serde_json::{Value, json};
 
 use crate::fleet::{Fleet, Sighting, key_id_of};

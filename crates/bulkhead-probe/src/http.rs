@@ -1,9 +1,10 @@
 //! The probe's HTTP client: every request goes through `Target::send`, which reads
-//! the whole answer (bounded) so each family can check every byte it received.
+//! the whole answer (bounded, by `bulkhead-client`) so each family can check every
+//! byte it received.
 
 use std::time::Duration;
 
-use reqwest::Method;
+use bulkhead_client::{Client, ClientConfig, ClientError, Method};
 use serde_json::Value;
 
 use crate::ProbeError;
@@ -35,34 +36,14 @@ impl Reply {
     /// concatenated `delta.content` of every chunk (a canary split across pieces
     /// is whole again here); otherwise the body itself.
     pub fn visible_text(&self) -> String {
-        if !self.body.starts_with("data:") {
-            return self.body.clone();
-        }
-        let mut out = String::new();
-        for line in self.body.lines() {
-            let Some(data) = line.strip_prefix("data:") else {
-                continue;
-            };
-            let Ok(chunk) = serde_json::from_str::<Value>(data.trim()) else {
-                continue;
-            };
-            if let Some(choices) = chunk["choices"].as_array() {
-                for choice in choices {
-                    if let Some(text) = choice["delta"]["content"].as_str() {
-                        out.push_str(text);
-                    }
-                }
-            }
-        }
-        out
+        bulkhead_client::visible_text(&self.body)
     }
 }
 
 /// The deployment under test.
 #[derive(Debug, Clone)]
 pub struct Target {
-    base: String,
-    http: reqwest::Client,
+    http: Client,
 }
 
 impl Target {
@@ -73,16 +54,19 @@ impl Target {
                 "the target must be an http:// or https:// URL, got {base:?}"
             )));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
+        let config = ClientConfig {
+            connect_timeout: CONNECT_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
+            body_bytes_max: BODY_BYTES_MAX,
+            ..ClientConfig::new(&base)
+        };
+        let http = Client::new(config)
             .map_err(|e| ProbeError::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { base, http })
+        Ok(Self { http })
     }
 
     pub fn base(&self) -> &str {
-        &self.base
+        self.http.base()
     }
 
     /// Sends a request with `token` as the bearer credential (none when empty)
@@ -94,26 +78,18 @@ impl Target {
         token: &str,
         body: Option<&Value>,
     ) -> Result<Reply, String> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if !token.is_empty() {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let mut response = request.send().await.map_err(|e| describe(&e))?;
-        let status = response.status().as_u16();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
-            if bytes.len() + chunk.len() > BODY_BYTES_MAX {
-                return Err(format!("answer larger than {BODY_BYTES_MAX} bytes"));
+        let token = (!token.is_empty()).then_some(token);
+        match self.http.send(method, path, token, body).await {
+            Ok(reply) => Ok(Reply {
+                status: reply.status.as_u16(),
+                body: String::from_utf8_lossy(&reply.body).into_owned(),
+            }),
+            Err(ClientError::Transport { message, .. }) => Err(message),
+            Err(ClientError::TooLarge { .. }) => {
+                Err(format!("answer larger than {BODY_BYTES_MAX} bytes"))
             }
-            bytes.extend_from_slice(&chunk);
+            Err(e) => Err(e.to_string()),
         }
-        Ok(Reply {
-            status,
-            body: String::from_utf8_lossy(&bytes).into_owned(),
-        })
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Result<Reply, String> {
@@ -126,29 +102,6 @@ impl Target {
 
     pub async fn delete(&self, path: &str, token: &str) -> Result<Reply, String> {
         self.send(Method::DELETE, path, token, None).await
-    }
-}
-
-/// A transport error without the URL (which may carry ids only, but the shorter
-/// message reads better in a scorecard).
-fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_connect() {
-        "cannot connect"
-    } else if e.is_timeout() {
-        "timed out"
-    } else {
-        "transport error"
-    };
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    if detail.is_empty() {
-        kind.to_owned()
-    } else {
-        format!("{kind}: {detail}")
     }
 }
 

@@ -1,41 +1,26 @@
-//! JSON wire types of Bulkhead's own endpoints. Requests refuse unknown fields.
+//! JSON wire types of Bulkhead's own endpoints: declared in `bulkhead-api`, shared
+//! with the clients; this module re-exports them and keeps what only the server
+//! needs (conversions from the vault's types). Requests refuse unknown fields.
 
-use bulkhead_types::{DocumentId, PolicyName, Region, UnixMillis};
+use bulkhead_types::UnixMillis;
 use bulkhead_vault::{Document, Tenant};
 use serde::{Deserialize, Serialize};
+
+pub use bulkhead_api::{
+    CreateDocumentRequest, CreateDocumentResponse, CreateTenantRequest, DocumentListResponse,
+    DocumentSummary, IssueKeyRequest, IssuedKeyResponse, PageQuery, RotateKeyResponse,
+    SetModelsRequest, SetPolicyRequest,
+};
 
 /// RFC 3339 in UTC, as every time on the wire is written.
 pub fn rfc3339(t: UnixMillis) -> String {
     t.rfc3339()
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTenantRequest {
-    pub name: String,
-    #[serde(default)]
-    pub region: Option<Region>,
-    #[serde(default)]
-    pub policy: Option<PolicyName>,
-    /// The models the tenant may call; absent: every model of its region.
-    #[serde(default)]
-    pub models: Option<Vec<String>>,
-}
-
-/// `PUT /admin/v1/tenants/{id}/policy`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetPolicyRequest {
-    pub policy: PolicyName,
-}
-
-/// `PUT /admin/v1/tenants/{id}/models`: `null` lifts the allow-list.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetModelsRequest {
-    pub models: Option<Vec<String>>,
-}
-
+// TenantResponse, TenantListResponse and DocumentResponse stay declared here as
+// well as in bulkhead-api until admin.rs and documents.rs call conversion functions:
+// they use `TenantResponse::from(&tenant)`, and the orphan rule forbids that `From`
+// impl on bulkhead-api's type. Same fields, same order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TenantResponse {
     pub id: String,
@@ -70,51 +55,6 @@ pub struct TenantListResponse {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssueKeyRequest {
-    #[serde(default)]
-    pub ttl_seconds: Option<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct IssuedKeyResponse {
-    pub key_id: String,
-    /// Shown once; the server keeps only a keyed hash.
-    pub key: String,
-    pub expires_at: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RotateKeyResponse {
-    pub tenant_id: String,
-    pub key_version: u32,
-    /// Older records are being re-sealed under the new version in the background.
-    pub resealing: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateDocumentRequest {
-    #[serde(default)]
-    pub id: Option<DocumentId>,
-    pub text: String,
-    #[serde(default)]
-    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default)]
-    pub ttl_seconds: Option<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CreateDocumentResponse {
-    pub id: String,
-    /// Retrieval chunks indexed for the document. Chunking arrives with tenant-scoped
-    /// retrieval; until then documents are stored whole and this is 0.
-    pub chunks: u32,
-    pub created_at: String,
-    pub expires_at: Option<String>,
-}
-
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DocumentResponse {
     pub id: String,
@@ -134,30 +74,4 @@ impl From<&Document> for DocumentResponse {
             expires_at: d.expires_at.map(rfc3339),
         }
     }
-}
-
-/// A document in a list page: everything but the text, which `GET /v1/documents/{id}`
-/// returns, so a page stays small whatever the documents weigh.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DocumentSummary {
-    pub id: String,
-    pub text_bytes: usize,
-    pub metadata: serde_json::Map<String, serde_json::Value>,
-    pub created_at: String,
-    pub expires_at: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DocumentListResponse {
-    pub documents: Vec<DocumentSummary>,
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    #[serde(default)]
-    pub limit: Option<u32>,
-    #[serde(default)]
-    pub cursor: Option<String>,
 }

@@ -12,9 +12,12 @@
 use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bulkhead_api::audit::{ConsistencyResponse, EntriesResponse};
+use bulkhead_client::{Client, ClientConfig, Method};
 use bulkhead_ledger::b64;
 use bulkhead_ledger::bundle::{
     self, AuditBundle, BundleConsistency, BundleEntry, BundleFormat, Verification, VerifyReport,
@@ -22,11 +25,10 @@ use bulkhead_ledger::bundle::{
 use bulkhead_ledger::checkpoint::Checkpoint;
 use bulkhead_ledger::note::{NoteSigner, NoteVerifier};
 use clap::Args;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use crate::client::{admin_token, problem_error, segment};
+use crate::client::{admin_token, segment};
 use crate::{AuditCommand, ConnArgs};
 
 /// Exit status when a log did not verify: 1 is every other error and 2 is clap's
@@ -121,22 +123,22 @@ impl fmt::Display for NotVerified {
 
 impl std::error::Error for NotVerified {}
 
-/// Plain HTTP to one server.
+/// Plain HTTP to one server: the shared bounded client.
 struct Http {
-    client: reqwest::Client,
+    client: Client,
     base: String,
 }
 
 impl Http {
     fn new(server: &str) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
-            .build()
-            .context("build the HTTP client")?;
-        Ok(Self {
-            client,
-            base: server.trim_end_matches('/').to_owned(),
-        })
+        let config = ClientConfig {
+            request_timeout: Duration::from_secs(REQUEST_TIMEOUT_SECS),
+            body_bytes_max: RESPONSE_BYTES_MAX,
+            ..ClientConfig::new(server)
+        };
+        let client = Client::new(config).context("build the HTTP client")?;
+        let base = client.base().to_owned();
+        Ok(Self { client, base })
     }
 
     /// GETs `path` and returns the body of a successful answer.
@@ -146,38 +148,15 @@ impl Http {
         token: Option<&str>,
         unauthorized_hint: &str,
     ) -> anyhow::Result<String> {
-        let mut request = self.client.get(format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let mut response = request.send().await.with_context(|| {
-            format!(
-                "reach the server at {} (is `bulkhead serve` running? see --server)",
-                self.base
-            )
-        })?;
-        let status = response.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.context("read the server's answer")? {
-            if body.len() + chunk.len() > RESPONSE_BYTES_MAX {
-                bail!(
-                    "the server's answer to {path} is larger than {} MiB; refusing it",
-                    RESPONSE_BYTES_MAX >> 20
-                );
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let text = String::from_utf8(body).context("the server's answer is not UTF-8")?;
-        if !status.is_success() {
-            return Err(problem_error(status, &text, unauthorized_hint));
-        }
-        Ok(text)
+        Ok(self
+            .client
+            .text::<()>(Method::GET, path, token, None, unauthorized_hint)
+            .await?)
     }
 
     /// The server's verifier key. No credentials: it is public.
     async fn public_key(&self) -> anyhow::Result<String> {
-        let text = self.get("/v1/audit/public-key", None, "").await?;
-        Ok(text.trim().to_owned())
+        Ok(self.client.public_key().await?)
     }
 }
 
@@ -188,24 +167,6 @@ struct LogClient {
     prefix: String,
     token: Zeroizing<String>,
     unauthorized_hint: &'static str,
-}
-
-#[derive(Deserialize)]
-struct WireEntries {
-    entries: Vec<WireEntry>,
-}
-
-/// An entry as the server sends it; fields added later are ignored.
-#[derive(Deserialize)]
-struct WireEntry {
-    index: u64,
-    leaf_hash: String,
-    event: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct WireConsistency {
-    proof: Vec<String>,
 }
 
 impl LogClient {
@@ -259,7 +220,7 @@ impl LogClient {
             .get(&format!("/entries?start={start}&end={end}"))
             .await
             .with_context(|| format!("fetch entries {start} to {end}"))?;
-        let page: WireEntries = serde_json::from_str(&text)
+        let page: EntriesResponse = serde_json::from_str(&text)
             .with_context(|| format!("parse the server's entries {start} to {end}"))?;
         Ok(page
             .entries
@@ -280,7 +241,7 @@ impl LogClient {
             .get(&format!("/proof/consistency?old={old}&new={new}"))
             .await
             .with_context(|| format!("fetch the consistency proof from size {old} to {new}"))?;
-        let wire: WireConsistency =
+        let wire: ConsistencyResponse =
             serde_json::from_str(&text).context("parse the server's consistency proof")?;
         Ok(BundleConsistency {
             old,
@@ -382,7 +343,7 @@ fn print_json(value: &Value) {
     );
 }
 
-pub async fn run(conn: ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
+pub async fn run(conn: ConnArgs, command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
         AuditCommand::PublicKey {
             local,
@@ -445,7 +406,7 @@ pub async fn run(conn: ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        AuditCommand::VerifyReceipt(args) => crate::receipt::verify(&conn, args).await?,
+        AuditCommand::VerifyReceipt(args) => return crate::receipt::verify(&conn, args).await,
         AuditCommand::Verify {
             log,
             file,
@@ -498,14 +459,15 @@ pub async fn run(conn: ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
                 println!("{}", human_report(&report, saved));
             }
             if !report.is_ok() {
-                return Err(NotVerified {
+                let failed = NotVerified {
                     problems: report.failures.len().max(1),
-                }
-                .into());
+                };
+                eprintln!("error: {failed}");
+                return Ok(ExitCode::from(EXIT_NOT_VERIFIED));
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug)]

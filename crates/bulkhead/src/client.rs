@@ -1,8 +1,8 @@
 //! The operator CLI: `bulkhead tenant …` and `bulkhead key …` over the admin API of
 //! a running server.
 
-use anyhow::{Context, anyhow, bail};
-use reqwest::{Method, StatusCode};
+use anyhow::{Context, bail};
+use bulkhead_client::Method;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -25,43 +25,44 @@ pub(crate) fn admin_token(conn: &ConnArgs) -> anyhow::Result<Zeroizing<String>> 
     Ok(Zeroizing::new(text.trim().to_owned()))
 }
 
-/// The error for a non-success answer: the problem+json `title` and `detail` when
-/// the body has them, and on 401 what to check.
-pub(crate) fn problem_error(
-    status: StatusCode,
-    text: &str,
-    unauthorized_hint: &str,
-) -> anyhow::Error {
-    let problem: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    let title = problem["title"].as_str().unwrap_or("request failed");
-    let detail = problem["detail"].as_str().unwrap_or(text);
-    if status == StatusCode::UNAUTHORIZED {
-        anyhow!("{title}: {detail} (HTTP {status}); {unauthorized_hint}")
-    } else {
-        anyhow!("{title}: {detail} (HTTP {status})")
-    }
-}
-
 pub(crate) struct AdminClient {
-    http: reqwest::Client,
-    base: String,
+    http: bulkhead_client::Client,
     token: Zeroizing<String>,
     json: bool,
 }
 
+const ADMIN_HINT: &str = "check BULKHEAD_ADMIN_TOKEN / --admin-token";
+
 impl AdminClient {
     pub(crate) fn new(conn: ConnArgs) -> anyhow::Result<Self> {
         let token = admin_token(&conn)?;
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
+        let http = bulkhead_client::Client::new(bulkhead_client::ClientConfig::new(&conn.server))
             .context("build the HTTP client")?;
         Ok(Self {
             http,
-            base: conn.server.trim_end_matches('/').to_owned(),
             token,
             json: conn.json,
         })
+    }
+
+    /// An admin call: the answer as `T` and as the server sent it.
+    pub(crate) async fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<bulkhead_client::Answer<T>> {
+        let answer = self
+            .http
+            .json(
+                method,
+                &format!("/admin/v1{path}"),
+                Some(self.token.as_str()),
+                body.as_ref(),
+                ADMIN_HINT,
+            )
+            .await?;
+        Ok(answer)
     }
 
     pub(crate) async fn call(
@@ -70,55 +71,12 @@ impl AdminClient {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let url = format!("{}/admin/v1{path}", self.base);
-        let mut request = self
-            .http
-            .request(method, &url)
-            .bearer_auth(self.token.as_str());
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.with_context(|| {
-            format!(
-                "reach the server at {} (is `bulkhead serve` running? see --server)",
-                self.base
-            )
-        })?;
-        let status = response.status();
-        let text = response.text().await.context("read the server's answer")?;
-        if !status.is_success() {
-            return Err(problem_error(
-                status,
-                &text,
-                "check BULKHEAD_ADMIN_TOKEN / --admin-token",
-            ));
-        }
-        if text.is_empty() {
-            Ok(Value::Null)
-        } else {
-            serde_json::from_str(&text).context("parse the server's JSON")
-        }
+        Ok(self.typed::<Value>(method, path, body).await?.raw)
     }
 
     /// The server's audit verifier key (public; no credentials).
     pub(crate) async fn public_key(&self) -> anyhow::Result<String> {
-        let url = format!("{}/v1/audit/public-key", self.base);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("reach the server at {}", self.base))?;
-        let status = response.status();
-        let text = response.text().await.context("read the server's answer")?;
-        if !status.is_success() {
-            return Err(problem_error(
-                status,
-                &text,
-                "the public key needs no token",
-            ));
-        }
-        Ok(text.trim().to_owned())
+        Ok(self.http.public_key().await?)
     }
 
     pub(crate) fn print(&self, value: &Value, summary: impl FnOnce(&Value) -> String) {

@@ -2,10 +2,11 @@
 //! and `bulkhead config show|approve` (the isolation policy baseline).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
+use bulkhead_client::Method;
 use clap::Subcommand;
-use reqwest::Method;
 use serde_json::Value;
 
 use crate::ConnArgs;
@@ -68,7 +69,7 @@ impl std::fmt::Display for HasFindings {
 
 impl std::error::Error for HasFindings {}
 
-pub async fn compliance(conn: ConnArgs, command: ComplianceCommand) -> anyhow::Result<()> {
+pub async fn compliance(conn: ConnArgs, command: ComplianceCommand) -> anyhow::Result<ExitCode> {
     let client = AdminClient::new(conn)?;
     let ComplianceCommand::Report {
         tenant,
@@ -133,9 +134,10 @@ pub async fn compliance(conn: ConnArgs, command: ComplianceCommand) -> anyhow::R
         out
     });
     if strict && !report.findings.is_empty() {
-        return Err(HasFindings(report.findings.len()).into());
+        eprintln!("error: {}", HasFindings(report.findings.len()));
+        return Ok(ExitCode::from(1));
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn config(conn: ConnArgs, command: ConfigCommand) -> anyhow::Result<()> {

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
+use bulkhead_client::{Method, StatusCode};
 use bulkhead_ledger::checkpoint::Checkpoint;
 use bulkhead_ledger::event::leaf_hash_of_json;
 use bulkhead_ledger::note::NoteVerifier;
 use bulkhead_ledger::proof::verify_inclusion;
 use bulkhead_ledger::{Hash, hash_from_b64};
-use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -820,8 +820,7 @@ async fn verify_trace_inclusion(
 
 /// The HTTP client of the demo, bound to the in-process server.
 struct Api {
-    http: reqwest::Client,
-    base: String,
+    http: bulkhead_client::Client,
 }
 
 /// An answer, whatever its status.
@@ -835,10 +834,12 @@ impl Reply {
     /// The body as JSON, or an error when the status is not `expected`.
     fn ok_json(&self, expected: StatusCode, what: &str) -> anyhow::Result<Value> {
         if self.status != expected {
-            return Err(crate::client::problem_error(
-                self.status,
-                &self.body,
-                "the demo server refused the demo's own credentials",
+            return Err(anyhow::Error::new(
+                bulkhead_client::ClientError::from_status(
+                    self.status,
+                    &self.body,
+                    "the demo server refused the demo's own credentials",
+                ),
             ))
             .with_context(|| format!("{what}: expected {expected}"));
         }
@@ -856,17 +857,15 @@ impl Reply {
 
 impl Api {
     fn new(base: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+        let config = bulkhead_client::ClientConfig {
+            request_timeout: REQUEST_TIMEOUT,
             // The server is on loopback; a proxy from the environment must not
             // see (or break) the demo's traffic.
-            .no_proxy()
-            .build()
-            .context("build the HTTP client")?;
-        Ok(Self {
-            http,
-            base: base.to_owned(),
-        })
+            no_proxy: true,
+            ..bulkhead_client::ClientConfig::new(base)
+        };
+        let http = bulkhead_client::Client::new(config).context("build the HTTP client")?;
+        Ok(Self { http })
     }
 
     async fn send(
@@ -876,32 +875,16 @@ impl Api {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> anyhow::Result<Reply> {
-        let mut request = self
+        let reply = self
             .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
+            .send(method.clone(), path, token, body)
             .await
             .with_context(|| format!("{method} {path}"))?;
-        let status = response.status();
-        let trace_id = response
-            .headers()
-            .get("x-bulkhead-trace-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response
-            .text()
-            .await
+        let body = String::from_utf8(reply.body)
             .with_context(|| format!("{method} {path}: read the answer"))?;
         Ok(Reply {
-            status,
-            trace_id,
+            status: reply.status,
+            trace_id: reply.trace_id,
             body,
         })
     }

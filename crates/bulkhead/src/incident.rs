@@ -4,12 +4,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use bulkhead_ledger::checkpoint::Checkpoint;
+use anyhow::Context;
+use bulkhead_api::incident::ImpactReport;
+use bulkhead_client::Method;
 use bulkhead_ledger::note::NoteVerifier;
-use bulkhead_ledger::proof::verify_inclusion;
 use clap::Subcommand;
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::ConnArgs;
@@ -196,46 +195,9 @@ fn incident_line(i: &Value) -> String {
 /// how many proofs held. Any failure is an error that names the item.
 pub(crate) fn verify_report(report: &Value, vkey: &str) -> anyhow::Result<usize> {
     let verifier = NoteVerifier::from_vkey(vkey).context("parse the verifier key")?;
-    let mut checked = 0;
-    for (section, log) in [("tenant_log", "tenant"), ("operator_log", "operator")] {
-        let note = report[section]["checkpoint"]
-            .as_str()
-            .with_context(|| format!("the report has no {section} checkpoint"))?;
-        let body = verifier
-            .open(note)
-            .with_context(|| format!("the {log} log's checkpoint signature does not verify"))?;
-        let checkpoint = Checkpoint::parse_body(body)
-            .with_context(|| format!("the {log} log's checkpoint does not parse"))?;
-        for list in ["read", "returned", "blocked", "other"] {
-            for item in report[list].as_array().into_iter().flatten() {
-                if item["log"].as_str() != Some(log) {
-                    continue;
-                }
-                let index = item["index"].as_u64().context("an item has no index")?;
-                let leaf = item["leaf_hash"]
-                    .as_str()
-                    .and_then(bulkhead_ledger::hash_from_b64)
-                    .with_context(|| format!("{log} entry {index}: no leaf hash"))?;
-                let proof: Option<Vec<_>> = item["proof"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|h| h.as_str().and_then(bulkhead_ledger::hash_from_b64))
-                    .collect();
-                let proof = proof.with_context(|| format!("{log} entry {index}: bad proof"))?;
-                if verify_inclusion(index, checkpoint.size, &leaf, &proof, &checkpoint.root)
-                    .is_err()
-                {
-                    bail!(
-                        "{log} entry {index}: its inclusion proof does not verify against the signed checkpoint of size {}",
-                        checkpoint.size
-                    );
-                }
-                checked += 1;
-            }
-        }
-    }
-    Ok(checked)
+    let report: ImpactReport =
+        serde_json::from_value(report.clone()).context("read the server's impact report")?;
+    Ok(bulkhead_client::verify::impact_report(&report, &verifier)?)
 }
 
 fn human(r: &Value, verified: usize) -> String {

@@ -14,6 +14,7 @@ mod receipt;
 mod serve;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -395,7 +396,7 @@ enum AuditCommand {
     },
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -404,37 +405,37 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(*args).await,
-            Command::Tenant { conn, command } => client::tenant(conn, command).await,
-            Command::Key { conn, command } => client::key(conn, command).await,
+            Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
+            Command::Tenant { conn, command } => client::tenant(conn, command)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Key { conn, command } => {
+                client::key(conn, command).await.map(|()| ExitCode::SUCCESS)
+            }
             Command::Audit { conn, command } => audit::run(conn, command).await,
-            Command::Incident { conn, command } => incident::run(conn, command).await,
+            Command::Incident { conn, command } => incident::run(conn, command)
+                .await
+                .map(|()| ExitCode::SUCCESS),
             Command::Compliance { conn, command } => compliance::compliance(conn, command).await,
-            Command::Config { conn, command } => compliance::config(conn, command).await,
-            Command::Demo(args) => demo::run(args).await,
+            Command::Config { conn, command } => compliance::config(conn, command)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
+            // The probe prints its own errors; its status is its verdict.
             Command::Probe(args) => probe::run(args).await,
         }
     });
+    // Each command chose its exit status; an error here is any other failure (1).
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
-            // The probe has already said why; its status is its verdict.
-            if let Some(exit) = e.downcast_ref::<probe::Exit>() {
-                return std::process::ExitCode::from(exit.0);
-            }
             eprintln!("error: {e:#}");
-            if e.is::<compliance::HasFindings>() {
-                return std::process::ExitCode::from(1);
-            }
-            if e.is::<audit::NotVerified>() {
-                return std::process::ExitCode::from(audit::EXIT_NOT_VERIFIED);
-            }
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,21 +17,6 @@ use clap::Args;
 pub const EXIT_LEAK: u8 = 1;
 /// Exit status when the probe could not run (target unreachable, bad token…).
 pub const EXIT_PROBE_ERROR: u8 = 2;
-
-/// The probe ended with a status other than success; the message was printed.
-#[derive(Debug)]
-pub struct Exit(pub u8);
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            EXIT_LEAK => write!(f, "the probe found leaks"),
-            _ => write!(f, "the probe could not run"),
-        }
-    }
-}
-
-impl std::error::Error for Exit {}
 
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
@@ -139,7 +125,7 @@ fn show_progress(p: &Progress) {
     eprintln!("{line}");
 }
 
-pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let prompts = match &args.prompts {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -148,7 +134,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
                 Ok(p) => Some(p),
                 Err(e) => {
                     eprintln!("error: {}: {e}", path.display());
-                    return Err(Exit(EXIT_PROBE_ERROR).into());
+                    return Ok(ExitCode::from(EXIT_PROBE_ERROR));
                 }
             }
         }
@@ -167,7 +153,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
         Ok(card) => card,
         Err(e) => {
             eprintln!("error: {e}");
-            return Err(Exit(EXIT_PROBE_ERROR).into());
+            return Ok(ExitCode::from(EXIT_PROBE_ERROR));
         }
     };
     print!("{}", card.render());
@@ -176,13 +162,13 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
         let json = serde_json::to_vec_pretty(&card).context("encode the scorecard")?;
         if let Err(e) = std::fs::write(path, json) {
             eprintln!("error: write the scorecard to {}: {e}", path.display());
-            return Err(Exit(EXIT_PROBE_ERROR).into());
+            return Ok(ExitCode::from(EXIT_PROBE_ERROR));
         }
     }
     if card.clean {
-        Ok(())
+        Ok(ExitCode::SUCCESS)
     } else {
-        Err(Exit(EXIT_LEAK).into())
+        Ok(ExitCode::from(EXIT_LEAK))
     }
 }
 
