@@ -30,6 +30,10 @@ pub struct ClientConfig {
     pub body_bytes_max: usize,
     /// Ignore proxies from the environment (the demo talks to loopback).
     pub no_proxy: bool,
+    /// Appended to the error when the server cannot be reached at all: what the
+    /// caller's user should check (the CLI: whether `bulkhead serve` runs, and
+    /// its `--server` flag). Empty: nothing appended.
+    pub unreachable_hint: String,
 }
 
 impl ClientConfig {
@@ -40,6 +44,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(60),
             body_bytes_max: 64 << 20,
             no_proxy: false,
+            unreachable_hint: String::new(),
         }
     }
 }
@@ -194,7 +199,11 @@ impl Client {
         }
         let transport = |e: reqwest::Error| ClientError::Transport {
             base: self.config.base.clone(),
-            message: describe(&e),
+            message: if e.is_connect() && !self.config.unreachable_hint.is_empty() {
+                format!("{} ({})", describe(&e), self.config.unreachable_hint)
+            } else {
+                describe(&e)
+            },
         };
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status();

@@ -134,7 +134,7 @@ impl Http {
         let config = ClientConfig {
             request_timeout: Duration::from_secs(REQUEST_TIMEOUT_SECS),
             body_bytes_max: RESPONSE_BYTES_MAX,
-            ..ClientConfig::new(server)
+            ..crate::client::cli_client_config(server)
         };
         let client = Client::new(config).context("build the HTTP client")?;
         let base = client.base().to_owned();

@@ -25,6 +25,15 @@ pub(crate) fn admin_token(conn: &ConnArgs) -> anyhow::Result<Zeroizing<String>> 
     Ok(Zeroizing::new(text.trim().to_owned()))
 }
 
+/// The client settings every CLI command uses: the library's bounds, and the
+/// hint a user needs when nothing answers at `--server`.
+pub(crate) fn cli_client_config(server: &str) -> bulkhead_client::ClientConfig {
+    bulkhead_client::ClientConfig {
+        unreachable_hint: "is `bulkhead serve` running? see --server".to_owned(),
+        ..bulkhead_client::ClientConfig::new(server)
+    }
+}
+
 pub(crate) struct AdminClient {
     http: bulkhead_client::Client,
     token: Zeroizing<String>,
@@ -36,7 +45,7 @@ const ADMIN_HINT: &str = "check BULKHEAD_ADMIN_TOKEN / --admin-token";
 impl AdminClient {
     pub(crate) fn new(conn: ConnArgs) -> anyhow::Result<Self> {
         let token = admin_token(&conn)?;
-        let http = bulkhead_client::Client::new(bulkhead_client::ClientConfig::new(&conn.server))
+        let http = bulkhead_client::Client::new(cli_client_config(&conn.server))
             .context("build the HTTP client")?;
         Ok(Self {
             http,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use bulkhead_api::receipt::ErasureReceipt;
-use bulkhead_client::{Client, ClientConfig};
+use bulkhead_client::Client;
 use bulkhead_ledger::checkpoint::Checkpoint;
 use bulkhead_ledger::note::NoteVerifier;
 use clap::Args;
@@ -106,6 +106,7 @@ async fn live_consistency(
     old: &Checkpoint,
 ) -> anyhow::Result<u64> {
     let token = admin_token(conn)?;
-    let client = Client::new(ClientConfig::new(&conn.server)).context("build the HTTP client")?;
+    let client = Client::new(crate::client::cli_client_config(&conn.server))
+        .context("build the HTTP client")?;
     Ok(bulkhead_client::verify::receipt_still_held(&client, &token, verifier, old).await?)
 }

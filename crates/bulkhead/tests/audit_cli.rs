@@ -341,3 +341,32 @@ async fn an_auditor_with_only_the_public_key_catches_every_rewrite() {
     );
     assert_caught(&truncated, "truncated");
 }
+
+/// Nothing listening at `--server`: every client command says what to check,
+/// rather than only the socket error.
+#[test]
+fn an_unreachable_server_is_explained() {
+    for args in [
+        &["tenant", "list"][..],
+        &["audit", "checkpoint", "--operator"][..],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .args(args)
+            .args([
+                "--server",
+                "http://127.0.0.1:9",
+                "--admin-token",
+                "0123456789abcdef0123",
+            ])
+            .env_remove("BULKHEAD_API_KEY")
+            .output()
+            .expect("run the bulkhead CLI");
+        assert!(!output.status.success(), "{}", text(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("is `bulkhead serve` running? see --server"),
+            "{}",
+            text(&output)
+        );
+    }
+}
