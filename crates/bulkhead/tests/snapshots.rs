@@ -94,7 +94,7 @@ impl Redactor {
             (pattern(r"bhk_[0-9a-f]{8,}"), "bhk_[KEY_PREFIX]"),
             (pattern(r"127\.0\.0\.1:\d+"), "127.0.0.1:[PORT]"),
             (pattern(r"\b[0-9a-f]{16,}\b"), "[HEX]"),
-            (pattern(r"[A-Za-z0-9][A-Za-z0-9+/_-]{31,}={0,2}"), "[B64]"),
+            (pattern(r"[A-Za-z0-9+/][A-Za-z0-9+/_-]{31,}={0,2}"), "[B64]"),
         ];
         Redactor { known, patterns }
     }
@@ -337,11 +337,16 @@ async fn evidence_and_impact_reports() {
         .expect("read the document");
     assert_eq!(read.status(), 200);
 
+    let vkey = cli(&server, data.path(), &["audit", "public-key"]);
+    assert_eq!(vkey.status.code(), Some(0), "{}", text(&vkey));
+    let vkey = String::from_utf8_lossy(&vkey.stdout).trim().to_owned();
+
     let work_dir = work.path().to_str().expect("a UTF-8 temp path");
     let data_dir = data.path().to_str().expect("a UTF-8 temp path");
     let redactor = Redactor::new(&[
         (&tenant, "[TENANT]"),
         (&key, "[API_KEY]"),
+        (&vkey, "[VKEY]"),
         (work_dir, "[WORK]"),
         (data_dir, "[DATA]"),
         (&server.base_url, "[SERVER]"),
