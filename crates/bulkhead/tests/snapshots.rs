@@ -84,13 +84,18 @@ impl Redactor {
                 "[TIME]",
             ),
             (
-                pattern(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"),
+                pattern(
+                    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+                ),
                 "[UUID]",
             ),
             (pattern(r"/tmp/[^\s\x22']+"), "[PATH]"),
             // The server's signing key is new in every data directory: its name
             // ends in a key id, and API keys start with a random prefix.
-            (pattern(r"bulkhead\.local\+[0-9a-f]{8}"), "bulkhead.local+[KEY_ID]"),
+            (
+                pattern(r"bulkhead\.local\+[0-9a-f]{8}"),
+                "bulkhead.local+[KEY_ID]",
+            ),
             (pattern(r"bhk_[0-9a-f]{8,}"), "bhk_[KEY_PREFIX]"),
             (pattern(r"127\.0\.0\.1:\d+"), "127.0.0.1:[PORT]"),
             (pattern(r"\b[0-9a-f]{16,}\b"), "[HEX]"),
@@ -133,7 +138,9 @@ impl Redactor {
     fn json(&self, value: &Value, varying: &[&str]) -> Value {
         match value {
             Value::String(s) => Value::String(self.text(s)),
-            Value::Array(items) => Value::Array(items.iter().map(|v| self.json(v, varying)).collect()),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.json(v, varying)).collect())
+            }
             Value::Object(map) => {
                 let mut out = Map::new();
                 for (k, v) in map {
@@ -258,7 +265,10 @@ async fn audit_verify_reports() {
     check_text("audit_verify_forged_signature", &shown(&redactor, &bad));
     let bad = verify("acme.json", &["--old-checkpoint", "forged.cp", "--json"]);
     assert_eq!(bad.status.code(), Some(3), "{}", text(&bad));
-    check_text("audit_verify_forged_signature_json", &shown(&redactor, &bad));
+    check_text(
+        "audit_verify_forged_signature_json",
+        &shown(&redactor, &bad),
+    );
 }
 
 #[tokio::test]
@@ -278,8 +288,9 @@ async fn probe_scorecard() {
     // refused, depend on the machine's speed: those columns become N. The
     // family names, the leak and error columns and the verdict's wording stay.
     let table_row = Regex::new(r"^([a-z_]+ +)(\d+) +(\d+)( +\d+ +\d+  .*)$").expect("a pattern");
-    let total = Regex::new(r"^(CLEAN|LEAKED): (\d+) leaks in \d+ attempts, (\d+) errors, [\d.]+ s$")
-        .expect("a pattern");
+    let total =
+        Regex::new(r"^(CLEAN|LEAKED): (\d+) leaks in \d+ attempts, (\d+) errors, [\d.]+ s$")
+            .expect("a pattern");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut lines = Vec::new();
     for line in stdout.lines() {
@@ -287,7 +298,11 @@ async fn probe_scorecard() {
         let mut caps = table_row.create_captures();
         table_row.captures(&line, &mut caps);
         if caps.is_match() && !line.starts_with("family ") {
-            let group = |i| caps.get_group(i).map(|s| &line[s.range()]).unwrap_or_default();
+            let group = |i| {
+                caps.get_group(i)
+                    .map(|s| &line[s.range()])
+                    .unwrap_or_default()
+            };
             lines.push(format!(
                 "{:<18} {:>9} {:>8}{}",
                 group(1).trim_end(),
@@ -300,7 +315,11 @@ async fn probe_scorecard() {
         let mut caps = total.create_captures();
         total.captures(&line, &mut caps);
         if caps.is_match() {
-            let group = |i| caps.get_group(i).map(|s| &line[s.range()]).unwrap_or_default();
+            let group = |i| {
+                caps.get_group(i)
+                    .map(|s| &line[s.range()])
+                    .unwrap_or_default()
+            };
             lines.push(format!(
                 "{}: {} leaks in N attempts, {} errors, N s",
                 group(1),
