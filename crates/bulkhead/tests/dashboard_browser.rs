@@ -1,7 +1,7 @@
-//! The dashboard in a real headless Chromium, driven through chromedriver with the
-//! W3C WebDriver protocol (plain HTTP + JSON over reqwest; no Node). Against the
-//! real binary with the echo models: log in, see a tenant, quarantine and release
-//! it (checked through the admin API too), see the alert a blocked leak raises,
+//! The dashboard in a real headless Chromium, driven through chromedriver with
+//! fantoccini (a maintained W3C WebDriver client; no Node). Against the real
+//! binary with the echo models: log in, see a tenant, quarantine and release it
+//! (checked through the admin API too), see the alert a blocked leak raises,
 //! verify a log. Screenshots of each view go to `target/dashboard-screenshots/`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/test` installs them).
@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{ADMIN_TOKEN, Server, expect_json, tenant_with_key};
@@ -29,7 +31,6 @@ const WAIT: Duration = Duration::from_secs(20);
 struct Driver {
     child: Child,
     base: String,
-    http: reqwest::Client,
 }
 
 impl Drop for Driver {
@@ -40,9 +41,8 @@ impl Drop for Driver {
 }
 
 /// One browser session.
-struct Browser<'a> {
-    driver: &'a Driver,
-    session: String,
+struct Browser {
+    client: Client,
     shots: PathBuf,
 }
 
@@ -62,12 +62,13 @@ impl Driver {
         let driver = Driver {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
         };
+        // fantoccini has no readiness probe of its own: ask chromedriver's
+        // /status until it answers.
+        let http = reqwest::Client::new();
         let started = Instant::now();
         loop {
-            let ready = driver
-                .http
+            let ready = http
                 .get(format!("{}/status", driver.base))
                 .send()
                 .await
@@ -85,36 +86,8 @@ impl Driver {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        self.try_call(method, path, body)
-            .await
-            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
-    }
-
-    /// A command whose failure the caller handles (an element the page's own
-    /// refresh replaced meanwhile is "stale", not a failed test).
-    async fn try_call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, String> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let response = req.send().await.expect("chromedriver answers");
-        let status = response.status();
-        let body: Value = response.json().await.expect("chromedriver sends JSON");
-        if status.is_success() {
-            Ok(body["value"].clone())
-        } else {
-            Err(format!("{status} {body}"))
-        }
-    }
-
-    async fn browser(&self, profile: &Path, shots: PathBuf) -> Browser<'_> {
-        let caps = json!({"capabilities": {"alwaysMatch": {
+    async fn browser(&self, profile: &Path, shots: PathBuf) -> Browser {
+        let caps = json!({
             "browserName": "chrome",
             "unhandledPromptBehavior": "accept",
             "goog:chromeOptions": {
@@ -127,80 +100,51 @@ impl Driver {
                     format!("--user-data-dir={}", profile.display()),
                 ],
             },
-        }}});
-        let v = self
-            .call(reqwest::Method::POST, "/session", Some(caps))
-            .await;
-        Browser {
-            driver: self,
-            session: v["sessionId"].as_str().expect("a session id").to_owned(),
-            shots,
-        }
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!("the capabilities above are a JSON object")
+        };
+        // chromedriver listens on loopback: plain HTTP, no TLS connector.
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.base)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver new session: {e}"));
+        Browser { client, shots }
     }
 }
 
-impl Browser<'_> {
-    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        self.driver
-            .call(method, &format!("/session/{}{path}", self.session), body)
-            .await
-    }
-
+impl Browser {
     async fn go(&self, url: &str) {
-        self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
-            .await;
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver go to {url}: {e}"));
     }
 
     async fn url(&self) -> String {
-        self.cmd(reqwest::Method::GET, "/url", None)
+        self.client
+            .current_url()
             .await
-            .as_str()
+            .map(|u| u.to_string())
             .unwrap_or_default()
-            .to_owned()
     }
 
     /// The first element matching `css` whose text contains `text`, waiting for
     /// the page to show it.
-    async fn find(&self, css: &str, text: &str) -> String {
+    async fn find(&self, css: &str, text: &str) -> Element {
         let started = Instant::now();
         loop {
             let found = self
-                .driver
-                .http
-                .post(format!(
-                    "{}/session/{}/elements",
-                    self.driver.base, self.session
-                ))
-                .json(&json!({"using": "css selector", "value": css}))
-                .send()
+                .client
+                .find_all(Locator::Css(css))
                 .await
-                .expect("chromedriver answers")
-                .json::<Value>()
-                .await
-                .expect("JSON");
-            for el in found["value"].as_array().cloned().unwrap_or_default() {
-                // A W3C element reference is an object with one member (the
-                // protocol's fixed element key) holding the id.
-                let id = el
-                    .as_object()
-                    .and_then(|o| o.values().next())
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
+                .unwrap_or_else(|e| panic!("WebDriver find {css}: {e}"));
+            for el in found {
                 // The live panels re-render every few seconds: an element found a
-                // moment ago may be gone; look again rather than fail.
-                let shown = self
-                    .driver
-                    .try_call(
-                        reqwest::Method::GET,
-                        &format!("/session/{}/element/{id}/text", self.session),
-                        None,
-                    )
-                    .await;
-                match shown {
-                    Ok(t) if text.is_empty() || t.as_str().unwrap_or_default().contains(text) => {
-                        return id;
-                    }
+                // moment ago may be gone ("stale"); look again rather than fail.
+                match el.text().await {
+                    Ok(t) if text.is_empty() || t.contains(text) => return el,
                     _ => {}
                 }
             }
@@ -214,55 +158,49 @@ impl Browser<'_> {
         }
     }
 
-    async fn text(&self, element: &str) -> String {
-        self.cmd(
-            reqwest::Method::GET,
-            &format!("/element/{element}/text"),
-            None,
-        )
-        .await
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    async fn text(&self, element: &Element) -> String {
+        element
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver element text: {e}"))
     }
 
-    async fn click(&self, element: &str) {
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{element}/click"),
-            Some(json!({})),
-        )
-        .await;
+    async fn click(&self, element: &Element) {
+        element
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver click: {e}"));
     }
 
-    async fn type_into(&self, element: &str, text: &str) {
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{element}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await;
+    async fn type_into(&self, element: &Element, text: &str) {
+        element
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver send keys: {e}"));
     }
 
     async fn source(&self) -> String {
-        self.cmd(reqwest::Method::GET, "/source", None)
+        self.client
+            .source()
             .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+            .unwrap_or_else(|e| panic!("WebDriver page source: {e}"))
     }
 
     async fn screenshot(&self, name: &str) {
-        let png = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(png.as_str().expect("base64 PNG"))
-            .expect("valid base64");
+        let bytes = self
+            .client
+            .screenshot()
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver screenshot: {e}"));
         assert!(bytes.starts_with(b"\x89PNG"), "a PNG screenshot");
         std::fs::write(self.shots.join(format!("{name}.png")), bytes).expect("write screenshot");
     }
 
-    async fn quit(&self) {
-        self.cmd(reqwest::Method::DELETE, "", None).await;
+    async fn quit(self) {
+        self.client
+            .close()
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver end session: {e}"));
     }
 }
 
@@ -343,13 +281,17 @@ async fn an_operator_drives_the_dashboard_in_chromium() {
     // is Secure and this is http://127.0.0.1 (Chromium treats loopback as secure).
     let row = format!("tr[data-tenant=\"{acme}\"]");
     b.find(&format!("{row} td.status"), "active").await;
-    let cookies = b.cmd(reqwest::Method::GET, "/cookie", None).await;
+    let cookies = b
+        .client
+        .get_all_cookies()
+        .await
+        .unwrap_or_else(|e| panic!("WebDriver cookies: {e}"));
     let cookie = cookies
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["name"] == "bulkhead_dashboard"))
-        .unwrap_or_else(|| panic!("the session cookie was not kept: {cookies}"));
-    assert_eq!(cookie["secure"], true);
-    assert_eq!(cookie["httpOnly"], true);
+        .iter()
+        .find(|c| c.name() == "bulkhead_dashboard")
+        .unwrap_or_else(|| panic!("the session cookie was not kept: {cookies:?}"));
+    assert_eq!(cookie.secure(), Some(true));
+    assert_eq!(cookie.http_only(), Some(true));
     b.screenshot("02-tenants").await;
 
     // Quarantine Acme (the confirm dialog is accepted), then release it.
