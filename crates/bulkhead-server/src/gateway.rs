@@ -198,7 +198,8 @@ struct Prepared {
 }
 
 /// The parts of a chat call shared by the whole and the streamed paths, up to the
-/// upstream body.
+/// upstream body: tenant and route, the input screen, the session, the context
+/// message, the protected prompts, the upstream body, in that order.
 async fn prepare<'a>(
     state: &'a AppState,
     ctx: &TenantCtx,
@@ -220,77 +221,8 @@ async fn prepare<'a>(
     if !req.dropped.is_empty() {
         tracing::debug!(fields = ?req.dropped, "dropped request fields that are not forwarded");
     }
-    let client_messages: Vec<Value> = req
-        .messages
-        .iter()
-        .map(|m| Value::Object(m.0.clone()))
-        .collect();
-    let mut trace = Trace {
-        id: traces::new_trace_id(),
-        call: "chat.completion".into(),
-        tenant: ctx.tenant().to_string(),
-        key_id: ctx.key_id().to_string(),
-        request_id: rid.0.clone(),
-        model: req.model.clone(),
-        upstream: route.upstream.name().to_owned(),
-        region: tenant.region.to_string(),
-        stream: req.stream,
-        started_at: traces::started_at(state.vault.now()),
-        prompt_hash: content_hash(&serde_json::to_vec(&client_messages).unwrap_or_default()),
-        messages: req.messages.len(),
-        session_id: req.extension.session_id.clone(),
-        context: Vec::new(),
-        injection: None,
-        guard: GuardSummary::default(),
-        output_hash: None,
-        finish_reason: None,
-        usage: None,
-        latency_ms: Latency::default(),
-        outcome: TraceOutcome::Pending,
-        error: None,
-    };
-
-    // The user's own words: an instruction-override attempt is refused before it
-    // reaches a model.
-    let guard = &state.guard;
-    let user_text: String = req
-        .messages
-        .iter()
-        .filter(|m| m.role() == "user")
-        .map(Message::text)
-        .collect::<Vec<_>>()
-        .join("\n");
-    let report = guard.guard.screen_input(&user_text, &pack.guard);
-    if report.score > 0 {
-        trace.injection = Some(InjectionSummary {
-            score: report.score,
-            action: report.action,
-            rules: report.rules.iter().map(ToString::to_string).collect(),
-        });
-    }
-    if report.action == InjectionAction::Block {
-        trace.outcome = TraceOutcome::RefusedInput;
-        trace.guard.verdict = Some(Verdict::Blocked);
-        let overhead = started.elapsed();
-        trace.latency_ms = Latency {
-            total: traces::millis(overhead),
-            overhead: traces::millis(overhead),
-            ..Latency::default()
-        };
-        state.metrics.model_call(trace.outcome.as_str(), overhead);
-        let id = trace.id.clone();
-        if let Err(e) = commit_trace(state, ctx, rid, &trace, &pack).await {
-            return Err(e.into_response());
-        }
-        let problem = ApiError::new(
-            ProblemKind::ContentRefused,
-            format!(
-                "the input was refused as a prompt injection (score {}); see trace {id}",
-                report.score
-            ),
-        );
-        return Err(with_trace_headers(problem.into_response(), &id, overhead));
-    }
+    let mut trace = chat_trace(state, ctx, rid, req, route, tenant.region.to_string());
+    screen_user_input(state, ctx, rid, req, &pack, &mut trace, started).await?;
 
     let session = match &req.extension.session_id {
         Some(id) => Some(
@@ -303,68 +235,12 @@ async fn prepare<'a>(
 
     // The tenant's own context: retrieved chunks, each screened for injected
     // instructions, then the session's recent messages.
-    let mut context_text = String::new();
-    if let Some(retrieve) = &req.extension.retrieve {
-        let query = truncate(
-            &req.messages
-                .iter()
-                .rev()
-                .find(|m| m.role() == "user")
-                .map(Message::text)
-                .unwrap_or_default(),
-            state.retrieval.query_bytes_max,
-        );
-        if !query.trim().is_empty() {
-            let found = state
-                .retrieval
-                .retrieve(
-                    state,
-                    ctx,
-                    &query,
-                    retrieve.top_k,
-                    state.retrieval.default_mode,
-                    None,
-                )
-                .await
-                .map_err(IntoResponse::into_response)?;
-            for hit in found {
-                let text: &str = &hit.chunk.text;
-                let screened = guard.guard.screen_retrieved(text, &pack.guard);
-                let dropped = matches!(
-                    screened.action,
-                    InjectionAction::Drop | InjectionAction::Block
-                );
-                trace.context.push(ContextItem {
-                    kind: "chunk".into(),
-                    id: hit.chunk.chunk_id.clone(),
-                    hash: content_hash(text.as_bytes()),
-                    used: !dropped,
-                    reason: dropped.then(|| format!("injection score {}", screened.score)),
-                });
-                if !dropped {
-                    context_text
-                        .push_str(&format!("[source: {}]\n{}\n\n", hit.chunk.chunk_id, text));
-                }
-            }
-        }
-    }
-    let history: Vec<Message> = match &session {
-        Some(s) => s
-            .context(gw.sessions.context_messages_max)
-            .iter()
-            .map(|m| {
-                trace.context.push(ContextItem {
-                    kind: "session_message".into(),
-                    id: m.record_id.clone(),
-                    hash: m.hash.clone(),
-                    used: true,
-                    reason: None,
-                });
-                m.message.clone()
-            })
-            .collect(),
-        None => Vec::new(),
-    };
+    let context_text = retrieve_context(state, ctx, req, &pack, &mut trace).await?;
+    let history = session_history(
+        session.as_ref(),
+        gw.sessions.context_messages_max,
+        &mut trace,
+    );
 
     let lead = req
         .messages
@@ -373,28 +249,7 @@ async fn prepare<'a>(
         .count();
     let mut messages: Vec<Message> = req.messages[..lead].to_vec();
     if !context_text.is_empty() || !history.is_empty() {
-        let mut system = String::from(
-            "Context from this organization's own records follows. Use it to answer; cite sources by their id.\n",
-        );
-        if gw.plant_canaries
-            && let Some(canary) = guard.guard.canaries(ctx.tenant()).into_iter().next()
-        {
-            // The canary is this tenant's: echoed back to it, it is harmless; seen in
-            // anyone else's answer, it proves this context leaked.
-            system.push_str(&format!(
-                "Internal reference tag (do not repeat): {canary}\n"
-            ));
-            trace.context.push(ContextItem {
-                kind: "canary".into(),
-                id: "canary".into(),
-                hash: content_hash(canary.as_bytes()),
-                used: true,
-                reason: None,
-            });
-        }
-        system.push('\n');
-        system.push_str(&context_text);
-        messages.push(Message::new("system", &system));
+        messages.push(context_message(state, ctx, &context_text, &mut trace));
     }
     // Everything the tenant sends through is its protected content from now on
     // (every role: system and developer prompts, user turns, replayed assistant
@@ -425,6 +280,216 @@ async fn prepare<'a>(
         },
         route,
     ))
+}
+
+/// A chat call's trace as it starts (pending, nothing decided yet); separate
+/// because it is a long literal that no stage of `prepare` needs to read through.
+fn chat_trace(
+    state: &AppState,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    req: &ChatRequest,
+    route: Route<'_>,
+    region: String,
+) -> Trace {
+    let client_messages: Vec<Value> = req
+        .messages
+        .iter()
+        .map(|m| Value::Object(m.0.clone()))
+        .collect();
+    Trace {
+        id: traces::new_trace_id(),
+        call: "chat.completion".into(),
+        tenant: ctx.tenant().to_string(),
+        key_id: ctx.key_id().to_string(),
+        request_id: rid.0.clone(),
+        model: req.model.clone(),
+        upstream: route.upstream.name().to_owned(),
+        region,
+        stream: req.stream,
+        started_at: traces::started_at(state.vault.now()),
+        prompt_hash: content_hash(&serde_json::to_vec(&client_messages).unwrap_or_default()),
+        messages: req.messages.len(),
+        session_id: req.extension.session_id.clone(),
+        context: Vec::new(),
+        injection: None,
+        guard: GuardSummary::default(),
+        output_hash: None,
+        finish_reason: None,
+        usage: None,
+        latency_ms: Latency::default(),
+        outcome: TraceOutcome::Pending,
+        error: None,
+    }
+}
+
+/// Screens the user's own words: an instruction-override attempt is refused
+/// (traced, committed, answered with a problem) before it reaches a model. Its
+/// own stage because the refusal is a whole answer of its own.
+async fn screen_user_input(
+    state: &AppState,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    req: &ChatRequest,
+    pack: &crate::packs::Pack,
+    trace: &mut Trace,
+    started: Instant,
+) -> Result<(), Response> {
+    let user_text: String = req
+        .messages
+        .iter()
+        .filter(|m| m.role() == "user")
+        .map(Message::text)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let report = state.guard.guard.screen_input(&user_text, &pack.guard);
+    if report.score > 0 {
+        trace.injection = Some(InjectionSummary {
+            score: report.score,
+            action: report.action,
+            rules: report.rules.iter().map(ToString::to_string).collect(),
+        });
+    }
+    if report.action != InjectionAction::Block {
+        return Ok(());
+    }
+    trace.outcome = TraceOutcome::RefusedInput;
+    trace.guard.verdict = Some(Verdict::Blocked);
+    let overhead = started.elapsed();
+    trace.latency_ms = Latency {
+        total: traces::millis(overhead),
+        overhead: traces::millis(overhead),
+        ..Latency::default()
+    };
+    state.metrics.model_call(trace.outcome.as_str(), overhead);
+    let id = trace.id.clone();
+    if let Err(e) = commit_trace(state, ctx, rid, trace, pack).await {
+        return Err(e.into_response());
+    }
+    let problem = ApiError::new(
+        ProblemKind::ContentRefused,
+        format!(
+            "the input was refused as a prompt injection (score {}); see trace {id}",
+            report.score
+        ),
+    );
+    Err(with_trace_headers(problem.into_response(), &id, overhead))
+}
+
+/// The tenant's retrieved chunks for the last user message, each screened for
+/// injected instructions, as context text (empty when nothing was asked or
+/// kept); every chunk, kept or dropped, is an item of the trace.
+async fn retrieve_context(
+    state: &AppState,
+    ctx: &TenantCtx,
+    req: &ChatRequest,
+    pack: &crate::packs::Pack,
+    trace: &mut Trace,
+) -> Result<String, Response> {
+    let mut context_text = String::new();
+    let Some(retrieve) = &req.extension.retrieve else {
+        return Ok(context_text);
+    };
+    let query = truncate(
+        &req.messages
+            .iter()
+            .rev()
+            .find(|m| m.role() == "user")
+            .map(Message::text)
+            .unwrap_or_default(),
+        state.retrieval.query_bytes_max,
+    );
+    if query.trim().is_empty() {
+        return Ok(context_text);
+    }
+    let found = state
+        .retrieval
+        .retrieve(
+            state,
+            ctx,
+            &query,
+            retrieve.top_k,
+            state.retrieval.default_mode,
+            None,
+        )
+        .await
+        .map_err(IntoResponse::into_response)?;
+    for hit in found {
+        let text: &str = &hit.chunk.text;
+        let screened = state.guard.guard.screen_retrieved(text, &pack.guard);
+        let dropped = matches!(
+            screened.action,
+            InjectionAction::Drop | InjectionAction::Block
+        );
+        trace.context.push(ContextItem {
+            kind: "chunk".into(),
+            id: hit.chunk.chunk_id.clone(),
+            hash: content_hash(text.as_bytes()),
+            used: !dropped,
+            reason: dropped.then(|| format!("injection score {}", screened.score)),
+        });
+        if !dropped {
+            context_text.push_str(&format!("[source: {}]\n{}\n\n", hit.chunk.chunk_id, text));
+        }
+    }
+    Ok(context_text)
+}
+
+/// The session's recent messages to replay, each an item of the trace; empty
+/// without a session.
+fn session_history(
+    session: Option<&OpenSession>,
+    messages_max: usize,
+    trace: &mut Trace,
+) -> Vec<Message> {
+    let Some(s) = session else {
+        return Vec::new();
+    };
+    s.context(messages_max)
+        .iter()
+        .map(|m| {
+            trace.context.push(ContextItem {
+                kind: "session_message".into(),
+                id: m.record_id.clone(),
+                hash: m.hash.clone(),
+                used: true,
+                reason: None,
+            });
+            m.message.clone()
+        })
+        .collect()
+}
+
+/// The system message that carries the tenant's context to the model, with the
+/// tenant's canary when canaries are planted (an item of the trace).
+fn context_message(
+    state: &AppState,
+    ctx: &TenantCtx,
+    context_text: &str,
+    trace: &mut Trace,
+) -> Message {
+    let mut system = String::from(
+        "Context from this organization's own records follows. Use it to answer; cite sources by their id.\n",
+    );
+    if state.gateway.plant_canaries
+        && let Some(canary) = state.guard.guard.canaries(ctx.tenant()).into_iter().next()
+    {
+        // The canary is this tenant's: echoed back to it, it is harmless; seen in
+        // anyone else's answer, it proves this context leaked.
+        system.push_str(&format!(
+            "Internal reference tag (do not repeat): {canary}\n"
+        ));
+        trace.context.push(ContextItem {
+            kind: "canary".into(),
+            id: "canary".into(),
+            hash: content_hash(canary.as_bytes()),
+            used: true,
+            reason: None,
+        });
+    }
+    system.push('\n');
+    system.push_str(context_text);
+    Message::new("system", &system)
 }
 
 fn truncate(text: &str, bytes_max: usize) -> String {
