@@ -34,7 +34,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bulkhead_gateway::openai::{self, ChatRequest, Message, RequestError, RequestLimits};
 use bulkhead_gateway::{
-    Answer, CHOICES_MAX, Completion, FunctionCall, Gateway, GatewayConfig, NoSuchModel, Route,
+    Answer, CHOICES_MAX, Choice, Completion, FunctionCall, Gateway, GatewayConfig, NoSuchModel, Route,
     ToolCall, ToolCallDelta, UpstreamError,
 };
 use bulkhead_guard::{
@@ -869,6 +869,8 @@ fn completion_id(trace_id: &str) -> String {
     format!("chatcmpl-{}", trace_id.trim_start_matches("tr_"))
 }
 
+/// A call without `stream`: the upstream's whole answer, guarded, stored in the
+/// session, traced, then released.
 async fn whole_chat(
     state: &AppState,
     ctx: &TenantCtx,
@@ -897,37 +899,7 @@ async fn whole_chat(
         }
     };
     let Completion { mut choices, usage } = completion;
-
-    // One verdict over every text of every choice: a leak cut across choices,
-    // tool calls or fields is judged whole.
-    let (slots, texts): (Vec<(usize, Field)>, Vec<&str>) = choices
-        .iter()
-        .enumerate()
-        .flat_map(|(i, c)| {
-            answer_texts(&c.message)
-                .into_iter()
-                .map(move |(field, text)| ((i, field), text))
-        })
-        .unzip();
-    let outcome = scan_parts(state, &pack, ctx.tenant(), &texts).await;
-    drop(texts);
-    let decision = Decision {
-        blocked: outcome.verdict == Verdict::Blocked,
-        findings: outcome.findings.into_iter().map(|(_, f)| f).collect(),
-    };
-    if decision.blocked {
-        for c in &mut choices {
-            c.message = blocked_answer();
-            c.finish_reason = "content_filter".into();
-        }
-    } else {
-        for ((i, field), redacted) in slots.into_iter().zip(outcome.redacted) {
-            if let (Some(text), Some(slot)) = (redacted, field_mut(&mut choices[i].message, field))
-            {
-                *slot = text;
-            }
-        }
-    }
+    let decision = guard_choices(state, &pack, ctx.tenant(), &mut choices).await;
     state
         .traffic
         .record_findings(state.vault.now(), &decision.findings, decision.blocked);
@@ -954,6 +926,64 @@ async fn whole_chat(
     }
     let overhead = started.elapsed().saturating_sub(upstream);
     state.metrics.model_call(trace.outcome.as_str(), overhead);
+    let body = completion_body(state, req, &trace, &choices, usage, overhead);
+    with_trace_headers(
+        (StatusCode::OK, Json(body)).into_response(),
+        &trace.id,
+        overhead,
+    )
+}
+
+/// One verdict over every text of every choice, applied in place: a leak cut
+/// across choices, tool calls or fields is judged whole; a block replaces every
+/// choice with the notice, otherwise redactions go back where their text was.
+async fn guard_choices(
+    state: &AppState,
+    pack: &Arc<crate::packs::Pack>,
+    tenant: &TenantId,
+    choices: &mut [Choice],
+) -> Decision {
+    let (slots, texts): (Vec<(usize, Field)>, Vec<&str>) = choices
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            answer_texts(&c.message)
+                .into_iter()
+                .map(move |(field, text)| ((i, field), text))
+        })
+        .unzip();
+    let outcome = scan_parts(state, pack, tenant, &texts).await;
+    drop(texts);
+    let decision = Decision {
+        blocked: outcome.verdict == Verdict::Blocked,
+        findings: outcome.findings.into_iter().map(|(_, f)| f).collect(),
+    };
+    if decision.blocked {
+        for c in choices.iter_mut() {
+            c.message = blocked_answer();
+            c.finish_reason = "content_filter".into();
+        }
+    } else {
+        for ((i, field), redacted) in slots.into_iter().zip(outcome.redacted) {
+            if let (Some(text), Some(slot)) = (redacted, field_mut(&mut choices[i].message, field))
+            {
+                *slot = text;
+            }
+        }
+    }
+    decision
+}
+
+/// The body of a whole answer in the OpenAI wire format, with the gateway's
+/// extension; separate so the call's steps read apart from its wire shape.
+fn completion_body(
+    state: &AppState,
+    req: &ChatRequest,
+    trace: &Trace,
+    choices: &[Choice],
+    usage: Option<Value>,
+    overhead: Duration,
+) -> Value {
     let choices: Vec<Value> = choices
         .iter()
         .map(|c| {
@@ -971,16 +1001,12 @@ async fn whole_chat(
         "created": state.vault.now().0 / 1000,
         "model": req.model,
         "choices": choices,
-        "bulkhead": extension(&trace, overhead),
+        "bulkhead": extension(trace, overhead),
     });
     if let Some(u) = usage {
         body["usage"] = u;
     }
-    with_trace_headers(
-        (StatusCode::OK, Json(body)).into_response(),
-        &trace.id,
-        overhead,
-    )
+    body
 }
 
 /// The response body of a stream: the frames a task sends, in order. When the
