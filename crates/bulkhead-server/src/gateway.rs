@@ -235,21 +235,57 @@ async fn prepare<'a>(
 
     // The tenant's own context: retrieved chunks, each screened for injected
     // instructions, then the session's recent messages.
-    let context_text = retrieve_context(state, ctx, req, &pack, &mut trace).await?;
-    let history = session_history(
-        session.as_ref(),
-        gw.sessions.context_messages_max,
-        &mut trace,
-    );
+    let context = TurnContext {
+        text: retrieve_context(state, ctx, req, &pack, &mut trace).await?,
+        history: session_history(
+            session.as_ref(),
+            gw.sessions.context_messages_max,
+            &mut trace,
+        ),
+    };
+    let (upstream_body, new_turn) =
+        upstream_body(state, ctx, req, route, &pack, context, &mut trace).await;
+    Ok((
+        Prepared {
+            pack,
+            trace,
+            started,
+            upstream_body,
+            session,
+            new_turn,
+        },
+        route,
+    ))
+}
 
+/// What the context stage hands to the upstream body: the retrieved chunks'
+/// text and the session's messages to replay.
+struct TurnContext {
+    text: String,
+    history: Vec<Message>,
+}
+
+/// Protects everything the tenant sends, then builds the upstream body: the
+/// client's leading system prompts, the context message, the session history,
+/// the new turn. Also returns the new turn, which a session stores.
+async fn upstream_body(
+    state: &AppState,
+    ctx: &TenantCtx,
+    req: &ChatRequest,
+    route: Route<'_>,
+    pack: &crate::packs::Pack,
+    context: TurnContext,
+    trace: &mut Trace,
+) -> (serde_json::Map<String, Value>, Vec<Message>) {
+    let TurnContext { text, history } = context;
     let lead = req
         .messages
         .iter()
         .take_while(|m| matches!(m.role(), "system" | "developer"))
         .count();
     let mut messages: Vec<Message> = req.messages[..lead].to_vec();
-    if !context_text.is_empty() || !history.is_empty() {
-        messages.push(context_message(state, ctx, &context_text, &mut trace));
+    if !text.is_empty() || !history.is_empty() {
+        messages.push(context_message(state, ctx, &text, trace));
     }
     // Everything the tenant sends through is its protected content from now on
     // (every role: system and developer prompts, user turns, replayed assistant
@@ -262,24 +298,16 @@ async fn prepare<'a>(
         .chain(history.iter())
         .map(Message::text)
         .collect();
-    crate::guard::protect_sent(state, ctx.tenant(), &pack, sent).await;
+    crate::guard::protect_sent(state, ctx.tenant(), pack, sent).await;
     messages.extend(history);
     let new_turn: Vec<Message> = req.messages[lead..].to_vec();
     messages.extend(new_turn.iter().cloned());
-    let upstream_body =
-        gw.gateway
+    let body =
+        state
+            .gateway
+            .gateway
             .chat_body(route, ctx.tenant(), &messages, &req.forward, req.stream);
-    Ok((
-        Prepared {
-            pack,
-            trace,
-            started,
-            upstream_body,
-            session,
-            new_turn,
-        },
-        route,
-    ))
+    (body, new_turn)
 }
 
 /// A chat call's trace as it starts (pending, nothing decided yet); separate
