@@ -17,9 +17,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bulkhead_audit::{Attr, Outcome};
+use bulkhead_ledger::event::AuditEvent;
 use bulkhead_ledger::note::NoteVerifier;
 use bulkhead_ledger::{CompactRange, checkpoint::Checkpoint};
 use bulkhead_types::{LogId, TenantId, UnixMillis};
+use bulkhead_vault::Tenant;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -268,7 +270,9 @@ pub(crate) async fn recompute_root(
 }
 
 /// Builds the evidence report of `tenant`; the activity section covers
-/// `[from, to]`.
+/// `[from, to]`. Sections are gathered in a fixed order (keys, audit logs,
+/// residency, retention, activity, alerts, incidents, drift), then the findings
+/// are drawn from them.
 pub async fn report(
     state: &AppState,
     tenant_id: &TenantId,
@@ -277,125 +281,14 @@ pub async fn report(
 ) -> ApiResult<EvidenceReport> {
     let tenant = state.vault.tenant(tenant_id).await?;
     let pack = state.packs.for_tenant(&tenant.policy);
-    let store = state.vault.store();
     let needle = tenant_id.to_string();
 
-    let keys = store.data_keys(tenant_id).await?;
-    let pending = store
-        .records_sealed_below(tenant_id, tenant.current_key_version, RESEAL_COUNT_MAX)
-        .await?
-        .len() as u64;
-    let encryption = EncryptionSection {
-        aead: "XAES-256-GCM, a fresh 192-bit nonce per record".into(),
-        binding: "tenant id, record kind, record id and key version (associated data): a row moved to another tenant or kind does not open".into(),
-        master_key_source: state.vault.master_key_source().to_owned(),
-        current_key_version: tenant.current_key_version.get(),
-        key_versions: keys
-            .iter()
-            .map(|k| KeyVersionRow {
-                version: k.version.get(),
-                created_at: k.created_at.rfc3339(),
-            })
-            .collect(),
-        records_pending_reseal: pending,
-    };
-
+    let encryption = encryption_section(state, tenant_id, &tenant).await?;
     let tenant_log = LogId::Tenant(tenant_id.clone());
-    let first_entry_at = store
-        .audit_entries(&tenant_log, 0, 1)
-        .await?
-        .first()
-        .map(|e| e.created_at.rfc3339());
-    let audit = AuditSection {
-        tenant_log: verify_log(state, &tenant_log).await?,
-        operator_log: verify_log(state, &LogId::Operator).await?,
-        first_entry_at,
-        retention_days_min: pack.retention.audit_retention_days_min,
-        retention_met: true,
-    };
-
-    let residency = ResidencySection {
-        region: tenant.region.to_string(),
-        store: store.placement(tenant_id).await?,
-        required_regions: pack.residency.regions.clone(),
-        allowed: pack.residency.allows(&tenant.region),
-        upstreams: state
-            .gateway
-            .gateway
-            .models_for(&tenant.region, tenant.models.as_deref())
-            .iter()
-            .fold(Vec::<UpstreamRow>::new(), |mut rows, route| {
-                let name = route.upstream.name().to_owned();
-                match rows.iter_mut().find(|r| r.name == name) {
-                    Some(row) => row.models.push(route.model.to_owned()),
-                    None => rows.push(UpstreamRow {
-                        name,
-                        region: route
-                            .upstream
-                            .config
-                            .region
-                            .as_ref()
-                            .map(ToString::to_string),
-                        models: vec![route.model.to_owned()],
-                    }),
-                }
-                rows
-            }),
-    };
-    let retention = RetentionSection {
-        pack: pack.name.clone(),
-        document_ttl_secs_default: pack.retention.document_ttl_secs_default,
-        document_ttl_secs_max: pack.retention.document_ttl_secs_max,
-        session_ttl_secs: pack.retention.session_ttl_secs,
-        trace_ttl_secs: pack.retention.trace_ttl_secs,
-        last_sweep: state.sweeps.last(),
-    };
-
-    let (section, events) = read_window_with(state, &tenant_log, from, to, |_| true, false).await?;
-    let mut activity = ActivitySection {
-        from: from.rfc3339(),
-        to: to.rfc3339(),
-        truncated: section.truncated,
-        ..ActivitySection::default()
-    };
-    let mut erasures = ErasureSection::default();
-    for (_, event) in &events {
-        *activity.events.entry(event.kind.clone()).or_default() += 1;
-        if event.outcome == Outcome::Denied {
-            activity.denied += 1;
-            continue;
-        }
-        let erased = match EventKind::parse(&event.kind) {
-            Some(EventKind::DocumentDelete) => {
-                erasures.documents_deleted += 1;
-                true
-            }
-            Some(EventKind::SessionSanitize) => {
-                erasures.sessions_sanitized += 1;
-                true
-            }
-            Some(EventKind::RetentionExpired) => {
-                erasures.records_expired += event
-                    .attrs
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("deleted."))
-                    .map(|(_, v)| match v {
-                        Attr::Int(n) => u64::try_from(*n).unwrap_or(0),
-                        _ => 0,
-                    })
-                    .sum::<u64>();
-                true
-            }
-            Some(EventKind::TenantExport) => {
-                erasures.exports += 1;
-                false
-            }
-            _ => false,
-        };
-        if erased {
-            erasures.last_at = Some(event.time.clone());
-        }
-    }
+    let audit = audit_section(state, &tenant_log, &pack).await?;
+    let residency = residency_section(state, tenant_id, &tenant, &pack).await?;
+    let retention = retention_section(state, &pack);
+    let (activity, erasures) = activity_sections(state, &tenant_log, from, to).await?;
 
     let alerts: Vec<Alert> = state
         .alerts
@@ -411,58 +304,12 @@ pub async fn report(
         .collect();
     let drift = crate::drift::status(state).await?;
 
-    let mut findings = Vec::new();
-    for (name, v) in [
-        ("tenant", &audit.tenant_log),
-        ("operator", &audit.operator_log),
-    ] {
-        if !v.ok {
-            findings.push(format!(
-                "The {name} audit log did not verify: {}.",
-                v.detail
-            ));
-        }
-    }
-    if !residency.allowed {
-        findings.push(format!(
-            "The tenant's region `{}` is not allowed by its policy `{}` (requires {}).",
-            residency.region,
-            retention.pack,
-            residency.required_regions.join(" or ")
-        ));
-    }
-    if encryption.records_pending_reseal > 0 {
-        findings.push(format!(
-            "{} record(s) are still sealed under an older data key; re-sealing is in progress.",
-            encryption.records_pending_reseal
-        ));
-    }
-    if tenant.status != bulkhead_types::TenantStatus::Active {
-        findings.push("The tenant is quarantined.".into());
-    }
-    let open = incidents.iter().filter(|i| i.status == "open").count();
-    if open > 0 {
-        findings.push(format!(
-            "{open} incident(s) concerning this tenant are open."
-        ));
-    }
-    if drift.drift {
-        findings.push(format!(
-            "The server's isolation policy differs from the approved baseline in: {}.",
-            drift.changed.join(", ")
-        ));
-    }
-    if activity.truncated {
-        findings
-            .push("The activity period held more events than one report reads; narrow it.".into());
-    }
-
-    Ok(EvidenceReport {
+    let mut report = EvidenceReport {
         version: 1,
         generated_at: state.vault.now().rfc3339(),
         server: state.audit.server_name().to_owned(),
         vkey: state.audit.vkey(),
-        findings,
+        findings: Vec::new(),
         tenant: TenantSection {
             id: needle,
             name: tenant.name.clone(),
@@ -486,7 +333,236 @@ pub async fn report(
             approved_hash: drift.approved_hash,
             drift: drift.drift,
         },
+    };
+    report.findings = findings(&report, tenant.status, &drift.changed);
+    Ok(report)
+}
+
+/// The encryption section: the cipher, the tenant's key versions and how many
+/// records still wait for re-sealing under the current one.
+async fn encryption_section(
+    state: &AppState,
+    tenant_id: &TenantId,
+    tenant: &Tenant,
+) -> ApiResult<EncryptionSection> {
+    let store = state.vault.store();
+    let keys = store.data_keys(tenant_id).await?;
+    let pending = store
+        .records_sealed_below(tenant_id, tenant.current_key_version, RESEAL_COUNT_MAX)
+        .await?
+        .len() as u64;
+    Ok(EncryptionSection {
+        aead: "XAES-256-GCM, a fresh 192-bit nonce per record".into(),
+        binding: "tenant id, record kind, record id and key version (associated data): a row moved to another tenant or kind does not open".into(),
+        master_key_source: state.vault.master_key_source().to_owned(),
+        current_key_version: tenant.current_key_version.get(),
+        key_versions: keys
+            .iter()
+            .map(|k| KeyVersionRow {
+                version: k.version.get(),
+                created_at: k.created_at.rfc3339(),
+            })
+            .collect(),
+        records_pending_reseal: pending,
     })
+}
+
+/// The audit section: the tenant's and the operator's logs, each verified now.
+async fn audit_section(
+    state: &AppState,
+    tenant_log: &LogId,
+    pack: &crate::packs::Pack,
+) -> ApiResult<AuditSection> {
+    let first_entry_at = state
+        .vault
+        .store()
+        .audit_entries(tenant_log, 0, 1)
+        .await?
+        .first()
+        .map(|e| e.created_at.rfc3339());
+    Ok(AuditSection {
+        tenant_log: verify_log(state, tenant_log).await?,
+        operator_log: verify_log(state, &LogId::Operator).await?,
+        first_entry_at,
+        retention_days_min: pack.retention.audit_retention_days_min,
+        retention_met: true,
+    })
+}
+
+/// The residency section: where the tenant's data and its upstreams are, and
+/// whether its policy allows that region.
+async fn residency_section(
+    state: &AppState,
+    tenant_id: &TenantId,
+    tenant: &Tenant,
+    pack: &crate::packs::Pack,
+) -> ApiResult<ResidencySection> {
+    Ok(ResidencySection {
+        region: tenant.region.to_string(),
+        store: state.vault.store().placement(tenant_id).await?,
+        required_regions: pack.residency.regions.clone(),
+        allowed: pack.residency.allows(&tenant.region),
+        upstreams: upstream_rows(state, tenant),
+    })
+}
+
+/// The upstreams the tenant may reach, one row each with its models.
+fn upstream_rows(state: &AppState, tenant: &Tenant) -> Vec<UpstreamRow> {
+    state
+        .gateway
+        .gateway
+        .models_for(&tenant.region, tenant.models.as_deref())
+        .iter()
+        .fold(Vec::<UpstreamRow>::new(), |mut rows, route| {
+            let name = route.upstream.name().to_owned();
+            match rows.iter_mut().find(|r| r.name == name) {
+                Some(row) => row.models.push(route.model.to_owned()),
+                None => rows.push(UpstreamRow {
+                    name,
+                    region: route
+                        .upstream
+                        .config
+                        .region
+                        .as_ref()
+                        .map(ToString::to_string),
+                    models: vec![route.model.to_owned()],
+                }),
+            }
+            rows
+        })
+}
+
+/// The retention section: the pack's settings and the last sweep.
+fn retention_section(state: &AppState, pack: &crate::packs::Pack) -> RetentionSection {
+    RetentionSection {
+        pack: pack.name.clone(),
+        document_ttl_secs_default: pack.retention.document_ttl_secs_default,
+        document_ttl_secs_max: pack.retention.document_ttl_secs_max,
+        session_ttl_secs: pack.retention.session_ttl_secs,
+        trace_ttl_secs: pack.retention.trace_ttl_secs,
+        last_sweep: state.sweeps.last(),
+    }
+}
+
+/// The activity and erasure sections, from one read of the tenant's log over
+/// `[from, to]`: events by kind, denials, and what was erased or exported.
+async fn activity_sections(
+    state: &AppState,
+    tenant_log: &LogId,
+    from: UnixMillis,
+    to: UnixMillis,
+) -> ApiResult<(ActivitySection, ErasureSection)> {
+    let (section, events) = read_window_with(state, tenant_log, from, to, |_| true, false).await?;
+    let mut activity = ActivitySection {
+        from: from.rfc3339(),
+        to: to.rfc3339(),
+        truncated: section.truncated,
+        ..ActivitySection::default()
+    };
+    let mut erasures = ErasureSection::default();
+    for (_, event) in &events {
+        *activity.events.entry(event.kind.clone()).or_default() += 1;
+        if event.outcome == Outcome::Denied {
+            activity.denied += 1;
+            continue;
+        }
+        if count_erasure(&mut erasures, event) {
+            erasures.last_at = Some(event.time.clone());
+        }
+    }
+    Ok((activity, erasures))
+}
+
+/// Counts one allowed event in the erasure section; true when it erased
+/// something (an export is counted but erases nothing).
+fn count_erasure(erasures: &mut ErasureSection, event: &AuditEvent) -> bool {
+    match EventKind::parse(&event.kind) {
+        Some(EventKind::DocumentDelete) => {
+            erasures.documents_deleted += 1;
+            true
+        }
+        Some(EventKind::SessionSanitize) => {
+            erasures.sessions_sanitized += 1;
+            true
+        }
+        Some(EventKind::RetentionExpired) => {
+            erasures.records_expired += event
+                .attrs
+                .iter()
+                .filter(|(k, _)| k.starts_with("deleted."))
+                .map(|(_, v)| match v {
+                    Attr::Int(n) => u64::try_from(*n).unwrap_or(0),
+                    _ => 0,
+                })
+                .sum::<u64>();
+            true
+        }
+        Some(EventKind::TenantExport) => {
+            erasures.exports += 1;
+            false
+        }
+        _ => false,
+    }
+}
+
+/// What an auditor should look at first, drawn from the gathered sections (the
+/// tenant's status and the drifted policy fields are not in them as such).
+fn findings(
+    report: &EvidenceReport,
+    status: bulkhead_types::TenantStatus,
+    drift_changed: &[String],
+) -> Vec<String> {
+    let (audit, residency) = (&report.audit, &report.residency);
+    let mut findings = Vec::new();
+    for (name, v) in [
+        ("tenant", &audit.tenant_log),
+        ("operator", &audit.operator_log),
+    ] {
+        if !v.ok {
+            findings.push(format!(
+                "The {name} audit log did not verify: {}.",
+                v.detail
+            ));
+        }
+    }
+    if !residency.allowed {
+        findings.push(format!(
+            "The tenant's region `{}` is not allowed by its policy `{}` (requires {}).",
+            residency.region,
+            report.retention.pack,
+            residency.required_regions.join(" or ")
+        ));
+    }
+    if report.encryption.records_pending_reseal > 0 {
+        findings.push(format!(
+            "{} record(s) are still sealed under an older data key; re-sealing is in progress.",
+            report.encryption.records_pending_reseal
+        ));
+    }
+    if status != bulkhead_types::TenantStatus::Active {
+        findings.push("The tenant is quarantined.".into());
+    }
+    let open = report
+        .incidents
+        .iter()
+        .filter(|i| i.status == "open")
+        .count();
+    if open > 0 {
+        findings.push(format!(
+            "{open} incident(s) concerning this tenant are open."
+        ));
+    }
+    if report.policy_baseline.drift {
+        findings.push(format!(
+            "The server's isolation policy differs from the approved baseline in: {}.",
+            drift_changed.join(", ")
+        ));
+    }
+    if report.activity.truncated {
+        findings
+            .push("The activity period held more events than one report reads; narrow it.".into());
+    }
+    findings
 }
 
 #[derive(Debug, Deserialize)]

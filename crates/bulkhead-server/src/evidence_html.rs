@@ -65,7 +65,8 @@ fn log_rows(name: &str, v: &LogVerification) -> Markup {
     }
 }
 
-/// Renders the report.
+/// Renders the report: the page frame, header and footer; each section is a
+/// function of its own.
 pub fn render(r: &EvidenceReport) -> String {
     let t = &r.tenant;
     let page = html! {
@@ -86,138 +87,16 @@ pub fn render(r: &EvidenceReport) -> String {
                     }
                 }
                 main {
-                    section {
-                        h2 { "Summary" }
-                        div.summary {
-                            div.card { b { (badge(r.audit.tenant_log.ok, "verified", "FAILED")) } span { "tenant audit log" } }
-                            div.card { b { (badge(r.residency.allowed, "compliant", "VIOLATION")) } span { "residency (" (r.residency.region) ")" } }
-                            div.card { b { "v" (r.encryption.current_key_version) } span { "current data key" } }
-                            div.card { b { (r.incidents.iter().filter(|i| i.status == "open").count()) } span { "open incidents" } }
-                        }
-                        @if r.findings.is_empty() {
-                            p { (badge(true, "in order", "")) " Nothing needs attention." }
-                        } @else {
-                            p { span.badge.warn { "attention" } " " (r.findings.len()) " finding(s):" }
-                            ul.findings { @for f in &r.findings { li { (f) } } }
-                        }
-                    }
-                    section {
-                        h2 { "Tenant" }
-                        table {
-                            tr { th { "Name" } td { (t.name) } }
-                            tr { th { "Id" } td.mono { (t.id) } }
-                            tr { th { "Status" } td { (badge(t.status == "active", "active", "quarantined")) } }
-                            tr { th { "Created" } td { (t.created_at) } }
-                            tr { th { "Compliance pack" } td { b { (t.policy) } " — " (t.policy_description) } }
-                            tr { th { "Models" } td {
-                                @match &t.models { Some(m) => (m.join(", ")), None => "every model of its region" }
-                            } }
-                        }
-                    }
-                    section {
-                        h2 { "Encryption" }
-                        table {
-                            tr { th { "Cipher" } td { (r.encryption.aead) } }
-                            tr { th { "Binding" } td { (r.encryption.binding) } }
-                            tr { th { "Master key" } td { (r.encryption.master_key_source) } }
-                            tr { th { "Current data key" } td { "version " (r.encryption.current_key_version) } }
-                            tr { th { "Key versions held" } td {
-                                @for k in &r.encryption.key_versions { "v" (k.version) " (created " (k.created_at) ") " }
-                            } }
-                            tr { th { "Records awaiting re-seal" } td { (r.encryption.records_pending_reseal) } }
-                        }
-                    }
-                    section {
-                        h2 { "Audit logs" }
-                        p { "Each log was re-verified when this report was made: a fresh checkpoint was signed, its Ed25519 signature checked with the server's key, and the Merkle root recomputed from every stored entry." }
-                        table.list {
-                            tr { th { "Log" } th { "Result" } th { "Entries" } th { "Signature" } th { "Detail" } }
-                            (log_rows("tenant", &r.audit.tenant_log))
-                            (log_rows("operator", &r.audit.operator_log))
-                        }
-                        table {
-                            tr { th { "First entry" } td { (r.audit.first_entry_at.as_deref().unwrap_or("none yet")) } }
-                            tr { th { "Retention floor" } td { (r.audit.retention_days_min) " days (entries are never deleted by the server) " (badge(r.audit.retention_met, "met", "not met")) } }
-                            tr { th { "Verifier key" } td.mono { (r.vkey) } }
-                        }
-                        details { summary { "Signed checkpoint of the tenant log" } pre { (r.audit.tenant_log.checkpoint) } }
-                    }
-                    section {
-                        h2 { "Residency" }
-                        table {
-                            tr { th { "Region" } td { (r.residency.region) " " (badge(r.residency.allowed, "allowed by the pack", "NOT allowed by the pack")) } }
-                            tr { th { "Rows stored in" } td { (r.residency.store) } }
-                            tr { th { "Required by the pack" } td {
-                                @if r.residency.required_regions.is_empty() { "any region" } @else { (r.residency.required_regions.join(", ")) }
-                            } }
-                        }
-                        table.list {
-                            tr { th { "Upstream reachable" } th { "Region" } th { "Models" } }
-                            @for u in &r.residency.upstreams {
-                                tr { td { (u.name) } td { (u.region.as_deref().unwrap_or("in-process (built-in)")) } td { (u.models.join(", ")) } }
-                            }
-                            @if r.residency.upstreams.is_empty() { tr { td colspan="3" { "No upstream serves this region; model calls are refused." } } }
-                        }
-                    }
-                    section {
-                        h2 { "Retention" }
-                        table {
-                            tr { th { "Pack" } td { (r.retention.pack) } }
-                            tr { th { "Documents (default / longest)" } td { (opt(r.retention.document_ttl_secs_default, "secs")) " / " (opt(r.retention.document_ttl_secs_max, "secs")) } }
-                            tr { th { "Sessions" } td { (opt(r.retention.session_ttl_secs, "secs")) } }
-                            tr { th { "Decision traces" } td { (opt(r.retention.trace_ttl_secs, "secs")) } }
-                            tr { th { "Last sweep" } td {
-                                @match &r.retention.last_sweep {
-                                    Some(s) => { (s.at) ": " (s.deleted) " expired row(s) deleted across " (s.tenants) " tenant(s)" },
-                                    None => "no sweep has run in this server process yet",
-                                }
-                            } }
-                        }
-                    }
-                    section {
-                        h2 { "Erasures in the period" }
-                        table {
-                            tr { th { "Documents deleted" } td { (r.erasures.documents_deleted) } }
-                            tr { th { "Sessions sanitized" } td { (r.erasures.sessions_sanitized) } }
-                            tr { th { "Records expired and swept" } td { (r.erasures.records_expired) } }
-                            tr { th { "Data exports" } td { (r.erasures.exports) } }
-                            tr { th { "Last erasure" } td { (r.erasures.last_at.as_deref().unwrap_or("none")) } }
-                        }
-                    }
-                    section {
-                        h2 { "Activity in the period" }
-                        table.list {
-                            tr { th { "Event" } th { "Count" } }
-                            @for (kind, n) in &r.activity.events { tr { td.mono { (kind) } td { (n) } } }
-                            tr { td { b { "refused" } } td { b { (r.activity.denied) } } }
-                        }
-                    }
-                    section {
-                        h2 { "Alerts and incidents" }
-                        @if r.alerts.is_empty() && r.incidents.is_empty() {
-                            p { "None concerning this tenant." }
-                        }
-                        @if !r.alerts.is_empty() {
-                            table.list {
-                                tr { th { "Alert" } th { "Severity" } th { "When" } th { "Summary" } }
-                                @for a in &r.alerts { tr { td.mono { (a.kind) } td { (a.severity) } td { (a.created_at) } td { (a.summary) } } }
-                            }
-                        }
-                        @if !r.incidents.is_empty() {
-                            table.list {
-                                tr { th { "Incident" } th { "Status" } th { "Window" } th { "Title" } }
-                                @for i in &r.incidents { tr { td.mono { (i.id) } td { (i.status) } td { (i.from) " – " (i.to) } td { (i.title) } } }
-                            }
-                        }
-                    }
-                    section {
-                        h2 { "Server policy baseline" }
-                        table {
-                            tr { th { "Effective policy" } td.mono { (r.policy_baseline.hash) } }
-                            tr { th { "Approved baseline" } td.mono { (r.policy_baseline.approved_hash) } }
-                            tr { th { "Drift" } td { (badge(!r.policy_baseline.drift, "none", "DRIFTED")) } }
-                        }
-                    }
+                    (summary(r))
+                    (tenant_section(r))
+                    (encryption_section(r))
+                    (audit_section(r))
+                    (residency_section(r))
+                    (retention_section(r))
+                    (erasure_section(r))
+                    (activity_section(r))
+                    (alerts_section(r))
+                    (baseline_section(r))
                     footer {
                         "Every figure above was read or recomputed by the server when the report was made. "
                         "The same facts are in the JSON form (format=json); the checkpoints verify offline with "
@@ -228,4 +107,197 @@ pub fn render(r: &EvidenceReport) -> String {
         }
     };
     page.into_string()
+}
+
+/// The summary: four headline figures and the findings.
+fn summary(r: &EvidenceReport) -> Markup {
+    html! {
+        section {
+            h2 { "Summary" }
+            div.summary {
+                div.card { b { (badge(r.audit.tenant_log.ok, "verified", "FAILED")) } span { "tenant audit log" } }
+                div.card { b { (badge(r.residency.allowed, "compliant", "VIOLATION")) } span { "residency (" (r.residency.region) ")" } }
+                div.card { b { "v" (r.encryption.current_key_version) } span { "current data key" } }
+                div.card { b { (r.incidents.iter().filter(|i| i.status == "open").count()) } span { "open incidents" } }
+            }
+            @if r.findings.is_empty() {
+                p { (badge(true, "in order", "")) " Nothing needs attention." }
+            } @else {
+                p { span.badge.warn { "attention" } " " (r.findings.len()) " finding(s):" }
+                ul.findings { @for f in &r.findings { li { (f) } } }
+            }
+        }
+    }
+}
+
+/// The tenant: who it is, its status, its pack and models.
+fn tenant_section(r: &EvidenceReport) -> Markup {
+    let t = &r.tenant;
+    html! {
+        section {
+            h2 { "Tenant" }
+            table {
+                tr { th { "Name" } td { (t.name) } }
+                tr { th { "Id" } td.mono { (t.id) } }
+                tr { th { "Status" } td { (badge(t.status == "active", "active", "quarantined")) } }
+                tr { th { "Created" } td { (t.created_at) } }
+                tr { th { "Compliance pack" } td { b { (t.policy) } " — " (t.policy_description) } }
+                tr { th { "Models" } td {
+                    @match &t.models { Some(m) => (m.join(", ")), None => "every model of its region" }
+                } }
+            }
+        }
+    }
+}
+
+/// Encryption: the cipher, the binding, the key versions.
+fn encryption_section(r: &EvidenceReport) -> Markup {
+    html! {
+        section {
+            h2 { "Encryption" }
+            table {
+                tr { th { "Cipher" } td { (r.encryption.aead) } }
+                tr { th { "Binding" } td { (r.encryption.binding) } }
+                tr { th { "Master key" } td { (r.encryption.master_key_source) } }
+                tr { th { "Current data key" } td { "version " (r.encryption.current_key_version) } }
+                tr { th { "Key versions held" } td {
+                    @for k in &r.encryption.key_versions { "v" (k.version) " (created " (k.created_at) ") " }
+                } }
+                tr { th { "Records awaiting re-seal" } td { (r.encryption.records_pending_reseal) } }
+            }
+        }
+    }
+}
+
+/// The audit logs as re-verified for this report, and the signed checkpoint.
+fn audit_section(r: &EvidenceReport) -> Markup {
+    html! {
+        section {
+            h2 { "Audit logs" }
+            p { "Each log was re-verified when this report was made: a fresh checkpoint was signed, its Ed25519 signature checked with the server's key, and the Merkle root recomputed from every stored entry." }
+            table.list {
+                tr { th { "Log" } th { "Result" } th { "Entries" } th { "Signature" } th { "Detail" } }
+                (log_rows("tenant", &r.audit.tenant_log))
+                (log_rows("operator", &r.audit.operator_log))
+            }
+            table {
+                tr { th { "First entry" } td { (r.audit.first_entry_at.as_deref().unwrap_or("none yet")) } }
+                tr { th { "Retention floor" } td { (r.audit.retention_days_min) " days (entries are never deleted by the server) " (badge(r.audit.retention_met, "met", "not met")) } }
+                tr { th { "Verifier key" } td.mono { (r.vkey) } }
+            }
+            details { summary { "Signed checkpoint of the tenant log" } pre { (r.audit.tenant_log.checkpoint) } }
+        }
+    }
+}
+
+/// Residency: where the rows are, what the pack requires, which upstreams are reachable.
+fn residency_section(r: &EvidenceReport) -> Markup {
+    html! {
+        section {
+            h2 { "Residency" }
+            table {
+                tr { th { "Region" } td { (r.residency.region) " " (badge(r.residency.allowed, "allowed by the pack", "NOT allowed by the pack")) } }
+                tr { th { "Rows stored in" } td { (r.residency.store) } }
+                tr { th { "Required by the pack" } td {
+                    @if r.residency.required_regions.is_empty() { "any region" } @else { (r.residency.required_regions.join(", ")) }
+                } }
+            }
+            table.list {
+                tr { th { "Upstream reachable" } th { "Region" } th { "Models" } }
+                @for u in &r.residency.upstreams {
+                    tr { td { (u.name) } td { (u.region.as_deref().unwrap_or("in-process (built-in)")) } td { (u.models.join(", ")) } }
+                }
+                @if r.residency.upstreams.is_empty() { tr { td colspan="3" { "No upstream serves this region; model calls are refused." } } }
+            }
+        }
+    }
+}
+
+/// Retention: the pack's time limits and the last sweep.
+fn retention_section(r: &EvidenceReport) -> Markup {
+    html! {
+        section {
+            h2 { "Retention" }
+            table {
+                tr { th { "Pack" } td { (r.retention.pack) } }
+                tr { th { "Documents (default / longest)" } td { (opt(r.retention.document_ttl_secs_default, "secs")) " / " (opt(r.retention.document_ttl_secs_max, "secs")) } }
+                tr { th { "Sessions" } td { (opt(r.retention.session_ttl_secs, "secs")) } }
+                tr { th { "Decision traces" } td { (opt(r.retention.trace_ttl_secs, "secs")) } }
+                tr { th { "Last sweep" } td {
+                    @match &r.retention.last_sweep {
+                        Some(s) => { (s.at) ": " (s.deleted) " expired row(s) deleted across " (s.tenants) " tenant(s)" },
+                        None => "no sweep has run in this server process yet",
+                    }
+                } }
+            }
+        }
+    }
+}
+
+/// Erasures in the period.
+fn erasure_section(r: &EvidenceReport) -> Markup {
+    html! {
+        section {
+            h2 { "Erasures in the period" }
+            table {
+                tr { th { "Documents deleted" } td { (r.erasures.documents_deleted) } }
+                tr { th { "Sessions sanitized" } td { (r.erasures.sessions_sanitized) } }
+                tr { th { "Records expired and swept" } td { (r.erasures.records_expired) } }
+                tr { th { "Data exports" } td { (r.erasures.exports) } }
+                tr { th { "Last erasure" } td { (r.erasures.last_at.as_deref().unwrap_or("none")) } }
+            }
+        }
+    }
+}
+
+/// Activity in the period: events by kind and refusals.
+fn activity_section(r: &EvidenceReport) -> Markup {
+    html! {
+        section {
+            h2 { "Activity in the period" }
+            table.list {
+                tr { th { "Event" } th { "Count" } }
+                @for (kind, n) in &r.activity.events { tr { td.mono { (kind) } td { (n) } } }
+                tr { td { b { "refused" } } td { b { (r.activity.denied) } } }
+            }
+        }
+    }
+}
+
+/// Alerts and incidents concerning the tenant.
+fn alerts_section(r: &EvidenceReport) -> Markup {
+    html! {
+        section {
+            h2 { "Alerts and incidents" }
+            @if r.alerts.is_empty() && r.incidents.is_empty() {
+                p { "None concerning this tenant." }
+            }
+            @if !r.alerts.is_empty() {
+                table.list {
+                    tr { th { "Alert" } th { "Severity" } th { "When" } th { "Summary" } }
+                    @for a in &r.alerts { tr { td.mono { (a.kind) } td { (a.severity) } td { (a.created_at) } td { (a.summary) } } }
+                }
+            }
+            @if !r.incidents.is_empty() {
+                table.list {
+                    tr { th { "Incident" } th { "Status" } th { "Window" } th { "Title" } }
+                    @for i in &r.incidents { tr { td.mono { (i.id) } td { (i.status) } td { (i.from) " – " (i.to) } td { (i.title) } } }
+                }
+            }
+        }
+    }
+}
+
+/// The server's policy baseline and whether it drifted.
+fn baseline_section(r: &EvidenceReport) -> Markup {
+    html! {
+        section {
+            h2 { "Server policy baseline" }
+            table {
+                tr { th { "Effective policy" } td.mono { (r.policy_baseline.hash) } }
+                tr { th { "Approved baseline" } td.mono { (r.policy_baseline.approved_hash) } }
+                tr { th { "Drift" } td { (badge(!r.policy_baseline.drift, "none", "DRIFTED")) } }
+            }
+        }
+    }
 }

@@ -34,8 +34,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bulkhead_gateway::openai::{self, ChatRequest, Message, RequestError, RequestLimits};
 use bulkhead_gateway::{
-    Answer, CHOICES_MAX, Completion, FunctionCall, Gateway, GatewayConfig, NoSuchModel, Route,
-    ToolCall, ToolCallDelta, UpstreamError,
+    Answer, CHOICES_MAX, ChatStream, Choice, ChoiceDelta, Completion, FunctionCall, Gateway,
+    GatewayConfig, NoSuchModel, Route, ToolCall, ToolCallDelta, UpstreamError,
 };
 use bulkhead_guard::{
     Action, AnswerStream, Finding, InjectionAction, PartsOutcome, StreamOutput, Verdict,
@@ -198,7 +198,8 @@ struct Prepared {
 }
 
 /// The parts of a chat call shared by the whole and the streamed paths, up to the
-/// upstream body.
+/// upstream body: tenant and route, the input screen, the session, the context
+/// message, the protected prompts, the upstream body, in that order.
 async fn prepare<'a>(
     state: &'a AppState,
     ctx: &TenantCtx,
@@ -220,12 +221,111 @@ async fn prepare<'a>(
     if !req.dropped.is_empty() {
         tracing::debug!(fields = ?req.dropped, "dropped request fields that are not forwarded");
     }
+    let mut trace = chat_trace(state, ctx, rid, req, route, tenant.region.to_string());
+    screen_user_input(state, ctx, rid, req, &pack, &mut trace, started).await?;
+
+    let session = match &req.extension.session_id {
+        Some(id) => Some(
+            crate::sessions::open(state, ctx, rid, EventKind::ModelCall, id)
+                .await
+                .map_err(IntoResponse::into_response)?,
+        ),
+        None => None,
+    };
+
+    // The tenant's own context: retrieved chunks, each screened for injected
+    // instructions, then the session's recent messages.
+    let context = TurnContext {
+        text: retrieve_context(state, ctx, req, &pack, &mut trace).await?,
+        history: session_history(
+            session.as_ref(),
+            gw.sessions.context_messages_max,
+            &mut trace,
+        ),
+    };
+    let (upstream_body, new_turn) =
+        upstream_body(state, ctx, req, route, &pack, context, &mut trace).await;
+    Ok((
+        Prepared {
+            pack,
+            trace,
+            started,
+            upstream_body,
+            session,
+            new_turn,
+        },
+        route,
+    ))
+}
+
+/// What the context stage hands to the upstream body: the retrieved chunks'
+/// text and the session's messages to replay.
+struct TurnContext {
+    text: String,
+    history: Vec<Message>,
+}
+
+/// Protects everything the tenant sends, then builds the upstream body: the
+/// client's leading system prompts, the context message, the session history,
+/// the new turn. Also returns the new turn, which a session stores.
+async fn upstream_body(
+    state: &AppState,
+    ctx: &TenantCtx,
+    req: &ChatRequest,
+    route: Route<'_>,
+    pack: &crate::packs::Pack,
+    context: TurnContext,
+    trace: &mut Trace,
+) -> (serde_json::Map<String, Value>, Vec<Message>) {
+    let TurnContext { text, history } = context;
+    let lead = req
+        .messages
+        .iter()
+        .take_while(|m| matches!(m.role(), "system" | "developer"))
+        .count();
+    let mut messages: Vec<Message> = req.messages[..lead].to_vec();
+    if !text.is_empty() || !history.is_empty() {
+        messages.push(context_message(state, ctx, &text, trace));
+    }
+    // Everything the tenant sends through is its protected content from now on
+    // (every role: system and developer prompts, user turns, replayed assistant
+    // turns, tool results; and the session history): a model that regurgitates
+    // it to another tenant is caught. Retrieved chunks are the tenant's documents,
+    // protected already.
+    let sent: Vec<String> = req
+        .messages
+        .iter()
+        .chain(history.iter())
+        .map(Message::text)
+        .collect();
+    crate::guard::protect_sent(state, ctx.tenant(), pack, sent).await;
+    messages.extend(history);
+    let new_turn: Vec<Message> = req.messages[lead..].to_vec();
+    messages.extend(new_turn.iter().cloned());
+    let body =
+        state
+            .gateway
+            .gateway
+            .chat_body(route, ctx.tenant(), &messages, &req.forward, req.stream);
+    (body, new_turn)
+}
+
+/// A chat call's trace as it starts (pending, nothing decided yet); separate
+/// because it is a long literal that no stage of `prepare` needs to read through.
+fn chat_trace(
+    state: &AppState,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    req: &ChatRequest,
+    route: Route<'_>,
+    region: String,
+) -> Trace {
     let client_messages: Vec<Value> = req
         .messages
         .iter()
         .map(|m| Value::Object(m.0.clone()))
         .collect();
-    let mut trace = Trace {
+    Trace {
         id: traces::new_trace_id(),
         call: "chat.completion".into(),
         tenant: ctx.tenant().to_string(),
@@ -233,7 +333,7 @@ async fn prepare<'a>(
         request_id: rid.0.clone(),
         model: req.model.clone(),
         upstream: route.upstream.name().to_owned(),
-        region: tenant.region.to_string(),
+        region,
         stream: req.stream,
         started_at: traces::started_at(state.vault.now()),
         prompt_hash: content_hash(&serde_json::to_vec(&client_messages).unwrap_or_default()),
@@ -248,11 +348,21 @@ async fn prepare<'a>(
         latency_ms: Latency::default(),
         outcome: TraceOutcome::Pending,
         error: None,
-    };
+    }
+}
 
-    // The user's own words: an instruction-override attempt is refused before it
-    // reaches a model.
-    let guard = &state.guard;
+/// Screens the user's own words: an instruction-override attempt is refused
+/// (traced, committed, answered with a problem) before it reaches a model. Its
+/// own stage because the refusal is a whole answer of its own.
+async fn screen_user_input(
+    state: &AppState,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    req: &ChatRequest,
+    pack: &crate::packs::Pack,
+    trace: &mut Trace,
+    started: Instant,
+) -> Result<(), Response> {
     let user_text: String = req
         .messages
         .iter()
@@ -260,7 +370,7 @@ async fn prepare<'a>(
         .map(Message::text)
         .collect::<Vec<_>>()
         .join("\n");
-    let report = guard.guard.screen_input(&user_text, &pack.guard);
+    let report = state.guard.guard.screen_input(&user_text, &pack.guard);
     if report.score > 0 {
         trace.injection = Some(InjectionSummary {
             score: report.score,
@@ -268,163 +378,146 @@ async fn prepare<'a>(
             rules: report.rules.iter().map(ToString::to_string).collect(),
         });
     }
-    if report.action == InjectionAction::Block {
-        trace.outcome = TraceOutcome::RefusedInput;
-        trace.guard.verdict = Some(Verdict::Blocked);
-        let overhead = started.elapsed();
-        trace.latency_ms = Latency {
-            total: traces::millis(overhead),
-            overhead: traces::millis(overhead),
-            ..Latency::default()
-        };
-        state.metrics.model_call(trace.outcome.as_str(), overhead);
-        let id = trace.id.clone();
-        if let Err(e) = commit_trace(state, ctx, rid, &trace, &pack).await {
-            return Err(e.into_response());
-        }
-        let problem = ApiError::new(
-            ProblemKind::ContentRefused,
-            format!(
-                "the input was refused as a prompt injection (score {}); see trace {id}",
-                report.score
-            ),
-        );
-        return Err(with_trace_headers(problem.into_response(), &id, overhead));
+    if report.action != InjectionAction::Block {
+        return Ok(());
     }
-
-    let session = match &req.extension.session_id {
-        Some(id) => Some(
-            crate::sessions::open(state, ctx, rid, EventKind::ModelCall, id)
-                .await
-                .map_err(IntoResponse::into_response)?,
+    trace.outcome = TraceOutcome::RefusedInput;
+    trace.guard.verdict = Some(Verdict::Blocked);
+    let overhead = started.elapsed();
+    trace.latency_ms = Latency {
+        total: traces::millis(overhead),
+        overhead: traces::millis(overhead),
+        ..Latency::default()
+    };
+    state.metrics.model_call(trace.outcome.as_str(), overhead);
+    let id = trace.id.clone();
+    if let Err(e) = commit_trace(state, ctx, rid, trace, pack).await {
+        return Err(e.into_response());
+    }
+    let problem = ApiError::new(
+        ProblemKind::ContentRefused,
+        format!(
+            "the input was refused as a prompt injection (score {}); see trace {id}",
+            report.score
         ),
-        None => None,
-    };
+    );
+    Err(with_trace_headers(problem.into_response(), &id, overhead))
+}
 
-    // The tenant's own context: retrieved chunks, each screened for injected
-    // instructions, then the session's recent messages.
+/// The tenant's retrieved chunks for the last user message, each screened for
+/// injected instructions, as context text (empty when nothing was asked or
+/// kept); every chunk, kept or dropped, is an item of the trace.
+async fn retrieve_context(
+    state: &AppState,
+    ctx: &TenantCtx,
+    req: &ChatRequest,
+    pack: &crate::packs::Pack,
+    trace: &mut Trace,
+) -> Result<String, Response> {
     let mut context_text = String::new();
-    if let Some(retrieve) = &req.extension.retrieve {
-        let query = truncate(
-            &req.messages
-                .iter()
-                .rev()
-                .find(|m| m.role() == "user")
-                .map(Message::text)
-                .unwrap_or_default(),
-            state.retrieval.query_bytes_max,
+    let Some(retrieve) = &req.extension.retrieve else {
+        return Ok(context_text);
+    };
+    let query = truncate(
+        &req.messages
+            .iter()
+            .rev()
+            .find(|m| m.role() == "user")
+            .map(Message::text)
+            .unwrap_or_default(),
+        state.retrieval.query_bytes_max,
+    );
+    if query.trim().is_empty() {
+        return Ok(context_text);
+    }
+    let found = state
+        .retrieval
+        .retrieve(
+            state,
+            ctx,
+            &query,
+            retrieve.top_k,
+            state.retrieval.default_mode,
+            None,
+        )
+        .await
+        .map_err(IntoResponse::into_response)?;
+    for hit in found {
+        let text: &str = &hit.chunk.text;
+        let screened = state.guard.guard.screen_retrieved(text, &pack.guard);
+        let dropped = matches!(
+            screened.action,
+            InjectionAction::Drop | InjectionAction::Block
         );
-        if !query.trim().is_empty() {
-            let found = state
-                .retrieval
-                .retrieve(
-                    state,
-                    ctx,
-                    &query,
-                    retrieve.top_k,
-                    state.retrieval.default_mode,
-                    None,
-                )
-                .await
-                .map_err(IntoResponse::into_response)?;
-            for hit in found {
-                let text: &str = &hit.chunk.text;
-                let screened = guard.guard.screen_retrieved(text, &pack.guard);
-                let dropped = matches!(
-                    screened.action,
-                    InjectionAction::Drop | InjectionAction::Block
-                );
-                trace.context.push(ContextItem {
-                    kind: "chunk".into(),
-                    id: hit.chunk.chunk_id.clone(),
-                    hash: content_hash(text.as_bytes()),
-                    used: !dropped,
-                    reason: dropped.then(|| format!("injection score {}", screened.score)),
-                });
-                if !dropped {
-                    context_text
-                        .push_str(&format!("[source: {}]\n{}\n\n", hit.chunk.chunk_id, text));
-                }
-            }
+        trace.context.push(ContextItem {
+            kind: "chunk".into(),
+            id: hit.chunk.chunk_id.clone(),
+            hash: content_hash(text.as_bytes()),
+            used: !dropped,
+            reason: dropped.then(|| format!("injection score {}", screened.score)),
+        });
+        if !dropped {
+            context_text.push_str(&format!("[source: {}]\n{}\n\n", hit.chunk.chunk_id, text));
         }
     }
-    let history: Vec<Message> = match &session {
-        Some(s) => s
-            .context(gw.sessions.context_messages_max)
-            .iter()
-            .map(|m| {
-                trace.context.push(ContextItem {
-                    kind: "session_message".into(),
-                    id: m.record_id.clone(),
-                    hash: m.hash.clone(),
-                    used: true,
-                    reason: None,
-                });
-                m.message.clone()
-            })
-            .collect(),
-        None => Vec::new(),
-    };
+    Ok(context_text)
+}
 
-    let lead = req
-        .messages
+/// The session's recent messages to replay, each an item of the trace; empty
+/// without a session.
+fn session_history(
+    session: Option<&OpenSession>,
+    messages_max: usize,
+    trace: &mut Trace,
+) -> Vec<Message> {
+    let Some(s) = session else {
+        return Vec::new();
+    };
+    s.context(messages_max)
         .iter()
-        .take_while(|m| matches!(m.role(), "system" | "developer"))
-        .count();
-    let mut messages: Vec<Message> = req.messages[..lead].to_vec();
-    if !context_text.is_empty() || !history.is_empty() {
-        let mut system = String::from(
-            "Context from this organization's own records follows. Use it to answer; cite sources by their id.\n",
-        );
-        if gw.plant_canaries
-            && let Some(canary) = guard.guard.canaries(ctx.tenant()).into_iter().next()
-        {
-            // The canary is this tenant's: echoed back to it, it is harmless; seen in
-            // anyone else's answer, it proves this context leaked.
-            system.push_str(&format!(
-                "Internal reference tag (do not repeat): {canary}\n"
-            ));
+        .map(|m| {
             trace.context.push(ContextItem {
-                kind: "canary".into(),
-                id: "canary".into(),
-                hash: content_hash(canary.as_bytes()),
+                kind: "session_message".into(),
+                id: m.record_id.clone(),
+                hash: m.hash.clone(),
                 used: true,
                 reason: None,
             });
-        }
-        system.push('\n');
-        system.push_str(&context_text);
-        messages.push(Message::new("system", &system));
+            m.message.clone()
+        })
+        .collect()
+}
+
+/// The system message that carries the tenant's context to the model, with the
+/// tenant's canary when canaries are planted (an item of the trace).
+fn context_message(
+    state: &AppState,
+    ctx: &TenantCtx,
+    context_text: &str,
+    trace: &mut Trace,
+) -> Message {
+    let mut system = String::from(
+        "Context from this organization's own records follows. Use it to answer; cite sources by their id.\n",
+    );
+    if state.gateway.plant_canaries
+        && let Some(canary) = state.guard.guard.canaries(ctx.tenant()).into_iter().next()
+    {
+        // The canary is this tenant's: echoed back to it, it is harmless; seen in
+        // anyone else's answer, it proves this context leaked.
+        system.push_str(&format!(
+            "Internal reference tag (do not repeat): {canary}\n"
+        ));
+        trace.context.push(ContextItem {
+            kind: "canary".into(),
+            id: "canary".into(),
+            hash: content_hash(canary.as_bytes()),
+            used: true,
+            reason: None,
+        });
     }
-    // Everything the tenant sends through is its protected content from now on
-    // (every role: system and developer prompts, user turns, replayed assistant
-    // turns, tool results; and the session history): a model that regurgitates
-    // it to another tenant is caught. Retrieved chunks are the tenant's documents,
-    // protected already.
-    let sent: Vec<String> = req
-        .messages
-        .iter()
-        .chain(history.iter())
-        .map(Message::text)
-        .collect();
-    crate::guard::protect_sent(state, ctx.tenant(), &pack, sent).await;
-    messages.extend(history);
-    let new_turn: Vec<Message> = req.messages[lead..].to_vec();
-    messages.extend(new_turn.iter().cloned());
-    let upstream_body =
-        gw.gateway
-            .chat_body(route, ctx.tenant(), &messages, &req.forward, req.stream);
-    Ok((
-        Prepared {
-            pack,
-            trace,
-            started,
-            upstream_body,
-            session,
-            new_turn,
-        },
-        route,
-    ))
+    system.push('\n');
+    system.push_str(context_text);
+    Message::new("system", &system)
 }
 
 fn truncate(text: &str, bytes_max: usize) -> String {
@@ -804,6 +897,8 @@ fn completion_id(trace_id: &str) -> String {
     format!("chatcmpl-{}", trace_id.trim_start_matches("tr_"))
 }
 
+/// A call without `stream`: the upstream's whole answer, guarded, stored in the
+/// session, traced, then released.
 async fn whole_chat(
     state: &AppState,
     ctx: &TenantCtx,
@@ -832,37 +927,7 @@ async fn whole_chat(
         }
     };
     let Completion { mut choices, usage } = completion;
-
-    // One verdict over every text of every choice: a leak cut across choices,
-    // tool calls or fields is judged whole.
-    let (slots, texts): (Vec<(usize, Field)>, Vec<&str>) = choices
-        .iter()
-        .enumerate()
-        .flat_map(|(i, c)| {
-            answer_texts(&c.message)
-                .into_iter()
-                .map(move |(field, text)| ((i, field), text))
-        })
-        .unzip();
-    let outcome = scan_parts(state, &pack, ctx.tenant(), &texts).await;
-    drop(texts);
-    let decision = Decision {
-        blocked: outcome.verdict == Verdict::Blocked,
-        findings: outcome.findings.into_iter().map(|(_, f)| f).collect(),
-    };
-    if decision.blocked {
-        for c in &mut choices {
-            c.message = blocked_answer();
-            c.finish_reason = "content_filter".into();
-        }
-    } else {
-        for ((i, field), redacted) in slots.into_iter().zip(outcome.redacted) {
-            if let (Some(text), Some(slot)) = (redacted, field_mut(&mut choices[i].message, field))
-            {
-                *slot = text;
-            }
-        }
-    }
+    let decision = guard_choices(state, &pack, ctx.tenant(), &mut choices).await;
     state
         .traffic
         .record_findings(state.vault.now(), &decision.findings, decision.blocked);
@@ -889,6 +954,64 @@ async fn whole_chat(
     }
     let overhead = started.elapsed().saturating_sub(upstream);
     state.metrics.model_call(trace.outcome.as_str(), overhead);
+    let body = completion_body(state, req, &trace, &choices, usage, overhead);
+    with_trace_headers(
+        (StatusCode::OK, Json(body)).into_response(),
+        &trace.id,
+        overhead,
+    )
+}
+
+/// One verdict over every text of every choice, applied in place: a leak cut
+/// across choices, tool calls or fields is judged whole; a block replaces every
+/// choice with the notice, otherwise redactions go back where their text was.
+async fn guard_choices(
+    state: &AppState,
+    pack: &Arc<crate::packs::Pack>,
+    tenant: &TenantId,
+    choices: &mut [Choice],
+) -> Decision {
+    let (slots, texts): (Vec<(usize, Field)>, Vec<&str>) = choices
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            answer_texts(&c.message)
+                .into_iter()
+                .map(move |(field, text)| ((i, field), text))
+        })
+        .unzip();
+    let outcome = scan_parts(state, pack, tenant, &texts).await;
+    drop(texts);
+    let decision = Decision {
+        blocked: outcome.verdict == Verdict::Blocked,
+        findings: outcome.findings.into_iter().map(|(_, f)| f).collect(),
+    };
+    if decision.blocked {
+        for c in choices.iter_mut() {
+            c.message = blocked_answer();
+            c.finish_reason = "content_filter".into();
+        }
+    } else {
+        for ((i, field), redacted) in slots.into_iter().zip(outcome.redacted) {
+            if let (Some(text), Some(slot)) = (redacted, field_mut(&mut choices[i].message, field))
+            {
+                *slot = text;
+            }
+        }
+    }
+    decision
+}
+
+/// The body of a whole answer in the OpenAI wire format, with the gateway's
+/// extension; separate so the call's steps read apart from its wire shape.
+fn completion_body(
+    state: &AppState,
+    req: &ChatRequest,
+    trace: &Trace,
+    choices: &[Choice],
+    usage: Option<Value>,
+    overhead: Duration,
+) -> Value {
     let choices: Vec<Value> = choices
         .iter()
         .map(|c| {
@@ -906,16 +1029,12 @@ async fn whole_chat(
         "created": state.vault.now().0 / 1000,
         "model": req.model,
         "choices": choices,
-        "bulkhead": extension(&trace, overhead),
+        "bulkhead": extension(trace, overhead),
     });
     if let Some(u) = usage {
         body["usage"] = u;
     }
-    with_trace_headers(
-        (StatusCode::OK, Json(body)).into_response(),
-        &trace.id,
-        overhead,
-    )
+    body
 }
 
 /// The response body of a stream: the frames a task sends, in order. When the
@@ -1069,260 +1188,46 @@ impl StreamJob {
         self.send(frame).await
     }
 
-    async fn run(mut self, mut upstream: bulkhead_gateway::ChatStream) {
+    /// The streamed chat task: reads and guards the upstream's events, decides
+    /// what the scanner still holds, traces the call, then ends the stream for
+    /// the client, in that order.
+    async fn run(mut self, mut upstream: ChatStream) {
         let state = self.state.clone();
         let tenant = self.ctx.tenant().clone();
-        let mut scanner = Scanner(Some(
-            state
-                .guard
-                .guard
-                .answer_stream(&tenant, &self.prepared.pack.guard),
-        ));
-        let mut decision = Decision::default();
-        // What each choice was sent, by index; a choice is here once its role was.
-        let mut sent: BTreeMap<u32, Answer> = BTreeMap::new();
-        let mut finish_reasons: BTreeMap<u32, String> = BTreeMap::new();
-        let mut tools: BTreeMap<(u32, u32), ToolCall> = BTreeMap::new();
-        let mut functions: BTreeMap<u32, FunctionCall> = BTreeMap::new();
-        let (mut usage, mut first_token) = (None, None);
-        let mut stop: Option<Stop> = None;
-
-        if !self.start_choice(&mut sent, 0).await {
-            stop = Some(Stop::Client);
+        let mut p = Progress {
+            scanner: Scanner(Some(
+                state
+                    .guard
+                    .guard
+                    .answer_stream(&tenant, &self.prepared.pack.guard),
+            )),
+            decision: Decision::default(),
+            sent: BTreeMap::new(),
+            finish_reasons: BTreeMap::new(),
+            tools: BTreeMap::new(),
+            functions: BTreeMap::new(),
+            usage: None,
+            first_token: None,
+            stop: None,
+        };
+        if !self.start_choice(&mut p.sent, 0).await {
+            p.stop = Some(Stop::Client);
         }
-        'read: while stop.is_none() && !decision.blocked {
-            let asked = Instant::now();
-            // A client that leaves is noticed at once, not at the next send: the
-            // scanner may hold a slow drip back for a long time.
-            let next = tokio::select! {
-                next = upstream.next() => next,
-                () = self.tx.closed() => {
-                    stop = Some(Stop::Client);
-                    break;
-                }
-            };
-            self.upstream_wait += asked.elapsed();
-            let delta = match next {
-                None => break,
-                Some(Err(e)) => {
-                    stop = Some(Stop::Upstream(e));
-                    break;
-                }
-                Some(Ok(d)) => d,
-            };
-            if delta.usage.is_some() {
-                usage = delta.usage;
-            }
-            for choice in delta.choices {
-                let index = choice.index;
-                if !self.start_choice(&mut sent, index).await {
-                    stop = Some(Stop::Client);
-                    break 'read;
-                }
-                // Each choice's texts are parts of their own: what is sent stays
-                // under the choice's index, and the verdict is over all of them.
-                for (field, text) in [
-                    (Field::Content, choice.content),
-                    (Field::Refusal, choice.refusal),
-                    (Field::Transcript, choice.audio_transcript),
-                ] {
-                    let Some(text) = text else { continue };
-                    first_token.get_or_insert_with(|| self.prepared.started.elapsed());
-                    let out = scanner.push(stream_part(index, field), text).await;
-                    decision.findings.extend(out.findings);
-                    if out.blocked {
-                        decision.blocked = true;
-                        break 'read;
-                    }
-                    if !out.release.is_empty()
-                        && !self.deliver(&mut sent, index, field, out.release).await
-                    {
-                        stop = Some(Stop::Client);
-                        break 'read;
-                    }
-                }
-                merge_tool_calls(&mut tools, index, &choice.tool_calls);
-                if let Some(piece) = &choice.function_call {
-                    functions.entry(index).or_default().merge(piece);
-                }
-                if let Some(reason) = choice.finish_reason {
-                    finish_reasons.insert(index, reason);
-                }
-            }
-        }
+        self.read_upstream(&mut upstream, &mut p).await;
         // Closing the upstream connection now, not when the trace is written.
         drop(upstream);
-        if decision.blocked {
-            // The scan stopped at the block; ending it closes what was still open
-            // (a cluster of another tenant's fingerprints), so the block carries its
-            // finding. Nothing is released once blocked.
-            if let Some(outs) = scanner.run(0, |s| s.finish()).await {
-                for (_, out) in outs {
-                    debug_assert!(out.release.is_empty());
-                    decision.findings.extend(out.findings);
-                }
-            }
+        if p.decision.blocked {
+            p.finish_blocked().await;
         }
-
-        if !decision.blocked && !matches!(stop, Some(Stop::Client)) {
-            // Tool calls, merged by choice and index, are scanned whole with the
-            // rest of the answer, and only when the upstream finished: a cut answer
-            // sends none. Whatever the scanner still holds is decided now; on an
-            // upstream fault the part already received is still the tenant's to
-            // see, scanned.
-            let mut calls: BTreeMap<u32, Answer> = BTreeMap::new();
-            if stop.is_none() {
-                for ((choice, _), call) in std::mem::take(&mut tools) {
-                    calls.entry(choice).or_default().tool_calls.push(call);
-                }
-                for (choice, call) in std::mem::take(&mut functions) {
-                    calls.entry(choice).or_default().function_call = Some(call);
-                }
-            }
-            let mut slots: Vec<(usize, u32, Field)> = Vec::new();
-            let mut texts: Vec<(usize, String)> = Vec::new();
-            for (choice, answer) in &calls {
-                for (field, text) in answer_texts(answer) {
-                    let part = TOOL_PARTS_FIRST + texts.len();
-                    slots.push((part, *choice, field));
-                    texts.push((part, text.to_owned()));
-                }
-            }
-            let texts = Zeroizing::new(texts);
-            let bytes = texts.iter().map(|(_, t)| t.len()).sum();
-            let outs = scanner
-                .run(bytes, move |s| {
-                    let mut outs: Vec<(usize, StreamOutput)> = texts
-                        .iter()
-                        .map(|(part, text)| (*part, s.push(*part, text)))
-                        .collect();
-                    outs.extend(s.finish());
-                    outs
-                })
-                .await;
-            let mut released: BTreeMap<usize, String> = BTreeMap::new();
-            match outs {
-                None => decision.blocked = true,
-                Some(outs) => {
-                    for (part, out) in outs {
-                        decision.findings.extend(out.findings);
-                        decision.blocked |= out.blocked;
-                        released.entry(part).or_default().push_str(&out.release);
-                    }
-                }
-            }
-            if !decision.blocked {
-                for (part, text) in &released {
-                    if *part >= TOOL_PARTS_FIRST || text.is_empty() {
-                        continue;
-                    }
-                    let (index, field) = stream_field(*part);
-                    if !self.deliver(&mut sent, index, field, text.clone()).await {
-                        stop = Some(Stop::Client);
-                        break;
-                    }
-                }
-                for (part, choice, field) in slots {
-                    let text = released.remove(&part).unwrap_or_default();
-                    if let Some(slot) = calls.get_mut(&choice).and_then(|a| field_mut(a, field)) {
-                        *slot = text;
-                    }
-                }
-                for (index, answer) in calls {
-                    if stop.is_some() {
-                        break;
-                    }
-                    let mut delta = serde_json::Map::new();
-                    if !answer.tool_calls.is_empty() {
-                        let list: Vec<Value> = answer
-                            .tool_calls
-                            .iter()
-                            .enumerate()
-                            .map(|(i, call)| {
-                                let mut call = call.to_json();
-                                call["index"] = Value::from(i);
-                                call
-                            })
-                            .collect();
-                        delta.insert("tool_calls".into(), Value::Array(list));
-                    }
-                    if let Some(f) = &answer.function_call {
-                        delta.insert("function_call".into(), f.to_json());
-                    }
-                    let ok = self.start_choice(&mut sent, index).await
-                        && self
-                            .send(self.frame(index, Value::Object(delta), None, None))
-                            .await;
-                    let delivered = sent.entry(index).or_default();
-                    delivered.tool_calls = answer.tool_calls;
-                    delivered.function_call = answer.function_call;
-                    if !ok {
-                        stop = Some(Stop::Client);
-                    }
-                }
-            }
+        if !p.decision.blocked && !matches!(p.stop, Some(Stop::Client)) {
+            self.release_rest(&mut p).await;
         }
         state
             .traffic
-            .record_findings(state.vault.now(), &decision.findings, decision.blocked);
-        let leak_report = report_leak(&state, &self.ctx, &self.rid, &decision.findings).await;
-
-        let mut trace = std::mem::replace(&mut self.prepared.trace, placeholder_trace());
-        trace.guard = decision.summary();
-        trace.usage = usage.clone();
-        if decision.blocked {
-            for (index, answer) in &mut sent {
-                *answer = blocked_answer();
-                finish_reasons.insert(*index, "content_filter".into());
-            }
-        }
-        trace.outcome = match &stop {
-            _ if decision.blocked => TraceOutcome::Blocked,
-            Some(Stop::Client) => TraceOutcome::ClientDisconnected,
-            Some(Stop::Upstream(e)) => upstream_outcome(e),
-            None => decision.outcome(),
-        };
-        if let Some(Stop::Upstream(e)) = &stop {
-            tracing::warn!(trace = %trace.id, upstream = %trace.upstream, error = %e, "stream failed at the upstream");
-            trace.error = Some(e.to_string());
-        }
-        let finish_of = |index: &u32| {
-            finish_reasons
-                .get(index)
-                .cloned()
-                .unwrap_or_else(|| "stop".into())
-        };
-        trace.finish_reason = sent.keys().next().map(finish_of);
-        trace.output_hash = Some(output_hash(sent.values()));
-        set_latency(
-            &mut trace,
-            self.prepared.started,
-            self.upstream_wait,
-            first_token,
-        );
-        self.prepared.trace = trace;
-
-        // The session keeps what the client was given of choice 0, when it was
-        // given all of it.
-        let mut stored = Ok(());
-        let complete = decision.blocked || stop.is_none();
-        if let (Some(session), Some(first), true) =
-            (&mut self.prepared.session, sent.values().next(), complete)
-        {
-            let mut turn = std::mem::take(&mut self.prepared.new_turn);
-            turn.push(session_message(first));
-            stored = session
-                .append(&state, &self.ctx, turn, &self.prepared.trace.id)
-                .await;
-        }
-        let committed = commit_trace(
-            &state,
-            &self.ctx,
-            &self.rid,
-            &self.prepared.trace,
-            &self.prepared.pack,
-        )
-        .await;
+            .record_findings(state.vault.now(), &p.decision.findings, p.decision.blocked);
+        let leak_report = report_leak(&state, &self.ctx, &self.rid, &p.decision.findings).await;
+        self.settle_trace(&mut p);
+        let saved = self.save_turn(&p).await;
         let overhead = self
             .prepared
             .started
@@ -1331,13 +1236,210 @@ impl StreamJob {
         state
             .metrics
             .model_call(self.prepared.trace.outcome.as_str(), overhead);
-        if matches!(stop, Some(Stop::Client)) {
+        if matches!(p.stop, Some(Stop::Client)) {
             return;
         }
+        self.send_ending(&p, overhead, leak_report.and(saved)).await;
+    }
+
+    /// Reads the upstream's events until it ends or fails, the client leaves, or
+    /// the guard blocks; every text goes through the scanner before it is sent.
+    async fn read_upstream(&mut self, upstream: &mut ChatStream, p: &mut Progress) {
+        while p.stop.is_none() && !p.decision.blocked {
+            let asked = Instant::now();
+            // A client that leaves is noticed at once, not at the next send: the
+            // scanner may hold a slow drip back for a long time.
+            let next = tokio::select! {
+                next = upstream.next() => next,
+                () = self.tx.closed() => {
+                    p.stop = Some(Stop::Client);
+                    break;
+                }
+            };
+            self.upstream_wait += asked.elapsed();
+            let delta = match next {
+                None => break,
+                Some(Err(e)) => {
+                    p.stop = Some(Stop::Upstream(e));
+                    break;
+                }
+                Some(Ok(d)) => d,
+            };
+            if delta.usage.is_some() {
+                p.usage = delta.usage;
+            }
+            for choice in delta.choices {
+                if !self.take_choice(p, choice).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes one choice's piece of an event: starts the choice, scans and sends
+    /// its texts, merges its tool calls. False when reading must stop (the
+    /// client left, or the guard blocked).
+    async fn take_choice(&self, p: &mut Progress, choice: ChoiceDelta) -> bool {
+        let index = choice.index;
+        if !self.start_choice(&mut p.sent, index).await {
+            p.stop = Some(Stop::Client);
+            return false;
+        }
+        // Each choice's texts are parts of their own: what is sent stays under
+        // the choice's index, and the verdict is over all of them.
+        for (field, text) in [
+            (Field::Content, choice.content),
+            (Field::Refusal, choice.refusal),
+            (Field::Transcript, choice.audio_transcript),
+        ] {
+            let Some(text) = text else { continue };
+            p.first_token
+                .get_or_insert_with(|| self.prepared.started.elapsed());
+            let out = p.scanner.push(stream_part(index, field), text).await;
+            p.decision.findings.extend(out.findings);
+            if out.blocked {
+                p.decision.blocked = true;
+                return false;
+            }
+            if !out.release.is_empty()
+                && !self.deliver(&mut p.sent, index, field, out.release).await
+            {
+                p.stop = Some(Stop::Client);
+                return false;
+            }
+        }
+        merge_tool_calls(&mut p.tools, index, &choice.tool_calls);
+        if let Some(piece) = &choice.function_call {
+            p.functions.entry(index).or_default().merge(piece);
+        }
+        if let Some(reason) = choice.finish_reason {
+            p.finish_reasons.insert(index, reason);
+        }
+        true
+    }
+
+    /// What is left once the upstream stopped with nothing blocked and the
+    /// client still there. Tool calls, merged by choice and index, are scanned
+    /// whole with the rest of the answer, and only when the upstream finished: a
+    /// cut answer sends none. Whatever the scanner still holds is decided now; on
+    /// an upstream fault the part already received is still the tenant's to see,
+    /// scanned.
+    async fn release_rest(&self, p: &mut Progress) {
+        let mut calls = p.merged_calls();
+        let (slots, mut released) = p.scan_rest(&calls).await;
+        if p.decision.blocked {
+            return;
+        }
+        self.deliver_held(p, &released).await;
+        for (part, choice, field) in slots {
+            let text = released.remove(&part).unwrap_or_default();
+            if let Some(slot) = calls.get_mut(&choice).and_then(|a| field_mut(a, field)) {
+                *slot = text;
+            }
+        }
+        self.send_calls(p, calls).await;
+    }
+
+    /// Sends the text the scanner released at the end (not the tool calls'),
+    /// each under its choice and field.
+    async fn deliver_held(&self, p: &mut Progress, released: &BTreeMap<usize, String>) {
+        for (part, text) in released {
+            if *part >= TOOL_PARTS_FIRST || text.is_empty() {
+                continue;
+            }
+            let (index, field) = stream_field(*part);
+            if !self.deliver(&mut p.sent, index, field, text.clone()).await {
+                p.stop = Some(Stop::Client);
+                break;
+            }
+        }
+    }
+
+    /// Sends each choice's scanned tool and function calls in one frame, and
+    /// remembers them as delivered.
+    async fn send_calls(&self, p: &mut Progress, calls: BTreeMap<u32, Answer>) {
+        for (index, answer) in calls {
+            if p.stop.is_some() {
+                break;
+            }
+            let delta = calls_delta(&answer);
+            let ok = self.start_choice(&mut p.sent, index).await
+                && self.send(self.frame(index, delta, None, None)).await;
+            let delivered = p.sent.entry(index).or_default();
+            delivered.tool_calls = answer.tool_calls;
+            delivered.function_call = answer.function_call;
+            if !ok {
+                p.stop = Some(Stop::Client);
+            }
+        }
+    }
+
+    /// Writes what was decided into the call's trace: verdict, outcome, finish
+    /// reason, output hash, latency. A block turns every started choice into
+    /// the notice first, so the hash is of what the client is given.
+    fn settle_trace(&mut self, p: &mut Progress) {
+        let mut trace = std::mem::replace(&mut self.prepared.trace, placeholder_trace());
+        trace.guard = p.decision.summary();
+        trace.usage = p.usage.clone();
+        if p.decision.blocked {
+            for (index, answer) in &mut p.sent {
+                *answer = blocked_answer();
+                p.finish_reasons.insert(*index, "content_filter".into());
+            }
+        }
+        trace.outcome = match &p.stop {
+            _ if p.decision.blocked => TraceOutcome::Blocked,
+            Some(Stop::Client) => TraceOutcome::ClientDisconnected,
+            Some(Stop::Upstream(e)) => upstream_outcome(e),
+            None => p.decision.outcome(),
+        };
+        if let Some(Stop::Upstream(e)) = &p.stop {
+            tracing::warn!(trace = %trace.id, upstream = %trace.upstream, error = %e, "stream failed at the upstream");
+            trace.error = Some(e.to_string());
+        }
+        trace.finish_reason = p.sent.keys().next().map(|i| p.finish_of(i));
+        trace.output_hash = Some(output_hash(p.sent.values()));
+        set_latency(
+            &mut trace,
+            self.prepared.started,
+            self.upstream_wait,
+            p.first_token,
+        );
+        self.prepared.trace = trace;
+    }
+
+    /// Stores the turn in the session (when the client was given all of choice
+    /// 0), then commits the trace; the first error of the two, both attempted.
+    async fn save_turn(&mut self, p: &Progress) -> ApiResult<()> {
+        let mut stored = Ok(());
+        let complete = p.decision.blocked || p.stop.is_none();
+        if let (Some(session), Some(first), true) =
+            (&mut self.prepared.session, p.sent.values().next(), complete)
+        {
+            let mut turn = std::mem::take(&mut self.prepared.new_turn);
+            turn.push(session_message(first));
+            stored = session
+                .append(&self.state, &self.ctx, turn, &self.prepared.trace.id)
+                .await;
+        }
+        let committed = commit_trace(
+            &self.state,
+            &self.ctx,
+            &self.rid,
+            &self.prepared.trace,
+            &self.prepared.pack,
+        )
+        .await;
+        stored.and(committed)
+    }
+
+    /// Ends the stream for a client still there: an `error` event when the call
+    /// failed after the answer began, otherwise every choice's finish.
+    async fn send_ending(&self, p: &Progress, overhead: Duration, saved: ApiResult<()>) {
         let ext = extension(&self.prepared.trace, overhead);
-        let failure = match (&stop, leak_report.and(stored).and(committed)) {
+        let failure = match (&p.stop, saved) {
             (_, Err(e)) => Some((e.kind.code(), e.detail)),
-            (Some(Stop::Upstream(e)), Ok(_)) if !decision.blocked => Some((
+            (Some(Stop::Upstream(e)), Ok(_)) if !p.decision.blocked => Some((
                 e.outcome(),
                 format!("{e}; see trace {}", self.prepared.trace.id),
             )),
@@ -1353,12 +1455,17 @@ impl StreamJob {
             let _ = self.send(Bytes::from(format!("data: {event}\n\n"))).await;
             return;
         }
-        // Every choice that started ends with its own finish (the notice, when
-        // blocked); the last frame carries the extension.
-        let indexes: Vec<u32> = sent.keys().copied().collect();
+        self.send_finishes(p, ext).await;
+    }
+
+    /// Every choice that started ends with its own finish (the notice, when
+    /// blocked); the last frame carries the extension; then the usage, when
+    /// asked for, and `[DONE]`.
+    async fn send_finishes(&self, p: &Progress, ext: Value) {
+        let indexes: Vec<u32> = p.sent.keys().copied().collect();
         for (n, index) in indexes.iter().enumerate() {
             let ext = (n + 1 == indexes.len()).then(|| ext.clone());
-            let last = if decision.blocked {
+            let last = if p.decision.blocked {
                 self.frame(
                     *index,
                     json!({"content": BLOCKED_NOTICE}),
@@ -1366,14 +1473,14 @@ impl StreamJob {
                     ext,
                 )
             } else {
-                self.frame(*index, json!({}), Some(&finish_of(index)), ext)
+                self.frame(*index, json!({}), Some(&p.finish_of(index)), ext)
             };
             if !self.send(last).await {
                 return;
             }
         }
         if self.include_usage
-            && let Some(u) = usage
+            && let Some(u) = &p.usage
         {
             let chunk = json!({
                 "id": completion_id(&self.prepared.trace.id),
@@ -1389,6 +1496,123 @@ impl StreamJob {
         }
         let _ = self.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
     }
+}
+
+/// What a stream's task has so far, handed from stage to stage: the scanner,
+/// the guard's decision, what each choice was sent, what is still to send.
+struct Progress {
+    scanner: Scanner,
+    decision: Decision,
+    /// What each choice was sent, by index; a choice is here once its role was.
+    sent: BTreeMap<u32, Answer>,
+    finish_reasons: BTreeMap<u32, String>,
+    tools: BTreeMap<(u32, u32), ToolCall>,
+    functions: BTreeMap<u32, FunctionCall>,
+    usage: Option<Value>,
+    first_token: Option<Duration>,
+    stop: Option<Stop>,
+}
+
+impl Progress {
+    /// A choice's finish reason, `stop` when the upstream gave none.
+    fn finish_of(&self, index: &u32) -> String {
+        self.finish_reasons
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| "stop".into())
+    }
+
+    /// After a block: ending the scan closes what was still open (a cluster of
+    /// another tenant's fingerprints), so the block carries its finding. Nothing
+    /// is released once blocked.
+    async fn finish_blocked(&mut self) {
+        if let Some(outs) = self.scanner.run(0, |s| s.finish()).await {
+            for (_, out) in outs {
+                debug_assert!(out.release.is_empty());
+                self.decision.findings.extend(out.findings);
+            }
+        }
+    }
+
+    /// The merged tool and function calls by choice, when the upstream finished
+    /// (none on a cut answer).
+    fn merged_calls(&mut self) -> BTreeMap<u32, Answer> {
+        let mut calls: BTreeMap<u32, Answer> = BTreeMap::new();
+        if self.stop.is_none() {
+            for ((choice, _), call) in std::mem::take(&mut self.tools) {
+                calls.entry(choice).or_default().tool_calls.push(call);
+            }
+            for (choice, call) in std::mem::take(&mut self.functions) {
+                calls.entry(choice).or_default().function_call = Some(call);
+            }
+        }
+        calls
+    }
+
+    /// Scans the calls' texts as parts from `TOOL_PARTS_FIRST` and ends the scan:
+    /// where each call text sits, and what was released by part.
+    async fn scan_rest(
+        &mut self,
+        calls: &BTreeMap<u32, Answer>,
+    ) -> (Vec<(usize, u32, Field)>, BTreeMap<usize, String>) {
+        let mut slots: Vec<(usize, u32, Field)> = Vec::new();
+        let mut texts: Vec<(usize, String)> = Vec::new();
+        for (choice, answer) in calls {
+            for (field, text) in answer_texts(answer) {
+                let part = TOOL_PARTS_FIRST + texts.len();
+                slots.push((part, *choice, field));
+                texts.push((part, text.to_owned()));
+            }
+        }
+        let texts = Zeroizing::new(texts);
+        let bytes = texts.iter().map(|(_, t)| t.len()).sum();
+        let outs = self
+            .scanner
+            .run(bytes, move |s| {
+                let mut outs: Vec<(usize, StreamOutput)> = texts
+                    .iter()
+                    .map(|(part, text)| (*part, s.push(*part, text)))
+                    .collect();
+                outs.extend(s.finish());
+                outs
+            })
+            .await;
+        let mut released: BTreeMap<usize, String> = BTreeMap::new();
+        match outs {
+            None => self.decision.blocked = true,
+            Some(outs) => {
+                for (part, out) in outs {
+                    self.decision.findings.extend(out.findings);
+                    self.decision.blocked |= out.blocked;
+                    released.entry(part).or_default().push_str(&out.release);
+                }
+            }
+        }
+        (slots, released)
+    }
+}
+
+/// The delta that carries one choice's tool calls (each with its `index`) and
+/// function call.
+fn calls_delta(answer: &Answer) -> Value {
+    let mut delta = serde_json::Map::new();
+    if !answer.tool_calls.is_empty() {
+        let list: Vec<Value> = answer
+            .tool_calls
+            .iter()
+            .enumerate()
+            .map(|(i, call)| {
+                let mut call = call.to_json();
+                call["index"] = Value::from(i);
+                call
+            })
+            .collect();
+        delta.insert("tool_calls".into(), Value::Array(list));
+    }
+    if let Some(f) = &answer.function_call {
+        delta.insert("function_call".into(), f.to_json());
+    }
+    Value::Object(delta)
 }
 
 fn placeholder_trace() -> Trace {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use bulkhead_audit::{Attr, Subject};
-use bulkhead_guard::{Finding, FindingKind, Guard, Policy, Verdict};
+use bulkhead_guard::{Finding, FindingKind, Guard, Policy, ScanOutcome, Verdict};
 use bulkhead_types::{DocumentId, LogId, TenantId};
 use bulkhead_vault::{TenantCtx, Vault};
 use serde::{Deserialize, Serialize};
@@ -553,6 +553,8 @@ pub fn spawn_shared_sync(state: AppState) {
     });
 }
 
+/// `POST /v1/guard/scan`: checks the text's size, finds the tenant's pack, then
+/// screens an input or retrieved text, or scans an output.
 pub async fn scan(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
@@ -572,84 +574,128 @@ pub async fn scan(
     let pack = state
         .packs
         .for_tenant(&state.vault.tenant(ctx.tenant()).await?.policy);
+    let call = ScanCall {
+        state: &state,
+        ctx: &ctx,
+        rid: &rid,
+        tenant_log,
+        pack,
+    };
     if req.direction != Direction::Output {
-        let report = match req.direction {
-            Direction::Input => guard.guard.screen_input(&text, &pack.guard),
-            _ => guard.guard.screen_retrieved(&text, &pack.guard),
+        return call.screen(req.direction, &text).await.map(Json);
+    }
+    call.scan_output(&text).await.map(Json)
+}
+
+/// What the stages of one scan call share.
+struct ScanCall<'a> {
+    state: &'a AppState,
+    ctx: &'a TenantCtx,
+    rid: &'a RequestId,
+    tenant_log: LogId,
+    pack: Arc<crate::packs::Pack>,
+}
+
+impl ScanCall<'_> {
+    /// Screens an input or a retrieved text for injected instructions; its own
+    /// path because it is audited and answered differently from an output scan.
+    async fn screen(self, direction: Direction, text: &str) -> ApiResult<ScanResponse> {
+        let (state, guard) = (self.state, &self.state.guard);
+        let report = match direction {
+            Direction::Input => guard.guard.screen_input(text, &self.pack.guard),
+            _ => guard.guard.screen_retrieved(text, &self.pack.guard),
         };
         let verdict = report.action.as_str();
-        Trail::tenant(&state, &ctx, EventKind::GuardScreen, &rid)
-            .attr("direction", Attr::Text(req.direction.as_str().into()))
+        Trail::tenant(state, self.ctx, EventKind::GuardScreen, self.rid)
+            .attr("direction", Attr::Text(direction.as_str().into()))
             .attr("score", Attr::Int(i64::from(report.score)))
             .attr("verdict", Attr::Text(verdict.into()))
-            .record(tenant_log)
+            .record(self.tenant_log)
             .await?;
         let text = matches!(
             report.action,
             bulkhead_guard::InjectionAction::Allow | bulkhead_guard::InjectionAction::Flag
         )
         .then(|| text.to_string());
-        return Ok(Json(ScanResponse {
+        Ok(ScanResponse {
             verdict: verdict.into(),
             findings: Vec::new(),
             text,
             injection: Some(serde_json::json!({"score": report.score, "rules": report.rules})),
-        }));
+        })
     }
 
-    let now = state.vault.now().0;
-    let key = ctx.key_id().to_string();
-    if guard.scan_refused(&key, now) {
-        // Past the limit the text is not even scanned: nothing more is learnt.
-        Trail::tenant(&state, &ctx, EventKind::GuardScan, &rid)
-            .denied("rate_limited")
-            .record(tenant_log)
-            .await?;
-        return Err(ApiError::new(
-            ProblemKind::RateLimited,
-            format!(
-                "too many scans matched other tenants' data this minute (at most {SCAN_HITS_PER_MINUTE_MAX}); retry in a minute"
-            ),
-        ));
-    }
-    let (me, tenant, body) = (Arc::clone(guard), ctx.tenant().clone(), text.clone());
-    let policy = Arc::clone(&pack);
-    let outcome = tokio::task::spawn_blocking(move || me.guard.scan(&tenant, &body, &policy.guard))
-        .await
-        .map_err(|_| ApiError::internal())?;
-    let counts = type_counts(&outcome.findings);
-    let leaked = !leak_owners(&outcome.findings).is_empty();
-    let verdict = outcome.verdict.as_str();
-    let mut trail = Trail::tenant(&state, &ctx, EventKind::GuardScan, &rid)
-        .attr("verdict", Attr::Text(verdict.into()));
-    for (kind, n) in &counts {
-        trail = trail.attr(&format!("found.{kind}"), Attr::Int(*n));
-    }
-    if leaked {
-        trail = trail.denied("cross_tenant");
-    }
-    trail.record(tenant_log).await?;
-    state.traffic.record_findings(
-        state.vault.now(),
-        &outcome.findings,
-        outcome.verdict == Verdict::Blocked,
-    );
-    report_leak(&state, &ctx, &rid, &outcome.findings).await?;
-    if leaked {
-        // No oracle: a text that matched another tenant's data is "blocked" and
-        // nothing else — no spans, no kinds, no count, no partial text — so a
-        // caller cannot map out what others hold. Repeats are limited per key.
-        if !guard.scan_hit_allowed(&key, now) {
-            tracing::warn!(tenant = %ctx.tenant(), key_id = %ctx.key_id(),
-                "a key keeps scanning texts that match other tenants' data; further scans are refused this minute");
+    /// Scans an output text (refused past the key's rate of cross-tenant hits),
+    /// audits the verdict, reports a leak, and answers without an oracle.
+    async fn scan_output(self, text: &Zeroizing<String>) -> ApiResult<ScanResponse> {
+        let (state, ctx, guard) = (self.state, self.ctx, &self.state.guard);
+        let now = state.vault.now().0;
+        let key = ctx.key_id().to_string();
+        if guard.scan_refused(&key, now) {
+            // Past the limit the text is not even scanned: nothing more is learnt.
+            Trail::tenant(state, ctx, EventKind::GuardScan, self.rid)
+                .denied("rate_limited")
+                .record(self.tenant_log)
+                .await?;
+            return Err(ApiError::new(
+                ProblemKind::RateLimited,
+                format!(
+                    "too many scans matched other tenants' data this minute (at most {SCAN_HITS_PER_MINUTE_MAX}); retry in a minute"
+                ),
+            ));
         }
-        return Ok(Json(ScanResponse {
-            verdict: "blocked".into(),
-            findings: Vec::new(),
-            text: None,
-            injection: None,
-        }));
+        let (me, tenant, body) = (Arc::clone(guard), ctx.tenant().clone(), text.clone());
+        let policy = Arc::clone(&self.pack);
+        let outcome =
+            tokio::task::spawn_blocking(move || me.guard.scan(&tenant, &body, &policy.guard))
+                .await
+                .map_err(|_| ApiError::internal())?;
+        let leaked = !leak_owners(&outcome.findings).is_empty();
+        self.record_scan(&outcome, leaked).await?;
+        state.traffic.record_findings(
+            state.vault.now(),
+            &outcome.findings,
+            outcome.verdict == Verdict::Blocked,
+        );
+        report_leak(state, ctx, self.rid, &outcome.findings).await?;
+        if leaked {
+            // No oracle: a text that matched another tenant's data is "blocked" and
+            // nothing else — no spans, no kinds, no count, no partial text — so a
+            // caller cannot map out what others hold. Repeats are limited per key.
+            if !guard.scan_hit_allowed(&key, now) {
+                tracing::warn!(tenant = %ctx.tenant(), key_id = %ctx.key_id(),
+                    "a key keeps scanning texts that match other tenants' data; further scans are refused this minute");
+            }
+            return Ok(ScanResponse {
+                verdict: "blocked".into(),
+                findings: Vec::new(),
+                text: None,
+                injection: None,
+            });
+        }
+        Ok(scan_response(&outcome, text))
     }
+
+    /// Audits an output scan: its verdict and what it found by kind, denied
+    /// when it matched another tenant's data.
+    async fn record_scan(&self, outcome: &ScanOutcome, leaked: bool) -> ApiResult<()> {
+        let counts = type_counts(&outcome.findings);
+        let mut trail = Trail::tenant(self.state, self.ctx, EventKind::GuardScan, self.rid)
+            .attr("verdict", Attr::Text(outcome.verdict.as_str().into()));
+        for (kind, n) in &counts {
+            trail = trail.attr(&format!("found.{kind}"), Attr::Int(*n));
+        }
+        if leaked {
+            trail = trail.denied("cross_tenant");
+        }
+        trail.record(self.tenant_log.clone()).await?;
+        Ok(())
+    }
+}
+
+/// The answer to an output scan of the tenant's own data: the findings with
+/// their spans, and the text as the policy leaves it.
+fn scan_response(outcome: &ScanOutcome, text: &str) -> ScanResponse {
     let findings = outcome
         .findings
         .iter()
@@ -660,11 +706,10 @@ pub async fn scan(
             action: f.action.as_str().into(),
         })
         .collect();
-    let text = outcome.output(&text).map(str::to_owned);
-    Ok(Json(ScanResponse {
-        verdict: verdict.into(),
+    ScanResponse {
+        verdict: outcome.verdict.as_str().into(),
         findings,
-        text,
+        text: outcome.output(text).map(str::to_owned),
         injection: None,
-    }))
+    }
 }

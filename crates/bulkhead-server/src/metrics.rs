@@ -69,136 +69,142 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric, registered under the `bulkhead` prefix family by family, in
+    /// the order the exposition lists them.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("bulkhead");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-            ])
-        });
-        let auth_failures = Family::<PlaneLabels, Counter>::default();
-        let (tenants, quarantined_tenants, documents) =
-            (Gauge::default(), Gauge::default(), Gauge::default());
-        registry.register(
+        let mut metrics = Self {
+            registry: Registry::with_prefix("bulkhead"),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                ])
+            }),
+            auth_failures: Family::default(),
+            tenants: Gauge::default(),
+            quarantined_tenants: Gauge::default(),
+            documents: Gauge::default(),
+            audit_events: Counter::default(),
+            audit_batches: Counter::default(),
+            audit_checkpoints: Counter::default(),
+            audit_refusals: Counter::default(),
+            index_hot_tenants: Gauge::default(),
+            index_bytes: Gauge::default(),
+            index_loads: Counter::default(),
+            index_evictions: Counter::default(),
+            model_calls: Family::default(),
+            leaks_blocked: Counter::default(),
+            gateway_overhead: Histogram::new([
+                0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+            alerts_dropped: Counter::default(),
+        };
+        metrics.register_http();
+        metrics.register_inventory();
+        metrics.register_audit();
+        metrics.register_index();
+        metrics.register_gateway();
+        metrics.register_alerts();
+        metrics
+    }
+
+    /// Registers the HTTP families: requests, latency, refused credentials.
+    fn register_http(&mut self) {
+        self.registry.register(
             "http_requests",
             "HTTP requests by route template, method and status",
-            requests.clone(),
+            self.requests.clone(),
         );
-        registry.register(
+        self.registry.register(
             "http_request_duration_seconds",
             "HTTP request latency by route template and method",
-            latency.clone(),
+            self.latency.clone(),
         );
-        registry.register(
+        self.registry.register(
             "auth_failures",
             "Refused credentials by plane",
-            auth_failures.clone(),
+            self.auth_failures.clone(),
         );
-        registry.register("tenants", "Registered tenants", tenants.clone());
-        registry.register(
+    }
+
+    /// Registers what is stored: tenants, quarantines, documents.
+    fn register_inventory(&mut self) {
+        self.registry
+            .register("tenants", "Registered tenants", self.tenants.clone());
+        self.registry.register(
             "quarantined_tenants",
             "Tenants in quarantine",
-            quarantined_tenants.clone(),
+            self.quarantined_tenants.clone(),
         );
-        registry.register(
+        self.registry.register(
             "documents",
             "Stored (sealed) documents, all tenants",
-            documents.clone(),
+            self.documents.clone(),
         );
-        let audit_events = Counter::default();
-        let audit_batches = Counter::default();
-        let audit_checkpoints = Counter::default();
-        let audit_refusals = Counter::default();
-        registry.register(
+    }
+
+    /// Registers the audit log: events, group commits, checkpoints, refusals to sign.
+    fn register_audit(&mut self) {
+        self.registry.register(
             "audit_events",
             "Audit events durably appended, all logs",
-            audit_events.clone(),
+            self.audit_events.clone(),
         );
-        registry.register(
+        self.registry.register(
             "audit_append_batches",
             "Store transactions that appended audit events (group commits)",
-            audit_batches.clone(),
+            self.audit_batches.clone(),
         );
-        registry.register(
+        self.registry.register(
             "audit_checkpoints_signed",
             "Audit checkpoints signed",
-            audit_checkpoints.clone(),
+            self.audit_checkpoints.clone(),
         );
-        registry.register(
-            "audit_signing_refusals",
-            "Times a checkpoint was refused because the stored log no longer matched a signed one: page someone",
-            audit_refusals.clone(),
-        );
-        let (index_hot_tenants, index_bytes) = (Gauge::default(), Gauge::default());
-        let (index_loads, index_evictions) = (Counter::default(), Counter::default());
-        registry.register(
+        self.registry.register("audit_signing_refusals", "Times a checkpoint was refused because the stored log no longer matched a signed one: page someone", self.audit_refusals.clone());
+    }
+
+    /// Registers the search-index cache: hot tenants, memory, loads, evictions.
+    fn register_index(&mut self) {
+        self.registry.register(
             "index_hot_tenants",
             "Tenants whose search index is in memory",
-            index_hot_tenants.clone(),
+            self.index_hot_tenants.clone(),
         );
-        registry.register(
+        self.registry.register(
             "index_bytes",
             "Memory held by hot search indexes (bounded by index_cache_bytes_max)",
-            index_bytes.clone(),
+            self.index_bytes.clone(),
         );
-        registry.register(
+        self.registry.register(
             "index_loads",
             "Search indexes built from sealed chunks (cold opens)",
-            index_loads.clone(),
+            self.index_loads.clone(),
         );
-        registry.register(
+        self.registry.register(
             "index_evictions",
             "Search indexes dropped and wiped to stay within the memory budget",
-            index_evictions.clone(),
+            self.index_evictions.clone(),
         );
-        let model_calls = Family::<OutcomeLabels, Counter>::default();
-        let leaks_blocked = Counter::default();
-        let gateway_overhead = Histogram::new([
-            0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-        ]);
-        registry.register(
+    }
+
+    /// Registers the model gateway: calls by outcome, blocked leaks, overhead.
+    fn register_gateway(&mut self) {
+        self.registry.register(
             "model_calls",
             "Model calls through the gateway by outcome (ok, redacted, blocked, upstream_timeout…)",
-            model_calls.clone(),
+            self.model_calls.clone(),
         );
-        registry.register(
-            "leaks_blocked",
-            "Answers blocked because they carried another tenant's canary or fingerprints: investigate each",
-            leaks_blocked.clone(),
-        );
-        registry.register(
+        self.registry.register("leaks_blocked", "Answers blocked because they carried another tenant's canary or fingerprints: investigate each", self.leaks_blocked.clone());
+        self.registry.register(
             "gateway_overhead_seconds",
             "Time the gateway added to a model call (everything but waiting on the upstream)",
-            gateway_overhead.clone(),
+            self.gateway_overhead.clone(),
         );
-        let alerts_dropped = Counter::default();
-        registry.register(
-            "alerts_dropped",
-            "Alerts not delivered to the webhook because its queue was full (they are still logged)",
-            alerts_dropped.clone(),
-        );
-        Self {
-            registry,
-            alerts_dropped,
-            model_calls,
-            leaks_blocked,
-            gateway_overhead,
-            index_hot_tenants,
-            index_bytes,
-            index_loads,
-            index_evictions,
-            audit_events,
-            audit_batches,
-            audit_checkpoints,
-            audit_refusals,
-            requests,
-            latency,
-            auth_failures,
-            tenants,
-            quarantined_tenants,
-            documents,
-        }
+    }
+
+    /// Registers alert delivery.
+    fn register_alerts(&mut self) {
+        self.registry.register("alerts_dropped", "Alerts not delivered to the webhook because its queue was full (they are still logged)", self.alerts_dropped.clone());
     }
 
     pub fn model_call(&self, outcome: &str, overhead: std::time::Duration) {
