@@ -136,132 +136,35 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
             region,
             policy,
             models,
-        } => {
-            let mut body = json!({ "name": name });
-            if let Some(r) = region {
-                body["region"] = json!(r);
-            }
-            if let Some(p) = policy {
-                body["policy"] = json!(p);
-            }
-            if let Some(m) = models {
-                body["models"] = json!(m);
-            }
-            let t = client.call(Method::POST, "/tenants", Some(body)).await?;
-            client.print(&t, |t| {
-                format!(
-                    "created {}\nnext: bulkhead key issue {}",
-                    tenant_line(t),
-                    t["id"].as_str().unwrap_or("?")
-                )
-            });
-        }
-        TenantCommand::List => {
-            let mut cursor: Option<String> = None;
-            let mut all = Vec::new();
-            loop {
-                let path = match &cursor {
-                    Some(c) => format!("/tenants?limit=100&cursor={c}"),
-                    None => "/tenants?limit=100".to_owned(),
-                };
-                let page = client.call(Method::GET, &path, None).await?;
-                all.extend(page["tenants"].as_array().cloned().unwrap_or_default());
-                match page["next_cursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_owned()),
-                    None => break,
-                }
-            }
-            let value = Value::Array(all);
-            client.print(&value, |v| {
-                let rows: Vec<String> = v
-                    .as_array()
-                    .map(|a| a.iter().map(tenant_line).collect())
-                    .unwrap_or_default();
-                if rows.is_empty() {
-                    "no tenants yet; create one with `bulkhead tenant create --name …`".into()
-                } else {
-                    rows.join("\n")
-                }
-            });
-        }
+        } => create_tenant(&client, name, region, policy, models).await?,
+        TenantCommand::List => list_tenants(&client).await?,
         TenantCommand::Export { tenant_id, out } => {
-            let data = client
-                .call(
-                    Method::GET,
-                    &format!("/tenants/{}/export", segment(&tenant_id)?),
-                    None,
-                )
-                .await?;
-            let bytes = serde_json::to_vec_pretty(&data)?;
-            bulkhead_crypto::write_secret_file(&out, &bytes)
-                .with_context(|| format!("write {}", out.display()))?;
-            let count = |k: &str| data[k].as_array().map_or(0, Vec::len);
-            println!(
-                "exported {} documents, {} sessions and {} traces of {tenant_id} to {} (0600; it holds the tenant's content)",
-                count("documents"),
-                count("sessions"),
-                count("traces"),
-                out.display()
-            );
+            export_tenant(&client, &tenant_id, &out).await?
         }
         TenantCommand::Policy { tenant_id, policy } => {
-            let t = client
-                .call(
-                    Method::PUT,
-                    &format!("/tenants/{}/policy", segment(&tenant_id)?),
-                    Some(json!({ "policy": policy })),
-                )
-                .await?;
+            let body = json!({ "policy": policy });
+            let t = on_tenant(&client, Method::PUT, &tenant_id, "/policy", Some(body)).await?;
             client.print(&t, tenant_line);
         }
         TenantCommand::Models { tenant_id, set, .. } => {
-            let t = client
-                .call(
-                    Method::PUT,
-                    &format!("/tenants/{}/models", segment(&tenant_id)?),
-                    Some(json!({ "models": set })),
-                )
-                .await?;
+            let body = json!({ "models": set });
+            let t = on_tenant(&client, Method::PUT, &tenant_id, "/models", Some(body)).await?;
             client.print(&t, tenant_line);
         }
         TenantCommand::Show { tenant_id } => {
-            let t = client
-                .call(
-                    Method::GET,
-                    &format!("/tenants/{}", segment(&tenant_id)?),
-                    None,
-                )
-                .await?;
+            let t = on_tenant(&client, Method::GET, &tenant_id, "", None).await?;
             client.print(&t, tenant_line);
         }
         TenantCommand::Quarantine { tenant_id } => {
-            let t = client
-                .call(
-                    Method::POST,
-                    &format!("/tenants/{}/quarantine", segment(&tenant_id)?),
-                    None,
-                )
-                .await?;
+            let t = on_tenant(&client, Method::POST, &tenant_id, "/quarantine", None).await?;
             client.print(&t, |t| format!("quarantined {}\nits keys now get 403; undo with `bulkhead tenant release {tenant_id}`", tenant_line(t)));
         }
         TenantCommand::Release { tenant_id } => {
-            let t = client
-                .call(
-                    Method::DELETE,
-                    &format!("/tenants/{}/quarantine", segment(&tenant_id)?),
-                    None,
-                )
-                .await?;
+            let t = on_tenant(&client, Method::DELETE, &tenant_id, "/quarantine", None).await?;
             client.print(&t, |t| format!("released {}", tenant_line(t)));
         }
         TenantCommand::RotateKey { tenant_id } => {
-            let r = client
-                .call(
-                    Method::POST,
-                    &format!("/tenants/{}/rotate-key", segment(&tenant_id)?),
-                    None,
-                )
-                .await?;
+            let r = on_tenant(&client, Method::POST, &tenant_id, "/rotate-key", None).await?;
             client.print(&r, |r| {
                 format!(
                     "data key rotated to v{}; older records are re-sealed in the background",
@@ -273,41 +176,137 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
             tenant_id,
             yes,
             receipt,
-        } => {
-            if !yes {
-                bail!(
-                    "deleting a tenant destroys its data keys: its data can never be read again, backups included. Re-run with --yes to confirm"
-                );
-            }
-            let r = client
-                .call(
-                    Method::DELETE,
-                    &format!("/tenants/{}", segment(&tenant_id)?),
-                    None,
-                )
-                .await?;
-            let path = receipt
-                .unwrap_or_else(|| std::path::PathBuf::from(format!("erasure-{tenant_id}.json")));
-            let bytes = serde_json::to_vec_pretty(&r).context("encode the receipt")?;
-            std::fs::write(&path, bytes)
-                .with_context(|| format!("save the erasure receipt to {}", path.display()))?;
-            client.print(&r, |r| {
-                format!(
-                    "erased {} at {}: {} data key(s) destroyed, {} record(s) and {} API key(s) deleted\n\
-                     the signed receipt is in {} (entry {} of the operator log); anyone can check it with\n  \
-                     bulkhead audit verify-receipt --file {} --vkey-file <the server's public key>",
-                    r["tenant_id"].as_str().unwrap_or("?"),
-                    r["erased_at"].as_str().unwrap_or("?"),
-                    r["data_keys_destroyed"],
-                    r["records_deleted"],
-                    r["api_keys_deleted"],
-                    path.display(),
-                    r["operator_log"]["index"],
-                    path.display(),
-                )
-            });
+        } => erase_tenant(&client, &tenant_id, yes, receipt).await?,
+    }
+    Ok(())
+}
+
+/// One admin call on `/tenants/{id}{suffix}`, the id checked first.
+async fn on_tenant(
+    client: &AdminClient,
+    method: Method,
+    tenant_id: &str,
+    suffix: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let path = format!("/tenants/{}{suffix}", segment(tenant_id)?);
+    client.call(method, &path, body).await
+}
+
+/// `bulkhead tenant create`: only the fields given are sent.
+async fn create_tenant(
+    client: &AdminClient,
+    name: String,
+    region: Option<String>,
+    policy: Option<String>,
+    models: Option<Vec<String>>,
+) -> anyhow::Result<()> {
+    let mut body = json!({ "name": name });
+    if let Some(r) = region {
+        body["region"] = json!(r);
+    }
+    if let Some(p) = policy {
+        body["policy"] = json!(p);
+    }
+    if let Some(m) = models {
+        body["models"] = json!(m);
+    }
+    let t = client.call(Method::POST, "/tenants", Some(body)).await?;
+    client.print(&t, |t| {
+        format!(
+            "created {}\nnext: bulkhead key issue {}",
+            tenant_line(t),
+            t["id"].as_str().unwrap_or("?")
+        )
+    });
+    Ok(())
+}
+
+/// `bulkhead tenant list`: every page, then one listing.
+async fn list_tenants(client: &AdminClient) -> anyhow::Result<()> {
+    let mut cursor: Option<String> = None;
+    let mut all = Vec::new();
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/tenants?limit=100&cursor={c}"),
+            None => "/tenants?limit=100".to_owned(),
+        };
+        let page = client.call(Method::GET, &path, None).await?;
+        all.extend(page["tenants"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
         }
     }
+    let value = Value::Array(all);
+    client.print(&value, |v| {
+        let rows: Vec<String> = v
+            .as_array()
+            .map(|a| a.iter().map(tenant_line).collect())
+            .unwrap_or_default();
+        if rows.is_empty() {
+            "no tenants yet; create one with `bulkhead tenant create --name …`".into()
+        } else {
+            rows.join("\n")
+        }
+    });
+    Ok(())
+}
+
+/// `bulkhead tenant export`: the tenant's content, written 0600.
+async fn export_tenant(
+    client: &AdminClient,
+    tenant_id: &str,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let data = on_tenant(client, Method::GET, tenant_id, "/export", None).await?;
+    let bytes = serde_json::to_vec_pretty(&data)?;
+    bulkhead_crypto::write_secret_file(out, &bytes)
+        .with_context(|| format!("write {}", out.display()))?;
+    let count = |k: &str| data[k].as_array().map_or(0, Vec::len);
+    println!(
+        "exported {} documents, {} sessions and {} traces of {tenant_id} to {} (0600; it holds the tenant's content)",
+        count("documents"),
+        count("sessions"),
+        count("traces"),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `bulkhead tenant delete --yes`: erases the tenant and saves the signed receipt.
+async fn erase_tenant(
+    client: &AdminClient,
+    tenant_id: &str,
+    yes: bool,
+    receipt: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    if !yes {
+        bail!(
+            "deleting a tenant destroys its data keys: its data can never be read again, backups included. Re-run with --yes to confirm"
+        );
+    }
+    let r = on_tenant(client, Method::DELETE, tenant_id, "", None).await?;
+    let path =
+        receipt.unwrap_or_else(|| std::path::PathBuf::from(format!("erasure-{tenant_id}.json")));
+    let bytes = serde_json::to_vec_pretty(&r).context("encode the receipt")?;
+    std::fs::write(&path, bytes)
+        .with_context(|| format!("save the erasure receipt to {}", path.display()))?;
+    client.print(&r, |r| {
+        format!(
+            "erased {} at {}: {} data key(s) destroyed, {} record(s) and {} API key(s) deleted\n\
+             the signed receipt is in {} (entry {} of the operator log); anyone can check it with\n  \
+             bulkhead audit verify-receipt --file {} --vkey-file <the server's public key>",
+            r["tenant_id"].as_str().unwrap_or("?"),
+            r["erased_at"].as_str().unwrap_or("?"),
+            r["data_keys_destroyed"],
+            r["records_deleted"],
+            r["api_keys_deleted"],
+            path.display(),
+            r["operator_log"]["index"],
+            path.display(),
+        )
+    });
     Ok(())
 }
 
