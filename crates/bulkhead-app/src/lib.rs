@@ -1,5 +1,7 @@
 //! The application behind Bulkhead's HTTP edge: the closed sets its records and
-//! audit events are made of, and (in `app`) the one composition root.
+//! audit events are made of, the services (`Services`: audit trails, alerts,
+//! the guard's state and leak handling, retrieval, incidents and impact
+//! reports, retention, traffic), and (in `app`) the one composition root.
 //!
 //! Must never: know axum or the JSON wire format of the HTTP API; name an enum by
 //! its `Debug` form (names written to logs and hashed into the policy baseline are
@@ -7,10 +9,24 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod anomaly;
 pub mod app;
+pub mod error;
+pub mod guard;
+pub mod incident;
 pub mod kinds;
 pub mod packs;
+pub mod retention;
+pub mod retrieval;
+pub mod services;
+pub mod telemetry;
+pub mod traffic;
+pub mod trail;
 
 pub use app::{App, AppConfig, RegionStore, StartError, StoreSpec};
+pub use error::{AppError, AppResult};
 pub use kinds::{AlertKind, EventKind, IncidentStatus, Severity, TraceOutcome};
+pub use services::Services;
+pub use telemetry::Telemetry;
+pub use trail::{RequestId, Trail};

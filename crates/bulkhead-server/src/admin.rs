@@ -9,7 +9,7 @@ use bulkhead_audit::{Attr, Subject};
 use bulkhead_types::{ApiKeyId, TenantId};
 use bulkhead_vault::{NewTenant, VaultError};
 
-use crate::audit::{RequestId, Trail, denial_reason};
+use crate::audit::{RequestId, Rid, Trail, denial_reason};
 use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::{Admin, OptionalJson, StrictJson};
 use crate::wire::{
@@ -38,7 +38,7 @@ async fn refused(
             trail = trail.about_tenant(tenant);
         }
         if let Err(audit) = trail.record(bulkhead_types::LogId::Operator).await {
-            return audit;
+            return audit.into();
         }
     }
     e.into()
@@ -60,7 +60,7 @@ async fn known_tenant(
 pub async fn create_tenant(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     StrictJson(req): StrictJson<CreateTenantRequest>,
 ) -> ApiResult<Response> {
     let region = req.region.unwrap_or_default();
@@ -154,12 +154,13 @@ pub async fn alerts(_: Admin, State(state): State<AppState>) -> Json<serde_json:
 pub async fn ack_alert(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
 ) -> ApiResult<Json<crate::alerts::Alert>> {
     crate::alerts::acknowledge(&state, &rid, &id, "admin")
         .await
         .map(Json)
+        .map_err(ApiError::from)
 }
 
 /// `GET /admin/v1/policies`: the compliance packs tenants can choose.
@@ -174,7 +175,7 @@ pub async fn policies(_: Admin, State(state): State<AppState>) -> Json<serde_jso
 pub async fn set_policy(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
     StrictJson(req): StrictJson<SetPolicyRequest>,
 ) -> ApiResult<Json<TenantResponse>> {
@@ -203,7 +204,7 @@ pub async fn set_policy(
 pub async fn set_models(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
     StrictJson(req): StrictJson<SetModelsRequest>,
 ) -> ApiResult<Json<TenantResponse>> {
@@ -264,7 +265,7 @@ const EXPORT_BYTES_MAX: usize = 256 << 20;
 pub async fn export_tenant(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     use bulkhead_types::RecordKind;
@@ -363,7 +364,7 @@ pub async fn export_tenant(
 pub async fn erase_tenant(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     const KIND: EventKind = EventKind::TenantErase;
@@ -437,7 +438,7 @@ pub async fn erase_tenant(
 pub async fn issue_key(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<IssueKeyRequest>,
 ) -> ApiResult<Response> {
@@ -465,7 +466,7 @@ pub async fn issue_key(
 pub async fn revoke_key(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path((id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     const KIND: EventKind = EventKind::KeyRevoke;
@@ -489,7 +490,7 @@ pub async fn revoke_key(
 pub async fn quarantine_key(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path((id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     set_key_quarantine(&state, &rid, &id, &key_id, true).await
@@ -498,7 +499,7 @@ pub async fn quarantine_key(
 pub async fn release_key(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path((id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     set_key_quarantine(&state, &rid, &id, &key_id, false).await
@@ -542,7 +543,7 @@ async fn set_key_quarantine(
 pub async fn quarantine(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TenantResponse>> {
     let tenant = set_quarantine(&state, "admin", &rid, &id, true).await?;
@@ -553,7 +554,7 @@ pub async fn quarantine(
 pub async fn release(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TenantResponse>> {
     let tenant = set_quarantine(&state, "admin", &rid, &id, false).await?;
@@ -593,7 +594,7 @@ pub(crate) async fn set_quarantine(
 pub async fn rotate_key(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RotateKeyResponse>> {
     const KIND: EventKind = EventKind::TenantRotateKey;

@@ -12,39 +12,32 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use bulkhead_app::EventKind;
-use bulkhead_audit::{Attr, AuditError, Outcome, Subject};
+use bulkhead_audit::AuditError;
 use bulkhead_ledger::b64;
-use bulkhead_ledger::event::AuditEvent;
 use bulkhead_types::{LogId, TenantId};
-use bulkhead_vault::{TenantCtx, VaultError};
+
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::{Admin, Tenant};
 
-/// The id of this request, as sent back in `x-request-id` and written into every
-/// audit event the request causes.
+pub use bulkhead_app::trail::{RequestId, Trail, denial_reason};
+
+/// The id of this request as an extractor (`Rid(rid): Rid`): the one
+/// `assign_request_id` gave it.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct Rid(pub RequestId);
 
-impl RequestId {
-    fn generate() -> Self {
-        let bytes: [u8; 12] = bulkhead_crypto::random_array().unwrap_or([0; 12]);
-        Self(format!("req_{}", bulkhead_types::hex_lower(&bytes)))
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+impl<S: Send + Sync> FromRequestParts<S> for Rid {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
+        Ok(Rid(parts
             .extensions
             .get::<RequestId>()
             .cloned()
-            .unwrap_or_else(RequestId::generate))
+            .unwrap_or_else(RequestId::generate)))
     }
 }
 
@@ -81,162 +74,7 @@ pub async fn assign_request_id(mut request: axum::extract::Request, next: Next) 
 }
 
 pub(crate) fn audit_error(e: AuditError) -> ApiError {
-    match e {
-        AuditError::Invalid(detail) => ApiError::new(ProblemKind::InvalidRequest, detail),
-        AuditError::Inconsistent { .. } => {
-            tracing::error!(error = %e, "audit log integrity check failed");
-            ApiError::new(
-                ProblemKind::AuditInconsistent,
-                "the audit log failed its integrity check; the server refuses to sign or serve it",
-            )
-        }
-        AuditError::Unavailable(_) => {
-            tracing::error!(error = %e, "audit log unavailable; the request is refused");
-            ApiError::new(
-                ProblemKind::Unavailable,
-                "the audit log could not record this request, so it was not served",
-            )
-        }
-    }
-}
-
-/// One event on its way into a log.
-pub(crate) struct Trail<'a> {
-    state: &'a AppState,
-    event: AuditEvent,
-}
-
-impl<'a> Trail<'a> {
-    /// An event by a tenant's key.
-    pub fn tenant(state: &'a AppState, ctx: &TenantCtx, kind: EventKind, rid: &RequestId) -> Self {
-        Self::new(state, kind, format!("key:{}", ctx.key_id()), rid)
-    }
-
-    /// An event by the operator.
-    pub fn admin(state: &'a AppState, kind: EventKind, rid: &RequestId) -> Self {
-        Self::new(state, kind, "admin".into(), rid)
-    }
-
-    pub fn new(state: &'a AppState, kind: EventKind, actor: String, rid: &RequestId) -> Self {
-        let mut event = state.audit.event(kind.as_str(), actor, Outcome::Allowed);
-        event.request_id = Some(rid.0.clone());
-        Self { state, event }
-    }
-
-    pub fn subject(mut self, subject: Subject) -> Self {
-        self.event.subjects.push(subject);
-        self
-    }
-
-    pub fn attr(mut self, name: &str, value: Attr) -> Self {
-        self.event.attrs.insert(name.to_owned(), value);
-        self
-    }
-
-    pub fn about_tenant(mut self, tenant: &TenantId) -> Self {
-        self.event.tenant = Some(tenant.to_string());
-        self
-    }
-
-    pub fn denied(mut self, reason: &str) -> Self {
-        self.event.outcome = Outcome::Denied;
-        self.event.reason = Some(reason.to_owned());
-        self
-    }
-
-    /// Appends to `log` and waits until it is durable.
-    pub async fn record(self, log: LogId) -> ApiResult<()> {
-        self.watch_enumeration(&log);
-        self.state
-            .audit
-            .record(&log, &self.event)
-            .await
-            .map(|_| ())
-            .map_err(audit_error)
-    }
-
-    /// A tenant's lookup of an id it does not have counts toward the
-    /// `id_enumeration` alert; the alert is raised off the request path.
-    fn watch_enumeration(&self, log: &LogId) {
-        let LogId::Tenant(tenant) = log else { return };
-        if self.event.reason.as_deref() != Some("not_found")
-            || !self.event.actor.starts_with("key:")
-        {
-            return;
-        }
-        if self
-            .state
-            .alerts
-            .not_found(tenant, self.state.vault.now().0)
-        {
-            let state = self.state.clone();
-            let tenant = tenant.clone();
-            let rid = RequestId(self.event.request_id.clone().unwrap_or_default());
-            tokio::spawn(async move {
-                crate::alerts::raise_id_enumeration(&state, &rid, &tenant).await;
-            });
-        }
-    }
-
-    /// The event as it will be logged.
-    pub fn event(&self) -> &AuditEvent {
-        &self.event
-    }
-
-    /// The leaf hash the event will have in its log.
-    pub fn leaf_hash(&self) -> bulkhead_ledger::Hash {
-        self.event.leaf_hash()
-    }
-
-    /// Appends to `log` with `records` in the same transaction (see
-    /// `Audit::record_with`), waits until durable, and returns the entry's index.
-    pub async fn record_with(
-        self,
-        log: LogId,
-        records: Vec<bulkhead_store::RecordRow>,
-    ) -> ApiResult<u64> {
-        self.state
-            .audit
-            .record_with(&log, &self.event, records)
-            .await
-            .map(|entry| entry.index)
-            .map_err(audit_error)
-    }
-
-    /// Appends to the operator log, and to the tenant's own log when the action
-    /// concerns one tenant, so the tenant's auditor sees it too.
-    pub async fn record_admin(self, tenant: Option<&TenantId>) -> ApiResult<()> {
-        let Some(tenant) = tenant else {
-            return self.record(LogId::Operator).await;
-        };
-        let event = {
-            let mut e = self.event.clone();
-            e.tenant = Some(tenant.to_string());
-            e
-        };
-        let state = self.state;
-        state
-            .audit
-            .record(&LogId::Operator, &event)
-            .await
-            .map_err(audit_error)?;
-        state
-            .audit
-            .record(&LogId::Tenant(tenant.clone()), &event)
-            .await
-            .map(|_| ())
-            .map_err(audit_error)
-    }
-}
-
-/// The reason class of a vault failure, for a denied event; `None` if the failure
-/// is not a denial (a broken store is not something the caller was refused).
-pub(crate) fn denial_reason(e: &VaultError) -> Option<&'static str> {
-    match e {
-        VaultError::NotFound => Some("not_found"),
-        VaultError::Conflict => Some("conflict"),
-        _ => None,
-    }
+    bulkhead_app::AppError::from(e).into()
 }
 
 // ---- read endpoints ----------------------------------------------------------

@@ -9,7 +9,7 @@ use bulkhead_audit::{Attr, Subject};
 use bulkhead_types::{DocumentId, LogId};
 use bulkhead_vault::{NewDocument, TenantCtx, VaultError};
 
-use crate::audit::{RequestId, Trail, denial_reason};
+use crate::audit::{RequestId, Rid, Trail, denial_reason};
 use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::{StrictJson, Tenant};
 use crate::wire::{
@@ -51,7 +51,7 @@ async fn refused(
             trail = trail.subject(Subject::new("document", id.as_str()));
         }
         if let Err(audit) = trail.record(LogId::Tenant(ctx.tenant().clone())).await {
-            return audit;
+            return audit.into();
         }
     }
     e.into()
@@ -75,7 +75,7 @@ async fn named_document(
 pub async fn create(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     StrictJson(req): StrictJson<CreateDocumentRequest>,
 ) -> ApiResult<Response> {
     let content = Subject::new("document", "").with_content(req.text.as_bytes());
@@ -153,7 +153,7 @@ async fn pack_ttl(state: &AppState, ctx: &TenantCtx, asked: Option<u64>) -> ApiR
 pub async fn show(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DocumentResponse>> {
     let id = named_document(&state, &ctx, &rid, EventKind::DocumentRead, &id).await?;
@@ -185,7 +185,7 @@ pub async fn show(
 pub async fn list(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     uri: Uri,
 ) -> ApiResult<Json<DocumentListResponse>> {
     let page = page_query(&uri)?;
@@ -221,7 +221,7 @@ pub async fn list(
 pub async fn remove(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = named_document(&state, &ctx, &rid, EventKind::DocumentDelete, &id).await?;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::audit::{RequestId, Trail};
+use crate::audit::{RequestId, Rid, Trail};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Admin;
 
@@ -219,7 +219,7 @@ pub async fn show(_: Admin, State(state): State<AppState>) -> ApiResult<Json<Dri
 pub async fn approve(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
 ) -> ApiResult<Json<DriftStatus>> {
     let before = status(&state).await?;
     let bytes = canonical(&before.effective);

@@ -6,6 +6,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bulkhead_app::AppError;
 use bulkhead_vault::{AuthError, VaultError};
 use serde::Serialize;
 
@@ -265,28 +266,37 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        let kind = match &e {
+            AppError::Invalid(_) => ProblemKind::InvalidRequest,
+            AppError::NotFound => return ApiError::not_found(),
+            AppError::Conflict(_) => ProblemKind::Conflict,
+            AppError::Forbidden(_) => ProblemKind::Forbidden,
+            AppError::TenantQuarantined(_) => ProblemKind::TenantQuarantined,
+            AppError::ContentRefused(_) => ProblemKind::ContentRefused,
+            AppError::Unavailable(_) => ProblemKind::Unavailable,
+            AppError::AuditInconsistent => ProblemKind::AuditInconsistent,
+            AppError::UpstreamFailed(_) => ProblemKind::UpstreamFailed,
+            AppError::UpstreamTimeout(_) => ProblemKind::UpstreamTimeout,
+            AppError::RateLimited(_) => ProblemKind::RateLimited,
+            AppError::Internal => return ApiError::internal(),
+            // A variant added later reads as an internal failure until mapped.
+            _ => return ApiError::internal(),
+        };
+        ApiError::new(kind, e.detail())
+    }
+}
+
 impl From<VaultError> for ApiError {
     fn from(e: VaultError) -> Self {
-        match e {
-            VaultError::NotFound => ApiError::not_found(),
-            VaultError::Conflict => {
-                ApiError::new(ProblemKind::Conflict, "a document with this id exists")
-            }
-            VaultError::Invalid(msg) => ApiError::new(ProblemKind::InvalidRequest, msg),
-            VaultError::Store(bulkhead_store::StoreError::Closed) => {
-                ApiError::new(ProblemKind::Unavailable, "the server is shutting down")
-            }
-            other => {
-                tracing::error!(error = %other, "request failed inside the vault");
-                ApiError::internal()
-            }
-        }
+        AppError::from(e).into()
     }
 }
 
 impl From<bulkhead_store::StoreError> for ApiError {
     fn from(e: bulkhead_store::StoreError) -> Self {
-        VaultError::Store(e).into()
+        AppError::from(e).into()
     }
 }
 

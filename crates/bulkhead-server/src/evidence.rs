@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::alerts::Alert;
-use crate::audit::{RequestId, Trail, audit_error};
+use crate::audit::{Rid, Trail, audit_error};
 use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::Admin;
 use crate::incident::{Incident, parse_bound, read_window_with};
@@ -579,7 +579,7 @@ pub struct EvidenceQuery {
 pub async fn show(
     _: Admin,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
     q: Result<Query<EvidenceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {

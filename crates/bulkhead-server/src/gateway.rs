@@ -48,7 +48,7 @@ use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 use crate::AppState;
-use crate::audit::{Arrival, RequestId};
+use crate::audit::{Arrival, RequestId, Rid};
 use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::{JsonBytes, Tenant};
 use crate::guard::{leak_owners, report_leak, type_counts};
@@ -441,7 +441,7 @@ async fn retrieve_context(
             None,
         )
         .await
-        .map_err(IntoResponse::into_response)?;
+        .map_err(|e| ApiError::from(e).into_response())?;
     for hit in found {
         let text: &str = &hit.chunk.text;
         let screened = state.guard.guard.screen_retrieved(text, &pack.guard);
@@ -536,7 +536,7 @@ pub async fn chat_completions(
     Arrival(started): Arrival,
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     JsonBytes(body): JsonBytes,
 ) -> Response {
     let req = match openai::parse_chat(&body, state.gateway.request_limits) {
@@ -932,7 +932,7 @@ async fn whole_chat(
         .traffic
         .record_findings(state.vault.now(), &decision.findings, decision.blocked);
     if let Err(e) = report_leak(state, ctx, rid, &decision.findings).await {
-        return e.into_response();
+        return ApiError::from(e).into_response();
     }
     trace.guard = decision.summary();
     trace.outcome = decision.outcome();
@@ -1225,7 +1225,9 @@ impl StreamJob {
         state
             .traffic
             .record_findings(state.vault.now(), &p.decision.findings, p.decision.blocked);
-        let leak_report = report_leak(&state, &self.ctx, &self.rid, &p.decision.findings).await;
+        let leak_report = report_leak(&state, &self.ctx, &self.rid, &p.decision.findings)
+            .await
+            .map_err(ApiError::from);
         self.settle_trace(&mut p);
         let saved = self.save_turn(&p).await;
         let overhead = self
@@ -1661,7 +1663,7 @@ pub async fn embeddings(
     Arrival(started): Arrival,
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     JsonBytes(body): JsonBytes,
 ) -> Response {
     let gw = &state.gateway;

@@ -10,7 +10,8 @@
 #![forbid(unsafe_code)]
 
 mod admin;
-pub mod alerts;
+/// Moved to `bulkhead-app`; re-exported at the old path.
+pub use bulkhead_app::alerts;
 /// Moved to `bulkhead-app`; re-exported at the old path (the binary's config uses it).
 pub use bulkhead_app::anomaly;
 pub mod audit;
@@ -27,7 +28,8 @@ pub mod incident;
 pub mod metrics;
 /// Moved to `bulkhead-app`; re-exported at the old path.
 pub use bulkhead_app::packs;
-pub mod retention;
+/// Moved to `bulkhead-app`; re-exported at the old path.
+pub use bulkhead_app::retention;
 pub mod retrieval;
 pub mod sessions;
 pub mod traces;
@@ -68,24 +70,14 @@ impl Default for ServerLimits {
     }
 }
 
-/// Everything a handler can reach.
+/// Everything a handler can reach: the application's services (`app`, also
+/// reachable through `Deref`, so `state.vault` is `state.app.vault`) plus what
+/// only the HTTP edge has.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    pub vault: Arc<Vault>,
-    pub audit: Arc<Audit>,
-    pub retrieval: Arc<retrieval::Retrieval>,
-    pub guard: Arc<guard::GuardState>,
+    pub app: bulkhead_app::Services,
     pub gateway: Arc<gateway::GatewayState>,
-    /// The compliance packs tenants choose from.
-    pub packs: Arc<packs::Packs>,
-    pub alerts: Arc<alerts::Alerts>,
-    /// Open and closed investigations (`/admin/v1/incidents`).
-    pub incidents: Arc<incident::Incidents>,
-    /// The retention sweeper's last run.
-    pub sweeps: Arc<retention::SweepHistory>,
     pub metrics: Arc<Metrics>,
-    /// Per-tenant traffic and guard outcomes over the last 15 minutes (dashboard).
-    pub traffic: Arc<traffic::Traffic>,
     /// Dashboard sessions and log verifications.
     pub dashboard: Arc<dashboard::Dashboard>,
     pub limits: ServerLimits,
@@ -95,6 +87,14 @@ pub struct AppState {
     /// Test-only: isolation deliberately broken (`weakened.rs`).
     #[cfg(feature = "weakened-isolation-for-tests")]
     pub weakened: bool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = bulkhead_app::Services;
+
+    fn deref(&self) -> &bulkhead_app::Services {
+        &self.app
+    }
 }
 
 impl AppState {
@@ -113,18 +113,12 @@ impl AppState {
     ) -> Self {
         #[cfg(feature = "weakened-isolation-for-tests")]
         let weakened = weakened::enabled_from_env();
+        let metrics = Arc::new(Metrics::new());
         let state = Self {
             gateway: Arc::new(gateway::GatewayState::without_upstreams(&vault)),
-            packs: Arc::new(packs::Packs::builtin()),
-            alerts: Arc::new(alerts::Alerts::new()),
-            incidents: Arc::new(incident::Incidents::new()),
-            sweeps: Arc::default(),
-            vault,
-            audit,
-            retrieval,
-            guard,
-            metrics: Arc::new(Metrics::new()),
-            traffic: Arc::new(traffic::Traffic::new()),
+            app: bulkhead_app::Services::new(vault, audit, retrieval, guard)
+                .with_telemetry(Arc::clone(&metrics) as Arc<dyn bulkhead_app::Telemetry>),
+            metrics,
             dashboard: Arc::new(dashboard::Dashboard::new()),
             limits,
             admin_token_digest: bulkhead_crypto::sha256(admin_token.as_bytes()),
@@ -147,7 +141,7 @@ impl AppState {
     /// The same state with these alert sinks.
     pub fn with_alerts(self, alerts: alerts::Alerts) -> Self {
         Self {
-            alerts: Arc::new(alerts),
+            app: self.app.clone().with_alerts(alerts),
             ..self
         }
     }
@@ -161,7 +155,7 @@ impl AppState {
             packs
         };
         Self {
-            packs: Arc::new(packs),
+            app: self.app.clone().with_packs(packs),
             ..self
         }
     }

@@ -216,14 +216,6 @@ impl Metrics {
         self.gateway_overhead.observe(overhead.as_secs_f64());
     }
 
-    pub fn alert_dropped(&self) {
-        self.alerts_dropped.inc();
-    }
-
-    pub fn leak_blocked(&self) {
-        self.leaks_blocked.inc();
-    }
-
     pub fn auth_failure(&self, plane: &str) {
         self.auth_failures
             .get_or_create(&PlaneLabels {
@@ -298,4 +290,18 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         })
         .inc();
     response
+}
+
+impl bulkhead_app::Telemetry for Metrics {
+    fn alert_dropped(&self) {
+        self.alerts_dropped.inc();
+    }
+
+    fn leak_blocked(&self) {
+        self.leaks_blocked.inc();
+    }
+
+    fn model_call(&self, outcome: &str, overhead: std::time::Duration) {
+        Metrics::model_call(self, outcome, overhead);
+    }
 }

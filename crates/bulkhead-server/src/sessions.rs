@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::audit::{RequestId, Trail};
+use crate::audit::{RequestId, Rid, Trail};
 use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::{OptionalJson, Tenant};
 use crate::{AppState, no_content};
@@ -125,7 +125,7 @@ fn seq_of(part: &str) -> Option<u64> {
 pub async fn create(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     OptionalJson(req): OptionalJson<CreateSessionRequest>,
 ) -> ApiResult<Response> {
     let limits = state.gateway.sessions;
@@ -304,7 +304,7 @@ impl OpenSession {
 pub async fn messages(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionMessagesResponse>> {
     let session = open(&state, &ctx, &rid, EventKind::SessionRead, &id).await?;
@@ -333,7 +333,7 @@ pub async fn messages(
 pub async fn sanitize(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let deleted = valid_session_id(&id)

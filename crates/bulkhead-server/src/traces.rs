@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::AppState;
-use crate::audit::{RequestId, Trail};
+use crate::audit::{RequestId, Rid, Trail};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Tenant;
 
@@ -206,9 +206,9 @@ pub(crate) async fn commit(
             }],
         )
         .await?;
-    trail
+    Ok(trail
         .record_with(LogId::Tenant(ctx.tenant().clone()), rows)
-        .await
+        .await?)
 }
 
 /// `GET /v1/traces/{id}`: one of the tenant's own traces. A foreign or unknown id
@@ -216,7 +216,7 @@ pub(crate) async fn commit(
 pub async fn show(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TraceResponse>> {
     let log = LogId::Tenant(ctx.tenant().clone());

@@ -120,9 +120,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e.detail, "the policy baseline could not be checked"),
     }
-    bulkhead_server::guard::spawn_shared_sync(state.clone());
+    bulkhead_server::guard::spawn_shared_sync(state.app.clone());
     bulkhead_server::retention::spawn_sweeper(
-        state.clone(),
+        state.app.clone(),
         settings.sweep_interval,
         settings.sweep_batch_max,
     );

@@ -32,7 +32,7 @@ use bulkhead_types::{LogId, TenantId, UnixMillis};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::audit::{RequestId, Trail};
+use crate::audit::{RequestId, Rid, Trail};
 use crate::error::{ApiError, ApiResult, ProblemKind};
 
 pub use verify::VerifyResult;
@@ -340,7 +340,7 @@ pub struct LoginForm {
 
 async fn login(
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     headers: HeaderMap,
     f: Result<Form<LoginForm>, FormRejection>,
 ) -> ApiResult<Response> {
@@ -384,7 +384,7 @@ async fn login(
 async fn logout(
     session: DashSession,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     headers: HeaderMap,
     f: Result<Form<ActionForm>, FormRejection>,
 ) -> ApiResult<Response> {
@@ -517,7 +517,7 @@ async fn incident_page(
 async fn quarantine(
     session: DashSession,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     headers: HeaderMap,
     Path(id): Path<String>,
     f: Result<Form<ActionForm>, FormRejection>,
@@ -528,7 +528,7 @@ async fn quarantine(
 async fn release(
     session: DashSession,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     headers: HeaderMap,
     Path(id): Path<String>,
     f: Result<Form<ActionForm>, FormRejection>,
@@ -557,7 +557,7 @@ async fn set_quarantine(
 async fn ack(
     session: DashSession,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     headers: HeaderMap,
     Path(id): Path<String>,
     f: Result<Form<ActionForm>, FormRejection>,
@@ -571,7 +571,7 @@ async fn ack(
 async fn verify_log(
     session: DashSession,
     State(state): State<AppState>,
-    rid: RequestId,
+    Rid(rid): Rid,
     headers: HeaderMap,
     f: Result<Form<ActionForm>, FormRejection>,
 ) -> ApiResult<Response> {

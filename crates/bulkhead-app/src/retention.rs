@@ -10,7 +10,6 @@
 //! operator log. Must never: delete a record that has not expired (the store
 //! re-checks `expires_at` in the deleting statement); do unbounded work per tick.
 
-use bulkhead_app::EventKind;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -18,9 +17,10 @@ use bulkhead_audit::{Attr, Subject};
 use bulkhead_types::{DocumentId, LogId, RecordKind, TenantId};
 use bulkhead_vault::Expired;
 
-use crate::AppState;
-use crate::audit::{RequestId, Trail};
-use crate::error::ApiResult;
+use crate::error::AppResult;
+use crate::kinds::EventKind;
+use crate::services::Services;
+use crate::trail::{RequestId, Trail};
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ impl SweepHistory {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn record(&self, sweep: LastSweep) {
+    pub fn record(&self, sweep: LastSweep) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(sweep);
     }
 }
@@ -66,21 +66,21 @@ fn sweep_request_id() -> RequestId {
 }
 
 /// One sweep: at most `batch` expired rows.
-pub async fn sweep_once(state: &AppState, batch: u32) -> ApiResult<SweepStats> {
+pub async fn sweep_once(app: &Services, batch: u32) -> AppResult<SweepStats> {
     // Protected prompts leave the guard's memory when their window ends; their
     // sealed evidence rows are expired records like any other, deleted below.
-    crate::guard::expire_protected(state);
-    let expired = state.vault.expired(batch).await?;
+    crate::guard::expire_protected(app);
+    let expired = app.vault.expired(batch).await?;
     if expired.is_empty() {
-        state.sweeps.record(LastSweep {
-            at: state.vault.now().rfc3339(),
+        app.sweeps.record(LastSweep {
+            at: app.vault.now().rfc3339(),
             deleted: 0,
             tenants: 0,
         });
         return Ok(SweepStats::default());
     }
     let more = expired.len() as u32 >= batch;
-    state.vault.delete_expired(&expired).await?;
+    app.vault.delete_expired(&expired).await?;
 
     let mut per_tenant: BTreeMap<&TenantId, Vec<&Expired>> = BTreeMap::new();
     for item in &expired {
@@ -95,7 +95,7 @@ pub async fn sweep_once(state: &AppState, batch: u32) -> ApiResult<SweepStats> {
     for (tenant, items) in &per_tenant {
         let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
         let mut trail = Trail::new(
-            state,
+            app,
             EventKind::RetentionExpired,
             "system:retention".into(),
             &rid,
@@ -109,7 +109,7 @@ pub async fn sweep_once(state: &AppState, batch: u32) -> ApiResult<SweepStats> {
                 RecordKind::DOCUMENT => {
                     documents = true;
                     if let (Some(text), Ok(id)) = (&item.text, DocumentId::parse(&item.record_id)) {
-                        state.guard.unindex(tenant, &id, text);
+                        app.guard.unindex(tenant, &id, text);
                     }
                     trail = trail.subject(Subject::new("document", &*item.record_id));
                 }
@@ -126,7 +126,7 @@ pub async fn sweep_once(state: &AppState, batch: u32) -> ApiResult<SweepStats> {
         if documents {
             // The hot index would still hold the chunks (never served: every hit is
             // re-read from the store); dropping it frees the memory now.
-            state.retrieval.forget(tenant);
+            app.retrieval.forget(tenant);
         }
         for (kind, n) in counts {
             trail = trail.attr(&format!("deleted.{kind}"), Attr::Int(n));
@@ -134,7 +134,7 @@ pub async fn sweep_once(state: &AppState, batch: u32) -> ApiResult<SweepStats> {
         trail.record(LogId::Tenant((*tenant).clone())).await?;
     }
     let mut summary = Trail::new(
-        state,
+        app,
         EventKind::RetentionSweep,
         "system:retention".into(),
         &rid,
@@ -144,8 +144,8 @@ pub async fn sweep_once(state: &AppState, batch: u32) -> ApiResult<SweepStats> {
         summary = summary.attr(&format!("deleted.{kind}"), Attr::Int(*n as i64));
     }
     summary.record(LogId::Operator).await?;
-    state.sweeps.record(LastSweep {
-        at: state.vault.now().rfc3339(),
+    app.sweeps.record(LastSweep {
+        at: app.vault.now().rfc3339(),
         deleted: stats.total(),
         tenants: stats.tenants,
     });
@@ -157,14 +157,14 @@ pub async fn sweep_once(state: &AppState, batch: u32) -> ApiResult<SweepStats> {
 /// Runs `sweep_once` every `interval` (sooner while a full batch says more is
 /// waiting) until the runtime stops. A failed sweep is logged and retried at the
 /// next tick: expired rows stay invisible meanwhile.
-pub fn spawn_sweeper(state: AppState, interval: Duration, batch: u32) {
+pub fn spawn_sweeper(app: Services, interval: Duration, batch: u32) {
     tokio::spawn(async move {
         loop {
-            let pause = match sweep_once(&state, batch).await {
+            let pause = match sweep_once(&app, batch).await {
                 Ok(stats) if stats.more => Duration::from_millis(100),
                 Ok(_) => interval,
                 Err(e) => {
-                    tracing::warn!(error = %e.detail,
+                    tracing::warn!(error = %e,
                         "retention sweep failed; expired records stay invisible and the next tick retries");
                     interval
                 }

@@ -8,7 +8,6 @@
 //! never content. Must never: block a request on the webhook (its queue is bounded
 //! and a full queue drops with a warning and a metric).
 
-use bulkhead_app::{AlertKind, EventKind, Severity};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -18,8 +17,10 @@ use bulkhead_types::{LogId, TenantId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::AppState;
-use crate::audit::{RequestId, Trail};
+use crate::error::{AppError, AppResult};
+use crate::kinds::{AlertKind, EventKind, Severity};
+use crate::services::Services;
+use crate::trail::{RequestId, Trail};
 
 /// Alerts kept for the admin endpoint and the dashboard.
 const RECENT_MAX: usize = 1000;
@@ -204,10 +205,10 @@ impl Alerts {
     }
 
     /// Raises an alert: kept, logged, in the operator log, sent to the webhook.
-    pub async fn raise(&self, state: &AppState, rid: &RequestId, alert: Alert) {
+    pub async fn raise(&self, app: &Services, rid: &RequestId, alert: Alert) {
         tracing::warn!(alert = %alert.id, kind = %alert.kind, severity = %alert.severity,
             tenant = ?alert.tenant, "ALERT: {}", alert.summary);
-        let mut trail = Trail::new(state, EventKind::Alert, "system:alerts".into(), rid)
+        let mut trail = Trail::new(app, EventKind::Alert, "system:alerts".into(), rid)
             .subject(Subject::new("alert", &*alert.id))
             .attr("alert_kind", Attr::Text(alert.kind.as_str().into()))
             .attr("severity", Attr::Text(alert.severity.as_str().into()));
@@ -215,12 +216,12 @@ impl Alerts {
             trail = trail.about_tenant(t);
         }
         if let Err(e) = trail.record(LogId::Operator).await {
-            tracing::error!(alert = %alert.id, error = %e.detail, "an alert could not be written to the operator log");
+            tracing::error!(alert = %alert.id, error = %e, "an alert could not be written to the operator log");
         }
         if let Some(tx) = &self.webhook {
             let body = serde_json::to_vec(&alert).unwrap_or_default();
             if tx.try_send(body).is_err() {
-                state.metrics.alert_dropped();
+                app.telemetry.alert_dropped();
                 tracing::warn!(alert = %alert.id, "the alert webhook queue is full; this alert was not delivered (it is in the log and at /admin/v1/alerts)");
             }
         }
@@ -259,13 +260,13 @@ impl Default for Alerts {
 /// Raises `traffic_anomaly` for a tenant whose requests this minute passed its
 /// baseline.
 pub async fn raise_traffic_anomaly(
-    state: &AppState,
+    app: &Services,
     rid: &RequestId,
     anomaly: crate::anomaly::Anomaly,
 ) {
     let alert = new_alert(
-        bulkhead_app::AlertKind::TrafficAnomaly,
-        bulkhead_app::Severity::Warning,
+        AlertKind::TrafficAnomaly,
+        Severity::Warning,
         Some(&anomaly.tenant),
         format!(
             "{} requests this minute against a baseline of {:.0} ± {:.0} per minute; \
@@ -273,47 +274,46 @@ pub async fn raise_traffic_anomaly(
              (`bulkhead incident report --tenant {}`) and consider quarantining the key",
             anomaly.requests, anomaly.mean, anomaly.stddev, anomaly.tenant
         ),
-        state.vault.now().rfc3339(),
+        app.vault.now().rfc3339(),
     );
-    state.alerts.raise(state, rid, alert).await;
+    app.alerts.raise(app, rid, alert).await;
 }
 
 /// Raises `id_enumeration`: a tenant asked for many ids it does not have in one
 /// minute — guessing or replaying other tenants' document, session or trace ids.
-pub async fn raise_id_enumeration(state: &AppState, rid: &RequestId, tenant: &TenantId) {
+pub async fn raise_id_enumeration(app: &Services, rid: &RequestId, tenant: &TenantId) {
     let alert = new_alert(
-        bulkhead_app::AlertKind::IdEnumeration,
-        bulkhead_app::Severity::Warning,
+        AlertKind::IdEnumeration,
+        Severity::Warning,
         Some(tenant),
         format!(
             "this tenant looked up {} or more ids it does not have within a minute (each answered 404, \
              exactly like a missing id); this is how cross-tenant id guessing looks. The tenant's log names \
              the key and ids: run `bulkhead incident report --tenant {tenant}` and consider quarantining the key",
-            state.alerts.not_found_threshold()
+            app.alerts.not_found_threshold()
         ),
-        state.vault.now().rfc3339(),
+        app.vault.now().rfc3339(),
     );
-    state.alerts.raise(state, rid, alert).await;
+    app.alerts.raise(app, rid, alert).await;
 }
 
 /// Acknowledges an alert for `actor` and logs `alert.acknowledged` in the operator
 /// log. Shared by `POST /admin/v1/alerts/{id}/ack` and the dashboard, so both
 /// leave the same entry. Idempotent: acknowledging twice logs once.
-pub(crate) async fn acknowledge(
-    state: &AppState,
+pub async fn acknowledge(
+    app: &Services,
     rid: &RequestId,
     id: &str,
     actor: &str,
-) -> crate::error::ApiResult<Alert> {
-    let Some((alert, changed)) =
-        state
-            .alerts
-            .mark_acknowledged(id, actor, state.vault.now().rfc3339())
+) -> AppResult<Alert> {
+    let Some((alert, changed)) = app
+        .alerts
+        .mark_acknowledged(id, actor, app.vault.now().rfc3339())
     else {
-        return Err(crate::error::ApiError::not_found());
+        return Err(AppError::NotFound);
     };
     if changed {
-        let mut trail = Trail::new(state, EventKind::AlertAcknowledged, actor.to_owned(), rid)
+        let mut trail = Trail::new(app, EventKind::AlertAcknowledged, actor.to_owned(), rid)
             .subject(Subject::new("alert", &*alert.id))
             .attr("alert_kind", Attr::Text(alert.kind.as_str().into()));
         if let Some(t) = &alert.tenant {

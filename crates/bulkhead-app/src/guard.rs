@@ -1,0 +1,518 @@
+//! The output guard's state kept in step with the store (canaries seeded at
+//! tenant creation, fingerprints on every document write and delete, both
+//! rebuilt at start, synced between replicas), protection of what tenants send,
+//! and what happens when a leak is caught.
+//!
+//! A response for tenant A that carries another tenant's canary or exclusive
+//! fingerprints is blocked (invariant 3); the hit goes into A's audit log (types
+//! and counts, never the text) and, with the owning tenant named, into the operator
+//! log, and is logged as a warning for operators. A's client is never told whose
+//! data it matched.
+
+use std::sync::Arc;
+
+use bulkhead_audit::{Attr, Subject};
+use bulkhead_guard::{Finding, FindingKind, Guard, Policy};
+use bulkhead_types::{DocumentId, LogId, TenantId};
+use bulkhead_vault::{TenantCtx, Vault};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::error::{AppError, AppResult};
+use crate::kinds::{AlertKind, EventKind, Severity};
+use crate::services::Services;
+use crate::trail::{RequestId, Trail};
+
+/// The guard, and the policy of tenants whose pack is unknown (requests apply the
+/// tenant's compliance pack, `Services::packs`).
+#[derive(Debug)]
+pub struct GuardState {
+    pub guard: Guard,
+    pub policy: Policy,
+    pub text_bytes_max: usize,
+    /// How long what a tenant sends through stays protected, unless its pack says
+    /// otherwise (`retention.prompt_window_secs`).
+    pub prompt_window_ms: i64,
+    /// `/v1/guard/scan` answers that matched another tenant, per key per minute.
+    scan_hits: std::sync::Mutex<std::collections::HashMap<String, (i64, u32)>>,
+}
+
+/// Per tenant, the record generations of its documents and of its protected
+/// prompts that this replica last loaded.
+pub type SyncSeen = std::collections::HashMap<TenantId, ((i64, u64), (i64, u64))>;
+
+/// Cross-tenant hits one key may get from `/v1/guard/scan` per minute before it is
+/// refused (429): the endpoint must not become an oracle for what others hold.
+pub const SCAN_HITS_PER_MINUTE_MAX: u32 = 5;
+/// Keys tracked by that limiter at once (the oldest minute's entries go first).
+const SCAN_HIT_KEYS_MAX: usize = 10_000;
+/// Above this much text to protect, the evidence is computed off the runtime.
+const PROTECT_INLINE_BYTES_MAX: usize = 16 << 10;
+
+impl GuardState {
+    /// The guard with its fingerprint key derived from the server secret, and the
+    /// default policy.
+    pub fn new(vault: &Vault) -> Self {
+        Self::with_prompt_window(
+            vault,
+            bulkhead_guard::GuardLimits::default().ephemeral_ttl_ms / 1000,
+        )
+    }
+
+    /// The guard with the server-wide protection window for what tenants send.
+    pub fn with_prompt_window(vault: &Vault, prompt_window_secs: i64) -> Self {
+        let key = vault.derive_server_key("bulkhead/guard-fingerprints/v1");
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(key.expose());
+        let limits = bulkhead_guard::GuardLimits {
+            ephemeral_ttl_ms: prompt_window_secs.saturating_mul(1000),
+            ..bulkhead_guard::GuardLimits::default()
+        };
+        let guard = Guard::new(bytes, limits);
+        bulkhead_crypto::wipe(&mut bytes);
+        Self {
+            guard,
+            policy: Policy::default(),
+            text_bytes_max: 1 << 20,
+            prompt_window_ms: prompt_window_secs.saturating_mul(1000),
+            scan_hits: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Counts a cross-tenant hit of `/v1/guard/scan` for a key; false once the key
+    /// is past `SCAN_HITS_PER_MINUTE_MAX` this minute.
+    pub fn scan_hit_allowed(&self, key: &str, now_ms: i64) -> bool {
+        let minute = now_ms / 60_000;
+        let mut g = self
+            .scan_hits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.len() >= SCAN_HIT_KEYS_MAX {
+            g.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = g.entry(key.to_owned()).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= SCAN_HITS_PER_MINUTE_MAX
+    }
+
+    /// Whether a key is already past the scan limit this minute.
+    pub fn scan_refused(&self, key: &str, now_ms: i64) -> bool {
+        let g = self
+            .scan_hits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.get(key)
+            .is_some_and(|(m, n)| *m == now_ms / 60_000 && *n >= SCAN_HITS_PER_MINUTE_MAX)
+    }
+
+    /// Loads a tenant's stored evidence of ephemeral content (after a restart, or
+    /// written by another replica). Evidence already known is skipped.
+    async fn load_evidence(&self, vault: &Vault, tenant: &TenantId) -> anyhow::Result<usize> {
+        let now = vault.now().0;
+        let mut n = 0;
+        for body in vault.guard_evidence(tenant).await? {
+            match bulkhead_guard::Evidence::from_bytes(&body) {
+                Some(ev) => {
+                    self.guard.load_evidence(tenant, &ev, now);
+                    n += 1;
+                }
+                None => tracing::warn!(tenant = %tenant,
+                    "a stored guard evidence record has an unknown format; it is ignored"),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Gives a new tenant its first canary, stored sealed so it survives restarts.
+    pub async fn seed_tenant(&self, vault: &Vault, tenant: &TenantId) -> AppResult<()> {
+        let token = Zeroizing::new(self.guard.seed_canary(tenant).map_err(|e| {
+            tracing::error!(error = %e, "could not seed a canary");
+            AppError::Internal
+        })?);
+        vault.put_canary(tenant, &token).await?;
+        Ok(())
+    }
+
+    /// Adds a stored document's fingerprints. A document too large for the guard
+    /// is stored anyway and logged: its leaks are then caught by canaries only.
+    pub async fn index(&self, tenant: &TenantId, id: &DocumentId, text: &str) {
+        if let Err(e) = self.guard.index_document(tenant, id, text) {
+            tracing::warn!(tenant = %tenant, error = %e, "document not fingerprinted; cross-tenant detection relies on canaries for it");
+        }
+    }
+
+    pub fn unindex(&self, tenant: &TenantId, id: &DocumentId, text: &str) {
+        if let Err(e) = self.guard.remove_document(tenant, id, text) {
+            tracing::warn!(tenant = %tenant, error = %e, "document fingerprints not removed");
+        }
+    }
+
+    /// Forgets an erased tenant (a sweep of the map, off the async runtime).
+    pub async fn forget(self: &Arc<Self>, tenant: &TenantId) {
+        let (me, tenant) = (Arc::clone(self), tenant.clone());
+        let _ = tokio::task::spawn_blocking(move || me.guard.remove_tenant(&tenant)).await;
+    }
+
+    /// On a store shared by several replicas: brings this replica's canaries and
+    /// fingerprints up to date with tenants and documents that other replicas
+    /// created, changed or erased. Per tenant, the documents' record generation
+    /// is compared with the one last loaded; a tenant whose documents moved (or a
+    /// new tenant) is reloaded, an erased one forgotten. Returns the tenants
+    /// reloaded. Between a write on another replica and the next sync, this
+    /// replica scans with what it had (canaries of tenants it knows, older
+    /// fingerprints): the bounded delay is the sync interval.
+    pub async fn sync_shared(&self, vault: &Vault, seen: &mut SyncSeen) -> anyhow::Result<usize> {
+        let mut present = std::collections::HashSet::new();
+        let mut reloaded = 0;
+        let mut cursor = None::<String>;
+        loop {
+            let (page, next) = vault.list_tenants(cursor.as_deref(), 100).await?;
+            for tenant in &page {
+                present.insert(tenant.id.clone());
+                let generation = vault
+                    .store()
+                    .record_generation(&tenant.id, bulkhead_types::RecordKind::DOCUMENT)
+                    .await?;
+                let evidence = vault
+                    .store()
+                    .record_generation(&tenant.id, bulkhead_types::RecordKind::GUARD_EVIDENCE)
+                    .await?;
+                match seen.get(&tenant.id) {
+                    Some((g, _)) if *g == generation => {
+                        // Documents unchanged: only new protected prompts to add
+                        // (known ones are skipped).
+                        if seen.get(&tenant.id).is_some_and(|(_, e)| *e != evidence) {
+                            self.load_evidence(vault, &tenant.id).await?;
+                            seen.insert(tenant.id.clone(), (generation, evidence));
+                            reloaded += 1;
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+                // Reload the tenant whole: drop what this replica held (its
+                // fingerprints are refcounted per document, so re-adding alone
+                // would count twice), then its canaries and documents as stored.
+                self.guard.remove_tenant(&tenant.id);
+                for token in &vault.canaries(&tenant.id).await? {
+                    self.guard.add_canary(&tenant.id, token)?;
+                }
+                for doc in vault.documents_of(&tenant.id).await? {
+                    self.index(&tenant.id, &doc.id, &doc.text).await;
+                }
+                self.load_evidence(vault, &tenant.id).await?;
+                seen.insert(tenant.id.clone(), (generation, evidence));
+                reloaded += 1;
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let gone: Vec<TenantId> = seen
+            .keys()
+            .filter(|t| !present.contains(*t))
+            .cloned()
+            .collect();
+        for tenant in gone {
+            self.guard.remove_tenant(&tenant);
+            seen.remove(&tenant);
+        }
+        Ok(reloaded)
+    }
+
+    /// Rebuilds canaries and fingerprints from the store, tenant by tenant, and
+    /// seeds a canary for any tenant that has none. Logs progress: on a large
+    /// deployment this reads every document once.
+    pub async fn rebuild(&self, vault: &Vault) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let (mut tenants, mut documents, mut cursor) = (0usize, 0usize, None::<String>);
+        let mut ephemeral = 0usize;
+        loop {
+            let (page, next) = vault.list_tenants(cursor.as_deref(), 100).await?;
+            for tenant in &page {
+                let canaries = vault.canaries(&tenant.id).await?;
+                if canaries.is_empty() {
+                    self.seed_tenant(vault, &tenant.id)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("seed a canary: {e}"))?;
+                }
+                for token in &canaries {
+                    self.guard.add_canary(&tenant.id, token)?;
+                }
+                for doc in vault.documents_of(&tenant.id).await? {
+                    self.index(&tenant.id, &doc.id, &doc.text).await;
+                    documents += 1;
+                }
+                ephemeral += self.load_evidence(vault, &tenant.id).await?;
+                tenants += 1;
+                if tenants.is_multiple_of(1000) {
+                    tracing::info!(
+                        tenants,
+                        documents,
+                        "rebuilding the output guard's fingerprints…"
+                    );
+                }
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        tracing::info!(
+            tenants,
+            documents,
+            ephemeral,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "output guard ready: canaries, document evidence and protected prompts of every tenant loaded"
+        );
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Text about to be sent to the tenant (a model's answer): leak, PII and
+    /// secret detection, redaction, blocking.
+    #[default]
+    Output,
+    /// The tenant's own message to a model: injection screening.
+    Input,
+    /// Retrieved context about to enter a prompt: injection screening.
+    Context,
+}
+
+impl Direction {
+    /// The name the audit log records (the same as serde's).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Output => "output",
+            Self::Input => "input",
+            Self::Context => "context",
+        }
+    }
+}
+
+pub fn kind_name(kind: &FindingKind) -> String {
+    kind.to_string()
+}
+
+/// Counts of finding types, for the audit log: never the text.
+pub fn type_counts(findings: &[Finding]) -> std::collections::BTreeMap<String, i64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for f in findings {
+        *counts.entry(kind_name(&f.kind)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The other tenants whose data the findings matched, sorted, once each.
+pub fn leak_owners(findings: &[Finding]) -> Vec<TenantId> {
+    let mut owners: Vec<TenantId> = findings.iter().filter_map(|f| f.owner.clone()).collect();
+    owners.sort();
+    owners.dedup();
+    owners
+}
+
+/// Invariant 3: a leak is blocked (by the caller), logged where the operator sees
+/// whose data it was, and raised loudly. The requesting tenant's own log gets the
+/// denial from the caller's event; nothing here names the owner to it.
+pub async fn report_leak(
+    app: &Services,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    findings: &[Finding],
+) -> AppResult<()> {
+    let owners = leak_owners(findings);
+    if owners.is_empty() {
+        return Ok(());
+    }
+    app.telemetry.leak_blocked();
+    tracing::warn!(tenant = %ctx.tenant(), owners = owners.len(), request_id = %rid.0,
+        "CROSS-TENANT LEAK BLOCKED: a text for this tenant carried another tenant's canary or \
+         fingerprints. See the operator audit log; consider quarantining the upstream or the tenant.");
+    let mut alert = Trail::new(
+        app,
+        EventKind::GuardLeak,
+        format!("key:{}", ctx.key_id()),
+        rid,
+    )
+    .about_tenant(ctx.tenant())
+    .denied("cross_tenant");
+    for owner in &owners {
+        alert = alert.subject(Subject::new("owner_tenant", owner.as_str()));
+    }
+    for (kind, n) in &type_counts(findings) {
+        alert = alert.attr(&format!("found.{kind}"), Attr::Int(*n));
+    }
+    alert.record(LogId::Operator).await?;
+    let mut raised = crate::alerts::new_alert(
+        AlertKind::CrossTenantLeak,
+        Severity::Critical,
+        Some(ctx.tenant()),
+        format!(
+            "an answer for this tenant carried data of {} other tenant(s) (canary or fingerprints) and was blocked; \
+             check the upstream model for shared caching or memorisation, and consider quarantining the key or tenant",
+            owners.len()
+        ),
+        app.vault.now().rfc3339(),
+    );
+    raised.related = owners.iter().map(ToString::to_string).collect();
+    raised.related.push(rid.0.clone());
+    let alert_id = raised.id.clone();
+    app.alerts.raise(app, rid, raised).await;
+    // A confirmed leak is an incident at once: the window starts an hour back so
+    // the report shows what led up to it.
+    let now = app.vault.now();
+    crate::incident::open(
+        app,
+        rid,
+        crate::incident::NewIncident {
+            title: "cross-tenant leak blocked".into(),
+            tenant: ctx.tenant().clone(),
+            related_tenants: owners.iter().map(ToString::to_string).collect(),
+            from: bulkhead_types::UnixMillis(now.0 - 3_600_000),
+            to: now,
+            actor: "system:alerts".into(),
+            alert_id: Some(alert_id),
+        },
+    )
+    .await?;
+    contain(app, ctx, rid).await
+}
+
+/// Automatic containment after a confirmed leak, as configured: the receiving key
+/// or tenant is quarantined at once (the answer was already blocked), logged in the
+/// operator's and the tenant's logs as done by the system.
+async fn contain(app: &Services, ctx: &TenantCtx, rid: &RequestId) -> AppResult<()> {
+    use crate::alerts::Containment;
+    let (kind, subject) = match app.alerts.contain_on_leak {
+        Containment::Off => return Ok(()),
+        Containment::Key => {
+            app.vault
+                .set_key_quarantine(ctx.tenant(), ctx.key_id(), true)
+                .await?;
+            (
+                EventKind::KeyQuarantine,
+                Subject::new("key", ctx.key_id().as_str()),
+            )
+        }
+        Containment::Tenant => {
+            app.vault.set_quarantine(ctx.tenant(), true).await?;
+            app.retrieval.forget(ctx.tenant());
+            (
+                EventKind::TenantQuarantine,
+                Subject::new("tenant", ctx.tenant().as_str()),
+            )
+        }
+    };
+    tracing::warn!(tenant = %ctx.tenant(), key_id = %ctx.key_id(), action = kind.as_str(),
+        "automatic containment after a blocked leak; release it with `bulkhead key release` or `bulkhead tenant release` once investigated");
+    Trail::new(app, kind, "system:containment".into(), rid)
+        .subject(subject)
+        .attr("reason", Attr::Text("cross_tenant_leak".into()))
+        .record_admin(Some(ctx.tenant()))
+        .await
+}
+
+/// Protects what a tenant sent through (every message of a call, whatever its
+/// role: system and developer prompts, user turns, assistant turns it replays,
+/// tool results; and the session history sent with it) for its pack's window, so
+/// a model that regurgitates it to another tenant is caught. The keyed evidence
+/// goes to the store in the background, sealed, for other replicas and restarts.
+pub async fn protect_sent(
+    app: &Services,
+    tenant: &TenantId,
+    pack: &crate::packs::Pack,
+    texts: Vec<String>,
+) {
+    let window_ms = pack
+        .retention
+        .prompt_window_secs
+        .map_or(app.guard.prompt_window_ms, |s| {
+            i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)
+        });
+    let now = app.vault.now().0;
+    let bytes: usize = texts.iter().map(String::len).sum();
+    let texts = Zeroizing::new(texts);
+    let evidence = if bytes <= PROTECT_INLINE_BYTES_MAX {
+        protect_all(&app.guard, tenant, &texts, now, window_ms)
+    } else {
+        let (me, t) = (Arc::clone(&app.guard), tenant.clone());
+        tokio::task::spawn_blocking(move || protect_all(&me, &t, &texts, now, window_ms))
+            .await
+            .unwrap_or_default()
+    };
+    if evidence.is_empty() {
+        return;
+    }
+    let (vault, tenant) = (Arc::clone(&app.vault), tenant.clone());
+    tokio::spawn(async move {
+        for ev in evidence {
+            let id = format!("{:032x}", ev.digest);
+            if let Err(e) = vault
+                .put_guard_evidence(
+                    &tenant,
+                    &id,
+                    &ev.to_bytes(),
+                    bulkhead_types::UnixMillis(ev.expires_at_ms),
+                )
+                .await
+            {
+                tracing::warn!(tenant = %tenant, error = %e,
+                    "protected-prompt evidence not stored: this replica protects it, other replicas and a restart will not");
+            }
+        }
+    });
+}
+
+fn protect_all(
+    guard: &GuardState,
+    tenant: &TenantId,
+    texts: &[String],
+    now: i64,
+    window_ms: i64,
+) -> Vec<bulkhead_guard::Evidence> {
+    texts
+        .iter()
+        .filter_map(|t| guard.guard.protect_for(tenant, t, now, window_ms))
+        .collect()
+}
+
+/// Forgets protected prompts whose window ended (their sealed records are deleted
+/// by the retention sweeper).
+pub fn expire_protected(app: &Services) -> usize {
+    app.guard.guard.expire_ephemeral(app.vault.now().0)
+}
+
+/// How often a replica on a shared store syncs its guard with the others'
+/// writes.
+pub const SHARED_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// On a shared store, keeps this replica's guard in step with tenants and
+/// documents written through other replicas (see `GuardState::sync_shared`).
+pub fn spawn_shared_sync(app: Services) {
+    if !app.vault.store().is_shared() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut seen = std::collections::HashMap::new();
+        loop {
+            expire_protected(&app);
+            match app.guard.sync_shared(&app.vault, &mut seen).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(
+                    tenants = n,
+                    "output guard synced with other replicas' writes"
+                ),
+                Err(e) => tracing::warn!(error = %e,
+                    "the output guard could not sync with other replicas; it retries, and meanwhile scans with what it has"),
+            }
+            tokio::time::sleep(SHARED_SYNC_INTERVAL).await;
+        }
+    });
+}

@@ -1,0 +1,83 @@
+//! The application's services, as one cheap-to-clone handle: what every
+//! application call can reach. The HTTP edge holds one of these plus its own
+//! state (metrics, limits, the dashboard's sessions) and hands it to the calls.
+
+use std::sync::Arc;
+
+use bulkhead_audit::Audit;
+use bulkhead_vault::Vault;
+
+use crate::alerts::Alerts;
+use crate::guard::GuardState;
+use crate::incident::Incidents;
+use crate::packs::Packs;
+use crate::retention::SweepHistory;
+use crate::retrieval::Retrieval;
+use crate::telemetry::{NoTelemetry, Telemetry};
+use crate::traffic::Traffic;
+
+/// Everything an application call can reach. Each field is shared (`Arc`), so
+/// a clone is a handful of reference-count increments.
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub vault: Arc<Vault>,
+    pub audit: Arc<Audit>,
+    /// The compliance packs tenants choose from.
+    pub packs: Arc<Packs>,
+    pub alerts: Arc<Alerts>,
+    /// Chunking, embedding and the hot indexes.
+    pub retrieval: Arc<Retrieval>,
+    /// The output guard and its per-tenant evidence.
+    pub guard: Arc<GuardState>,
+    /// Open and closed investigations.
+    pub incidents: Arc<Incidents>,
+    /// The retention sweeper's last run.
+    pub sweeps: Arc<SweepHistory>,
+    /// Per-tenant traffic and guard outcomes over the last 15 minutes.
+    pub traffic: Arc<Traffic>,
+    /// Where counters go (the HTTP edge's metrics).
+    pub telemetry: Arc<dyn Telemetry>,
+}
+
+impl Services {
+    /// Services over a vault, its audit logs, retrieval and the guard, with the
+    /// built-in packs, alerts without a webhook and no telemetry; the `with_*`
+    /// methods replace parts.
+    pub fn new(
+        vault: Arc<Vault>,
+        audit: Arc<Audit>,
+        retrieval: Arc<Retrieval>,
+        guard: Arc<GuardState>,
+    ) -> Self {
+        Self {
+            vault,
+            audit,
+            packs: Arc::new(Packs::builtin()),
+            alerts: Arc::new(Alerts::new()),
+            retrieval,
+            guard,
+            incidents: Arc::default(),
+            sweeps: Arc::default(),
+            traffic: Arc::new(Traffic::new()),
+            telemetry: Arc::new(NoTelemetry),
+        }
+    }
+
+    pub fn with_alerts(self, alerts: Alerts) -> Self {
+        Self {
+            alerts: Arc::new(alerts),
+            ..self
+        }
+    }
+
+    pub fn with_packs(self, packs: Packs) -> Self {
+        Self {
+            packs: Arc::new(packs),
+            ..self
+        }
+    }
+
+    pub fn with_telemetry(self, telemetry: Arc<dyn Telemetry>) -> Self {
+        Self { telemetry, ..self }
+    }
+}
