@@ -20,7 +20,9 @@ pub mod packs;
 pub mod retention;
 pub mod retrieval;
 pub mod services;
+pub mod sessions;
 pub mod telemetry;
+pub mod traces;
 pub mod traffic;
 pub mod trail;
 

@@ -226,9 +226,9 @@ async fn prepare<'a>(
 
     let session = match &req.extension.session_id {
         Some(id) => Some(
-            crate::sessions::open(state, ctx, rid, EventKind::ModelCall, id)
+            crate::sessions::open(state, ctx, rid, gw.sessions, EventKind::ModelCall, id)
                 .await
-                .map_err(IntoResponse::into_response)?,
+                .map_err(|e| ApiError::from(e).into_response())?,
         ),
         None => None,
     };
@@ -573,12 +573,13 @@ async fn commit_trace(
     match state.gateway.trace_commit {
         TraceCommit::Durable => traces::commit(state, ctx, rid, trace, ttl)
             .await
-            .map(|_| ()),
+            .map(|_| ())
+            .map_err(ApiError::from),
         TraceCommit::Background => {
             let (state, ctx, rid, trace) = (state.clone(), ctx.clone(), rid.clone(), trace.clone());
             tokio::spawn(async move {
                 if let Err(e) = traces::commit(&state, &ctx, &rid, &trace, ttl).await {
-                    tracing::error!(trace = %trace.id, error = %e.detail,
+                    tracing::error!(trace = %trace.id, error = %e,
                         "a decision trace could not be committed after its answer was sent; \
                          check the store, and consider trace_commit = \"durable\"");
                 }
@@ -945,8 +946,11 @@ async fn whole_chat(
     if let (Some(s), Some(first)) = (&mut session, choices.first()) {
         let mut turn = new_turn;
         turn.push(session_message(&first.message));
-        if let Err(e) = s.append(state, ctx, turn, &trace.id).await {
-            return e.into_response();
+        if let Err(e) = s
+            .append(state, ctx, state.gateway.sessions, turn, &trace.id)
+            .await
+        {
+            return ApiError::from(e).into_response();
         }
     }
     if let Err(e) = commit_trace(state, ctx, rid, &trace, &pack).await {
@@ -1421,8 +1425,15 @@ impl StreamJob {
             let mut turn = std::mem::take(&mut self.prepared.new_turn);
             turn.push(session_message(first));
             stored = session
-                .append(&self.state, &self.ctx, turn, &self.prepared.trace.id)
-                .await;
+                .append(
+                    &self.state,
+                    &self.ctx,
+                    self.state.gateway.sessions,
+                    turn,
+                    &self.prepared.trace.id,
+                )
+                .await
+                .map_err(ApiError::from);
         }
         let committed = commit_trace(
             &self.state,
