@@ -12,6 +12,7 @@
 pub mod alerts;
 pub mod anomaly;
 pub mod app;
+pub mod documents;
 pub mod error;
 pub mod guard;
 pub mod incident;
@@ -25,6 +26,8 @@ pub mod telemetry;
 pub mod traces;
 pub mod traffic;
 pub mod trail;
+#[cfg(feature = "weakened-isolation-for-tests")]
+pub mod weakened;
 
 pub use app::{App, AppConfig, RegionStore, StartError, StoreSpec};
 pub use error::{AppError, AppResult};

@@ -37,6 +37,9 @@ pub struct Services {
     pub traffic: Arc<Traffic>,
     /// Where counters go (the HTTP edge's metrics).
     pub telemetry: Arc<dyn Telemetry>,
+    /// Test-only: isolation deliberately broken (`weakened.rs`).
+    #[cfg(feature = "weakened-isolation-for-tests")]
+    pub weakened: bool,
 }
 
 impl Services {
@@ -49,7 +52,7 @@ impl Services {
         retrieval: Arc<Retrieval>,
         guard: Arc<GuardState>,
     ) -> Self {
-        Self {
+        let app = Self {
             vault,
             audit,
             packs: Arc::new(Packs::builtin()),
@@ -60,7 +63,11 @@ impl Services {
             sweeps: Arc::default(),
             traffic: Arc::new(Traffic::new()),
             telemetry: Arc::new(NoTelemetry),
-        }
+            #[cfg(feature = "weakened-isolation-for-tests")]
+            weakened: crate::weakened::enabled_from_env(),
+        };
+        // Test-only: the weakening applies to the built-in packs too.
+        app.with_packs(Packs::builtin())
     }
 
     pub fn with_alerts(self, alerts: Alerts) -> Self {
@@ -70,7 +77,14 @@ impl Services {
         }
     }
 
+    /// These compliance packs (built-in plus the operator's).
     pub fn with_packs(self, packs: Packs) -> Self {
+        #[cfg(feature = "weakened-isolation-for-tests")]
+        let packs = if self.weakened {
+            crate::weakened::disable_guard(packs)
+        } else {
+            packs
+        };
         Self {
             packs: Arc::new(packs),
             ..self

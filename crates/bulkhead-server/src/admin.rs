@@ -14,7 +14,7 @@ use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::{Admin, OptionalJson, StrictJson};
 use crate::wire::{
     CreateTenantRequest, IssueKeyRequest, IssuedKeyResponse, RotateKeyResponse, SetModelsRequest,
-    SetPolicyRequest, TenantListResponse, TenantResponse, rfc3339,
+    SetPolicyRequest, TenantListResponse, TenantResponse, rfc3339, tenant_response,
 };
 use crate::{AppState, documents::page_query, no_content};
 
@@ -83,7 +83,7 @@ pub async fn create_tenant(
         .record_admin(Some(&tenant.id))
         .await?;
     tracing::info!(tenant = %tenant.id, region = %tenant.region, policy = %tenant.policy, "tenant created");
-    Ok((StatusCode::CREATED, Json(TenantResponse::from(&tenant))).into_response())
+    Ok((StatusCode::CREATED, Json(tenant_response(&tenant))).into_response())
 }
 
 /// An allow-list must name models that exist in the tenant's region: a typo would
@@ -197,7 +197,7 @@ pub async fn set_policy(
         .record_admin(Some(&id))
         .await?;
     tracing::info!(tenant = %id, from = %tenant.policy, to = %req.policy, "tenant policy pack changed");
-    Ok(Json(TenantResponse::from(&updated)))
+    Ok(Json(tenant_response(&updated)))
 }
 
 /// `PUT /admin/v1/tenants/{id}/models` `{"models": [...] | null}`.
@@ -225,7 +225,7 @@ pub async fn set_models(
         .attr("models", Attr::Text(listed))
         .record_admin(Some(&id))
         .await?;
-    Ok(Json(TenantResponse::from(&tenant)))
+    Ok(Json(tenant_response(&tenant)))
 }
 
 pub async fn list_tenants(
@@ -240,7 +240,7 @@ pub async fn list_tenants(
         .list_tenants(page.cursor.as_deref(), limit)
         .await?;
     Ok(Json(TenantListResponse {
-        tenants: tenants.iter().map(TenantResponse::from).collect(),
+        tenants: tenants.iter().map(tenant_response).collect(),
         next_cursor,
     }))
 }
@@ -251,7 +251,7 @@ pub async fn show_tenant(
     Path(id): Path<String>,
 ) -> ApiResult<Json<TenantResponse>> {
     let tenant = state.vault.tenant(&tenant_id(&id)?).await?;
-    Ok(Json(TenantResponse::from(&tenant)))
+    Ok(Json(tenant_response(&tenant)))
 }
 
 /// The largest export answered in one response.
@@ -320,7 +320,7 @@ pub async fn export_tenant(
         .map(|t| as_json(t.body.as_slice())["trace"].clone())
         .collect();
     let body = serde_json::json!({
-        "tenant": TenantResponse::from(&tenant),
+        "tenant": tenant_response(&tenant),
         "exported_at": rfc3339(state.vault.now()),
         "documents": documents,
         "sessions": sessions,
@@ -548,7 +548,7 @@ pub async fn quarantine(
 ) -> ApiResult<Json<TenantResponse>> {
     let tenant = set_quarantine(&state, "admin", &rid, &id, true).await?;
     tracing::warn!(tenant = %tenant.id, "tenant quarantined: its keys get 403 until released");
-    Ok(Json(TenantResponse::from(&tenant)))
+    Ok(Json(tenant_response(&tenant)))
 }
 
 pub async fn release(
@@ -559,7 +559,7 @@ pub async fn release(
 ) -> ApiResult<Json<TenantResponse>> {
     let tenant = set_quarantine(&state, "admin", &rid, &id, false).await?;
     tracing::info!(tenant = %tenant.id, "tenant released from quarantine");
-    Ok(Json(TenantResponse::from(&tenant)))
+    Ok(Json(tenant_response(&tenant)))
 }
 
 /// Quarantine or release, logged in both logs with `actor` (`admin`, or the

@@ -35,7 +35,7 @@ pub mod sessions;
 pub mod traces;
 pub mod traffic;
 #[cfg(feature = "weakened-isolation-for-tests")]
-pub mod weakened;
+pub use bulkhead_app::weakened;
 pub mod wire;
 
 use std::sync::Arc;
@@ -84,9 +84,6 @@ pub struct AppState {
     /// SHA-256 of the admin token: comparing digests in constant time does not leak
     /// the token's length.
     admin_token_digest: [u8; 32],
-    /// Test-only: isolation deliberately broken (`weakened.rs`).
-    #[cfg(feature = "weakened-isolation-for-tests")]
-    pub weakened: bool,
 }
 
 impl std::ops::Deref for AppState {
@@ -98,11 +95,6 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    // Without the test-only feature the second `let state` is compiled out.
-    #[cfg_attr(
-        not(feature = "weakened-isolation-for-tests"),
-        allow(clippy::let_and_return)
-    )]
     pub fn new(
         vault: Arc<Vault>,
         audit: Arc<Audit>,
@@ -111,10 +103,8 @@ impl AppState {
         admin_token: &str,
         limits: ServerLimits,
     ) -> Self {
-        #[cfg(feature = "weakened-isolation-for-tests")]
-        let weakened = weakened::enabled_from_env();
         let metrics = Arc::new(Metrics::new());
-        let state = Self {
+        Self {
             gateway: Arc::new(gateway::GatewayState::without_upstreams(&vault)),
             app: bulkhead_app::Services::new(vault, audit, retrieval, guard)
                 .with_telemetry(Arc::clone(&metrics) as Arc<dyn bulkhead_app::Telemetry>),
@@ -122,12 +112,7 @@ impl AppState {
             dashboard: Arc::new(dashboard::Dashboard::new()),
             limits,
             admin_token_digest: bulkhead_crypto::sha256(admin_token.as_bytes()),
-            #[cfg(feature = "weakened-isolation-for-tests")]
-            weakened,
-        };
-        #[cfg(feature = "weakened-isolation-for-tests")]
-        let state = state.with_packs(packs::Packs::builtin());
-        state
+        }
     }
 
     /// The same state with this model gateway (upstreams, limits).
@@ -148,12 +133,6 @@ impl AppState {
 
     /// The same state with these compliance packs (built-in plus the operator's).
     pub fn with_packs(self, packs: packs::Packs) -> Self {
-        #[cfg(feature = "weakened-isolation-for-tests")]
-        let packs = if self.weakened {
-            weakened::disable_guard(packs)
-        } else {
-            packs
-        };
         Self {
             app: self.app.clone().with_packs(packs),
             ..self
