@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod anomaly;
 pub mod app;
 pub mod documents;
+pub mod drift;
 pub mod error;
 pub mod guard;
 pub mod incident;
