@@ -324,6 +324,34 @@ async fn erase_tenant(
     Ok(())
 }
 
+/// `bulkhead key issue`: the key is printed once, here.
+async fn issue_key(
+    client: &AdminClient,
+    tenant_id: &str,
+    ttl_seconds: Option<u64>,
+) -> anyhow::Result<()> {
+    let body = match ttl_seconds {
+        Some(t) => json!({ "ttl_seconds": t }),
+        None => json!({}),
+    };
+    let k: Answer<IssuedKeyResponse> = client
+        .typed(
+            Method::POST,
+            &format!("/tenants/{}/keys", segment(tenant_id)?),
+            Some(body),
+        )
+        .await?;
+    client.print(&k, |k| {
+        format!(
+            "key id:  {}\nkey:     {}\nexpires: {}\nThis key is shown once; the server keeps only a hash. Use it as `Authorization: Bearer <key>`.",
+            k.key_id,
+            k.key,
+            k.expires_at.as_deref().unwrap_or("never (until revoked)"),
+        )
+    });
+    Ok(())
+}
+
 pub async fn key(conn: ConnArgs, command: KeyCommand) -> anyhow::Result<()> {
     let client = AdminClient::new(conn)?;
     let quarantine = matches!(command, KeyCommand::Quarantine { .. });
@@ -331,27 +359,7 @@ pub async fn key(conn: ConnArgs, command: KeyCommand) -> anyhow::Result<()> {
         KeyCommand::Issue {
             tenant_id,
             ttl_seconds,
-        } => {
-            let body = match ttl_seconds {
-                Some(t) => json!({ "ttl_seconds": t }),
-                None => json!({}),
-            };
-            let k: Answer<IssuedKeyResponse> = client
-                .typed(
-                    Method::POST,
-                    &format!("/tenants/{}/keys", segment(&tenant_id)?),
-                    Some(body),
-                )
-                .await?;
-            client.print(&k, |k| {
-                format!(
-                    "key id:  {}\nkey:     {}\nexpires: {}\nThis key is shown once; the server keeps only a hash. Use it as `Authorization: Bearer <key>`.",
-                    k.key_id,
-                    k.key,
-                    k.expires_at.as_deref().unwrap_or("never (until revoked)"),
-                )
-            });
-        }
+        } => issue_key(&client, &tenant_id, ttl_seconds).await?,
         KeyCommand::Revoke { tenant_id, key_id } => {
             client
                 .call(

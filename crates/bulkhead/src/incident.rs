@@ -76,29 +76,7 @@ pub async fn run(conn: ConnArgs, command: IncidentCommand) -> anyhow::Result<()>
             to,
             out,
             vkey_file,
-        } => {
-            let to = to.unwrap_or_else(now_rfc3339);
-            let path = format!(
-                "/tenants/{}/impact?from={}&to={}",
-                segment(&tenant)?,
-                encode(&from),
-                encode(&to)
-            );
-            let report: Answer<ImpactReport> = client.typed(Method::GET, &path, None).await?;
-            let vkey = match vkey_file {
-                Some(path) => std::fs::read_to_string(&path)
-                    .with_context(|| format!("read the verifier key from {}", path.display()))?,
-                None => client.public_key().await?,
-            };
-            let verified = verify_report(&report.value, vkey.trim())?;
-            if let Some(out) = out {
-                let bytes = serde_json::to_vec_pretty(&report.raw).context("encode the report")?;
-                bulkhead_crypto::write_secret_file(&out, &bytes)
-                    .with_context(|| format!("write {}", out.display()))?;
-                eprintln!("wrote the report to {} (0600)", out.display());
-            }
-            client.print(&report, |r| human(r, verified));
-        }
+        } => report(&client, &tenant, &from, to, out, vkey_file).await?,
         IncidentCommand::Open {
             tenant,
             from,
@@ -154,6 +132,40 @@ pub async fn run(conn: ConnArgs, command: IncidentCommand) -> anyhow::Result<()>
             client.print(&closed, |i| format!("closed {}", incident_line(i)));
         }
     }
+    Ok(())
+}
+
+/// `bulkhead incident report`: every proof checked here before anything is
+/// written or printed.
+async fn report(
+    client: &AdminClient,
+    tenant: &str,
+    from: &str,
+    to: Option<String>,
+    out: Option<PathBuf>,
+    vkey_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let to = to.unwrap_or_else(now_rfc3339);
+    let path = format!(
+        "/tenants/{}/impact?from={}&to={}",
+        segment(tenant)?,
+        encode(from),
+        encode(&to)
+    );
+    let report: Answer<ImpactReport> = client.typed(Method::GET, &path, None).await?;
+    let vkey = match vkey_file {
+        Some(path) => std::fs::read_to_string(&path)
+            .with_context(|| format!("read the verifier key from {}", path.display()))?,
+        None => client.public_key().await?,
+    };
+    let verified = verify_report(&report.value, vkey.trim())?;
+    if let Some(out) = out {
+        let bytes = serde_json::to_vec_pretty(&report.raw).context("encode the report")?;
+        bulkhead_crypto::write_secret_file(&out, &bytes)
+            .with_context(|| format!("write {}", out.display()))?;
+        eprintln!("wrote the report to {} (0600)", out.display());
+    }
+    client.print(&report, |r| human(r, verified));
     Ok(())
 }
 
