@@ -7,10 +7,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin_views;
 pub mod audit;
+pub mod chat;
 pub mod incident;
 pub mod receipt;
+pub mod search;
 pub mod tenants;
+pub mod traces;
 
 pub use tenants::*;
 

@@ -307,11 +307,12 @@ impl Client {
         start: u64,
         end: u64,
     ) -> Result<bulkhead_api::audit::EntriesResponse, ClientError> {
-        let path = format!("{prefix}/entries?start={start}&end={end}");
-        Ok(self
-            .json::<_, ()>(Method::GET, &path, Some(token), None, hint)
-            .await?
-            .value)
+        self.get_json(
+            &format!("{prefix}/entries?start={start}&end={end}"),
+            token,
+            hint,
+        )
+        .await
     }
 
     pub async fn inclusion(
@@ -322,11 +323,12 @@ impl Client {
         index: u64,
         size: u64,
     ) -> Result<bulkhead_api::audit::InclusionResponse, ClientError> {
-        let path = format!("{prefix}/proof/inclusion?index={index}&size={size}");
-        Ok(self
-            .json::<_, ()>(Method::GET, &path, Some(token), None, hint)
-            .await?
-            .value)
+        self.get_json(
+            &format!("{prefix}/proof/inclusion?index={index}&size={size}"),
+            token,
+            hint,
+        )
+        .await
     }
 
     pub async fn consistency(
@@ -337,9 +339,24 @@ impl Client {
         old: u64,
         new: u64,
     ) -> Result<bulkhead_api::audit::ConsistencyResponse, ClientError> {
-        let path = format!("{prefix}/proof/consistency?old={old}&new={new}");
+        self.get_json(
+            &format!("{prefix}/proof/consistency?old={old}&new={new}"),
+            token,
+            hint,
+        )
+        .await
+    }
+
+    /// The shape every typed GET shares: `token` as the bearer credential, the
+    /// successful answer decoded as `T`.
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &str,
+        hint: &str,
+    ) -> Result<T, ClientError> {
         Ok(self
-            .json::<_, ()>(Method::GET, &path, Some(token), None, hint)
+            .json::<T, ()>(Method::GET, path, Some(token), None, hint)
             .await?
             .value)
     }

@@ -370,6 +370,180 @@ struct Proof {
     hashes: Vec<Hash>,
 }
 
+/// The bundle's checkpoint, when it is signed by `key` (`verifier`'s name and id);
+/// a failure for its signature, or for an origin other than the bundle's.
+fn open_current(
+    head: &AuditBundle,
+    verifier: &NoteVerifier,
+    key: &str,
+    failures: &mut Vec<Failure>,
+) -> Option<Checkpoint> {
+    let checkpoint = match Checkpoint::open(&head.checkpoint, verifier) {
+        Ok(cp) => Some(cp),
+        Err(crate::checkpoint::CheckpointError::Note(NoteError::NoSignatureByKey(_))) => {
+            let export_key = NoteVerifier::from_vkey(&head.vkey)
+                .ok()
+                .map(|v| format!("{}+{:08x}", v.name(), v.key_id()))
+                .filter(|k| *k != key);
+            failures.push(Failure::CheckpointNotSignedByKey {
+                key: key.to_owned(),
+                export_key,
+            });
+            None
+        }
+        Err(crate::checkpoint::CheckpointError::Note(NoteError::BadSignature(_))) => {
+            failures.push(Failure::CheckpointSignatureInvalid {
+                key: key.to_owned(),
+            });
+            None
+        }
+        Err(e) => {
+            failures.push(Failure::CheckpointMalformed {
+                reason: e.to_string(),
+            });
+            None
+        }
+    };
+    if let Some(cp) = &checkpoint
+        && cp.origin != head.origin
+    {
+        failures.push(Failure::OriginMismatch {
+            checkpoint: cp.origin.clone(),
+            bundle: head.origin.clone(),
+        });
+    }
+    checkpoint
+}
+
+/// The caller's older checkpoint: what the report says of it once its signature
+/// verified, and the checkpoint itself when it is of the same log as `current`.
+fn open_old(
+    note: &str,
+    verifier: &NoteVerifier,
+    key: &str,
+    current: Option<&Checkpoint>,
+    failures: &mut Vec<Failure>,
+) -> (Option<OldCheckpointCheck>, Option<Checkpoint>) {
+    let prev = match Checkpoint::open(note, verifier) {
+        Ok(prev) => prev,
+        Err(crate::checkpoint::CheckpointError::Note(NoteError::NoSignatureByKey(_))) => {
+            failures.push(Failure::OldCheckpointNotSignedByKey {
+                key: key.to_owned(),
+            });
+            return (None, None);
+        }
+        Err(crate::checkpoint::CheckpointError::Note(NoteError::BadSignature(_))) => {
+            failures.push(Failure::OldCheckpointSignatureInvalid {
+                key: key.to_owned(),
+            });
+            return (None, None);
+        }
+        Err(e) => {
+            failures.push(Failure::OldCheckpointMalformed {
+                reason: e.to_string(),
+            });
+            return (None, None);
+        }
+    };
+    let report = Some(OldCheckpointCheck {
+        size: prev.size,
+        root: prev.root,
+        consistent: false,
+    });
+    match current {
+        Some(cp) if cp.origin != prev.origin => {
+            failures.push(Failure::OldCheckpointOrigin {
+                old: prev.origin.clone(),
+                current: cp.origin.clone(),
+            });
+            (report, None)
+        }
+        Some(_) => (report, Some(prev)),
+        // Nothing to compare it with.
+        None => (report, None),
+    }
+}
+
+/// Rollback and fork checks that need no entries; otherwise marks the older
+/// size as a prefix root the entries must reach.
+fn compare_old(
+    cp: &Checkpoint,
+    prev: &Checkpoint,
+    check: &mut OldCheckpointCheck,
+    roots: &mut BTreeMap<u64, Option<Hash>>,
+    failures: &mut Vec<Failure>,
+) {
+    if prev.size > cp.size {
+        failures.push(Failure::Rollback {
+            old_size: prev.size,
+            size: cp.size,
+        });
+    } else if prev.size == cp.size {
+        if prev.root == cp.root {
+            check.consistent = true;
+        } else {
+            failures.push(Failure::Fork {
+                old_size: prev.size,
+            });
+        }
+    } else if prev.size == 0 {
+        // Every log extends the empty one.
+        check.consistent = true;
+    } else {
+        roots.insert(prev.size, None);
+    }
+}
+
+/// The bundle's consistency proofs that are well formed and within `cp`, each
+/// with its two sizes marked as prefix roots to reach; a failure for each other.
+fn parse_proofs(
+    head: &AuditBundle,
+    cp: &Checkpoint,
+    roots: &mut BTreeMap<u64, Option<Hash>>,
+    failures: &mut Vec<Failure>,
+) -> Vec<Proof> {
+    let mut proofs = Vec::new();
+    for c in &head.consistency {
+        let malformed = |reason: String| Failure::ConsistencyProofMalformed {
+            old: c.old,
+            new: c.new,
+            reason,
+        };
+        let hashes: Result<Vec<Hash>, usize> = c
+            .proof
+            .iter()
+            .enumerate()
+            .map(|(i, h)| hash_from_b64(h).ok_or(i))
+            .collect();
+        let hashes = match hashes {
+            Ok(h) => h,
+            Err(i) => {
+                failures.push(malformed(format!("hash {i} is not a base64 SHA-256 hash")));
+                continue;
+            }
+        };
+        if c.old > c.new {
+            failures.push(malformed("its old size is larger than its new size".into()));
+            continue;
+        }
+        if c.new > cp.size {
+            failures.push(malformed(format!(
+                "it reaches beyond the checkpoint's size {}",
+                cp.size
+            )));
+            continue;
+        }
+        roots.insert(c.old, None);
+        roots.insert(c.new, None);
+        proofs.push(Proof {
+            old: c.old,
+            new: c.new,
+            hashes,
+        });
+    }
+    proofs
+}
+
 /// A verification in progress: [`Verification::begin`] with everything but the
 /// entries, [`Verification::entry`] for each entry in order, [`Verification::finish`].
 /// Memory is O(log n) plus the consistency proofs, whatever the number of entries.
@@ -420,141 +594,21 @@ impl Verification {
     ) -> Self {
         let key = format!("{}+{:08x}", verifier.name(), verifier.key_id());
         let mut failures = Vec::new();
-
-        let checkpoint = match Checkpoint::open(&head.checkpoint, verifier) {
-            Ok(cp) => Some(cp),
-            Err(crate::checkpoint::CheckpointError::Note(NoteError::NoSignatureByKey(_))) => {
-                let export_key = NoteVerifier::from_vkey(&head.vkey)
-                    .ok()
-                    .map(|v| format!("{}+{:08x}", v.name(), v.key_id()))
-                    .filter(|k| *k != key);
-                failures.push(Failure::CheckpointNotSignedByKey {
-                    key: key.clone(),
-                    export_key,
-                });
-                None
-            }
-            Err(crate::checkpoint::CheckpointError::Note(NoteError::BadSignature(_))) => {
-                failures.push(Failure::CheckpointSignatureInvalid { key: key.clone() });
-                None
-            }
-            Err(e) => {
-                failures.push(Failure::CheckpointMalformed {
-                    reason: e.to_string(),
-                });
-                None
-            }
-        };
-        if let Some(cp) = &checkpoint
-            && cp.origin != head.origin
-        {
-            failures.push(Failure::OriginMismatch {
-                checkpoint: cp.origin.clone(),
-                bundle: head.origin.clone(),
-            });
-        }
+        let checkpoint = open_current(head, verifier, &key, &mut failures);
 
         let mut roots = BTreeMap::new();
-        let mut old_report = None;
-        let mut old = None;
-        if let Some(note) = old_checkpoint_note {
-            match Checkpoint::open(note, verifier) {
-                Ok(prev) => {
-                    old_report = Some(OldCheckpointCheck {
-                        size: prev.size,
-                        root: prev.root,
-                        consistent: false,
-                    });
-                    match &checkpoint {
-                        Some(cp) if cp.origin != prev.origin => {
-                            failures.push(Failure::OldCheckpointOrigin {
-                                old: prev.origin.clone(),
-                                current: cp.origin.clone(),
-                            });
-                        }
-                        Some(_) => old = Some(prev),
-                        // Nothing to compare it with.
-                        None => {}
-                    }
-                }
-                Err(crate::checkpoint::CheckpointError::Note(NoteError::NoSignatureByKey(_))) => {
-                    failures.push(Failure::OldCheckpointNotSignedByKey { key: key.clone() });
-                }
-                Err(crate::checkpoint::CheckpointError::Note(NoteError::BadSignature(_))) => {
-                    failures.push(Failure::OldCheckpointSignatureInvalid { key: key.clone() });
-                }
-                Err(e) => failures.push(Failure::OldCheckpointMalformed {
-                    reason: e.to_string(),
-                }),
-            }
-        }
+        let (mut old_report, old) = match old_checkpoint_note {
+            Some(note) => open_old(note, verifier, &key, checkpoint.as_ref(), &mut failures),
+            None => (None, None),
+        };
         if let (Some(cp), Some(prev), Some(check)) = (&checkpoint, &old, &mut old_report) {
-            if prev.size > cp.size {
-                failures.push(Failure::Rollback {
-                    old_size: prev.size,
-                    size: cp.size,
-                });
-            } else if prev.size == cp.size {
-                if prev.root == cp.root {
-                    check.consistent = true;
-                } else {
-                    failures.push(Failure::Fork {
-                        old_size: prev.size,
-                    });
-                }
-            } else if prev.size == 0 {
-                // Every log extends the empty one.
-                check.consistent = true;
-            } else {
-                roots.insert(prev.size, None);
-            }
+            compare_old(cp, prev, check, &mut roots, &mut failures);
         }
 
         let mut proofs = Vec::new();
         if let Some(cp) = &checkpoint {
             roots.insert(cp.size, None);
-            for c in &head.consistency {
-                let hashes: Result<Vec<Hash>, usize> = c
-                    .proof
-                    .iter()
-                    .enumerate()
-                    .map(|(i, h)| hash_from_b64(h).ok_or(i))
-                    .collect();
-                let hashes = match hashes {
-                    Ok(h) => h,
-                    Err(i) => {
-                        failures.push(Failure::ConsistencyProofMalformed {
-                            old: c.old,
-                            new: c.new,
-                            reason: format!("hash {i} is not a base64 SHA-256 hash"),
-                        });
-                        continue;
-                    }
-                };
-                if c.old > c.new {
-                    failures.push(Failure::ConsistencyProofMalformed {
-                        old: c.old,
-                        new: c.new,
-                        reason: "its old size is larger than its new size".into(),
-                    });
-                    continue;
-                }
-                if c.new > cp.size {
-                    failures.push(Failure::ConsistencyProofMalformed {
-                        old: c.old,
-                        new: c.new,
-                        reason: format!("it reaches beyond the checkpoint's size {}", cp.size),
-                    });
-                    continue;
-                }
-                roots.insert(c.old, None);
-                roots.insert(c.new, None);
-                proofs.push(Proof {
-                    old: c.old,
-                    new: c.new,
-                    hashes,
-                });
-            }
+            proofs = parse_proofs(head, cp, &mut roots, &mut failures);
         }
         if let Some(slot) = roots.get_mut(&0) {
             *slot = Some(empty_root());

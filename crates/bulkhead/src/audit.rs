@@ -16,7 +16,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bulkhead_api::audit::{ConsistencyResponse, EntriesResponse};
 use bulkhead_client::{Client, ClientConfig, Method};
 use bulkhead_ledger::b64;
 use bulkhead_ledger::bundle::{
@@ -216,12 +215,18 @@ impl LogClient {
     }
 
     async fn entries(&self, start: u64, end: u64) -> anyhow::Result<Vec<BundleEntry>> {
-        let text = self
-            .get(&format!("/entries?start={start}&end={end}"))
+        let page = self
+            .http
+            .client
+            .entries(
+                &self.prefix,
+                &self.token,
+                self.unauthorized_hint,
+                start,
+                end,
+            )
             .await
             .with_context(|| format!("fetch entries {start} to {end}"))?;
-        let page: EntriesResponse = serde_json::from_str(&text)
-            .with_context(|| format!("parse the server's entries {start} to {end}"))?;
         Ok(page
             .entries
             .into_iter()
@@ -237,12 +242,12 @@ impl LogClient {
     /// server made for other sizes then fails verification instead of passing
     /// unnoticed.
     async fn consistency(&self, old: u64, new: u64) -> anyhow::Result<BundleConsistency> {
-        let text = self
-            .get(&format!("/proof/consistency?old={old}&new={new}"))
+        let wire = self
+            .http
+            .client
+            .consistency(&self.prefix, &self.token, self.unauthorized_hint, old, new)
             .await
             .with_context(|| format!("fetch the consistency proof from size {old} to {new}"))?;
-        let wire: ConsistencyResponse =
-            serde_json::from_str(&text).context("parse the server's consistency proof")?;
         Ok(BundleConsistency {
             old,
             new,
@@ -348,26 +353,7 @@ pub async fn run(conn: ConnArgs, command: AuditCommand) -> anyhow::Result<ExitCo
         AuditCommand::PublicKey {
             local,
             audit_signing_key,
-        } => {
-            let vkey = if local {
-                let path =
-                    audit_signing_key.unwrap_or_else(|| conn.data_dir.join("audit-signing.key"));
-                let skey = Zeroizing::new(read_small(&path, "the audit signing key")?);
-                NoteSigner::from_skey(&skey)
-                    .with_context(|| format!("{} is not a C2SP signing key", path.display()))?
-                    .vkey()
-            } else {
-                Http::new(&conn.server)?
-                    .public_key()
-                    .await
-                    .context("fetch the audit public key")?
-            };
-            if conn.json {
-                print_json(&json!({ "vkey": vkey }));
-            } else {
-                println!("{vkey}");
-            }
-        }
+        } => public_key(&conn, local, audit_signing_key).await?,
         AuditCommand::Checkpoint { log } => {
             let client = LogClient::new(&conn, log.select(env_api_key())?)?;
             let note = client.checkpoint().await?;
@@ -380,31 +366,7 @@ pub async fn run(conn: ConnArgs, command: AuditCommand) -> anyhow::Result<ExitCo
         AuditCommand::Export { log, out, since } => {
             let client = LogClient::new(&conn, log.select(env_api_key())?)?;
             let summary = export(&client, &out, since.as_deref()).await?;
-            if conn.json {
-                print_json(&json!({
-                    "file": out,
-                    "origin": summary.checkpoint.origin,
-                    "size": summary.checkpoint.size,
-                    "root": b64(&summary.checkpoint.root),
-                    "consistency_from": summary.consistency_from,
-                }));
-            } else {
-                let cp = &summary.checkpoint;
-                println!(
-                    "exported log {} ({} entries, root {}) to {}",
-                    cp.origin,
-                    cp.size,
-                    b64(&cp.root),
-                    out.display()
-                );
-                if let Some(old) = summary.consistency_from {
-                    println!("with the consistency proof from your checkpoint of size {old}");
-                }
-                println!(
-                    "verify it with: bulkhead audit verify --file {} --vkey-file <the server's public key, from a trusted source>",
-                    out.display()
-                );
-            }
+            print_export(conn.json, &out, &summary);
         }
         AuditCommand::VerifyReceipt(args) => return crate::receipt::verify(&conn, args).await,
         AuditCommand::Verify {
@@ -415,57 +377,136 @@ pub async fn run(conn: ConnArgs, command: AuditCommand) -> anyhow::Result<ExitCo
             old_checkpoint,
             save_checkpoint,
         } => {
-            let vkey = match (vkey, vkey_file) {
-                (Some(k), _) => k,
-                (None, Some(path)) => read_small(&path, "the public key")?,
-                (None, None) => bail!(
-                    "give the public key to verify with: --vkey VKEY or --vkey-file FILE (from `bulkhead audit public-key`, kept where the server cannot change it)"
-                ),
-            };
-            let verifier = NoteVerifier::from_vkey(&vkey)
-                .context("the public key cannot be used (expected name+hexid+base64, as `bulkhead audit public-key` prints it)")?;
+            let verifier = verifier_from(vkey, vkey_file)?;
             let old = old_checkpoint
                 .as_deref()
                 .map(|p| read_small(p, "your older checkpoint"))
                 .transpose()?;
             let (report, note) = match file {
-                Some(path) => {
-                    let bytes = std::fs::read(&path)
-                        .with_context(|| format!("read the export {}", path.display()))?;
-                    let bundle = AuditBundle::from_slice(&bytes)
-                        .with_context(|| format!("read the export {}", path.display()))?;
-                    let report = bundle::verify_bundle(&bundle, &verifier, old.as_deref());
-                    (report, bundle.checkpoint)
-                }
+                Some(path) => verify_file(&path, &verifier, old.as_deref())?,
                 None => {
                     let client = LogClient::new(&conn, log.select(env_api_key())?)?;
                     verify_live(&client, &verifier, old.as_deref()).await?
                 }
             };
-            let saved = match (&save_checkpoint, report.is_ok()) {
-                (Some(path), true) => {
-                    write_file_atomically(path, note.as_bytes())
-                        .context("save the verified checkpoint")?;
-                    Some(path.as_path())
-                }
-                _ => None,
-            };
-            if conn.json {
-                let mut value = serde_json::to_value(&report).context("encode the report")?;
-                value["ok"] = json!(report.is_ok());
-                value["saved_checkpoint"] = json!(saved);
-                print_json(&value);
-            } else {
-                println!("{}", human_report(&report, saved));
-            }
-            if !report.is_ok() {
-                let failed = NotVerified {
-                    problems: report.failures.len().max(1),
-                };
-                eprintln!("error: {failed}");
-                return Ok(ExitCode::from(EXIT_NOT_VERIFIED));
-            }
+            return print_verified(conn.json, &report, &note, save_checkpoint.as_deref());
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bulkhead audit public-key`: from the server, or derived from the signing key
+/// file with `local`.
+async fn public_key(
+    conn: &ConnArgs,
+    local: bool,
+    audit_signing_key: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let vkey = if local {
+        let path = audit_signing_key.unwrap_or_else(|| conn.data_dir.join("audit-signing.key"));
+        let skey = Zeroizing::new(read_small(&path, "the audit signing key")?);
+        NoteSigner::from_skey(&skey)
+            .with_context(|| format!("{} is not a C2SP signing key", path.display()))?
+            .vkey()
+    } else {
+        Http::new(&conn.server)?
+            .public_key()
+            .await
+            .context("fetch the audit public key")?
+    };
+    if conn.json {
+        print_json(&json!({ "vkey": vkey }));
+    } else {
+        println!("{vkey}");
+    }
+    Ok(())
+}
+
+fn print_export(json: bool, out: &Path, summary: &ExportSummary) {
+    if json {
+        print_json(&json!({
+            "file": out,
+            "origin": summary.checkpoint.origin,
+            "size": summary.checkpoint.size,
+            "root": b64(&summary.checkpoint.root),
+            "consistency_from": summary.consistency_from,
+        }));
+        return;
+    }
+    let cp = &summary.checkpoint;
+    println!(
+        "exported log {} ({} entries, root {}) to {}",
+        cp.origin,
+        cp.size,
+        b64(&cp.root),
+        out.display()
+    );
+    if let Some(old) = summary.consistency_from {
+        println!("with the consistency proof from your checkpoint of size {old}");
+    }
+    println!(
+        "verify it with: bulkhead audit verify --file {} --vkey-file <the server's public key, from a trusted source>",
+        out.display()
+    );
+}
+
+/// The key `audit verify` checks with: `--vkey`, else `--vkey-file`; never the
+/// checked server's.
+fn verifier_from(vkey: Option<String>, vkey_file: Option<PathBuf>) -> anyhow::Result<NoteVerifier> {
+    let vkey = match (vkey, vkey_file) {
+        (Some(k), _) => k,
+        (None, Some(path)) => read_small(&path, "the public key")?,
+        (None, None) => bail!(
+            "give the public key to verify with: --vkey VKEY or --vkey-file FILE (from `bulkhead audit public-key`, kept where the server cannot change it)"
+        ),
+    };
+    NoteVerifier::from_vkey(&vkey)
+        .context("the public key cannot be used (expected name+hexid+base64, as `bulkhead audit public-key` prints it)")
+}
+
+/// Verifies an export file offline; the report and the checkpoint note it holds.
+fn verify_file(
+    path: &Path,
+    verifier: &NoteVerifier,
+    old: Option<&str>,
+) -> anyhow::Result<(VerifyReport, String)> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("read the export {}", path.display()))?;
+    let bundle = AuditBundle::from_slice(&bytes)
+        .with_context(|| format!("read the export {}", path.display()))?;
+    let report = bundle::verify_bundle(&bundle, verifier, old);
+    Ok((report, bundle.checkpoint))
+}
+
+/// Saves the checkpoint `note` to `save` if the log verified, prints the report,
+/// and gives the exit status.
+fn print_verified(
+    json: bool,
+    report: &VerifyReport,
+    note: &str,
+    save: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let saved = match (save, report.is_ok()) {
+        (Some(path), true) => {
+            write_file_atomically(path, note.as_bytes()).context("save the verified checkpoint")?;
+            Some(path)
+        }
+        _ => None,
+    };
+    if json {
+        let mut value = serde_json::to_value(report).context("encode the report")?;
+        value["ok"] = json!(report.is_ok());
+        value["saved_checkpoint"] = json!(saved);
+        print_json(&value);
+    } else {
+        println!("{}", human_report(report, saved));
+    }
+    if !report.is_ok() {
+        let failed = NotVerified {
+            problems: report.failures.len().max(1),
+        };
+        eprintln!("error: {failed}");
+        return Ok(ExitCode::from(EXIT_NOT_VERIFIED));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,12 @@
 //! a running server.
 
 use anyhow::{Context, bail};
-use bulkhead_client::Method;
+use bulkhead_api::admin_views::TenantExport;
+use bulkhead_api::receipt::ErasureReceipt;
+use bulkhead_api::{IssuedKeyResponse, RotateKeyResponse, TenantListResponse, TenantResponse};
+use bulkhead_client::{Answer, Method};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -55,7 +60,7 @@ impl AdminClient {
     }
 
     /// An admin call: the answer as `T` and as the server sent it.
-    pub(crate) async fn typed<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn typed<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -88,36 +93,30 @@ impl AdminClient {
         Ok(self.http.public_key().await?)
     }
 
-    pub(crate) fn print(&self, value: &Value, summary: impl FnOnce(&Value) -> String) {
+    /// With `--json` the answer exactly as the server sent it, else `summary` of
+    /// it typed.
+    pub(crate) fn print<T>(&self, answer: &Answer<T>, summary: impl FnOnce(&T) -> String) {
+        self.print_raw(&answer.raw, || summary(&answer.value));
+    }
+
+    /// With `--json` `raw`, else `summary`.
+    pub(crate) fn print_raw(&self, raw: &Value, summary: impl FnOnce() -> String) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(raw).unwrap_or_default());
         } else {
-            println!("{}", summary(value));
+            println!("{}", summary());
         }
     }
 }
 
-fn tenant_line(t: &Value) -> String {
-    let models = match t["models"].as_array() {
-        Some(m) => m
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(","),
+fn tenant_line(t: &TenantResponse) -> String {
+    let models = match &t.models {
+        Some(m) => m.join(","),
         None => "all-in-region".to_owned(),
     };
     format!(
         "{}  {:<24}  region={}  policy={}  status={}  key=v{}  models={}",
-        t["id"].as_str().unwrap_or("?"),
-        t["name"].as_str().unwrap_or("?"),
-        t["region"].as_str().unwrap_or("?"),
-        t["policy"].as_str().unwrap_or("?"),
-        t["status"].as_str().unwrap_or("?"),
-        t["key_version"],
-        models,
+        t.id, t.name, t.region, t.policy, t.status, t.key_version, models,
     )
 }
 
@@ -143,32 +142,38 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
         }
         TenantCommand::Policy { tenant_id, policy } => {
             let body = json!({ "policy": policy });
-            let t = on_tenant(&client, Method::PUT, &tenant_id, "/policy", Some(body)).await?;
+            let t: Answer<TenantResponse> =
+                on_tenant(&client, Method::PUT, &tenant_id, "/policy", Some(body)).await?;
             client.print(&t, tenant_line);
         }
         TenantCommand::Models { tenant_id, set, .. } => {
             let body = json!({ "models": set });
-            let t = on_tenant(&client, Method::PUT, &tenant_id, "/models", Some(body)).await?;
+            let t: Answer<TenantResponse> =
+                on_tenant(&client, Method::PUT, &tenant_id, "/models", Some(body)).await?;
             client.print(&t, tenant_line);
         }
         TenantCommand::Show { tenant_id } => {
-            let t = on_tenant(&client, Method::GET, &tenant_id, "", None).await?;
+            let t: Answer<TenantResponse> =
+                on_tenant(&client, Method::GET, &tenant_id, "", None).await?;
             client.print(&t, tenant_line);
         }
         TenantCommand::Quarantine { tenant_id } => {
-            let t = on_tenant(&client, Method::POST, &tenant_id, "/quarantine", None).await?;
+            let t: Answer<TenantResponse> =
+                on_tenant(&client, Method::POST, &tenant_id, "/quarantine", None).await?;
             client.print(&t, |t| format!("quarantined {}\nits keys now get 403; undo with `bulkhead tenant release {tenant_id}`", tenant_line(t)));
         }
         TenantCommand::Release { tenant_id } => {
-            let t = on_tenant(&client, Method::DELETE, &tenant_id, "/quarantine", None).await?;
+            let t: Answer<TenantResponse> =
+                on_tenant(&client, Method::DELETE, &tenant_id, "/quarantine", None).await?;
             client.print(&t, |t| format!("released {}", tenant_line(t)));
         }
         TenantCommand::RotateKey { tenant_id } => {
-            let r = on_tenant(&client, Method::POST, &tenant_id, "/rotate-key", None).await?;
+            let r: Answer<RotateKeyResponse> =
+                on_tenant(&client, Method::POST, &tenant_id, "/rotate-key", None).await?;
             client.print(&r, |r| {
                 format!(
                     "data key rotated to v{}; older records are re-sealed in the background",
-                    r["key_version"]
+                    r.key_version
                 )
             });
         }
@@ -182,15 +187,15 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
 }
 
 /// One admin call on `/tenants/{id}{suffix}`, the id checked first.
-async fn on_tenant(
+async fn on_tenant<T: DeserializeOwned>(
     client: &AdminClient,
     method: Method,
     tenant_id: &str,
     suffix: &str,
     body: Option<Value>,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Answer<T>> {
     let path = format!("/tenants/{}{suffix}", segment(tenant_id)?);
-    client.call(method, &path, body).await
+    client.typed(method, &path, body).await
 }
 
 /// `bulkhead tenant create`: only the fields given are sent.
@@ -211,12 +216,12 @@ async fn create_tenant(
     if let Some(m) = models {
         body["models"] = json!(m);
     }
-    let t = client.call(Method::POST, "/tenants", Some(body)).await?;
+    let t: Answer<TenantResponse> = client.typed(Method::POST, "/tenants", Some(body)).await?;
     client.print(&t, |t| {
         format!(
             "created {}\nnext: bulkhead key issue {}",
             tenant_line(t),
-            t["id"].as_str().unwrap_or("?")
+            t.id
         )
     });
     Ok(())
@@ -224,26 +229,33 @@ async fn create_tenant(
 
 /// `bulkhead tenant list`: every page, then one listing.
 async fn list_tenants(client: &AdminClient) -> anyhow::Result<()> {
+    /// A page's tenants as sent, for `--json`.
+    #[derive(Deserialize)]
+    struct RawPage {
+        tenants: Vec<Value>,
+    }
     let mut cursor: Option<String> = None;
     let mut all = Vec::new();
+    let mut all_raw = Vec::new();
     loop {
         let path = match &cursor {
             Some(c) => format!("/tenants?limit=100&cursor={c}"),
             None => "/tenants?limit=100".to_owned(),
         };
-        let page = client.call(Method::GET, &path, None).await?;
-        all.extend(page["tenants"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
+        let page: Answer<TenantListResponse> = client.typed(Method::GET, &path, None).await?;
+        all_raw.extend(RawPage::deserialize(&page.raw)?.tenants);
+        all.extend(page.value.tenants);
+        match page.value.next_cursor {
+            Some(c) => cursor = Some(c),
             None => break,
         }
     }
-    let value = Value::Array(all);
-    client.print(&value, |v| {
-        let rows: Vec<String> = v
-            .as_array()
-            .map(|a| a.iter().map(tenant_line).collect())
-            .unwrap_or_default();
+    let listing = Answer {
+        value: all,
+        raw: Value::Array(all_raw),
+    };
+    client.print(&listing, |tenants| {
+        let rows: Vec<String> = tenants.iter().map(tenant_line).collect();
         if rows.is_empty() {
             "no tenants yet; create one with `bulkhead tenant create --name …`".into()
         } else {
@@ -259,16 +271,16 @@ async fn export_tenant(
     tenant_id: &str,
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let data = on_tenant(client, Method::GET, tenant_id, "/export", None).await?;
-    let bytes = serde_json::to_vec_pretty(&data)?;
+    let data: Answer<TenantExport> =
+        on_tenant(client, Method::GET, tenant_id, "/export", None).await?;
+    let bytes = serde_json::to_vec_pretty(&data.raw)?;
     bulkhead_crypto::write_secret_file(out, &bytes)
         .with_context(|| format!("write {}", out.display()))?;
-    let count = |k: &str| data[k].as_array().map_or(0, Vec::len);
     println!(
         "exported {} documents, {} sessions and {} traces of {tenant_id} to {} (0600; it holds the tenant's content)",
-        count("documents"),
-        count("sessions"),
-        count("traces"),
+        data.value.documents.len(),
+        data.value.sessions.len(),
+        data.value.traces.len(),
         out.display()
     );
     Ok(())
@@ -286,25 +298,55 @@ async fn erase_tenant(
             "deleting a tenant destroys its data keys: its data can never be read again, backups included. Re-run with --yes to confirm"
         );
     }
-    let r = on_tenant(client, Method::DELETE, tenant_id, "", None).await?;
+    let r: Answer<ErasureReceipt> = on_tenant(client, Method::DELETE, tenant_id, "", None).await?;
     let path =
         receipt.unwrap_or_else(|| std::path::PathBuf::from(format!("erasure-{tenant_id}.json")));
-    let bytes = serde_json::to_vec_pretty(&r).context("encode the receipt")?;
+    let bytes = serde_json::to_vec_pretty(&r.raw).context("encode the receipt")?;
     std::fs::write(&path, bytes)
         .with_context(|| format!("save the erasure receipt to {}", path.display()))?;
     client.print(&r, |r| {
+        // A statement field as JSON shows it: the receipt keeps them as sent.
+        let field = |name: &str| r.statement.get(name).cloned().unwrap_or(Value::Null);
         format!(
             "erased {} at {}: {} data key(s) destroyed, {} record(s) and {} API key(s) deleted\n\
              the signed receipt is in {} (entry {} of the operator log); anyone can check it with\n  \
              bulkhead audit verify-receipt --file {} --vkey-file <the server's public key>",
-            r["tenant_id"].as_str().unwrap_or("?"),
-            r["erased_at"].as_str().unwrap_or("?"),
-            r["data_keys_destroyed"],
-            r["records_deleted"],
-            r["api_keys_deleted"],
+            r.text("tenant_id").unwrap_or("?"),
+            r.text("erased_at").unwrap_or("?"),
+            field("data_keys_destroyed"),
+            field("records_deleted"),
+            field("api_keys_deleted"),
             path.display(),
-            r["operator_log"]["index"],
+            json!(r.operator_log.as_ref().map(|l| l.index)),
             path.display(),
+        )
+    });
+    Ok(())
+}
+
+/// `bulkhead key issue`: the key is printed once, here.
+async fn issue_key(
+    client: &AdminClient,
+    tenant_id: &str,
+    ttl_seconds: Option<u64>,
+) -> anyhow::Result<()> {
+    let body = match ttl_seconds {
+        Some(t) => json!({ "ttl_seconds": t }),
+        None => json!({}),
+    };
+    let k: Answer<IssuedKeyResponse> = client
+        .typed(
+            Method::POST,
+            &format!("/tenants/{}/keys", segment(tenant_id)?),
+            Some(body),
+        )
+        .await?;
+    client.print(&k, |k| {
+        format!(
+            "key id:  {}\nkey:     {}\nexpires: {}\nThis key is shown once; the server keeps only a hash. Use it as `Authorization: Bearer <key>`.",
+            k.key_id,
+            k.key,
+            k.expires_at.as_deref().unwrap_or("never (until revoked)"),
         )
     });
     Ok(())
@@ -317,27 +359,7 @@ pub async fn key(conn: ConnArgs, command: KeyCommand) -> anyhow::Result<()> {
         KeyCommand::Issue {
             tenant_id,
             ttl_seconds,
-        } => {
-            let body = match ttl_seconds {
-                Some(t) => json!({ "ttl_seconds": t }),
-                None => json!({}),
-            };
-            let k = client
-                .call(
-                    Method::POST,
-                    &format!("/tenants/{}/keys", segment(&tenant_id)?),
-                    Some(body),
-                )
-                .await?;
-            client.print(&k, |k| {
-                format!(
-                    "key id:  {}\nkey:     {}\nexpires: {}\nThis key is shown once; the server keeps only a hash. Use it as `Authorization: Bearer <key>`.",
-                    k["key_id"].as_str().unwrap_or("?"),
-                    k["key"].as_str().unwrap_or("?"),
-                    k["expires_at"].as_str().unwrap_or("never (until revoked)"),
-                )
-            });
-        }
+        } => issue_key(&client, &tenant_id, ttl_seconds).await?,
         KeyCommand::Revoke { tenant_id, key_id } => {
             client
                 .call(

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use bulkhead_client::Method;
+use bulkhead_api::admin_views::DriftStatus;
+use bulkhead_client::{Answer, Method};
 use clap::Subcommand;
-use serde_json::Value;
 
 use crate::ConnArgs;
 use crate::client::{AdminClient, segment};
@@ -96,7 +96,7 @@ pub async fn compliance(conn: ConnArgs, command: ComplianceCommand) -> anyhow::R
     let bytes = serde_json::to_vec_pretty(&value).context("encode the report")?;
     bulkhead_crypto::write_secret_file(&json_path, &bytes)
         .with_context(|| format!("write {}", json_path.display()))?;
-    client.print(&value, |_| {
+    client.print_raw(&value, || {
         let mut out = format!(
             "evidence report for {} ({}): pack {}, region {}, data key v{}\n\
              tenant log: {} ({})\noperator log: {} ({})\n",
@@ -142,28 +142,22 @@ pub async fn compliance(conn: ConnArgs, command: ComplianceCommand) -> anyhow::R
 
 pub async fn config(conn: ConnArgs, command: ConfigCommand) -> anyhow::Result<()> {
     let client = AdminClient::new(conn)?;
-    let status = match command {
-        ConfigCommand::Show => client.call(Method::GET, "/config/policy", None).await?,
-        ConfigCommand::Approve => client.call(Method::POST, "/config/approve", None).await?,
+    let status: Answer<DriftStatus> = match command {
+        ConfigCommand::Show => client.typed(Method::GET, "/config/policy", None).await?,
+        ConfigCommand::Approve => client.typed(Method::POST, "/config/approve", None).await?,
     };
     client.print(&status, drift_line);
     Ok(())
 }
 
-fn drift_line(s: &Value) -> String {
-    let hash = s["hash"].as_str().unwrap_or("?");
-    if s["drift"].as_bool() == Some(true) {
-        let changed: Vec<&str> = s["changed"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+fn drift_line(s: &DriftStatus) -> String {
+    let hash = &s.hash;
+    if s.drift {
         format!(
             "DRIFT: the effective policy {hash} differs from the approved {} in: {}\n\
              approve it with `bulkhead config approve` if the change was intended",
-            s["approved_hash"].as_str().unwrap_or("?"),
-            changed.join(", ")
+            s.approved_hash,
+            s.changed.join(", ")
         )
     } else {
         format!("the effective policy {hash} is the approved baseline")

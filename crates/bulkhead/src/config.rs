@@ -551,110 +551,45 @@ impl ServeArgs {
 }
 
 impl Keys {
-    fn resolve(self) -> anyhow::Result<Settings> {
-        let data_dir = self.data_dir;
+    fn resolve(mut self) -> anyhow::Result<Settings> {
+        // Taken rather than moved: the helpers below borrow what is left.
+        let data_dir = std::mem::take(&mut self.data_dir);
         let store = self
             .store
+            .take()
             .unwrap_or_else(|| StoreSpec::Sqlite(data_dir.join("bulkhead.db")));
-        let regions = resolve_regions(self.regions, &data_dir, &store)?;
+        let regions = resolve_regions(std::mem::take(&mut self.regions), &data_dir, &store)?;
         if self.body_bytes_max < 1024 {
             bail!("{} must be at least 1024", spelled("body_bytes_max"));
         }
         let request_timeout = secs(self.request_timeout_secs, "request_timeout_secs")?;
-        let server_name = self.server_name;
-        if server_name.is_empty()
-            || server_name.contains('+')
-            || server_name
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            bail!(
-                "server_name must be non-empty, without spaces or '+' (e.g. bulkhead.example.com)"
-            );
-        }
+        let server_name = std::mem::take(&mut self.server_name);
+        check_server_name(&server_name)?;
         let audit_signing_key = self
             .audit_signing_key
+            .take()
             .unwrap_or_else(|| data_dir.join("audit-signing.key"));
         let audit_checkpoint_interval = secs(
             self.audit_checkpoint_interval_secs,
             "audit_checkpoint_interval_secs",
         )?;
-        let retrieval = resolve_retrieval(RetrievalKeys {
-            index_cache_bytes_max: self.index_cache_bytes_max,
-            chunker: bulkhead_index::ChunkerConfig {
-                target_chars: self.chunk_target_chars,
-                max_chars: self.chunk_max_chars,
-                overlap_chars: self.chunk_overlap_chars,
-            },
-            embedder: self.embedder,
-            embedder_url: self.embedder_url,
-            embedder_model: self.embedder_model,
-            embedder_api_key: self.embedder_api_key,
-            embedder_dimensions: self.embedder_dimensions,
-            search_default_mode: self.search_default_mode,
-        })?;
-        let gateway = resolve_gateway(GatewayKeys {
-            upstream_url: self.upstream_url,
-            upstream_models: self.upstream_models,
-            upstream_api_key: self.upstream_api_key,
-            upstream_region: self.upstream_region,
-            upstream_cache_salt: self.upstream_cache_salt,
-            echo_models: self.echo_models,
-            timeouts: bulkhead_gateway::Timeouts {
-                connect: secs(
-                    self.upstream_connect_timeout_secs,
-                    "upstream_connect_timeout_secs",
-                )?,
-                first_byte: secs(
-                    self.upstream_first_byte_timeout_secs,
-                    "upstream_first_byte_timeout_secs",
-                )?,
-                idle: secs(
-                    self.upstream_idle_timeout_secs,
-                    "upstream_idle_timeout_secs",
-                )?,
-                total: secs(
-                    self.upstream_total_timeout_secs,
-                    "upstream_total_timeout_secs",
-                )?,
-            },
-            session_ttl_secs: self.session_ttl_secs,
-            trace_ttl_secs: self.trace_ttl_secs,
-            trace_commit: self.trace_commit,
-            upstreams: self.upstreams,
-        })?;
-        if self.sweep_interval_secs == 0 || self.sweep_batch_max == 0 {
-            bail!("sweep_interval_secs and sweep_batch_max must be at least 1");
-        }
-        let guard_prompt_window_secs = self.guard_prompt_window_secs;
-        if !(1..=30 * 86_400).contains(&guard_prompt_window_secs) {
-            bail!(
-                "{} must be between 1 and 2592000 (30 days), not {guard_prompt_window_secs}",
-                spelled("guard_prompt_window_secs")
-            );
-        }
-        let anomaly = bulkhead_server::anomaly::AnomalySettings {
-            alpha: self.anomaly_alpha,
-            sigma: self.anomaly_sigma,
-            min_requests_per_min: self.anomaly_min_requests_per_min,
-            warmup_minutes: self.anomaly_warmup_minutes,
-        };
+        let retrieval = resolve_retrieval(self.retrieval_keys())?;
+        let gateway = resolve_gateway(self.gateway_keys()?)?;
+        check_sweep_and_guard(
+            self.sweep_interval_secs,
+            self.sweep_batch_max,
+            self.guard_prompt_window_secs,
+        )?;
+        let alerts = self.alert_settings()?;
         Ok(Settings {
             retrieval,
             gateway,
             sweep_interval: Duration::from_secs(self.sweep_interval_secs),
             sweep_batch_max: self.sweep_batch_max,
-            // The bound above keeps it far below i64::MAX.
-            guard_prompt_window_secs: guard_prompt_window_secs as i64,
+            // check_sweep_and_guard keeps it far below i64::MAX.
+            guard_prompt_window_secs: self.guard_prompt_window_secs as i64,
             policy_packs_dir: self.policy_packs_dir,
-            alerts: bulkhead_server::alerts::AlertSettings {
-                webhook_url: self.alert_webhook_url,
-                webhook_secret: self.alert_webhook_secret,
-                auth_failure_burst: self.alert_auth_failure_burst,
-                not_found_burst: self.alert_not_found_burst,
-                contain_on_leak: self.contain_on_leak.into(),
-                anomaly: anomaly.validated().map_err(|e| anyhow::anyhow!(e))?,
-            },
+            alerts,
             server_name,
             audit_signing_key,
             audit_checkpoint_interval,
@@ -671,6 +606,111 @@ impl Keys {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
         })
     }
+
+    /// The retrieval keys, taken out for `resolve_retrieval`.
+    fn retrieval_keys(&mut self) -> RetrievalKeys {
+        RetrievalKeys {
+            index_cache_bytes_max: self.index_cache_bytes_max,
+            chunker: bulkhead_index::ChunkerConfig {
+                target_chars: self.chunk_target_chars,
+                max_chars: self.chunk_max_chars,
+                overlap_chars: self.chunk_overlap_chars,
+            },
+            embedder: self.embedder,
+            embedder_url: self.embedder_url.take(),
+            embedder_model: self.embedder_model.take(),
+            embedder_api_key: self.embedder_api_key.take(),
+            embedder_dimensions: self.embedder_dimensions,
+            search_default_mode: self.search_default_mode,
+        }
+    }
+
+    /// The gateway keys, taken out for `resolve_gateway`, with the upstream
+    /// timeouts checked.
+    fn gateway_keys(&mut self) -> anyhow::Result<GatewayKeys> {
+        Ok(GatewayKeys {
+            timeouts: upstream_timeouts(
+                self.upstream_connect_timeout_secs,
+                self.upstream_first_byte_timeout_secs,
+                self.upstream_idle_timeout_secs,
+                self.upstream_total_timeout_secs,
+            )?,
+            upstream_url: self.upstream_url.take(),
+            upstream_models: self.upstream_models.take(),
+            upstream_api_key: self.upstream_api_key.take(),
+            upstream_region: self.upstream_region.take(),
+            upstream_cache_salt: self.upstream_cache_salt,
+            echo_models: self.echo_models,
+            session_ttl_secs: self.session_ttl_secs,
+            trace_ttl_secs: self.trace_ttl_secs,
+            trace_commit: self.trace_commit,
+            upstreams: std::mem::take(&mut self.upstreams),
+        })
+    }
+
+    /// Alerting, its anomaly thresholds validated.
+    fn alert_settings(&mut self) -> anyhow::Result<bulkhead_server::alerts::AlertSettings> {
+        let anomaly = bulkhead_server::anomaly::AnomalySettings {
+            alpha: self.anomaly_alpha,
+            sigma: self.anomaly_sigma,
+            min_requests_per_min: self.anomaly_min_requests_per_min,
+            warmup_minutes: self.anomaly_warmup_minutes,
+        };
+        Ok(bulkhead_server::alerts::AlertSettings {
+            webhook_url: self.alert_webhook_url.take(),
+            webhook_secret: self.alert_webhook_secret.take(),
+            auth_failure_burst: self.alert_auth_failure_burst,
+            not_found_burst: self.alert_not_found_burst,
+            contain_on_leak: self.contain_on_leak.into(),
+            anomaly: anomaly.validated().map_err(|e| anyhow::anyhow!(e))?,
+        })
+    }
+}
+
+/// The server's name goes into every checkpoint's origin line: non-empty, no
+/// spaces, no '+'.
+fn check_server_name(server_name: &str) -> anyhow::Result<()> {
+    if server_name.is_empty()
+        || server_name.contains('+')
+        || server_name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        bail!("server_name must be non-empty, without spaces or '+' (e.g. bulkhead.example.com)");
+    }
+    Ok(())
+}
+
+/// The four upstream timeouts, each at least a second, checked in this order.
+fn upstream_timeouts(
+    connect_secs: u64,
+    first_byte_secs: u64,
+    idle_secs: u64,
+    total_secs: u64,
+) -> anyhow::Result<bulkhead_gateway::Timeouts> {
+    Ok(bulkhead_gateway::Timeouts {
+        connect: secs(connect_secs, "upstream_connect_timeout_secs")?,
+        first_byte: secs(first_byte_secs, "upstream_first_byte_timeout_secs")?,
+        idle: secs(idle_secs, "upstream_idle_timeout_secs")?,
+        total: secs(total_secs, "upstream_total_timeout_secs")?,
+    })
+}
+
+fn check_sweep_and_guard(
+    sweep_interval_secs: u64,
+    sweep_batch_max: u32,
+    guard_prompt_window_secs: u64,
+) -> anyhow::Result<()> {
+    if sweep_interval_secs == 0 || sweep_batch_max == 0 {
+        bail!("sweep_interval_secs and sweep_batch_max must be at least 1");
+    }
+    if !(1..=30 * 86_400).contains(&guard_prompt_window_secs) {
+        bail!(
+            "{} must be between 1 and 2592000 (30 days), not {guard_prompt_window_secs}",
+            spelled("guard_prompt_window_secs")
+        );
+    }
+    Ok(())
 }
 
 /// The retrieval keys after layering, before validation.

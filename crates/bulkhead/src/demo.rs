@@ -11,19 +11,26 @@
 //! print a secret that outlives the run (the admin token and API keys belong to a
 //! throwaway server and still are not shown).
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use base64::Engine as _;
-use bulkhead_client::{Method, StatusCode};
+use bulkhead_api::audit::{EntriesResponse, EntryResponse};
+use bulkhead_api::chat::ChatCompletionResponse;
+use bulkhead_api::search::SearchResponse;
+use bulkhead_api::traces::{TraceAudit, TraceResponse};
+use bulkhead_api::{CreateDocumentResponse, IssuedKeyResponse, Problem, TenantResponse};
+use bulkhead_client::{Answer, Method, StatusCode};
 use bulkhead_ledger::checkpoint::Checkpoint;
-use bulkhead_ledger::event::leaf_hash_of_json;
+use bulkhead_ledger::event::{AuditEvent, leaf_hash_of_json};
 use bulkhead_ledger::note::NoteVerifier;
-use bulkhead_ledger::proof::verify_inclusion;
-use bulkhead_ledger::{Hash, hash_from_b64};
+use bulkhead_ledger::{Hash, b64, hash_from_b64};
+use serde::Deserialize as _;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -38,6 +45,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const EXCERPT_CHARS_MAX: usize = 96;
 /// Lines of the echoed prompt shown.
 const EXCERPT_LINES_MAX: usize = 6;
+
+/// The tenant's own audit log, as an API key reads it.
+const TENANT_AUDIT: &str = "/v1/audit";
+/// On a 401 from the demo's own server there is nothing for the user to check.
+const DEMO_HINT: &str = "the demo server refused the demo's own credentials";
 
 const ECHO: &str = "bulkhead-echo";
 const ECHO_LEAKY: &str = "bulkhead-echo-leaky";
@@ -241,7 +253,7 @@ async fn create_company(
     admin_token: &str,
     name: &'static str,
 ) -> anyhow::Result<Company> {
-    let tenant = api
+    let tenant: TenantResponse = api
         .expect(
             Method::POST,
             "/admin/v1/tenants",
@@ -250,9 +262,10 @@ async fn create_company(
             StatusCode::CREATED,
         )
         .await
-        .with_context(|| format!("create the tenant {name}"))?;
-    let id = string_field(&tenant, "id")?;
-    let key = api
+        .with_context(|| format!("create the tenant {name}"))?
+        .value;
+    let id = tenant.id;
+    let key: IssuedKeyResponse = api
         .expect(
             Method::POST,
             &format!("/admin/v1/tenants/{id}/keys"),
@@ -261,9 +274,10 @@ async fn create_company(
             StatusCode::CREATED,
         )
         .await
-        .with_context(|| format!("issue an API key for {name}"))?;
-    let key_id = string_field(&key, "key_id")?;
-    let secret = Zeroizing::new(string_field(&key, "key")?);
+        .with_context(|| format!("issue an API key for {name}"))?
+        .value;
+    let key_id = key.key_id;
+    let secret = Zeroizing::new(key.key);
     out.note(&format!(
         "{name:<10} tenant {id}  API key {key_id} (the key itself is shown once, not here)"
     ));
@@ -281,7 +295,7 @@ async fn store_document(
     company: &Company,
     text: &str,
 ) -> anyhow::Result<String> {
-    let stored = api
+    let stored: CreateDocumentResponse = api
         .expect(
             Method::POST,
             "/v1/documents",
@@ -290,12 +304,13 @@ async fn store_document(
             StatusCode::CREATED,
         )
         .await
-        .with_context(|| format!("store {}'s document", company.name))?;
-    let id = string_field(&stored, "id")?;
+        .with_context(|| format!("store {}'s document", company.name))?
+        .value;
+    let id = stored.id;
     out.note(&format!(
         "{:<10} {id} ({} chunk(s)): \"{}\"",
         company.name,
-        stored["chunks"],
+        stored.chunks,
         out.style.clip(text, 60)
     ));
     Ok(id)
@@ -315,10 +330,8 @@ async fn acme_asks(
             true,
         )
         .await?;
-    let body = reply.ok_json(StatusCode::OK, "Acme's chat call")?;
-    let content = body["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap_or_default();
+    let body: ChatCompletionResponse = reply.ok_json(StatusCode::OK, "Acme's chat call")?.value;
+    let content = answer_text(&body);
     out.excerpt(
         "Acme's answer (the echo model shows the prompt Bulkhead built)",
         content,
@@ -334,9 +347,9 @@ async fn acme_asks(
         "finish_reason stop",
         format!(
             "finish_reason {}",
-            body["choices"][0]["finish_reason"]
-                .as_str()
-                .unwrap_or("(none)")
+            body.choices
+                .first()
+                .map_or("(none)", |c| c.finish_reason.as_str())
         ),
     );
     let canary = find_canary(content);
@@ -349,7 +362,7 @@ async fn acme_asks(
         format!("a {CANARY_PREFIX}... token in the echoed context"),
         "no canary",
     );
-    let trace_id = body["bulkhead"]["trace_id"].as_str().unwrap_or_default();
+    let trace_id = body.bulkhead.trace_id.as_str();
     out.check(
         !trace_id.is_empty() && reply.trace_id.as_deref() == Some(trace_id),
         &format!("the call has a decision trace: {trace_id}"),
@@ -426,7 +439,7 @@ async fn search_foreign_words(
         &format!("Globex searches for Acme's words: \"{query}\""),
     );
     let request = json!({ "query": query, "top_k": 5 });
-    let own = api
+    let own: SearchResponse = api
         .expect(
             Method::POST,
             "/v1/search",
@@ -435,7 +448,8 @@ async fn search_foreign_words(
             StatusCode::OK,
         )
         .await
-        .context("Acme's search")?;
+        .context("Acme's search")?
+        .value;
     let own_ids = result_documents(&own);
     out.check(
         own_ids.contains(&acme.document_id.as_str()),
@@ -446,7 +460,7 @@ async fn search_foreign_words(
         format!("a result from {}", acme.document_id),
         format!("{own_ids:?}"),
     );
-    let theirs = api
+    let theirs: Answer<SearchResponse> = api
         .expect(
             Method::POST,
             "/v1/search",
@@ -456,9 +470,9 @@ async fn search_foreign_words(
         )
         .await
         .context("Globex's search")?;
-    let ids = result_documents(&theirs);
+    let ids = result_documents(&theirs.value);
     let only_own = ids.iter().all(|id| *id == globex.document_id);
-    let acme_text = has_marker(&theirs.to_string());
+    let acme_text = has_marker(&theirs.raw.to_string());
     out.check(
         only_own && !acme_text,
         &format!(
@@ -492,9 +506,9 @@ async fn inject(
     );
     let reply = api.chat(&globex.key, ECHO, prompt, true).await?;
     let leaked = has_marker(&reply.body) || acme_canary.is_some_and(|c| reply.body.contains(c));
-    let problem_type = serde_json::from_str::<Value>(&reply.body)
+    let problem_type = serde_json::from_str::<Problem>(&reply.body)
         .ok()
-        .and_then(|v| v["type"].as_str().map(str::to_owned))
+        .and_then(|p| p.kind)
         .unwrap_or_default();
     if reply.status == StatusCode::BAD_REQUEST && problem_type.ends_with("/content-refused") {
         out.check(
@@ -536,6 +550,17 @@ async fn leaky_model(
         'd',
         "the shared model leaks: it repeats the previous caller's prompt to the next",
     );
+    prime_leaky_model(out, api, acme).await?;
+    let Some(trace_id) = globex_gets_blocked(out, api, globex, acme_canary).await? else {
+        return Ok(None);
+    };
+    check_blocked_trace(out, api, acme, globex, &trace_id).await?;
+    check_operator_log(out, api, admin_token, acme, globex).await?;
+    Ok(Some(trace_id))
+}
+
+/// Acme's call that leaves its context in the leaky model.
+async fn prime_leaky_model(out: &mut Narrator, api: &Api, acme: &Company) -> anyhow::Result<()> {
     let reply = api
         .chat(
             &acme.key,
@@ -544,18 +569,26 @@ async fn leaky_model(
             true,
         )
         .await?;
-    let body = reply.ok_json(StatusCode::OK, "Acme's call to the leaky model")?;
+    let body: ChatCompletionResponse = reply
+        .ok_json(StatusCode::OK, "Acme's call to the leaky model")?
+        .value;
     out.check(
-        has_marker(
-            body["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap_or(""),
-        ),
+        has_marker(answer_text(&body)),
         &format!("Acme calls {ECHO_LEAKY} with retrieval; the model now holds Acme's context"),
         "Acme's own answer to carry its context",
         reply.summary(),
     );
+    Ok(())
+}
 
+/// Globex's call that gets Acme's prompt back from the model, which the guard
+/// must block. Returns the blocked answer's trace id, if it names one.
+async fn globex_gets_blocked(
+    out: &mut Narrator,
+    api: &Api,
+    globex: &Company,
+    acme_canary: Option<&str>,
+) -> anyhow::Result<Option<String>> {
     let reply = api
         .chat(
             &globex.key,
@@ -564,25 +597,25 @@ async fn leaky_model(
             false,
         )
         .await?;
-    let body = reply.ok_json(StatusCode::OK, "Globex's call to the leaky model")?;
+    let body: ChatCompletionResponse = reply
+        .ok_json(StatusCode::OK, "Globex's call to the leaky model")?
+        .value;
     out.note(&format!(
         "Globex calls {ECHO_LEAKY}: the model answers with Acme's prompt, and the guard sees it"
     ));
-    let finish_reason = body["choices"][0]["finish_reason"].as_str().unwrap_or("");
-    let content = body["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap_or("");
+    let finish_reason = body
+        .choices
+        .first()
+        .map_or("", |c| c.finish_reason.as_str());
+    let blocked = body.bulkhead.blocked;
     out.check(
-        finish_reason == "content_filter" && body["bulkhead"]["blocked"] == true,
+        finish_reason == "content_filter" && blocked,
         &format!(
             "blocked: finish_reason content_filter, content \"{}\"",
-            out.style.clip(content, 60)
+            out.style.clip(answer_text(&body), 60)
         ),
         "finish_reason content_filter and bulkhead.blocked true",
-        format!(
-            "finish_reason {finish_reason:?}, blocked {}",
-            body["bulkhead"]["blocked"]
-        ),
+        format!("finish_reason {finish_reason:?}, blocked {blocked}"),
     );
     let canary_leaked = acme_canary.is_some_and(|c| reply.body.contains(c));
     out.check(
@@ -591,15 +624,26 @@ async fn leaky_model(
         "none of NIGHTJAR, Initech, 2.4 billion or Acme's canary",
         out.style.clip(&reply.body, EXCERPT_CHARS_MAX),
     );
-    let Some(trace_id) = body["bulkhead"]["trace_id"].as_str().map(str::to_owned) else {
+    if body.bulkhead.trace_id.is_empty() {
         out.fail(
             "the blocked answer names its trace",
             "bulkhead.trace_id",
             reply.summary(),
         );
         return Ok(None);
-    };
-    let trace = api
+    }
+    Ok(Some(body.bulkhead.trace_id))
+}
+
+/// Globex's own trace of the blocked call says what was found, never whose.
+async fn check_blocked_trace(
+    out: &mut Narrator,
+    api: &Api,
+    acme: &Company,
+    globex: &Company,
+    trace_id: &str,
+) -> anyhow::Result<()> {
+    let trace: Answer<TraceResponse> = api
         .expect(
             Method::GET,
             &format!("/v1/traces/{trace_id}"),
@@ -609,31 +653,41 @@ async fn leaky_model(
         )
         .await
         .context("read the blocked call's trace")?;
-    let guard = &trace["guard"];
-    let findings = findings_text(&guard["findings"], &out.style);
+    let outcome = &trace.value.trace.outcome;
+    let guard = &trace.value.trace.guard;
+    let findings = findings_text(&guard.findings, &out.style);
     out.check(
-        trace["outcome"] == "blocked"
-            && guard["verdict"] == "blocked"
-            && guard["cross_tenant"] == true,
+        outcome == "blocked" && guard.verdict == "blocked" && guard.cross_tenant,
         &format!("Globex's trace {trace_id}: outcome blocked, cross_tenant, findings {findings}"),
         "outcome blocked, guard verdict blocked, cross_tenant true",
         format!(
-            "outcome {}, verdict {}, cross_tenant {}",
-            trace["outcome"], guard["verdict"], guard["cross_tenant"]
+            "outcome {outcome:?}, verdict {:?}, cross_tenant {}",
+            guard.verdict, guard.cross_tenant
         ),
     );
     for (kind, meaning) in FINDING_MEANINGS {
-        if guard["findings"].get(kind).is_some() {
+        if guard.findings.contains_key(kind) {
             out.note(&format!("{kind}: {meaning}"));
         }
     }
     out.check(
-        !trace.to_string().contains(&acme.id),
+        !trace.raw.to_string().contains(&acme.id),
         "Globex's trace never names whose data it was",
         format!("no {} in the trace", acme.id),
         "the trace names Acme",
     );
-    let ops = api
+    Ok(())
+}
+
+/// The operator log, which alone names the data's owner, has the leak.
+async fn check_operator_log(
+    out: &mut Narrator,
+    api: &Api,
+    admin_token: &str,
+    acme: &Company,
+    globex: &Company,
+) -> anyhow::Result<()> {
+    let ops: EntriesResponse = api
         .expect(
             Method::GET,
             "/admin/v1/audit/entries?start=0",
@@ -642,80 +696,135 @@ async fn leaky_model(
             StatusCode::OK,
         )
         .await
-        .context("read the operator audit log")?;
-    let leak = ops["entries"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["event"]["kind"] == "guard.leak")
-        .find(|e| {
-            e["event"]["subjects"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|s| s["kind"] == "owner_tenant" && s["id"] == acme.id.as_str())
+        .context("read the operator audit log")?
+        .value;
+    let leak = ops
+        .entries
+        .iter()
+        .filter_map(|e| Some((e.index, event_of(e)?)))
+        .filter(|(_, event)| event.kind == "guard.leak")
+        .find(|(_, event)| {
+            event
+                .subjects
+                .iter()
+                .any(|s| s.kind == "owner_tenant" && s.id == acme.id)
         });
     match leak {
-        Some(entry) => out.check(
-            entry["event"]["tenant"] == globex.id.as_str(),
+        Some((index, event)) => out.check(
+            event.tenant.as_deref() == Some(globex.id.as_str()),
             &format!(
-                "operator log entry #{}: guard.leak on {}'s call, data owner {} ({})",
-                entry["index"], GLOBEX, acme.id, ACME
+                "operator log entry #{index}: guard.leak on {GLOBEX}'s call, data owner {} ({ACME})",
+                acme.id
             ),
             format!("the event about {}", globex.id),
-            format!("about {}", entry["event"]["tenant"]),
+            format!("about {}", json!(event.tenant)),
         ),
         None => out.fail(
             "the operator log has a guard.leak event naming Acme",
             format!("a guard.leak entry with owner_tenant {}", acme.id),
-            format!(
-                "{} entries, none such",
-                ops["entries"].as_array().map_or(0, Vec::len)
-            ),
+            format!("{} entries, none such", ops.entries.len()),
         ),
     }
-    Ok(Some(trace_id))
+    Ok(())
+}
+
+/// An entry's event, typed; `None` once shredded (or if it is not an event).
+fn event_of(entry: &EntryResponse) -> Option<AuditEvent> {
+    AuditEvent::deserialize(entry.event.as_ref()?).ok()
 }
 
 /// Step 6, as crates/bulkhead-server/tests/gateway.rs `verified_trace` does it:
 /// the checkpoint is signed, the entry at the trace's index commits to the trace,
 /// the event hashes to the leaf, and the inclusion proof leads to the signed root.
+/// The proofs are checked by `bulkhead_client::verify`, as any auditor's client.
 async fn verify_trace_inclusion(
     out: &mut Narrator,
     api: &Api,
     globex: &Company,
     trace_id: &str,
 ) -> anyhow::Result<()> {
-    let key = Some(globex.key.as_str());
-    let trace = api
+    let key = globex.key.as_str();
+    let trace: TraceResponse = api
         .expect(
             Method::GET,
             &format!("/v1/traces/{trace_id}"),
-            key,
+            Some(key),
             None,
             StatusCode::OK,
         )
-        .await?;
-    let Some(index) = trace["audit"]["index"].as_u64() else {
+        .await?
+        .value;
+    let index = trace.audit.index;
+    let Some(checkpoint) = signed_checkpoint(out, api, globex, index).await? else {
+        return Ok(());
+    };
+    let entries = api
+        .http
+        .entries(TENANT_AUDIT, key, DEMO_HINT, index, index + 1)
+        .await
+        .with_context(|| format!("fetch entry #{index} of Globex's log"))?;
+    let Some(entry) = entries.entries.into_iter().next() else {
         out.fail(
-            "the trace names its audit log entry",
-            "audit.index",
-            trace["audit"].to_string(),
+            &format!(
+                "log entry #{index} is the model.call that commits to the trace's content hash"
+            ),
+            format!("entry #{index}"),
+            "no entry",
         );
         return Ok(());
     };
+    let leaf = check_entry(out, &entry, trace_id, &trace.audit);
+    let proof = api
+        .http
+        .inclusion(TENANT_AUDIT, key, DEMO_HINT, index, checkpoint.size)
+        .await
+        .with_context(|| format!("fetch the inclusion proof of entry #{index}"))?;
+    let verified = match leaf {
+        Some(leaf) => bulkhead_client::verify::inclusion(
+            "tenant",
+            index,
+            &b64(&leaf),
+            &proof.proof,
+            &checkpoint,
+        )
+        .map_err(|e| e.to_string()),
+        None => Err("the leaf could not be computed".to_owned()),
+    };
+    out.check(
+        verified.is_ok(),
+        &format!(
+            "inclusion proof verified: {} hash(es) from entry #{index} to the signed root",
+            proof.proof.len()
+        ),
+        "the proof to lead to the checkpoint's root",
+        verified.err().unwrap_or_default(),
+    );
+    Ok(())
+}
+
+/// Globex's log's checkpoint, signed under the server's public key and covering
+/// entry `index`; `None` (the failure printed) when its signature fails.
+async fn signed_checkpoint(
+    out: &mut Narrator,
+    api: &Api,
+    globex: &Company,
+    index: u64,
+) -> anyhow::Result<Option<Checkpoint>> {
     // An auditor gets the public key once, by a channel the server does not
     // control; here it is fetched, and everything after is checked against it.
     let vkey = api
-        .send(Method::GET, "/v1/audit/public-key", None, None)
-        .await?;
-    let vkey = vkey.body.trim();
-    out.note(&format!("public key  {}", out.style.clip(vkey, 72)));
-    let verifier = NoteVerifier::from_vkey(vkey).context("parse the server's public key")?;
+        .http
+        .public_key()
+        .await
+        .context("fetch the server's public key")?;
+    out.note(&format!("public key  {}", out.style.clip(&vkey, 72)));
+    let verifier = NoteVerifier::from_vkey(&vkey).context("parse the server's public key")?;
     let note = api
-        .send(Method::GET, "/v1/audit/checkpoint", key, None)
-        .await?;
-    let checkpoint = match Checkpoint::open(&note.body, &verifier) {
+        .http
+        .checkpoint(TENANT_AUDIT, &globex.key, DEMO_HINT)
+        .await
+        .context("fetch Globex's checkpoint")?;
+    let checkpoint = match bulkhead_client::verify::checkpoint(&note, &verifier, "tenant") {
         Ok(c) => c,
         Err(e) => {
             out.fail(
@@ -723,7 +832,7 @@ async fn verify_trace_inclusion(
                 "a valid signature",
                 e,
             );
-            return Ok(());
+            return Ok(None);
         }
     };
     let root = bulkhead_ledger::hex(&checkpoint.root);
@@ -744,78 +853,46 @@ async fn verify_trace_inclusion(
         ),
         format!("origin {}, size {}", checkpoint.origin, checkpoint.size),
     );
-    let entries = api
-        .expect(
-            Method::GET,
-            &format!("/v1/audit/entries?start={index}&end={}", index + 1),
-            key,
-            None,
-            StatusCode::OK,
-        )
-        .await?;
-    let entry = &entries["entries"][0];
-    let event = &entry["event"];
-    let names_trace = event["kind"] == "model.call"
-        && event["subjects"].as_array().into_iter().flatten().any(|s| {
-            s["kind"] == "trace"
-                && s["id"] == trace_id
-                && s["hash"] == trace["audit"]["content_hash"]
-        });
+    Ok(Some(checkpoint))
+}
+
+/// The entry is the model.call that names the trace and its content hash, and
+/// its event hashes to its leaf hash. Returns the leaf hash computed here, for
+/// the inclusion proof, if the event could be hashed at all.
+fn check_entry(
+    out: &mut Narrator,
+    entry: &EntryResponse,
+    trace_id: &str,
+    audit: &TraceAudit,
+) -> Option<Hash> {
+    let index = entry.index;
+    let names_trace = event_of(entry).is_some_and(|event| {
+        event.kind == "model.call"
+            && event.subjects.iter().any(|s| {
+                s.kind == "trace"
+                    && s.id == trace_id
+                    && s.hash.as_deref() == Some(audit.content_hash.as_str())
+            })
+    });
+    let event = entry.event.clone().unwrap_or(Value::Null);
     out.check(
         names_trace,
         &format!("log entry #{index} is the model.call that commits to the trace's content hash"),
         format!(
-            "a model.call event with subject trace {trace_id} {}",
-            trace["audit"]["content_hash"]
+            "a model.call event with subject trace {trace_id} {:?}",
+            audit.content_hash
         ),
         out.style.clip(&event.to_string(), EXCERPT_CHARS_MAX),
     );
-    let served_leaf = entry["leaf_hash"].as_str().and_then(hash_from_b64);
-    let computed_leaf = leaf_hash_of_json(event).ok();
+    let served_leaf = hash_from_b64(&entry.leaf_hash);
+    let computed_leaf = leaf_hash_of_json(&event).ok();
     out.check(
         served_leaf.is_some() && served_leaf == computed_leaf,
         "the event, hashed here, gives the entry's leaf hash",
         format!("{:?}", served_leaf.map(|h| bulkhead_ledger::hex(&h))),
         format!("{:?}", computed_leaf.map(|h| bulkhead_ledger::hex(&h))),
     );
-    let proof = api
-        .expect(
-            Method::GET,
-            &format!(
-                "/v1/audit/proof/inclusion?index={index}&size={}",
-                checkpoint.size
-            ),
-            key,
-            None,
-            StatusCode::OK,
-        )
-        .await?;
-    let path: Option<Vec<Hash>> = proof["proof"]
-        .as_array()
-        .map(|hashes| {
-            hashes
-                .iter()
-                .map(|h| h.as_str().and_then(hash_from_b64))
-                .collect()
-        })
-        .unwrap_or_default();
-    let verified = match (&path, computed_leaf) {
-        (Some(path), Some(leaf)) => {
-            verify_inclusion(index, checkpoint.size, &leaf, path, &checkpoint.root)
-                .map_err(|e| e.to_string())
-        }
-        _ => Err("the proof or the leaf could not be decoded".to_owned()),
-    };
-    out.check(
-        verified.is_ok(),
-        &format!(
-            "inclusion proof verified: {} hash(es) from entry #{index} to the signed root",
-            path.as_ref().map_or(0, Vec::len)
-        ),
-        "the proof to lead to the checkpoint's root",
-        verified.err().unwrap_or_default(),
-    );
-    Ok(())
+    computed_leaf
 }
 
 /// The HTTP client of the demo, bound to the in-process server.
@@ -831,19 +908,23 @@ struct Reply {
 }
 
 impl Reply {
-    /// The body as JSON, or an error when the status is not `expected`.
-    fn ok_json(&self, expected: StatusCode, what: &str) -> anyhow::Result<Value> {
+    /// The body as `T` and as sent, or an error when the status is not `expected`.
+    fn ok_json<T: DeserializeOwned>(
+        &self,
+        expected: StatusCode,
+        what: &str,
+    ) -> anyhow::Result<Answer<T>> {
         if self.status != expected {
             return Err(anyhow::Error::new(
-                bulkhead_client::ClientError::from_status(
-                    self.status,
-                    &self.body,
-                    "the demo server refused the demo's own credentials",
-                ),
+                bulkhead_client::ClientError::from_status(self.status, &self.body, DEMO_HINT),
             ))
             .with_context(|| format!("{what}: expected {expected}"));
         }
-        serde_json::from_str(&self.body).with_context(|| format!("{what}: the answer is not JSON"))
+        let raw: Value = serde_json::from_str(&self.body)
+            .with_context(|| format!("{what}: the answer is not JSON"))?;
+        let value = T::deserialize(&raw)
+            .with_context(|| format!("{what}: the answer is not the JSON expected"))?;
+        Ok(Answer { value, raw })
     }
 
     fn summary(&self) -> String {
@@ -891,14 +972,14 @@ impl Api {
 
     /// Sends and parses the JSON answer; any other status than `expected` is an
     /// error, because the story cannot go on without it.
-    async fn expect(
+    async fn expect<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         token: Option<&str>,
         body: Option<&Value>,
         expected: StatusCode,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Answer<T>> {
         let what = format!("{method} {path}");
         self.send(method, path, token, body)
             .await?
@@ -924,11 +1005,12 @@ impl Api {
     }
 }
 
-fn string_field(value: &Value, field: &str) -> anyhow::Result<String> {
-    value[field]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("expected a string {field:?} in {value}"))
+/// The first choice's message text; empty when there is none.
+fn answer_text(body: &ChatCompletionResponse) -> &str {
+    body.choices
+        .first()
+        .and_then(|c| c.message.content.as_deref())
+        .unwrap_or_default()
 }
 
 /// Whether `text` carries any of Acme's secret words.
@@ -947,21 +1029,18 @@ fn find_canary(text: &str) -> Option<String> {
     (token.len() > CANARY_PREFIX.len()).then_some(token)
 }
 
-fn result_documents(search: &Value) -> Vec<&str> {
-    search["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["document_id"].as_str())
+fn result_documents(search: &SearchResponse) -> Vec<&str> {
+    search
+        .results
+        .iter()
+        .map(|r| r.document_id.as_str())
         .collect()
 }
 
 /// `{"canary": 1, "fingerprint": 2}` as `canary x1, fingerprint x2`.
-fn findings_text(findings: &Value, style: &Style) -> String {
+fn findings_text(findings: &BTreeMap<String, i64>, style: &Style) -> String {
     let parts: Vec<String> = findings
-        .as_object()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|(kind, n)| format!("{kind} {}{n}", style.times()))
         .collect();
     if parts.is_empty() {

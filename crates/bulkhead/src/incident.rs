@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bulkhead_api::incident::ImpactReport;
-use bulkhead_client::Method;
+use bulkhead_api::incident::{ImpactItem, ImpactReport, Incident, IncidentList, IncidentShown};
+use bulkhead_client::{Answer, Method};
 use bulkhead_ledger::note::NoteVerifier;
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -76,29 +76,7 @@ pub async fn run(conn: ConnArgs, command: IncidentCommand) -> anyhow::Result<()>
             to,
             out,
             vkey_file,
-        } => {
-            let to = to.unwrap_or_else(now_rfc3339);
-            let path = format!(
-                "/tenants/{}/impact?from={}&to={}",
-                segment(&tenant)?,
-                encode(&from),
-                encode(&to)
-            );
-            let report = client.call(Method::GET, &path, None).await?;
-            let vkey = match vkey_file {
-                Some(path) => std::fs::read_to_string(&path)
-                    .with_context(|| format!("read the verifier key from {}", path.display()))?,
-                None => client.public_key().await?,
-            };
-            let verified = verify_report(&report, vkey.trim())?;
-            if let Some(out) = out {
-                let bytes = serde_json::to_vec_pretty(&report).context("encode the report")?;
-                bulkhead_crypto::write_secret_file(&out, &bytes)
-                    .with_context(|| format!("write {}", out.display()))?;
-                eprintln!("wrote the report to {} (0600)", out.display());
-            }
-            client.print(&report, |r| human(r, verified));
-        }
+        } => report(&client, &tenant, &from, to, out, vkey_file).await?,
         IncidentCommand::Open {
             tenant,
             from,
@@ -108,22 +86,20 @@ pub async fn run(conn: ConnArgs, command: IncidentCommand) -> anyhow::Result<()>
         } => {
             let body = json!({"tenant": tenant, "from": from, "to": to, "title": title, "alert_id": alert});
             let body = strip_nulls(body);
-            let incident = client.call(Method::POST, "/incidents", Some(body)).await?;
+            let incident: Answer<Incident> =
+                client.typed(Method::POST, "/incidents", Some(body)).await?;
             client.print(&incident, |i| {
                 format!(
                     "opened {}; see its impact report with `bulkhead incident show {}`",
                     incident_line(i),
-                    i["id"].as_str().unwrap_or("?")
+                    i.id
                 )
             });
         }
         IncidentCommand::List => {
-            let list = client.call(Method::GET, "/incidents", None).await?;
+            let list: Answer<IncidentList> = client.typed(Method::GET, "/incidents", None).await?;
             client.print(&list, |l| {
-                let lines: Vec<String> = l["incidents"]
-                    .as_array()
-                    .map(|a| a.iter().map(incident_line).collect())
-                    .unwrap_or_default();
+                let lines: Vec<String> = l.incidents.iter().map(incident_line).collect();
                 if lines.is_empty() {
                     "no incidents".to_owned()
                 } else {
@@ -132,22 +108,22 @@ pub async fn run(conn: ConnArgs, command: IncidentCommand) -> anyhow::Result<()>
             });
         }
         IncidentCommand::Show { id } => {
-            let shown = client
-                .call(Method::GET, &format!("/incidents/{}", segment(&id)?), None)
+            let shown: Answer<IncidentShown> = client
+                .typed(Method::GET, &format!("/incidents/{}", segment(&id)?), None)
                 .await?;
             let vkey = client.public_key().await?;
-            let verified = verify_report(&shown["report"], vkey.trim())?;
+            let verified = verify_report(&shown.value.report, vkey.trim())?;
             client.print(&shown, |s| {
                 format!(
                     "{}\n{}",
-                    incident_line(&s["incident"]),
-                    human(&s["report"], verified)
+                    incident_line(&s.incident),
+                    human(&s.report, verified)
                 )
             });
         }
         IncidentCommand::Close { id } => {
-            let closed = client
-                .call(
+            let closed: Answer<Incident> = client
+                .typed(
                     Method::POST,
                     &format!("/incidents/{}/close", segment(&id)?),
                     None,
@@ -156,6 +132,40 @@ pub async fn run(conn: ConnArgs, command: IncidentCommand) -> anyhow::Result<()>
             client.print(&closed, |i| format!("closed {}", incident_line(i)));
         }
     }
+    Ok(())
+}
+
+/// `bulkhead incident report`: every proof checked here before anything is
+/// written or printed.
+async fn report(
+    client: &AdminClient,
+    tenant: &str,
+    from: &str,
+    to: Option<String>,
+    out: Option<PathBuf>,
+    vkey_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let to = to.unwrap_or_else(now_rfc3339);
+    let path = format!(
+        "/tenants/{}/impact?from={}&to={}",
+        segment(tenant)?,
+        encode(from),
+        encode(&to)
+    );
+    let report: Answer<ImpactReport> = client.typed(Method::GET, &path, None).await?;
+    let vkey = match vkey_file {
+        Some(path) => std::fs::read_to_string(&path)
+            .with_context(|| format!("read the verifier key from {}", path.display()))?,
+        None => client.public_key().await?,
+    };
+    let verified = verify_report(&report.value, vkey.trim())?;
+    if let Some(out) = out {
+        let bytes = serde_json::to_vec_pretty(&report.raw).context("encode the report")?;
+        bulkhead_crypto::write_secret_file(&out, &bytes)
+            .with_context(|| format!("write {}", out.display()))?;
+        eprintln!("wrote the report to {} (0600)", out.display());
+    }
+    client.print(&report, |r| human(r, verified));
     Ok(())
 }
 
@@ -179,79 +189,54 @@ fn encode(raw: &str) -> String {
     raw.replace('+', "%2B")
 }
 
-fn incident_line(i: &Value) -> String {
+fn incident_line(i: &Incident) -> String {
     format!(
         "{}  {:<6}  tenant={}  {} .. {}  {}",
-        i["id"].as_str().unwrap_or("?"),
-        i["status"].as_str().unwrap_or("?"),
-        i["tenant"].as_str().unwrap_or("?"),
-        i["from"].as_str().unwrap_or("?"),
-        i["to"].as_str().unwrap_or("?"),
-        i["title"].as_str().unwrap_or(""),
+        i.id, i.status, i.tenant, i.from, i.to, i.title,
     )
 }
 
 /// Checks both checkpoints' signatures and every item's inclusion proof; returns
 /// how many proofs held. Any failure is an error that names the item.
-pub(crate) fn verify_report(report: &Value, vkey: &str) -> anyhow::Result<usize> {
+pub(crate) fn verify_report(report: &ImpactReport, vkey: &str) -> anyhow::Result<usize> {
     let verifier = NoteVerifier::from_vkey(vkey).context("parse the verifier key")?;
-    let report: ImpactReport =
-        serde_json::from_value(report.clone()).context("read the server's impact report")?;
-    Ok(bulkhead_client::verify::impact_report(&report, &verifier)?)
+    Ok(bulkhead_client::verify::impact_report(report, &verifier)?)
 }
 
-fn human(r: &Value, verified: usize) -> String {
-    let s = &r["summary"];
+fn human(r: &ImpactReport, verified: usize) -> String {
+    let s = &r.summary;
     let mut out = format!(
         "impact report for {} from {} to {}\n\
          reads: {}   model answers returned: {}   blocked: {}   denied: {}   other: {}\n\
          leaks blocked: {} to this tenant, {} of this tenant's data to others\n\
          documents: {}   sessions: {}   traces: {}\n",
-        r["tenant"].as_str().unwrap_or("?"),
-        r["from"].as_str().unwrap_or("?"),
-        r["to"].as_str().unwrap_or("?"),
-        s["reads"],
-        s["model_calls_returned"],
-        s["blocked"],
-        s["denied"],
-        s["other"],
-        s["leaks_blocked_to_tenant"],
-        s["leaks_blocked_of_tenant"],
-        s["documents"].as_array().map_or(0, Vec::len),
-        s["sessions"].as_array().map_or(0, Vec::len),
-        s["traces"].as_array().map_or(0, Vec::len),
+        r.tenant,
+        r.from,
+        r.to,
+        s.reads,
+        s.model_calls_returned,
+        s.blocked,
+        s.denied,
+        s.other,
+        s.leaks_blocked_to_tenant,
+        s.leaks_blocked_of_tenant,
+        s.documents.len(),
+        s.sessions.len(),
+        s.traces.len(),
     );
-    if let Some(actors) = s["actors"].as_object() {
-        let list: Vec<String> = actors.iter().map(|(a, n)| format!("{a} ({n})")).collect();
-        out.push_str(&format!("actors: {}\n", list.join(", ")));
-    }
-    for (title, list) in [
-        ("read", "read"),
-        ("returned", "returned"),
-        ("blocked or refused", "blocked"),
+    let actors: Vec<String> = s.actors.iter().map(|(a, n)| format!("{a} ({n})")).collect();
+    out.push_str(&format!("actors: {}\n", actors.join(", ")));
+    for (title, items) in [
+        ("read", &r.read),
+        ("returned", &r.returned),
+        ("blocked or refused", &r.blocked),
     ] {
-        let items = r[list].as_array().cloned().unwrap_or_default();
         if items.is_empty() {
             continue;
         }
         out.push_str(&format!("\n{title}:\n"));
         for i in items.iter().take(50) {
-            let subjects: Vec<&str> = i["subjects"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            out.push_str(&format!(
-                "  {} {}#{}  {:<16} {:<10} {} {}\n",
-                i["time"].as_str().unwrap_or("?"),
-                i["log"].as_str().unwrap_or("?"),
-                i["index"],
-                i["kind"].as_str().unwrap_or("?"),
-                i["outcome"].as_str().unwrap_or("?"),
-                i["actor"].as_str().unwrap_or("?"),
-                subjects.join(" "),
-            ));
+            out.push_str(&item_line(i));
         }
         if items.len() > 50 {
             out.push_str(&format!(
@@ -260,8 +245,11 @@ fn human(r: &Value, verified: usize) -> String {
             ));
         }
     }
-    for section in ["tenant_log", "operator_log"] {
-        if r[section]["truncated"].as_bool() == Some(true) {
+    for (section, log) in [
+        ("tenant_log", &r.tenant_log),
+        ("operator_log", &r.operator_log),
+    ] {
+        if log.truncated {
             out.push_str(&format!(
                 "\nwarning: the {section} window was larger than one report reads; narrow --from/--to\n"
             ));
@@ -271,4 +259,17 @@ fn human(r: &Value, verified: usize) -> String {
         "\n{verified} inclusion proof(s) verified against the signed checkpoints"
     ));
     out
+}
+
+fn item_line(i: &ImpactItem) -> String {
+    format!(
+        "  {} {}#{}  {:<16} {:<10} {} {}\n",
+        i.time,
+        i.log,
+        i.index,
+        i.kind,
+        i.outcome,
+        i.actor,
+        i.subjects.join(" "),
+    )
 }

@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+mod api_types;
 mod audit;
 mod client;
 mod compliance;
