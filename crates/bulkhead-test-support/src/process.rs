@@ -115,6 +115,14 @@ impl Server {
         crate::cli::operator(&self.bin, &self.base_url)
     }
 
+    /// [`Server::cli`] working in `dir`, which is also its data directory
+    /// (where commands write their files and find a local key).
+    pub fn cli_in(&self, dir: &Path) -> Command {
+        let mut command = self.cli();
+        command.current_dir(dir).env("BULKHEAD_DATA_DIR", dir);
+        command
+    }
+
     /// Sends SIGTERM and waits for the server to finish shutting down.
     pub fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();

@@ -17,11 +17,7 @@ use serde_json::{Value, json};
 use crate::BULKHEAD;
 
 fn cli(server: &Server, dir: &Path, args: &[&str]) -> Output {
-    run(server
-        .cli()
-        .args(args)
-        .current_dir(dir)
-        .env("BULKHEAD_DATA_DIR", dir))
+    run(server.cli_in(dir).args(args))
 }
 
 fn ok(output: &Output) -> String {

@@ -27,12 +27,7 @@ use crate::BULKHEAD;
 
 /// Runs the binary with `args` against `server`, from `dir`.
 fn cli(server: &Server, dir: &Path, args: &[&str]) -> Output {
-    run(server
-        .cli()
-        .args(args)
-        .current_dir(dir)
-        .env("BULKHEAD_DATA_DIR", dir)
-        .env("NO_COLOR", "1"))
+    run(server.cli_in(dir).args(args).env("NO_COLOR", "1"))
 }
 
 /// Runs `bulkhead audit …` offline: nothing listens at the server address.
