@@ -1,7 +1,7 @@
 """Microsoft Presidio's pattern recognizers on the guard's evaluation set.
 
 Scores the entities both tools cover (email, phone, US SSN, payment card, IBAN,
-IP address) with the same rule as crates/bulkhead-guard/tests/eval.rs: a result
+IP address) with the same rule as crates/bulkhead-guard/tests/it/eval.rs: a result
 matches an expected entity of the same type whose span it overlaps; unmatched
 results are false positives, unmatched entities false negatives. Reports at
 Presidio's default threshold (every result, score > 0) and at score >= 0.5, then

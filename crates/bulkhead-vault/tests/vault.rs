@@ -3,24 +3,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use bulkhead_crypto::{LocalKek, SecretKey};
-use bulkhead_store::{SqliteOptions, SqliteStore, Store};
-use bulkhead_types::{Clock, DocumentId, KeyVersion, PolicyName, RecordKind, Region, UnixMillis};
+use bulkhead_store::{SqliteStore, Store};
+use bulkhead_test_support::TestClock;
+use bulkhead_test_support::store::TempSqlite;
+use bulkhead_types::{DocumentId, KeyVersion, PolicyName, RecordKind, Region, UnixMillis};
 use bulkhead_vault::{
     AuthError, NewDocument, NewTenant, TenantCtx, Vault, VaultError, VaultLimits,
 };
 use proptest::prelude::*;
-
-#[derive(Debug, Default)]
-struct TestClock(AtomicI64);
-
-impl Clock for TestClock {
-    fn now(&self) -> UnixMillis {
-        UnixMillis(1_800_000_000_000 + self.0.load(Ordering::SeqCst))
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -31,11 +23,13 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bulkhead.db");
-    let store = Arc::new(SqliteStore::open(&db, SqliteOptions::default()).unwrap());
+    let TempSqlite {
+        dir,
+        path: db,
+        store,
+    } = TempSqlite::new();
     let kek = Arc::new(LocalKek::new(&SecretKey::from_slice(&[9; 32]).unwrap(), "test").unwrap());
-    let clock = Arc::new(TestClock::default());
+    let clock = Arc::new(TestClock::fixed(UnixMillis(1_800_000_000_000)));
     let vault = Vault::open(store.clone(), kek, clock.clone(), VaultLimits::default())
         .await
         .unwrap();
@@ -348,7 +342,7 @@ async fn api_keys_expire_revoke_and_quarantine() {
         AuthError::Invalid
     );
 
-    f.clock.0.store(61_000, Ordering::SeqCst);
+    f.clock.set_offset_ms(61_000);
     assert_eq!(
         f.vault.authenticate(&short.token).await.unwrap_err(),
         AuthError::Expired

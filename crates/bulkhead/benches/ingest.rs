@@ -28,9 +28,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::json;
 
 // The same real-process harness the end-to-end tests use.
-#[path = "../tests/support/mod.rs"]
-mod support;
-use support::Server;
+use bulkhead_test_support::Server;
 
 const COMMAND: &str = "cargo bench -p bulkhead --bench ingest";
 /// At least 32 characters, as the server requires of an admin token.
@@ -133,7 +131,8 @@ impl RunResult {
 async fn run(label: &'static str, extra_env: &[(&str, &str)], docs: usize) -> RunResult {
     eprintln!("{label}: starting server");
     let data_dir = tempfile::tempdir().expect("create a temporary data directory");
-    let server = Server::start_with(data_dir.path(), extra_env).await;
+    let server =
+        Server::start_with(env!("CARGO_BIN_EXE_bulkhead"), data_dir.path(), extra_env).await;
     let client = Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()
@@ -142,9 +141,13 @@ async fn run(label: &'static str, extra_env: &[(&str, &str)], docs: usize) -> Ru
     let mut keys = Vec::with_capacity(TENANTS);
     for index in 0..TENANTS {
         keys.push(
-            support::tenant_with_key(&client, &server.base_url, &format!("bench-{index}"))
-                .await
-                .1,
+            bulkhead_test_support::tenant_with_key(
+                &client,
+                &server.base_url,
+                &format!("bench-{index}"),
+            )
+            .await
+            .1,
         );
     }
     let keys = Arc::new(keys);

@@ -1,0 +1,23 @@
+//! bulkhead-server's integration tests, one test binary (one link) for all of
+//! them: `common` is the harness (a server state over a temporary SQLite file,
+//! driven through `app(state)` with `oneshot`); every other module is one
+//! feature's suite.
+//!
+//! Tests here run on threads of one process: none of them may change the
+//! process's environment or other global state.
+
+mod common;
+
+mod alerts;
+mod api;
+mod audit;
+mod dashboard;
+mod drift;
+mod evidence;
+mod gateway;
+mod guard;
+mod incident;
+mod packs;
+mod prompts;
+mod retention;
+mod search;
