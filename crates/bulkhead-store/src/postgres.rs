@@ -1,7 +1,7 @@
 //! The PostgreSQL backend: many stateless replicas, one database.
 //!
 //! Same rows and the same semantics as the SQLite store (the conformance suite in
-//! `tests/conformance.rs` runs one set of checks against both), with three things
+//! `tests/it/conformance.rs` runs one set of checks against both), with three things
 //! SQLite has no need for:
 //!
 //! - **Row-level security as a second wall.** Every method that serves one tenant

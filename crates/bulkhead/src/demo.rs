@@ -733,7 +733,7 @@ fn event_of(entry: &EntryResponse) -> Option<AuditEvent> {
     AuditEvent::deserialize(entry.event.as_ref()?).ok()
 }
 
-/// Step 6, as crates/bulkhead-server/tests/gateway.rs `verified_trace` does it:
+/// Step 6, as crates/bulkhead-server/tests/it/gateway.rs `verified_trace` does it:
 /// the checkpoint is signed, the entry at the trace's index commits to the trace,
 /// the event hashes to the leaf, and the inclusion proof leads to the signed root.
 /// The proofs are checked by `bulkhead_client::verify`, as any auditor's client.
