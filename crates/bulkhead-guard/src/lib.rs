@@ -87,7 +87,7 @@ pub use finding::{Finding, FindingKind, Provider, ScanOutcome, StreamOutput, Ver
 pub use index::IndexStats;
 pub use injection::{InjectionReport, screen};
 pub use leak::{CLUSTER_GAP_BYTES, CLUSTER_SPAN_MAX, FP_HOLD_CANON, SKETCH_MIN};
-pub use parts::{AnswerStream, PartsOutcome};
+pub use parts::{AnswerStream, PartsOutcome, joined_view};
 pub use policy::{
     Action, CrossTenantPolicy, Detector, DetectorActions, HighEntropyPolicy, InjectionAction,
     InjectionPolicies, InjectionPolicy, Policy, PolicyError,

@@ -84,6 +84,40 @@ pub(crate) fn scan_parts(
     }
 }
 
+/// The text an answer's content-bearing parts make when read one after the
+/// other, for one extra scan next to the parts' own: a leak cut into many small
+/// parts (tool calls of a few dozen characters, mid-word) leaves too little of
+/// itself in any one part — a fingerprint needs a run of `W + K` canonical bytes —
+/// and the joint union of per-part evidence then depends on where the keyed
+/// winnowing happens to select. Read in order, the pieces are the leak again.
+///
+/// A part that is JSON (tool-call arguments, as a string or an object) gives the
+/// string values it holds (an object's in key order), keys left out, so the wrapper
+/// `{"text":"…"}` around each piece does not cut the run. Parts are joined with
+/// nothing between them: a split may fall inside a word.
+pub fn joined_view(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        match serde_json::from_str::<serde_json::Value>(part) {
+            Ok(value @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
+                push_strings(&value, &mut out);
+            }
+            _ => out.push_str(part),
+        }
+    }
+    out
+}
+
+fn push_strings(value: &serde_json::Value, out: &mut String) {
+    match value {
+        serde_json::Value::String(s) => out.push_str(s),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| push_strings(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| push_strings(v, out)),
+        serde_json::Value::Number(n) => out.push_str(&n.to_string()),
+        _ => {}
+    }
+}
+
 /// A streamed answer of several parts. Create one with `Guard::answer_stream`;
 /// a part id is any number the caller chooses (a choice, a field of it).
 #[derive(Debug)]

@@ -649,6 +649,16 @@ enum Field {
     FunctionArguments,
 }
 
+impl Field {
+    /// Whether the field carries what the model wrote (not an id or a name).
+    fn bears_content(self) -> bool {
+        !matches!(
+            self,
+            Field::Tool(_, CallField::Id | CallField::Name) | Field::FunctionName
+        )
+    }
+}
+
 /// Every non-empty text of a choice the client would receive, with its place.
 fn answer_texts(answer: &Answer) -> Vec<(Field, &str)> {
     let mut all: Vec<(Field, Option<&str>)> = vec![
@@ -975,7 +985,7 @@ async fn guard_choices(
     tenant: &TenantId,
     choices: &mut [Choice],
 ) -> Decision {
-    let (slots, texts): (Vec<(usize, Field)>, Vec<&str>) = choices
+    let (slots, mut texts): (Vec<(usize, Field)>, Vec<&str>) = choices
         .iter()
         .enumerate()
         .flat_map(|(i, c)| {
@@ -984,6 +994,23 @@ async fn guard_choices(
                 .map(move |(field, text)| ((i, field), text))
         })
         .unzip();
+    // One more part: the content-bearing fields read in order, so a leak cut
+    // into many small tool calls is judged as the run it is
+    // (`bulkhead_guard::joined_view`). Only scanned: it has no slot.
+    let content: Vec<&str> = slots
+        .iter()
+        .zip(&texts)
+        .filter(|((_, field), _)| field.bears_content())
+        .map(|(_, text)| *text)
+        .collect();
+    let joined = Zeroizing::new(if content.len() > 1 {
+        bulkhead_guard::joined_view(&content)
+    } else {
+        String::new()
+    });
+    if !joined.is_empty() {
+        texts.push(&joined);
+    }
     let outcome = scan_parts(state, pack, tenant, &texts).await;
     drop(texts);
     let decision = Decision {
@@ -1570,12 +1597,22 @@ impl Progress {
     ) -> (Vec<(usize, u32, Field)>, BTreeMap<usize, String>) {
         let mut slots: Vec<(usize, u32, Field)> = Vec::new();
         let mut texts: Vec<(usize, String)> = Vec::new();
+        let mut content: Vec<&str> = Vec::new();
         for (choice, answer) in calls {
             for (field, text) in answer_texts(answer) {
                 let part = TOOL_PARTS_FIRST + texts.len();
                 slots.push((part, *choice, field));
                 texts.push((part, text.to_owned()));
+                if field.bears_content() {
+                    content.push(text);
+                }
             }
+        }
+        // The calls' content read in order, as in a whole answer
+        // (`guard_choices`): scanned only, it has no slot, so nothing of it is sent.
+        if content.len() > 1 {
+            let part = TOOL_PARTS_FIRST + texts.len();
+            texts.push((part, bulkhead_guard::joined_view(&content)));
         }
         let texts = Zeroizing::new(texts);
         let bytes = texts.iter().map(|(_, t)| t.len()).sum();

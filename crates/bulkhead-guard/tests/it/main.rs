@@ -8,4 +8,5 @@ mod common;
 mod eval;
 mod guard;
 mod leak_eval;
+mod split_leaks;
 mod stream;

@@ -1408,6 +1408,23 @@ async fn a_leak_split_across_many_tool_calls_is_blocked() {
     assert_leaks_reported(&api, &a, 2).await;
 }
 
+/// The same leak in tool calls of 12 characters each (about 45 of them, cut
+/// mid-word): no call holds enough of it for a fingerprint, and the union of
+/// what each holds is enough only under some fingerprint keys. The calls read
+/// in order (`bulkhead_guard::joined_view`) are the run again and are blocked
+/// under every key (the guard's `split_leaks` test sweeps the keys).
+#[tokio::test]
+async fn a_leak_cut_into_tiny_tool_calls_is_blocked() {
+    let (_mock, api, a, key_a, key_b) = structure_api(12).await;
+    let body = json!({"model": "leaky-tools",
+                      "tools": [{"type": "function", "function": {"name": "save_note"}}]});
+    for stream in [false, true] {
+        let r = leak_a_to_b(&api, &key_a, &key_b, &body, stream).await;
+        assert_blocked(&api, &key_b, &r, stream, 1, &format!("stream={stream}")).await;
+    }
+    assert_leaks_reported(&api, &a, 2).await;
+}
+
 /// A tenant's own text in many tool calls passes, each call whole and under its
 /// own index, in every shape the upstream used.
 #[tokio::test]
