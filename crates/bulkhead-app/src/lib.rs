@@ -15,6 +15,7 @@ pub mod app;
 pub mod documents;
 pub mod drift;
 pub mod error;
+pub mod evidence;
 pub mod guard;
 pub mod incident;
 pub mod kinds;
