@@ -1,7 +1,7 @@
 //! Admin-plane answers the CLI reads that have no request type of their own:
-//! the policy baseline status and a tenant's export. They mirror the server's
-//! `DriftStatus` (crates/bulkhead-server/src/drift.rs) and the body of
-//! `export_tenant` (crates/bulkhead-server/src/admin.rs).
+//! the policy baseline status (also the application's own type,
+//! `bulkhead_app::drift`) and a tenant's export (the body of `export_tenant`,
+//! crates/bulkhead-server/src/admin.rs).
 
 use serde::{Deserialize, Serialize};
 

@@ -13,7 +13,6 @@
 
 use bulkhead_audit::Attr;
 use bulkhead_types::LogId;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::AppResult;
@@ -125,16 +124,9 @@ fn hash(bytes: &[u8]) -> String {
     )
 }
 
-/// Where the effective policy stands against the approved baseline.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DriftStatus {
-    pub hash: String,
-    pub approved_hash: String,
-    pub drift: bool,
-    /// Top-level sections (and packs, upstreams by name) that differ.
-    pub changed: Vec<String>,
-    pub effective: Value,
-}
+/// Where the effective policy stands against the approved baseline (the wire
+/// type: the policy document is JSON by nature).
+pub use bulkhead_api::admin_views::DriftStatus;
 
 /// Compares the effective policy with the stored baseline. The first call on a
 /// fresh store makes the current policy the baseline.

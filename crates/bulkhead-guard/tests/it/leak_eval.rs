@@ -28,6 +28,8 @@ use bulkhead_guard::{Guard, GuardLimits, Policy, Verdict};
 use bulkhead_types::{DocumentId, TenantId};
 use serde_json::Value;
 
+use crate::common::Rng;
+
 /// Recall floors per positive family: the targets, not measured figures.
 const RECALL_FLOORS: &[(&str, f64)] = &[
     ("encoding", 0.99),
@@ -67,19 +69,6 @@ fn strings(v: &Value, k: &str) -> Vec<String> {
         .iter()
         .map(|s| s.as_str().expect("string").to_owned())
         .collect()
-}
-
-/// splitmix64, as in the generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 /// Cuts `s` into pieces of 1–40 bytes, each ending on a char boundary.

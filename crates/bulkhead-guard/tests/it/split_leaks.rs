@@ -13,6 +13,8 @@
 use bulkhead_guard::{Guard, GuardLimits, Policy, Verdict, joined_view};
 use bulkhead_types::{DocumentId, TenantId};
 
+use crate::common::Rng;
+
 const DOC: &str = "Northwind board memo, strictly internal: the Halcyon acquisition \
     closes on the ninth of October for 317 million euros, paid in two tranches; the \
     target's founders stay on for eighteen months under a retention plan worth 12 \
@@ -23,25 +25,13 @@ const DOC: &str = "Northwind board memo, strictly internal: the Halcyon acquisit
 const NOW_MS: i64 = 1_800_000_000_000;
 const KEYS: u64 = 600;
 
-/// splitmix64: a fixed sequence of keys and piece sizes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+/// A key of 32 bytes from the fixed sequence.
+fn key(r: &mut Rng) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    for chunk in key.chunks_mut(8) {
+        chunk.copy_from_slice(&r.next().to_le_bytes());
     }
-
-    fn key(&mut self) -> [u8; 32] {
-        let mut key = [0u8; 32];
-        for chunk in key.chunks_mut(8) {
-            chunk.copy_from_slice(&self.next().to_le_bytes());
-        }
-        key
-    }
+    key
 }
 
 /// Cuts `text` into pieces of `min..=max` chars.
@@ -49,7 +39,7 @@ fn pieces<'a>(r: &mut Rng, text: &'a str, min: usize, max: usize) -> Vec<&'a str
     let mut out = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
-        let n = min + (r.next() as usize) % (max - min + 1);
+        let n = min + r.below(max - min + 1);
         let end = rest.char_indices().nth(n).map_or(rest.len(), |(i, _)| i);
         let (piece, tail) = rest.split_at(end);
         out.push(piece);
@@ -87,7 +77,7 @@ fn a_leak_cut_into_small_tool_calls_is_caught_under_every_key() {
     let mut r = Rng(0x7370_6c69_7421_2121);
     let (mut missed_parts_only, mut missed) = ([0usize; 2], Vec::new());
     for k in 0..KEYS {
-        let guard = Guard::new(r.key(), GuardLimits::default());
+        let guard = Guard::new(key(&mut r), GuardLimits::default());
         let doc = DocumentId::parse("doc_memo").unwrap();
         guard.index_document(&a, &doc, DOC).unwrap();
         let _ = guard.protect(&a, DOC, NOW_MS);

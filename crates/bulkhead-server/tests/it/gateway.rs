@@ -1398,7 +1398,13 @@ async fn a_tenants_own_prompt_across_several_choices_is_not_blocked() {
 /// calls are judged together and the answer is blocked.
 #[tokio::test]
 async fn a_leak_split_across_many_tool_calls_is_blocked() {
-    let (_mock, api, a, key_a, key_b) = structure_api(60).await;
+    tool_call_leak_is_blocked(60).await;
+}
+
+/// A's prompt regurgitated to B by `leaky-tools` in tool calls of `chars`
+/// characters, whole then streamed: both blocked and both reported.
+async fn tool_call_leak_is_blocked(chars: usize) {
+    let (_mock, api, a, key_a, key_b) = structure_api(chars).await;
     let body = json!({"model": "leaky-tools",
                       "tools": [{"type": "function", "function": {"name": "save_note"}}]});
     for stream in [false, true] {
@@ -1415,14 +1421,7 @@ async fn a_leak_split_across_many_tool_calls_is_blocked() {
 /// under every key (the guard's `split_leaks` test sweeps the keys).
 #[tokio::test]
 async fn a_leak_cut_into_tiny_tool_calls_is_blocked() {
-    let (_mock, api, a, key_a, key_b) = structure_api(12).await;
-    let body = json!({"model": "leaky-tools",
-                      "tools": [{"type": "function", "function": {"name": "save_note"}}]});
-    for stream in [false, true] {
-        let r = leak_a_to_b(&api, &key_a, &key_b, &body, stream).await;
-        assert_blocked(&api, &key_b, &r, stream, 1, &format!("stream={stream}")).await;
-    }
-    assert_leaks_reported(&api, &a, 2).await;
+    tool_call_leak_is_blocked(12).await;
 }
 
 /// A tenant's own text in many tool calls passes, each call whole and under its
