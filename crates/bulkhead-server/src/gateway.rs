@@ -680,6 +680,28 @@ fn answer_texts(answer: &Answer) -> Vec<(Field, &str)> {
         .collect()
 }
 
+/// Extra texts to scan (never sent) for an answer of several parts: its
+/// content-bearing fields read in order with JSON arguments' strings unwrapped,
+/// and its tool-call ids and names read in order (`bulkhead_guard::joined_view`).
+/// A leak cut into many small tool calls leaves no fingerprint in any one part;
+/// read in order, the pieces are the run again. Ids and names are joined apart
+/// so they do not cut the content's run.
+fn joined_views<'a>(fields: impl Iterator<Item = (Field, &'a str)>) -> Vec<String> {
+    let (mut content, mut labels) = (Vec::new(), Vec::new());
+    for (field, text) in fields {
+        if field.bears_content() {
+            content.push(text);
+        } else {
+            labels.push(text);
+        }
+    }
+    [content, labels]
+        .into_iter()
+        .filter(|texts| texts.len() > 1)
+        .map(|texts| bulkhead_guard::joined_view(&texts))
+        .collect()
+}
+
 fn field_mut(answer: &mut Answer, field: Field) -> Option<&mut String> {
     match field {
         Field::Content => answer.content.as_mut(),
@@ -994,23 +1016,13 @@ async fn guard_choices(
                 .map(move |(field, text)| ((i, field), text))
         })
         .unzip();
-    // One more part: the content-bearing fields read in order, so a leak cut
-    // into many small tool calls is judged as the run it is
-    // (`bulkhead_guard::joined_view`). Only scanned: it has no slot.
-    let content: Vec<&str> = slots
-        .iter()
-        .zip(&texts)
-        .filter(|((_, field), _)| field.bears_content())
-        .map(|(_, text)| *text)
-        .collect();
-    let joined = Zeroizing::new(if content.len() > 1 {
-        bulkhead_guard::joined_view(&content)
-    } else {
-        String::new()
-    });
-    if !joined.is_empty() {
-        texts.push(&joined);
-    }
+    let joined = Zeroizing::new(joined_views(
+        slots
+            .iter()
+            .map(|(_, field)| *field)
+            .zip(texts.iter().copied()),
+    ));
+    texts.extend(joined.iter().map(String::as_str));
     let outcome = scan_parts(state, pack, tenant, &texts).await;
     drop(texts);
     let decision = Decision {
@@ -1597,22 +1609,18 @@ impl Progress {
     ) -> (Vec<(usize, u32, Field)>, BTreeMap<usize, String>) {
         let mut slots: Vec<(usize, u32, Field)> = Vec::new();
         let mut texts: Vec<(usize, String)> = Vec::new();
-        let mut content: Vec<&str> = Vec::new();
         for (choice, answer) in calls {
             for (field, text) in answer_texts(answer) {
                 let part = TOOL_PARTS_FIRST + texts.len();
                 slots.push((part, *choice, field));
                 texts.push((part, text.to_owned()));
-                if field.bears_content() {
-                    content.push(text);
-                }
             }
         }
-        // The calls' content read in order, as in a whole answer
-        // (`guard_choices`): scanned only, it has no slot, so nothing of it is sent.
-        if content.len() > 1 {
-            let part = TOOL_PARTS_FIRST + texts.len();
-            texts.push((part, bulkhead_guard::joined_view(&content)));
+        // Scanned only, as in a whole answer (`guard_choices`): no slot, so
+        // nothing of them is sent.
+        let fields = calls.values().flat_map(answer_texts);
+        for view in joined_views(fields) {
+            texts.push((TOOL_PARTS_FIRST + texts.len(), view));
         }
         let texts = Zeroizing::new(texts);
         let bytes = texts.iter().map(|(_, t)| t.len()).sum();
@@ -1862,6 +1870,27 @@ mod tests {
                 assert_eq!(stream_field(part), (choice, field));
             }
         }
+    }
+
+    #[test]
+    fn joined_views_read_content_and_labels_apart_in_order() {
+        let fields = [
+            (Field::Tool(0, CallField::Id), "call_0"),
+            (Field::Tool(0, CallField::Name), "save"),
+            (
+                Field::Tool(0, CallField::Arguments),
+                r#"{"text":"the Halc"}"#,
+            ),
+            (Field::Tool(1, CallField::Id), "call_1"),
+            (Field::Tool(1, CallField::Name), "save"),
+            (Field::Tool(1, CallField::Arguments), "yon deal"),
+        ];
+        assert_eq!(
+            joined_views(fields.into_iter()),
+            ["the Halcyon deal", "call_0savecall_1save"]
+        );
+        // One text alone is its own part already: no view.
+        assert!(joined_views([(Field::Content, "only")].into_iter()).is_empty());
     }
 
     #[test]
