@@ -16,12 +16,12 @@ use bulkhead_types::LogId;
 use serde_json::{Value, json};
 
 use crate::error::AppResult;
+use crate::gateway::GatewayState;
 use crate::kinds::{AlertKind, EventKind, Severity};
 use crate::services::Services;
 use crate::trail::{RequestId, Trail};
 
-/// What the policy document records of the model gateway, which the host
-/// (the HTTP edge, where the gateway lives) hands in.
+/// What the policy document records of the model gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayPolicy {
     pub upstreams: Vec<UpstreamPolicy>,
@@ -48,7 +48,8 @@ pub struct UpstreamPolicy {
 const BASELINE_META: &str = "policy_baseline.v1";
 
 /// The effective policy, as a JSON document with sorted keys.
-pub fn effective_policy(app: &Services, gateway: &GatewayPolicy) -> Value {
+pub fn effective_policy(app: &Services) -> Value {
+    let gateway = &gateway_policy(&app.gateway);
     let packs: serde_json::Map<String, Value> = app
         .packs
         .all()
@@ -130,8 +131,8 @@ pub use bulkhead_api::admin_views::DriftStatus;
 
 /// Compares the effective policy with the stored baseline. The first call on a
 /// fresh store makes the current policy the baseline.
-pub async fn status(app: &Services, gateway: &GatewayPolicy) -> AppResult<DriftStatus> {
-    let effective = effective_policy(app, gateway);
+pub async fn status(app: &Services) -> AppResult<DriftStatus> {
+    let effective = effective_policy(app);
     let bytes = canonical(&effective);
     let stored = app
         .vault
@@ -195,8 +196,8 @@ fn changed_sections(approved: &Value, effective: &Value) -> Vec<String> {
 
 /// Checks for drift and raises `config_drift` if the policy differs from the
 /// approved baseline. Called at start; returns the status.
-pub async fn check(app: &Services, gateway: &GatewayPolicy) -> AppResult<DriftStatus> {
-    let status = status(app, gateway).await?;
+pub async fn check(app: &Services) -> AppResult<DriftStatus> {
+    let status = status(app).await?;
     let rid = RequestId::internal("drift-check");
     if status.drift {
         let alert = crate::alerts::new_alert(
@@ -222,12 +223,8 @@ pub async fn check(app: &Services, gateway: &GatewayPolicy) -> AppResult<DriftSt
 /// Makes the effective policy the approved baseline; logged as
 /// `config.approve` in the operator log with both hashes. Returns the status
 /// from before the approval.
-pub async fn approve(
-    app: &Services,
-    gateway: &GatewayPolicy,
-    rid: &RequestId,
-) -> AppResult<DriftStatus> {
-    let before = status(app, gateway).await?;
+pub async fn approve(app: &Services, rid: &RequestId) -> AppResult<DriftStatus> {
+    let before = status(app).await?;
     let bytes = canonical(&before.effective);
     app.vault.store().put_meta(BASELINE_META, bytes).await?;
     Trail::admin(app, EventKind::ConfigApprove, rid)
@@ -238,4 +235,32 @@ pub async fn approve(
         .await?;
     tracing::info!(policy = %before.hash, "the effective isolation policy is now the approved baseline");
     Ok(before)
+}
+
+/// What the policy document records of this gateway.
+pub fn gateway_policy(gw: &GatewayState) -> GatewayPolicy {
+    let upstreams = gw
+        .gateway
+        .upstreams()
+        .map(|u| {
+            let c = &u.config;
+            UpstreamPolicy {
+                name: c.name.clone(),
+                kind: match c.kind {
+                    bulkhead_gateway::UpstreamKind::Http { .. } => "http",
+                    _ => "builtin",
+                },
+                region: c.region.as_ref().map(ToString::to_string),
+                models: c.models.clone(),
+                cache_salt: c.cache_salt,
+                prompt_cache_key: c.prompt_cache_key,
+            }
+        })
+        .collect();
+    GatewayPolicy {
+        upstreams,
+        plant_canaries: gw.plant_canaries,
+        trace_commit: gw.trace_commit.as_str(),
+        trace_ttl_secs: gw.trace_ttl_secs,
+    }
 }

@@ -21,19 +21,10 @@ use bulkhead_vault::Tenant;
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::Alert;
-use crate::drift::GatewayPolicy;
 use crate::error::{AppError, AppResult};
 use crate::incident::{Incident, read_window_with};
 use crate::kinds::EventKind;
 use crate::services::Services;
-
-/// What the report reads of the model gateway, which lives with the host (the
-/// HTTP edge): its part of the policy document, and the upstreams a tenant of
-/// this region and model allow-list may reach.
-pub trait GatewayView: Sync {
-    fn policy(&self) -> GatewayPolicy;
-    fn upstreams_for(&self, tenant: &Tenant) -> Vec<UpstreamRow>;
-}
 
 /// Leaves re-hashed per log verification, at most.
 const VERIFY_LEAVES_MAX: u64 = 20_000_000;
@@ -279,7 +270,6 @@ pub async fn recompute_root(
 /// are drawn from them.
 pub async fn report(
     app: &Services,
-    gateway: &dyn GatewayView,
     tenant_id: &TenantId,
     from: UnixMillis,
     to: UnixMillis,
@@ -291,7 +281,7 @@ pub async fn report(
     let encryption = encryption_section(app, tenant_id, &tenant).await?;
     let tenant_log = LogId::Tenant(tenant_id.clone());
     let audit = audit_section(app, &tenant_log, &pack).await?;
-    let residency = residency_section(app, gateway, tenant_id, &tenant, &pack).await?;
+    let residency = residency_section(app, tenant_id, &tenant, &pack).await?;
     let retention = retention_section(app, &pack);
     let (activity, erasures) = activity_sections(app, &tenant_log, from, to).await?;
 
@@ -307,7 +297,7 @@ pub async fn report(
         .into_iter()
         .filter(|i| &i.tenant == tenant_id || i.related_tenants.contains(&needle))
         .collect();
-    let drift = crate::drift::status(app, &gateway.policy()).await?;
+    let drift = crate::drift::status(app).await?;
 
     let mut report = EvidenceReport {
         version: 1,
@@ -398,7 +388,6 @@ async fn audit_section(
 /// whether its policy allows that region.
 async fn residency_section(
     app: &Services,
-    gateway: &dyn GatewayView,
     tenant_id: &TenantId,
     tenant: &Tenant,
     pack: &crate::packs::Pack,
@@ -408,7 +397,7 @@ async fn residency_section(
         store: app.vault.store().placement(tenant_id).await?,
         required_regions: pack.residency.regions.clone(),
         allowed: pack.residency.allows(&tenant.region),
-        upstreams: gateway.upstreams_for(tenant),
+        upstreams: upstream_rows(app, tenant),
     })
 }
 
@@ -543,4 +532,29 @@ fn findings(
             .push("The activity period held more events than one report reads; narrow it.".into());
     }
     findings
+}
+
+/// The upstreams the tenant may reach, one row each with its models.
+fn upstream_rows(app: &Services, tenant: &Tenant) -> Vec<UpstreamRow> {
+    app.gateway
+        .gateway
+        .models_for(&tenant.region, tenant.models.as_deref())
+        .iter()
+        .fold(Vec::<UpstreamRow>::new(), |mut rows, route| {
+            let name = route.upstream.name().to_owned();
+            match rows.iter_mut().find(|r| r.name == name) {
+                Some(row) => row.models.push(route.model.to_owned()),
+                None => rows.push(UpstreamRow {
+                    name,
+                    region: route
+                        .upstream
+                        .config
+                        .region
+                        .as_ref()
+                        .map(ToString::to_string),
+                    models: vec![route.model.to_owned()],
+                }),
+            }
+            rows
+        })
 }

@@ -16,6 +16,7 @@ pub mod documents;
 pub mod drift;
 pub mod error;
 pub mod evidence;
+pub mod gateway;
 pub mod guard;
 pub mod incident;
 pub mod kinds;

@@ -8,6 +8,7 @@ use bulkhead_audit::Audit;
 use bulkhead_vault::Vault;
 
 use crate::alerts::Alerts;
+use crate::gateway::GatewayState;
 use crate::guard::GuardState;
 use crate::incident::Incidents;
 use crate::packs::Packs;
@@ -29,6 +30,8 @@ pub struct Services {
     pub retrieval: Arc<Retrieval>,
     /// The output guard and its per-tenant evidence.
     pub guard: Arc<GuardState>,
+    /// The model gateway: upstreams, limits and switches of every chat call.
+    pub gateway: Arc<GatewayState>,
     /// Open and closed investigations.
     pub incidents: Arc<Incidents>,
     /// The retention sweeper's last run.
@@ -53,6 +56,7 @@ impl Services {
         guard: Arc<GuardState>,
     ) -> Self {
         let app = Self {
+            gateway: Arc::new(GatewayState::without_upstreams(&vault)),
             vault,
             audit,
             packs: Arc::new(Packs::builtin()),
@@ -87,6 +91,14 @@ impl Services {
         };
         Self {
             packs: Arc::new(packs),
+            ..self
+        }
+    }
+
+    /// This model gateway (upstreams, limits).
+    pub fn with_gateway(self, gateway: GatewayState) -> Self {
+        Self {
+            gateway: Arc::new(gateway),
             ..self
         }
     }

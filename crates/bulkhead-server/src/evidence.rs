@@ -1,5 +1,4 @@
-//! `GET /admin/v1/tenants/{id}/evidence` over `bulkhead_app::evidence`, and the
-//! gateway's part of the report (the gateway lives here).
+//! `GET /admin/v1/tenants/{id}/evidence` over `bulkhead_app::evidence`.
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -7,30 +6,15 @@ use axum::response::{IntoResponse, Response};
 use bulkhead_app::EventKind;
 use bulkhead_audit::Attr;
 use bulkhead_types::{TenantId, UnixMillis};
-use bulkhead_vault::Tenant;
 use serde::Deserialize;
 
 pub use bulkhead_app::evidence::*;
 
 use crate::AppState;
 use crate::audit::{Rid, Trail};
-use crate::drift::GatewayPolicy;
 use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::Admin;
 use crate::incident::parse_bound;
-
-/// The evidence report's view of this server's model gateway.
-struct EdgeGateway<'a>(&'a AppState);
-
-impl GatewayView for EdgeGateway<'_> {
-    fn policy(&self) -> GatewayPolicy {
-        crate::drift::gateway_policy(self.0)
-    }
-
-    fn upstreams_for(&self, tenant: &Tenant) -> Vec<UpstreamRow> {
-        upstream_rows(self.0, tenant)
-    }
-}
 
 /// Builds the evidence report of `tenant` over `[from, to]`.
 pub async fn report(
@@ -39,7 +23,7 @@ pub async fn report(
     from: UnixMillis,
     to: UnixMillis,
 ) -> ApiResult<EvidenceReport> {
-    Ok(bulkhead_app::evidence::report(state, &EdgeGateway(state), tenant, from, to).await?)
+    Ok(bulkhead_app::evidence::report(state, tenant, from, to).await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,30 +88,4 @@ pub async fn show(
     } else {
         Ok(axum::Json(report).into_response())
     }
-}
-
-/// The upstreams the tenant may reach, one row each with its models.
-fn upstream_rows(state: &AppState, tenant: &Tenant) -> Vec<UpstreamRow> {
-    state
-        .gateway
-        .gateway
-        .models_for(&tenant.region, tenant.models.as_deref())
-        .iter()
-        .fold(Vec::<UpstreamRow>::new(), |mut rows, route| {
-            let name = route.upstream.name().to_owned();
-            match rows.iter_mut().find(|r| r.name == name) {
-                Some(row) => row.models.push(route.model.to_owned()),
-                None => rows.push(UpstreamRow {
-                    name,
-                    region: route
-                        .upstream
-                        .config
-                        .region
-                        .as_ref()
-                        .map(ToString::to_string),
-                    models: vec![route.model.to_owned()],
-                }),
-            }
-            rows
-        })
 }

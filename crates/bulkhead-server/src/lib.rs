@@ -76,7 +76,6 @@ impl Default for ServerLimits {
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub app: bulkhead_app::Services,
-    pub gateway: Arc<gateway::GatewayState>,
     pub metrics: Arc<Metrics>,
     /// Dashboard sessions and log verifications.
     pub dashboard: Arc<dashboard::Dashboard>,
@@ -105,7 +104,6 @@ impl AppState {
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
         Self {
-            gateway: Arc::new(gateway::GatewayState::without_upstreams(&vault)),
             app: bulkhead_app::Services::new(vault, audit, retrieval, guard)
                 .with_telemetry(Arc::clone(&metrics) as Arc<dyn bulkhead_app::Telemetry>),
             metrics,
@@ -118,7 +116,7 @@ impl AppState {
     /// The same state with this model gateway (upstreams, limits).
     pub fn with_gateway(self, gateway: gateway::GatewayState) -> Self {
         Self {
-            gateway: Arc::new(gateway),
+            app: self.app.clone().with_gateway(gateway),
             ..self
         }
     }
