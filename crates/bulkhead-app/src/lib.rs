@@ -26,6 +26,7 @@ pub mod retrieval;
 pub mod services;
 pub mod sessions;
 pub mod telemetry;
+pub mod tenants;
 pub mod traces;
 pub mod traffic;
 pub mod trail;

@@ -549,7 +549,8 @@ async fn set_quarantine(
     check_csrf(&session, &headers, f.csrf.as_deref())?;
     // The same function (and so the same audit entries) as the admin API.
     let tenant =
-        crate::admin::set_quarantine(&state, &session.actor, &rid, &id, quarantined).await?;
+        bulkhead_app::tenants::set_quarantine(&state, &session.actor, &rid, &id, quarantined)
+            .await?;
     tracing::warn!(tenant = %tenant.id, actor = %session.actor, quarantined, "tenant quarantine changed from the dashboard");
     Ok(back_to("/dashboard"))
 }
