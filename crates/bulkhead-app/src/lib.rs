@@ -11,6 +11,7 @@
 
 pub mod alerts;
 pub mod anomaly;
+pub mod answer_guard;
 pub mod app;
 pub mod documents;
 pub mod drift;
