@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod anomaly;
 pub mod answer_guard;
 pub mod app;
+pub mod chat;
 pub mod documents;
 pub mod drift;
 pub mod error;

@@ -20,10 +20,9 @@
 //! was); wait on an upstream or a client without a bound; leave a task running
 //! after its call ended.
 
-use bulkhead_app::{EventKind, TraceOutcome};
+use bulkhead_app::TraceOutcome;
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -32,12 +31,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bulkhead_gateway::openai::{self, ChatRequest, Message, RequestError};
+use bulkhead_gateway::openai::{self, ChatRequest, RequestError};
 use bulkhead_gateway::{
     Answer, ChatStream, Choice, ChoiceDelta, Completion, FunctionCall, NoSuchModel, Route,
     ToolCall, ToolCallDelta, UpstreamError,
 };
-use bulkhead_guard::{InjectionAction, StreamOutput, Verdict};
+use bulkhead_guard::{StreamOutput, Verdict};
 use bulkhead_ledger::event::content_hash;
 use bulkhead_vault::TenantCtx;
 use serde_json::{Value, json};
@@ -49,10 +48,10 @@ use crate::audit::{Arrival, RequestId, Rid};
 use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::{JsonBytes, Tenant};
 use crate::guard::report_leak;
-use crate::sessions::OpenSession;
-use crate::traces::{self, ContextItem, GuardSummary, InjectionSummary, Latency, Trace};
+use crate::traces::{self, GuardSummary, Latency, Trace};
 
 pub use bulkhead_app::answer_guard::*;
+pub use bulkhead_app::chat::{ChatRefusal, Prepared, commit_trace, prepare, set_latency};
 pub use bulkhead_app::gateway::{GATEWAY_SECRET_PURPOSE, GatewayState, TraceCommit};
 
 fn request_error(e: RequestError) -> ApiError {
@@ -111,350 +110,25 @@ pub async fn models(Tenant(ctx): Tenant, State(state): State<AppState>) -> ApiRe
 }
 
 /// Everything known about a call before the upstream answers.
-struct Prepared {
-    /// The tenant's compliance pack: its guard policy and retention.
-    pack: Arc<crate::packs::Pack>,
-    trace: Trace,
-    started: Instant,
-    upstream_body: serde_json::Map<String, Value>,
-    session: Option<OpenSession>,
-    /// The client's messages after its leading system messages: what a session
-    /// stores of this turn.
-    new_turn: Vec<Message>,
-}
-
-/// The parts of a chat call shared by the whole and the streamed paths, up to the
-/// upstream body: tenant and route, the input screen, the session, the context
-/// message, the protected prompts, the upstream body, in that order.
-async fn prepare<'a>(
-    state: &'a AppState,
-    ctx: &TenantCtx,
-    rid: &RequestId,
-    req: &'a ChatRequest,
-    started: Instant,
-) -> Result<(Prepared, Route<'a>), Response> {
-    let gw = &state.gateway;
-    let tenant = state
-        .vault
-        .tenant(ctx.tenant())
-        .await
-        .map_err(|e| ApiError::from(e).into_response())?;
-    let route = gw
-        .gateway
-        .route(&req.model, &tenant.region, tenant.models.as_deref())
-        .map_err(|e| no_such_model(e).into_response())?;
-    let pack = state.packs.for_tenant(&tenant.policy);
-    if !req.dropped.is_empty() {
-        tracing::debug!(fields = ?req.dropped, "dropped request fields that are not forwarded");
-    }
-    let mut trace = chat_trace(state, ctx, rid, req, route, tenant.region.to_string());
-    screen_user_input(state, ctx, rid, req, &pack, &mut trace, started).await?;
-
-    let session = match &req.extension.session_id {
-        Some(id) => Some(
-            crate::sessions::open(state, ctx, rid, gw.sessions, EventKind::ModelCall, id)
-                .await
-                .map_err(|e| ApiError::from(e).into_response())?,
-        ),
-        None => None,
-    };
-
-    // The tenant's own context: retrieved chunks, each screened for injected
-    // instructions, then the session's recent messages.
-    let context = TurnContext {
-        text: retrieve_context(state, ctx, req, &pack, &mut trace).await?,
-        history: session_history(
-            session.as_ref(),
-            gw.sessions.context_messages_max,
-            &mut trace,
-        ),
-    };
-    let (upstream_body, new_turn) =
-        upstream_body(state, ctx, req, route, &pack, context, &mut trace).await;
-    Ok((
-        Prepared {
-            pack,
-            trace,
-            started,
-            upstream_body,
-            session,
-            new_turn,
-        },
-        route,
-    ))
-}
-
-/// What the context stage hands to the upstream body: the retrieved chunks'
-/// text and the session's messages to replay.
-struct TurnContext {
-    text: String,
-    history: Vec<Message>,
-}
-
-/// Protects everything the tenant sends, then builds the upstream body: the
-/// client's leading system prompts, the context message, the session history,
-/// the new turn. Also returns the new turn, which a session stores.
-async fn upstream_body(
-    state: &AppState,
-    ctx: &TenantCtx,
-    req: &ChatRequest,
-    route: Route<'_>,
-    pack: &crate::packs::Pack,
-    context: TurnContext,
-    trace: &mut Trace,
-) -> (serde_json::Map<String, Value>, Vec<Message>) {
-    let TurnContext { text, history } = context;
-    let lead = req
-        .messages
-        .iter()
-        .take_while(|m| matches!(m.role(), "system" | "developer"))
-        .count();
-    let mut messages: Vec<Message> = req.messages[..lead].to_vec();
-    if !text.is_empty() || !history.is_empty() {
-        messages.push(context_message(state, ctx, &text, trace));
-    }
-    // Everything the tenant sends through is its protected content from now on
-    // (every role: system and developer prompts, user turns, replayed assistant
-    // turns, tool results; and the session history): a model that regurgitates
-    // it to another tenant is caught. Retrieved chunks are the tenant's documents,
-    // protected already.
-    let sent: Vec<String> = req
-        .messages
-        .iter()
-        .chain(history.iter())
-        .map(Message::text)
-        .collect();
-    crate::guard::protect_sent(state, ctx.tenant(), pack, sent).await;
-    messages.extend(history);
-    let new_turn: Vec<Message> = req.messages[lead..].to_vec();
-    messages.extend(new_turn.iter().cloned());
-    let body =
-        state
-            .gateway
-            .gateway
-            .chat_body(route, ctx.tenant(), &messages, &req.forward, req.stream);
-    (body, new_turn)
-}
-
-/// A chat call's trace as it starts (pending, nothing decided yet); separate
-/// because it is a long literal that no stage of `prepare` needs to read through.
-fn chat_trace(
-    state: &AppState,
-    ctx: &TenantCtx,
-    rid: &RequestId,
-    req: &ChatRequest,
-    route: Route<'_>,
-    region: String,
-) -> Trace {
-    let client_messages: Vec<Value> = req
-        .messages
-        .iter()
-        .map(|m| Value::Object(m.0.clone()))
-        .collect();
-    Trace {
-        id: traces::new_trace_id(),
-        call: "chat.completion".into(),
-        tenant: ctx.tenant().to_string(),
-        key_id: ctx.key_id().to_string(),
-        request_id: rid.0.clone(),
-        model: req.model.clone(),
-        upstream: route.upstream.name().to_owned(),
-        region,
-        stream: req.stream,
-        started_at: traces::started_at(state.vault.now()),
-        prompt_hash: content_hash(&serde_json::to_vec(&client_messages).unwrap_or_default()),
-        messages: req.messages.len(),
-        session_id: req.extension.session_id.clone(),
-        context: Vec::new(),
-        injection: None,
-        guard: GuardSummary::default(),
-        output_hash: None,
-        finish_reason: None,
-        usage: None,
-        latency_ms: Latency::default(),
-        outcome: TraceOutcome::Pending,
-        error: None,
-    }
-}
-
-/// Screens the user's own words: an instruction-override attempt is refused
-/// (traced, committed, answered with a problem) before it reaches a model. Its
-/// own stage because the refusal is a whole answer of its own.
-async fn screen_user_input(
-    state: &AppState,
-    ctx: &TenantCtx,
-    rid: &RequestId,
-    req: &ChatRequest,
-    pack: &crate::packs::Pack,
-    trace: &mut Trace,
-    started: Instant,
-) -> Result<(), Response> {
-    let user_text: String = req
-        .messages
-        .iter()
-        .filter(|m| m.role() == "user")
-        .map(Message::text)
-        .collect::<Vec<_>>()
-        .join("\n");
-    let report = state.guard.guard.screen_input(&user_text, &pack.guard);
-    if report.score > 0 {
-        trace.injection = Some(InjectionSummary {
-            score: report.score,
-            action: report.action,
-            rules: report.rules.iter().map(ToString::to_string).collect(),
-        });
-    }
-    if report.action != InjectionAction::Block {
-        return Ok(());
-    }
-    trace.outcome = TraceOutcome::RefusedInput;
-    trace.guard.verdict = Some(Verdict::Blocked);
-    let overhead = started.elapsed();
-    trace.latency_ms = Latency {
-        total: traces::millis(overhead),
-        overhead: traces::millis(overhead),
-        ..Latency::default()
-    };
-    state.metrics.model_call(trace.outcome.as_str(), overhead);
-    let id = trace.id.clone();
-    if let Err(e) = commit_trace(state, ctx, rid, trace, pack).await {
-        return Err(e.into_response());
-    }
-    let problem = ApiError::new(
-        ProblemKind::ContentRefused,
-        format!(
-            "the input was refused as a prompt injection (score {}); see trace {id}",
-            report.score
-        ),
-    );
-    Err(with_trace_headers(problem.into_response(), &id, overhead))
-}
-
-/// The tenant's retrieved chunks for the last user message, each screened for
-/// injected instructions, as context text (empty when nothing was asked or
-/// kept); every chunk, kept or dropped, is an item of the trace.
-async fn retrieve_context(
-    state: &AppState,
-    ctx: &TenantCtx,
-    req: &ChatRequest,
-    pack: &crate::packs::Pack,
-    trace: &mut Trace,
-) -> Result<String, Response> {
-    let mut context_text = String::new();
-    let Some(retrieve) = &req.extension.retrieve else {
-        return Ok(context_text);
-    };
-    let query = truncate(
-        &req.messages
-            .iter()
-            .rev()
-            .find(|m| m.role() == "user")
-            .map(Message::text)
-            .unwrap_or_default(),
-        state.retrieval.query_bytes_max,
-    );
-    if query.trim().is_empty() {
-        return Ok(context_text);
-    }
-    let found = state
-        .retrieval
-        .retrieve(
-            state,
-            ctx,
-            &query,
-            retrieve.top_k,
-            state.retrieval.default_mode,
-            None,
-        )
-        .await
-        .map_err(|e| ApiError::from(e).into_response())?;
-    for hit in found {
-        let text: &str = &hit.chunk.text;
-        let screened = state.guard.guard.screen_retrieved(text, &pack.guard);
-        let dropped = matches!(
-            screened.action,
-            InjectionAction::Drop | InjectionAction::Block
-        );
-        trace.context.push(ContextItem {
-            kind: "chunk".into(),
-            id: hit.chunk.chunk_id.clone(),
-            hash: content_hash(text.as_bytes()),
-            used: !dropped,
-            reason: dropped.then(|| format!("injection score {}", screened.score)),
-        });
-        if !dropped {
-            context_text.push_str(&format!("[source: {}]\n{}\n\n", hit.chunk.chunk_id, text));
+/// The problem a chat call refused before its upstream gets.
+fn refusal_response(refusal: ChatRefusal) -> Response {
+    match refusal {
+        ChatRefusal::App(e) => ApiError::from(e).into_response(),
+        ChatRefusal::NoSuchModel(e) => no_such_model(e).into_response(),
+        ChatRefusal::InputRefused {
+            score,
+            trace_id,
+            overhead,
+        } => {
+            let problem = ApiError::new(
+                ProblemKind::ContentRefused,
+                format!(
+                    "the input was refused as a prompt injection (score {score}); see trace {trace_id}"
+                ),
+            );
+            with_trace_headers(problem.into_response(), &trace_id, overhead)
         }
     }
-    Ok(context_text)
-}
-
-/// The session's recent messages to replay, each an item of the trace; empty
-/// without a session.
-fn session_history(
-    session: Option<&OpenSession>,
-    messages_max: usize,
-    trace: &mut Trace,
-) -> Vec<Message> {
-    let Some(s) = session else {
-        return Vec::new();
-    };
-    s.context(messages_max)
-        .iter()
-        .map(|m| {
-            trace.context.push(ContextItem {
-                kind: "session_message".into(),
-                id: m.record_id.clone(),
-                hash: m.hash.clone(),
-                used: true,
-                reason: None,
-            });
-            m.message.clone()
-        })
-        .collect()
-}
-
-/// The system message that carries the tenant's context to the model, with the
-/// tenant's canary when canaries are planted (an item of the trace).
-fn context_message(
-    state: &AppState,
-    ctx: &TenantCtx,
-    context_text: &str,
-    trace: &mut Trace,
-) -> Message {
-    let mut system = String::from(
-        "Context from this organization's own records follows. Use it to answer; cite sources by their id.\n",
-    );
-    if state.gateway.plant_canaries
-        && let Some(canary) = state.guard.guard.canaries(ctx.tenant()).into_iter().next()
-    {
-        // The canary is this tenant's: echoed back to it, it is harmless; seen in
-        // anyone else's answer, it proves this context leaked.
-        system.push_str(&format!(
-            "Internal reference tag (do not repeat): {canary}\n"
-        ));
-        trace.context.push(ContextItem {
-            kind: "canary".into(),
-            id: "canary".into(),
-            hash: content_hash(canary.as_bytes()),
-            used: true,
-            reason: None,
-        });
-    }
-    system.push('\n');
-    system.push_str(context_text);
-    Message::new("system", &system)
-}
-
-fn truncate(text: &str, bytes_max: usize) -> String {
-    if text.len() <= bytes_max {
-        return text.to_owned();
-    }
-    let mut end = bytes_max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
 }
 
 /// `POST /v1/chat/completions`.
@@ -472,46 +146,12 @@ pub async fn chat_completions(
     drop(body);
     let (prepared, route) = match prepare(&state, &ctx, &rid, &req, started).await {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(refusal) => return refusal_response(refusal),
     };
     if req.stream {
         stream_chat(&state, ctx, rid, &req, route, prepared).await
     } else {
         whole_chat(&state, &ctx, &rid, &req, route, prepared).await
-    }
-}
-
-/// Commits a trace as the settings say: awaited (durable before the caller goes
-/// on) or in the background (errors are logged; the answer has already left). It
-/// is kept as long as the tenant's pack says (or the server's `trace_ttl_secs`
-/// where the pack sets none).
-async fn commit_trace(
-    state: &AppState,
-    ctx: &TenantCtx,
-    rid: &RequestId,
-    trace: &Trace,
-    pack: &crate::packs::Pack,
-) -> ApiResult<()> {
-    let ttl = pack
-        .retention
-        .trace_ttl_secs
-        .or(state.gateway.trace_ttl_secs);
-    match state.gateway.trace_commit {
-        TraceCommit::Durable => traces::commit(state, ctx, rid, trace, ttl)
-            .await
-            .map(|_| ())
-            .map_err(ApiError::from),
-        TraceCommit::Background => {
-            let (state, ctx, rid, trace) = (state.clone(), ctx.clone(), rid.clone(), trace.clone());
-            tokio::spawn(async move {
-                if let Err(e) = traces::commit(&state, &ctx, &rid, &trace, ttl).await {
-                    tracing::error!(trace = %trace.id, error = %e,
-                        "a decision trace could not be committed after its answer was sent; \
-                         check the store, and consider trace_commit = \"durable\"");
-                }
-            });
-            Ok(())
-        }
     }
 }
 
@@ -532,23 +172,13 @@ async fn upstream_failed(
     let overhead = started.elapsed().saturating_sub(upstream);
     state.metrics.model_call(trace.outcome.as_str(), overhead);
     if let Err(audit) = commit_trace(state, ctx, rid, &trace, pack).await {
-        return audit.into_response();
+        return ApiError::from(audit).into_response();
     }
     with_trace_headers(
         upstream_problem(&e, &trace.id).into_response(),
         &trace.id,
         overhead,
     )
-}
-
-fn set_latency(trace: &mut Trace, started: Instant, upstream: Duration, first: Option<Duration>) {
-    let total = started.elapsed();
-    trace.latency_ms = Latency {
-        total: traces::millis(total),
-        upstream: traces::millis(upstream),
-        first_token: first.map(traces::millis),
-        overhead: traces::millis(total.saturating_sub(upstream)),
-    };
 }
 
 /// A delta carrying one piece of a streamed text field.
@@ -629,7 +259,7 @@ async fn whole_chat(
         }
     }
     if let Err(e) = commit_trace(state, ctx, rid, &trace, &pack).await {
-        return e.into_response();
+        return ApiError::from(e).into_response();
     }
     let overhead = started.elapsed().saturating_sub(upstream);
     state.metrics.model_call(trace.outcome.as_str(), overhead);
@@ -1080,7 +710,8 @@ impl StreamJob {
             &self.prepared.trace,
             &self.prepared.pack,
         )
-        .await;
+        .await
+        .map_err(ApiError::from);
         stored.and(committed)
     }
 
@@ -1368,7 +999,7 @@ pub async fn embeddings(
     ));
     set_latency(&mut trace, started, upstream, None);
     if let Err(e) = commit_trace(&state, &ctx, &rid, &trace, &pack).await {
-        return e.into_response();
+        return ApiError::from(e).into_response();
     }
     let overhead = started.elapsed().saturating_sub(upstream);
     state.metrics.model_call("ok", overhead);
@@ -1490,11 +1121,5 @@ mod tests {
         );
         // One text alone is its own part already: no view.
         assert!(joined_views([(Field::Content, "only")].into_iter()).is_empty());
-    }
-
-    #[test]
-    fn truncation_keeps_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("hello", 10), "hello");
     }
 }
