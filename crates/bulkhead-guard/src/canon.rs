@@ -137,6 +137,15 @@ fn map_char(c: char) -> Mapped {
         }
         if d.is_uppercase() {
             out.upper = true;
+            // An upper-case look-alike may have a Latin prototype that its
+            // lower-case form lacks (Cyrillic `Т` is `T`, but `т` is no `t`):
+            // take the prototype of the letter as written first.
+            if let Some(latin) = ascii_prototype(d) {
+                for b in latin {
+                    push(char::from(b), &mut out);
+                }
+                return;
+            }
         }
         for low in fold(d) {
             if low.is_ascii() {
@@ -163,6 +172,25 @@ fn map_char(c: char) -> Mapped {
         }
     });
     out
+}
+
+/// The UTS #39 prototype of a character when it is all ASCII letters or digits,
+/// lowercased: how an upper-case look-alike reads.
+fn ascii_prototype(c: char) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 4];
+    let mut out = Vec::new();
+    for p in unicode_security::skeleton(c.encode_utf8(&mut buf)) {
+        if unicode_normalization::char::is_combining_mark(p) {
+            continue;
+        }
+        for q in p.to_lowercase() {
+            match q.is_ascii().then(|| ASCII[q as usize]) {
+                Some(Ascii::Alnum(b)) => out.push(b),
+                _ => return None,
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Full case folding where it differs from lowercasing for letters models emit.
@@ -328,6 +356,16 @@ mod tests {
 
     fn canon(s: &str) -> String {
         canonicalize(s).text
+    }
+
+    #[test]
+    fn upper_case_look_alikes_read_as_their_latin_letters() {
+        // Cyrillic `С` and `Т` inside an identifier: their lower-case forms `с`
+        // and `т` are not both Latin look-alikes, the capitals are.
+        assert_eq!(canon("ACСT-62171-QТ"), canon("ACCT-62171-QT"));
+        assert_eq!(canon("НОТЕL"), canon("HOTEL"));
+        // A capital with no ASCII prototype keeps its own lower-case form.
+        assert_eq!(canon("Ω"), "ω");
     }
 
     #[test]

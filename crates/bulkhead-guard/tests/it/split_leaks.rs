@@ -1,5 +1,7 @@
-//! A leak cut into many small parts (tool calls of a few dozen characters, cut
-//! mid-word, each wrapped in JSON), judged over many guard keys.
+//! Leaks judged over many guard keys: the fingerprint key is random per
+//! deployment, so a defence that holds under one key (the eval's) proves little.
+//! First, a leak cut into many small parts (tool calls of a few dozen characters,
+//! cut mid-word, each wrapped in JSON); then a disguised identifier.
 //!
 //! Each part alone holds too little for a fingerprint, so whether the union of
 //! the parts' evidence is enough depends on where the keyed winnowing selects:
@@ -130,4 +132,27 @@ fn the_joined_view_reads_json_strings_in_order_and_text_as_it_is() {
     assert_eq!(joined_view(&[r#""quoted""#, "42"]), r#""quoted"42"#);
     let nested = [r#"{"a":{"b":["one ", "two"]},"c":"three"}"#];
     assert_eq!(joined_view(&nested), "one twothree");
+}
+
+/// A protected prompt's identifier rewritten with upper-case Cyrillic look-alikes
+/// and zero-width characters (`AC⁠СT⁠-6​217⁠1‌-Q⁠Т`) is still the identifier, a
+/// strong token, under every key: before the canonical form took a capital's
+/// Latin prototype, `Т` became `т` and the token was lost, and whether the rest of
+/// the prompt's evidence sufficed depended on the key.
+#[test]
+fn an_identifier_in_look_alike_capitals_is_caught_under_every_key() {
+    let prompt = "Can you summarize the housekeeping roster issues on account \
+                  ACCT-62171-QT for Valentina Mensah at Orrin Optics Inc?";
+    let disguised = "Per the notes, see account AC\u{2060}СT\u{2060}-6\u{200b}217\u{2060}1\u{200c}-Q\u{2060}Т today.";
+    let (victim, attacker) = (
+        TenantId::from_random([7; 12]),
+        TenantId::from_random([3; 12]),
+    );
+    let mut r = Rng(0x676c_7970_6873_2121);
+    for k in 0..200 {
+        let guard = Guard::new(key(&mut r), GuardLimits::default());
+        let _ = guard.protect(&victim, prompt, NOW_MS);
+        let out = guard.scan(&attacker, disguised, &Policy::default());
+        assert_eq!(out.verdict, Verdict::Blocked, "key {k}: {:?}", out.findings);
+    }
 }
