@@ -190,6 +190,8 @@ impl ProblemKind {
 pub struct ApiError {
     pub kind: ProblemKind,
     pub detail: String,
+    /// Seconds after which a retry may succeed (`Retry-After`), for 429s.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -197,6 +199,15 @@ impl ApiError {
         Self {
             kind,
             detail: detail.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// The same error, telling the client when to retry.
+    pub fn retry_after(self, secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(secs),
+            ..self
         }
     }
 
@@ -261,6 +272,9 @@ impl IntoResponse for ApiError {
         );
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -2,7 +2,9 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use bulkhead_app::EventKind;
@@ -13,6 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::AppState;
 use crate::audit::{RequestId, Trail};
 use crate::error::{ApiError, ProblemKind};
+use crate::flood::FloodCheck;
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
@@ -54,13 +57,70 @@ impl FromRequestParts<AppState> for Admin {
         };
         state.metrics.auth_failure("admin");
         auth_burst(state, &rid).await;
-        // Every denied access is logged; the operator log holds the unattributable.
-        let _ = Trail::new(state, EventKind::AdminAuth, "anonymous".into(), &rid)
-            .denied(refused.0)
-            .record(LogId::Operator)
-            .await;
-        Err(refused.1)
+        // Every denied access is logged (the operator log holds the
+        // unattributable), unless its address is flooding.
+        let refusal = Refusal {
+            kind: EventKind::AdminAuth,
+            actor: "anonymous".into(),
+            log: LogId::Operator,
+            reason: refused.0,
+        };
+        Err(refuse(state, parts, &rid, refusal, refused.1).await)
     }
+}
+
+/// A refused credential's audit event.
+struct Refusal {
+    kind: EventKind,
+    actor: String,
+    log: LogId,
+    reason: &'static str,
+}
+
+/// Logs a refused credential and answers `error` — unless the client's address
+/// is past its limit of refused credentials this minute: then 429 with
+/// `Retry-After`, and nothing is written but the one event that marks the
+/// flood's start (`flood.rs`).
+async fn refuse(
+    state: &AppState,
+    parts: &Parts,
+    rid: &RequestId,
+    refusal: Refusal,
+    error: ApiError,
+) -> ApiError {
+    let address = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let check = state.auth_flood.check(address, state.vault.now().0);
+    let (reason, limited) = match check {
+        FloodCheck::Log => (refusal.reason, None),
+        FloodCheck::Tripped { retry_after_secs } => {
+            tracing::warn!(address = ?address, "refused credentials from one address passed the per-minute limit; \
+                further refusals from it are answered 429 and not logged until the minute ends \
+                (auth_failures_per_address_per_min)");
+            ("address_flood", Some(retry_after_secs))
+        }
+        FloodCheck::Limited { retry_after_secs } => {
+            return flood_error(retry_after_secs);
+        }
+    };
+    let _ = Trail::new(state, refusal.kind, refusal.actor, rid)
+        .denied(reason)
+        .record(refusal.log)
+        .await;
+    match limited {
+        Some(secs) => flood_error(secs),
+        None => error,
+    }
+}
+
+fn flood_error(retry_after_secs: u64) -> ApiError {
+    ApiError::new(
+        ProblemKind::RateLimited,
+        "too many refused credentials from this address this minute; retry later with a valid one",
+    )
+    .retry_after(retry_after_secs)
 }
 
 /// Counts a refused credential toward the burst alert (credential stuffing, a
@@ -103,11 +163,13 @@ impl FromRequestParts<AppState> for Tenant {
             Err(e) => {
                 state.metrics.auth_failure("tenant");
                 auth_burst(state, &rid).await;
-                let _ = Trail::new(state, EventKind::Auth, "anonymous".into(), &rid)
-                    .denied("missing_credential")
-                    .record(LogId::Operator)
-                    .await;
-                return Err(e);
+                let refusal = Refusal {
+                    kind: EventKind::Auth,
+                    actor: "anonymous".into(),
+                    log: LogId::Operator,
+                    reason: "missing_credential",
+                };
+                return Err(refuse(state, parts, &rid, refusal, e).await);
             }
         };
         match state.vault.authenticate_attributed(token).await {
@@ -141,20 +203,23 @@ impl FromRequestParts<AppState> for Tenant {
                     AuthError::KeyQuarantined => Some("key_quarantined"),
                     _ => None,
                 };
-                if let Some(reason) = reason {
-                    // A real key id goes into its owner's log (the tenant's auditor
-                    // wants to see attempts on its keys); anything else into the
-                    // operator's.
-                    let (actor, log) = match owner {
-                        Some((tenant, key_id)) => (format!("key:{key_id}"), LogId::Tenant(tenant)),
-                        None => ("anonymous".to_owned(), LogId::Operator),
-                    };
-                    let _ = Trail::new(state, EventKind::Auth, actor, &rid)
-                        .denied(reason)
-                        .record(log)
-                        .await;
-                }
-                Err(e.into())
+                let Some(reason) = reason else {
+                    return Err(e.into());
+                };
+                // A real key id goes into its owner's log (the tenant's auditor
+                // wants to see attempts on its keys); anything else into the
+                // operator's.
+                let (actor, log) = match owner {
+                    Some((tenant, key_id)) => (format!("key:{key_id}"), LogId::Tenant(tenant)),
+                    None => ("anonymous".to_owned(), LogId::Operator),
+                };
+                let refusal = Refusal {
+                    kind: EventKind::Auth,
+                    actor,
+                    log,
+                    reason,
+                };
+                Err(refuse(state, parts, &rid, refusal, e.into()).await)
             }
         }
     }

@@ -22,6 +22,7 @@ pub mod error;
 pub mod evidence;
 pub mod evidence_html;
 mod extract;
+pub mod flood;
 pub mod gateway;
 pub mod guard;
 pub mod incident;
@@ -59,6 +60,9 @@ use crate::metrics::Metrics;
 pub struct ServerLimits {
     pub body_bytes_max: usize,
     pub request_timeout: Duration,
+    /// Refused credentials per client address per minute that are answered and
+    /// logged; past it, 429 and nothing written (`flood.rs`). 0: no limit.
+    pub auth_failures_per_address_per_min: u32,
 }
 
 impl Default for ServerLimits {
@@ -66,6 +70,7 @@ impl Default for ServerLimits {
         Self {
             body_bytes_max: 2 << 20,
             request_timeout: Duration::from_secs(30),
+            auth_failures_per_address_per_min: 60,
         }
     }
 }
@@ -79,6 +84,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Dashboard sessions and log verifications.
     pub dashboard: Arc<dashboard::Dashboard>,
+    /// Refused credentials per client address (`flood.rs`).
+    pub auth_flood: Arc<flood::AuthFlood>,
     pub limits: ServerLimits,
     /// SHA-256 of the admin token: comparing digests in constant time does not leak
     /// the token's length.
@@ -108,6 +115,9 @@ impl AppState {
                 .with_telemetry(Arc::clone(&metrics) as Arc<dyn bulkhead_app::Telemetry>),
             metrics,
             dashboard: Arc::new(dashboard::Dashboard::new()),
+            auth_flood: Arc::new(flood::AuthFlood::new(
+                limits.auth_failures_per_address_per_min,
+            )),
             limits,
             admin_token_digest: bulkhead_crypto::sha256(admin_token.as_bytes()),
         }

@@ -283,6 +283,10 @@ settings! {
     body_bytes_max: usize = server_limits().body_bytes_max;
     /// Longest a request may take, in seconds.
     request_timeout_secs: u64 = server_limits().request_timeout.as_secs();
+    /// Refused credentials per client address per minute that are answered 401 and
+    /// logged; past it the address gets 429 and nothing is written until the minute
+    /// ends (0: no limit).
+    auth_failures_per_address_per_min: u32 = server_limits().auth_failures_per_address_per_min;
     /// Largest document text, in bytes.
     document_text_bytes_max: usize = bulkhead_vault::VaultLimits::default().document_text_bytes_max;
     /// Most writes committed (and fsynced) together; 1 disables group commit.
@@ -468,6 +472,7 @@ pub struct Settings {
     pub master_key: Option<String>,
     pub body_bytes_max: usize,
     pub request_timeout: Duration,
+    pub auth_failures_per_address_per_min: u32,
     pub document_text_bytes_max: usize,
     pub sqlite_group_commit_max: usize,
     pub shutdown_grace: Duration,
@@ -601,6 +606,7 @@ impl Keys {
             master_key: self.master_key,
             body_bytes_max: self.body_bytes_max,
             request_timeout,
+            auth_failures_per_address_per_min: self.auth_failures_per_address_per_min,
             document_text_bytes_max: self.document_text_bytes_max,
             sqlite_group_commit_max: self.sqlite_group_commit_max.max(1),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),

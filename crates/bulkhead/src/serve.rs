@@ -101,6 +101,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         ServerLimits {
             body_bytes_max: settings.body_bytes_max,
             request_timeout: settings.request_timeout,
+            auth_failures_per_address_per_min: settings.auth_failures_per_address_per_min,
         },
     )
     .with_gateway(gateway)
@@ -142,7 +143,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     let mut graceful_rx = stop_rx.clone();
     let grace = settings.shutdown_grace;
     let serving = tokio::spawn(async move {
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        // The peer address reaches the handlers: refused credentials are limited
+        // per client address (`bulkhead_server::flood`).
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, service).with_graceful_shutdown(async move {
             // An error means every sender is gone, which also means stop.
             let _ = graceful_rx.wait_for(|stopped| *stopped).await;
         });

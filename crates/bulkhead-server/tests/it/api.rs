@@ -621,3 +621,109 @@ async fn a_tenant_export_holds_its_data_and_is_logged() {
         1
     );
 }
+
+/// A request from `ip` with this bearer token (the peer address as the serving
+/// loop hands it to the router).
+fn from_address(ip: [u8; 4], path: &str, token: &str) -> axum::http::Request<axum::body::Body> {
+    let mut req = axum::http::Request::builder()
+        .uri(path)
+        .header(axum::http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            ip, 40_000,
+        ))));
+    req
+}
+
+/// An unauthenticated flood from one address is limited before any store write:
+/// past `auth_failures_per_address_per_min` refused credentials in a minute the
+/// address gets 429 problem+json with `Retry-After`, one `address_flood` event
+/// marks the start, and nothing more is written to the operator log. Another
+/// address is still answered 401 and logged; a valid key from the flooding
+/// address still works.
+#[tokio::test]
+async fn a_credential_flood_from_one_address_is_limited_before_any_write() {
+    let api = Api::new().await;
+    let (_tenant, key) = api.tenant_with_key("Acme").await;
+    let limit = bulkhead_server::ServerLimits::default().auth_failures_per_address_per_min;
+    let operator_size = || async {
+        api.call(
+            "GET",
+            "/admin/v1/audit/entries?start=0&end=100000",
+            Some(ADMIN),
+            None,
+        )
+        .await
+        .json()["entries"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let refusals = || async { api.events("/admin/v1/audit", ADMIN, "auth").await.len() };
+    let attacker = [198, 51, 100, 7];
+    for i in 0..limit {
+        let r = api
+            .raw(from_address(attacker, "/v1/documents", "bhk_nope.guess"))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "refusal {i}");
+    }
+    assert_eq!(
+        refusals().await,
+        limit as usize,
+        "each refusal under the limit is logged"
+    );
+    let tripped = api
+        .raw(from_address(attacker, "/v1/documents", "bhk_nope.guess"))
+        .await;
+    assert_eq!(tripped.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(tripped.content_type, "application/problem+json");
+    assert_eq!(tripped.json()["type"], "/problems/rate-limited");
+    let retry: u64 = tripped.headers[axum::http::header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        refusals().await,
+        limit as usize + 1,
+        "the flood's start is logged once"
+    );
+    let after_trip = operator_size().await;
+    let flood = api.events("/admin/v1/audit", ADMIN, "auth").await;
+    assert_eq!(flood.last().unwrap()["reason"], "address_flood");
+    for _ in 0..50 {
+        let r = api
+            .raw(from_address(attacker, "/v1/documents", "bhk_nope.guess"))
+            .await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+        let r = api
+            .raw(from_address(
+                attacker,
+                "/admin/v1/tenants",
+                "not-the-admin-token",
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert_eq!(
+        operator_size().await,
+        after_trip,
+        "nothing written past the limit"
+    );
+    // Another address: answered and logged as usual.
+    let r = api
+        .raw(from_address(
+            [203, 0, 113, 9],
+            "/v1/documents",
+            "bhk_nope.guess",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(operator_size().await, after_trip + 1);
+    // A valid key from the flooding address still works.
+    let r = api.raw(from_address(attacker, "/v1/documents", &key)).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
