@@ -185,6 +185,10 @@ impl SqliteStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Backend(format!("create {}: {e}", parent.display())))?;
         }
+        // Created 0600 before SQLite opens it: SQLite gives the `-wal` and `-shm`
+        // files it creates the database file's mode, so they are private too.
+        #[cfg(unix)]
+        create_private(path)?;
         let writer_conn = Connection::open(path).map_err(backend)?;
         configure(&writer_conn).map_err(backend)?;
         writer_conn.execute_batch(SCHEMA).map_err(backend)?;
@@ -290,11 +294,29 @@ impl SqliteStore {
 }
 
 #[cfg(unix)]
+fn create_private(path: &Path) -> StoreResult<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|e| StoreError::Backend(format!("create {}: {e}", path.display())))
+}
+
+#[cfg(unix)]
 fn restrict_permissions(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     // The database holds only ciphertext, but its shape (tenant ids, sizes, times)
-    // is still nobody else's business.
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    // is still nobody else's business. A database made by an older version may
+    // have world-readable files beside it: they are narrowed too.
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+    }
 }
 
 fn in_savepoint<R>(
@@ -1504,6 +1526,39 @@ mod tests {
             created_at: UnixMillis(5),
             expires_at: expires_at.map(UnixMillis),
         }
+    }
+
+    /// The database and the `-wal` and `-shm` files SQLite makes beside it are
+    /// private to the server's user, whatever the umask, also for a database an
+    /// older version left world-readable.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_and_its_wal_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mode = |suffix: &str| {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777
+        };
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        store.create_tenant(tenant(1), key(1)).await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            assert_eq!(mode(suffix), 0o600, "db{suffix}");
+        }
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            if let Ok(m) = std::fs::metadata(&file) {
+                let mut p = m.permissions();
+                p.set_mode(0o644);
+                std::fs::set_permissions(&file, p).unwrap();
+            }
+        }
+        let _reopened = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        assert_eq!(mode(""), 0o600);
     }
 
     #[tokio::test]
