@@ -193,6 +193,13 @@ pub enum UpstreamError {
     TooLarge(usize),
 }
 
+/// A transport failure as clients and traces may read it: without the URL
+/// (an internal host, port and path of the model network are nobody's business
+/// outside it). The upstream is named by its configured name instead.
+fn transport(e: reqwest::Error) -> String {
+    e.without_url().to_string()
+}
+
 impl UpstreamError {
     /// The outcome name in traces and metrics.
     pub fn outcome(&self) -> &'static str {
@@ -482,11 +489,11 @@ impl Gateway {
         let until = deadline.min(Instant::now() + self.timeouts.first_byte);
         let response = match tokio::time::timeout_at(until, req.send()).await {
             Err(_) => return Err(UpstreamError::Timeout("waiting for the response head")),
-            Ok(Err(e)) if e.is_connect() => return Err(UpstreamError::Connect(e.to_string())),
+            Ok(Err(e)) if e.is_connect() => return Err(UpstreamError::Connect(transport(e))),
             Ok(Err(e)) if e.is_timeout() => {
                 return Err(UpstreamError::Timeout("connecting"));
             }
-            Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
+            Ok(Err(e)) => return Err(UpstreamError::Connect(transport(e))),
             Ok(Ok(r)) => r,
         };
         let status = response.status();
@@ -613,7 +620,7 @@ async fn read_body(
         let until = deadline.min(Instant::now() + idle);
         match tokio::time::timeout_at(until, response.chunk()).await {
             Err(_) => return Err(UpstreamError::Timeout("reading the body")),
-            Ok(Err(e)) => return Err(UpstreamError::Cut(e.to_string())),
+            Ok(Err(e)) => return Err(UpstreamError::Cut(transport(e))),
             Ok(Ok(None)) => return Ok(out),
             Ok(Ok(Some(chunk))) => {
                 if out.len() + chunk.len() > bytes_max {
@@ -679,7 +686,7 @@ impl HttpStream {
                 }
                 Ok(Err(e)) => {
                     self.finished = true;
-                    return Some(Err(UpstreamError::Cut(e.to_string())));
+                    return Some(Err(UpstreamError::Cut(transport(e))));
                 }
                 Ok(Ok(None)) => {
                     self.finished = true;

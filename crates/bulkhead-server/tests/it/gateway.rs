@@ -763,6 +763,53 @@ async fn models_follow_region_and_allow_list() {
     assert!(list(key_eu).await.contains(&"fast".to_owned()));
 }
 
+/// An upstream that cannot be reached is a 502 that names no internal address:
+/// neither the answer nor the trace the tenant reads carries the upstream's
+/// host, port or path (the model network's layout is the operator's).
+#[tokio::test]
+async fn an_unreachable_upstream_names_no_internal_address() {
+    let upstream = UpstreamConfig {
+        name: "vllm-internal".into(),
+        kind: UpstreamKind::Http {
+            base_url: "http://127.0.0.1:9/models-behind-the-firewall".into(),
+            api_key: None,
+            tenant_api_keys: HashMap::new(),
+        },
+        region: Some(Region::parse("default").unwrap()),
+        models: vec!["llama".into()],
+        cache_salt: true,
+        prompt_cache_key: true,
+    };
+    let api = Api::new()
+        .await
+        .with_upstreams(vec![upstream], quick_timeouts());
+    let (_a, key) = api.tenant_with_key("Acme").await;
+    for stream in [false, true] {
+        let r = chat(
+            &api,
+            &key,
+            json!({"model": "llama", "messages": user("hello"), "stream": stream}),
+        )
+        .await;
+        assert_problem(&r, StatusCode::BAD_GATEWAY, "unreachable");
+        let body = String::from_utf8_lossy(&r.body).to_string();
+        let trace_id = r.headers["x-bulkhead-trace-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let trace = verified_trace(&api, &key, &trace_id).await.to_string();
+        assert_eq!(
+            serde_json::from_str::<Value>(&trace).unwrap()["outcome"],
+            "upstream_unreachable"
+        );
+        for text in [&body, &trace] {
+            for secret in ["127.0.0.1:9", "models-behind-the-firewall"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn upstream_faults_end_in_clear_errors_within_bounds() {
     let (mock, api) = mock_api(Duration::from_millis(200), quick_timeouts()).await;
