@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bulkhead_crypto::{CryptoError, KeyEncryptionKey, KeyedHasher, SecretKey, random_array};
+use bulkhead_crypto::{
+    CryptoError, KeyEncryptionKey, KeyedHasher, SecretKey, Xaes256Gcm, random_array,
+};
 use bulkhead_store::{ApiKeyRow, DataKeyRow, RecordRow, Store, StoreError, TenantRow};
 use bulkhead_types::{
     ApiKeyId, Clock, DocumentId, KeyVersion, PolicyName, RecordKind, Region, TenantId,
@@ -271,6 +273,8 @@ struct DocumentBody {
 }
 
 const SERVER_SECRET_META: &str = "server_secret.v1";
+/// The scope of the operator's tenant-list cursors.
+const TENANT_LIST: &[u8] = b"tenants";
 const SERVER_SECRET_AAD: &[u8] = b"bulkhead/server-secret/v1";
 
 #[derive(Debug)]
@@ -283,6 +287,9 @@ pub struct Vault {
     /// A server-wide secret (wrapped by the master key in the store) from which
     /// purpose-bound subkeys are derived.
     server_secret: SecretKey,
+    /// Seals list cursors: opaque to clients (a global row sequence would tell a
+    /// tenant how busy the others are) and bound to the listing they came from.
+    cursors: Xaes256Gcm,
     limits: VaultLimits,
 }
 
@@ -305,7 +312,9 @@ impl Vault {
             .unwrap(&wrapped, SERVER_SECRET_AAD)
             .map_err(|_| VaultError::MasterKeyMismatch)?;
         let api_key_hasher = KeyedHasher::new(&server_secret.derive("bulkhead/api-key-hash/v1"));
+        let cursors = Xaes256Gcm::new(&server_secret.derive("bulkhead/list-cursor/v1"))?;
         Ok(Self {
+            cursors,
             keys: KeyCache::new(limits.key_cache_len_max),
             store,
             kek,
@@ -314,6 +323,25 @@ impl Vault {
             server_secret,
             limits,
         })
+    }
+
+    /// A list cursor: the position sealed under the cursor key, bound to its
+    /// listing (`scope`), so it reveals nothing and works nowhere else.
+    fn encode_cursor(&self, scope: &[u8], seq: i64) -> VaultResult<String> {
+        let sealed = self.cursors.seal(scope, &seq.to_le_bytes())?;
+        Ok(URL_SAFE_NO_PAD.encode(sealed))
+    }
+
+    /// The position a cursor of this listing holds (0: the start).
+    fn parse_cursor(&self, scope: &[u8], cursor: Option<&str>) -> VaultResult<i64> {
+        let Some(cursor) = cursor else { return Ok(0) };
+        let bad = || VaultError::Invalid("cursor is not one this server issued".into());
+        let sealed = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+        let plain = self.cursors.open(scope, &sealed).map_err(|_| bad())?;
+        let bytes: [u8; 8] = plain.as_slice().try_into().map_err(|_| bad())?;
+        Some(i64::from_le_bytes(bytes))
+            .filter(|n| *n >= 0)
+            .ok_or_else(bad)
     }
 
     pub fn limits(&self) -> &VaultLimits {
@@ -388,9 +416,12 @@ impl Vault {
         limit: u32,
     ) -> VaultResult<(Vec<Tenant>, Option<String>)> {
         let limit = limit.clamp(1, self.limits.page_len_max);
-        let after = parse_cursor(cursor)?;
+        let after = self.parse_cursor(TENANT_LIST, cursor)?;
         let rows = self.store.list_tenants(after, limit + 1).await?;
-        let next = (rows.len() > limit as usize).then(|| encode_cursor(rows[limit as usize - 1].0));
+        let next = match rows.len() > limit as usize {
+            true => Some(self.encode_cursor(TENANT_LIST, rows[limit as usize - 1].0)?),
+            false => None,
+        };
         Ok((
             rows.into_iter()
                 .take(limit as usize)
@@ -818,14 +849,17 @@ impl Vault {
         limit: u32,
     ) -> VaultResult<DocumentPage> {
         let limit = limit.clamp(1, self.limits.page_len_max);
-        let after = parse_cursor(cursor)?;
+        let scope = format!("documents:{}", ctx.tenant());
+        let after = self.parse_cursor(scope.as_bytes(), cursor)?;
         let now = self.clock.now();
         let rows = self
             .store
             .list_records(ctx.tenant(), RecordKind::DOCUMENT, after, limit + 1, now)
             .await?;
-        let next_cursor =
-            (rows.len() > limit as usize).then(|| encode_cursor(rows[limit as usize - 1].seq));
+        let next_cursor = match rows.len() > limit as usize {
+            true => Some(self.encode_cursor(scope.as_bytes(), rows[limit as usize - 1].seq)?),
+            false => None,
+        };
         let mut documents = Vec::with_capacity(rows.len().min(limit as usize));
         for stored in rows.into_iter().take(limit as usize) {
             documents.push(self.open_document(ctx.tenant(), stored.row).await?);
@@ -1369,19 +1403,4 @@ fn decode_embedding(text: &str) -> VaultResult<Vec<f32>> {
         .collect();
     bulkhead_crypto::wipe(&mut bytes);
     Ok(values)
-}
-
-fn encode_cursor(seq: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("s{seq}"))
-}
-
-fn parse_cursor(cursor: Option<&str>) -> VaultResult<i64> {
-    let Some(cursor) = cursor else { return Ok(0) };
-    let bad = || VaultError::Invalid("cursor is not one this server issued".into());
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
-    text.strip_prefix('s')
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|n| *n >= 0)
-        .ok_or_else(bad)
 }

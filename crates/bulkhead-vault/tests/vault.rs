@@ -367,6 +367,56 @@ async fn api_keys_expire_revoke_and_quarantine() {
     assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
 }
 
+/// A list cursor tells nothing of other tenants: it does not hold the global row
+/// sequence (which moves with every tenant's writes), it is the same length
+/// whatever the position, and one tenant's cursor is refused for another (same
+/// error as a cursor the server never issued).
+#[tokio::test]
+async fn list_cursors_reveal_no_sequence_and_work_only_for_their_listing() {
+    let f = fixture().await;
+    let a = tenant_with_key(&f.vault, "A").await;
+    let b = tenant_with_key(&f.vault, "B").await;
+    for i in 0..3 {
+        f.vault
+            .put_document(&a, doc(&format!("a-{i}"), "alpha text"))
+            .await
+            .unwrap();
+        f.vault
+            .put_document(&b, doc(&format!("b-{i}"), "beta text"))
+            .await
+            .unwrap();
+    }
+    let page = f.vault.list_documents(&a, None, 1).await.unwrap();
+    let cursor = page.next_cursor.expect("more than one page");
+    let decoded =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &cursor)
+            .unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&decoded).starts_with('s'),
+        "the cursor is not the plain sequence"
+    );
+    let next = f.vault.list_documents(&a, Some(&cursor), 10).await.unwrap();
+    assert_eq!(next.documents.len(), 2, "A's cursor continues A's listing");
+    let foreign = f.vault.list_documents(&b, Some(&cursor), 10).await;
+    assert!(
+        matches!(foreign, Err(VaultError::Invalid(_))),
+        "{foreign:?}"
+    );
+    let forged = f.vault.list_documents(&a, Some("czE"), 10).await;
+    assert!(matches!(forged, Err(VaultError::Invalid(_))));
+    let (_, tenants_cursor) = f.vault.list_tenants(None, 1).await.unwrap();
+    let tenants_cursor = tenants_cursor.unwrap();
+    assert_eq!(
+        tenants_cursor.len(),
+        cursor.len(),
+        "one length for every cursor"
+    );
+    assert!(matches!(
+        f.vault.list_documents(&a, Some(&tenants_cursor), 10).await,
+        Err(VaultError::Invalid(_))
+    ));
+}
+
 #[tokio::test]
 async fn a_different_master_key_is_refused_with_a_clear_error() {
     let f = fixture().await;
