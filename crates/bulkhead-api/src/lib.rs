@@ -11,6 +11,7 @@ pub mod admin_views;
 pub mod audit;
 pub mod chat;
 pub mod incident;
+pub mod quotas;
 pub mod receipt;
 pub mod search;
 pub mod tenants;

@@ -55,6 +55,8 @@ pub struct Prepared {
     /// The client's messages after its leading system messages: what a session
     /// stores of this turn.
     pub new_turn: Vec<Message>,
+    /// The model tokens reserved for the call; settle it with the answer's usage.
+    pub tokens: crate::quota::TokenGrant,
 }
 
 /// The parts of a chat call shared by the whole and the streamed paths, up to the
@@ -101,8 +103,9 @@ pub async fn prepare<'a>(
             &mut trace,
         ),
     };
-    let (upstream_body, new_turn) =
+    let (mut upstream_body, new_turn) =
         upstream_body(app, ctx, req, route, &pack, context, &mut trace).await;
+    let tokens = reserve_tokens(app, ctx, &mut upstream_body).await?;
     Ok((
         Prepared {
             pack,
@@ -111,9 +114,38 @@ pub async fn prepare<'a>(
             upstream_body,
             session,
             new_turn,
+            tokens,
         },
         route,
     ))
+}
+
+/// Reserves the call's model tokens against the tenant's budgets: the upstream
+/// body's length bounds the prompt's tokens from above (a token is at least one
+/// byte), and each answer is capped by `max_tokens`. When a budget applies and
+/// the client set no cap, the reserve becomes the call's cap upstream, so no
+/// answer can spend past the budget.
+async fn reserve_tokens(
+    app: &Services,
+    ctx: &TenantCtx,
+    body: &mut serde_json::Map<String, Value>,
+) -> AppResult<crate::quota::TokenGrant> {
+    let prompt_estimate = serde_json::to_vec(&*body).map_or(0, |b| b.len() as u64);
+    let choices = body
+        .get("n")
+        .and_then(Value::as_u64)
+        .map_or(1, |n| n.clamp(1, u64::from(u32::MAX)) as u32);
+    let requested = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64));
+    let grant = app
+        .quotas
+        .reserve_tokens(ctx.tenant(), prompt_estimate, choices, requested)
+        .await?;
+    if let (Some(cap), None) = (grant.cap, requested) {
+        body.insert("max_tokens".into(), Value::from(cap));
+    }
+    Ok(grant)
 }
 
 /// What the context stage hands to the upstream body: the retrieved chunks'

@@ -71,6 +71,12 @@ pub async fn create(
     let content = Subject::new("document", "").with_content(input.text.as_bytes());
     let requested_id = input.id.clone();
     let metadata = input.metadata.clone().unwrap_or_default();
+    if app.retrieval.embedder.is_some() {
+        // The embedding budget is spent before anything reaches the embedder.
+        app.quotas
+            .spend_embedding(ctx.tenant(), input.text.len() as u64)
+            .await?;
+    }
     let chunks = app.retrieval.prepare(ctx.tenant(), &input.text).await?;
     let text = zeroize::Zeroizing::new(input.text.clone());
     let ttl_secs = pack_ttl(app, ctx, input.ttl_seconds).await?;

@@ -75,7 +75,7 @@ pub fn effective_policy(app: &Services) -> Value {
         })
         .collect();
     let anomaly = app.alerts.baselines.settings();
-    json!({
+    let mut policy = json!({
         "packs": packs,
         "upstreams": upstreams,
         "gateway": {
@@ -94,7 +94,14 @@ pub fn effective_policy(app: &Services) -> Value {
             "anomaly_min_requests_per_min": anomaly.min_requests_per_min,
             "anomaly_warmup_minutes": anomaly.warmup_minutes,
         },
-    })
+    });
+    // The server's default quotas, once any is set (a deployment that sets none
+    // keeps the hash it had before quotas existed).
+    let quotas = app.quotas.defaults();
+    if quotas != bulkhead_api::quotas::Quotas::default() {
+        policy["quotas"] = serde_json::to_value(quotas).unwrap_or_default();
+    }
+    policy
 }
 
 fn canonical(value: &Value) -> Vec<u8> {

@@ -34,8 +34,17 @@ pub enum AppError {
     UpstreamFailed(String),
     #[error("{0}")]
     UpstreamTimeout(String),
+    /// A rate, concurrency or budget limit: retrying after the given seconds
+    /// can succeed.
+    #[error("{detail}")]
+    RateLimited {
+        detail: String,
+        retry_after_secs: u64,
+    },
+    /// A quota that waiting does not free (stored bytes, documents, a call
+    /// larger than a whole budget).
     #[error("{0}")]
-    RateLimited(String),
+    QuotaExceeded(String),
     /// A failure inside the server; logged in full where it happened.
     #[error("the server failed to complete the request")]
     Internal,
@@ -57,7 +66,8 @@ impl AppError {
             AppError::AuditInconsistent => "audit-inconsistent",
             AppError::UpstreamFailed(_) => "upstream-failed",
             AppError::UpstreamTimeout(_) => "upstream-timeout",
-            AppError::RateLimited(_) => "rate-limited",
+            AppError::RateLimited { .. } => "rate-limited",
+            AppError::QuotaExceeded(_) => "quota-exceeded",
             AppError::Internal => "internal",
         }
     }
@@ -82,6 +92,7 @@ impl From<VaultError> for AppError {
             VaultError::NotFound => AppError::NotFound,
             VaultError::Conflict => AppError::Conflict("a document with this id exists".into()),
             VaultError::Invalid(msg) => AppError::Invalid(msg),
+            VaultError::QuotaExceeded(msg) => AppError::QuotaExceeded(msg),
             VaultError::Store(bulkhead_store::StoreError::Closed) => {
                 AppError::Unavailable("the server is shutting down".into())
             }

@@ -78,6 +78,8 @@ pub enum EventKind {
     TenantModels,
     #[serde(rename = "tenant.policy")]
     TenantPolicy,
+    #[serde(rename = "tenant.quotas")]
+    TenantQuotas,
     #[serde(rename = "tenant.quarantine")]
     TenantQuarantine,
     #[serde(rename = "tenant.release")]
@@ -126,6 +128,7 @@ impl EventKind {
         EventKind::TenantExport,
         EventKind::TenantModels,
         EventKind::TenantPolicy,
+        EventKind::TenantQuotas,
         EventKind::TenantQuarantine,
         EventKind::TenantRelease,
         EventKind::TenantRotateKey,
@@ -171,6 +174,7 @@ impl EventKind {
             Self::TenantExport => "tenant.export",
             Self::TenantModels => "tenant.models",
             Self::TenantPolicy => "tenant.policy",
+            Self::TenantQuotas => "tenant.quotas",
             Self::TenantQuarantine => "tenant.quarantine",
             Self::TenantRelease => "tenant.release",
             Self::TenantRotateKey => "tenant.rotate_key",

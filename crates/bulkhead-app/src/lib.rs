@@ -23,6 +23,7 @@ pub mod guard;
 pub mod incident;
 pub mod kinds;
 pub mod packs;
+pub mod quota;
 pub mod retention;
 pub mod retrieval;
 pub mod services;

@@ -82,6 +82,15 @@ pub struct Pack {
     pub residency: Residency,
     #[serde(default)]
     pub guard: Policy,
+    /// Limits on every tenant of the pack (a tenant's own quotas override them
+    /// field by field; the server's defaults fill what neither sets).
+    /// Left out of the pack's JSON when it sets none, so the policy hash of a
+    /// pack without quotas is what it was before they existed.
+    #[serde(
+        default,
+        skip_serializing_if = "bulkhead_api::quotas::Quotas::is_unset"
+    )]
+    pub quotas: bulkhead_api::quotas::Quotas,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +135,9 @@ fn parse(file: &str, text: &str) -> Result<Pack, PackError> {
             "retention.document_ttl_secs_default exceeds document_ttl_secs_max".into(),
         ));
     }
+    pack.quotas
+        .validate()
+        .map_err(|e| invalid(format!("quotas.{e}")))?;
     for p in &pack.residency.regions {
         let bare = p.strip_suffix('*').unwrap_or(p);
         if p.is_empty() || bare.contains('*') {

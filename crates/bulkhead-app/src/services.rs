@@ -38,6 +38,9 @@ pub struct Services {
     pub sweeps: Arc<SweepHistory>,
     /// Per-tenant traffic and guard outcomes over the last 15 minutes.
     pub traffic: Arc<Traffic>,
+    /// Quotas, rate limits and budgets of every tenant (also the vault's
+    /// storage admission).
+    pub quotas: Arc<crate::quota::Governor>,
     /// Where counters go (the HTTP edge's metrics).
     pub telemetry: Arc<dyn Telemetry>,
     /// Test-only: isolation deliberately broken (`weakened.rs`).
@@ -55,11 +58,13 @@ impl Services {
         retrieval: Arc<Retrieval>,
         guard: Arc<GuardState>,
     ) -> Self {
+        let packs = Arc::new(Packs::builtin());
         let app = Self {
+            quotas: crate::quota::Governor::install(&vault, Arc::clone(&packs)),
             gateway: Arc::new(GatewayState::without_upstreams(&vault)),
             vault,
             audit,
-            packs: Arc::new(Packs::builtin()),
+            packs,
             alerts: Arc::new(Alerts::new()),
             retrieval,
             guard,
@@ -89,10 +94,9 @@ impl Services {
         } else {
             packs
         };
-        Self {
-            packs: Arc::new(packs),
-            ..self
-        }
+        let packs = Arc::new(packs);
+        self.quotas.set_packs(Arc::clone(&packs));
+        Self { packs, ..self }
     }
 
     /// This model gateway (upstreams, limits).

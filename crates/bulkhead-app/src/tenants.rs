@@ -175,7 +175,40 @@ pub async fn set_policy(
         .record_admin(Some(&id))
         .await?;
     tracing::info!(tenant = %id, from = %tenant.policy, to = %policy, "tenant policy pack changed");
+    app.quotas.invalidate(&id);
     Ok(updated)
+}
+
+/// Replaces a tenant's own quotas (absent fields: its pack's or the server's
+/// apply); audited in the operator's log with the new values.
+pub async fn set_quotas(
+    app: &Services,
+    rid: &RequestId,
+    raw_id: &str,
+    quotas: bulkhead_api::quotas::Quotas,
+) -> AppResult<bulkhead_api::quotas::UsageResponse> {
+    const KIND: EventKind = EventKind::TenantQuotas;
+    let tenant = read_known(app, rid, KIND, raw_id).await?;
+    let id = tenant.id.clone();
+    app.quotas.set_tenant_quotas(&id, quotas).await?;
+    let values = serde_json::to_string(&quotas).unwrap_or_default();
+    Trail::admin(app, KIND, rid)
+        .subject(Subject::new("tenant", id.as_str()))
+        .attr("quotas", Attr::Text(values.clone()))
+        .record_admin(Some(&id))
+        .await?;
+    tracing::info!(tenant = %id, quotas = %values, "tenant quotas changed");
+    app.quotas.usage(&id).await
+}
+
+/// A tenant's usage against its effective quotas, for the operator.
+pub async fn usage(
+    app: &Services,
+    rid: &RequestId,
+    raw_id: &str,
+) -> AppResult<bulkhead_api::quotas::UsageResponse> {
+    let tenant = read_known(app, rid, EventKind::TenantQuotas, raw_id).await?;
+    app.quotas.usage(&tenant.id).await
 }
 
 /// Sets the tenant's model allow-list (`None`: every model of its region).
@@ -375,6 +408,7 @@ pub async fn erase(app: &Services, rid: &RequestId, raw_id: &str) -> AppResult<E
     };
     app.retrieval.forget(&id);
     app.guard.forget(&id).await;
+    app.quotas.forget(&id);
     let statement = serde_json::json!({
         "tenant_id": receipt.tenant_id,
         "erased_at": receipt.erased_at.rfc3339(),

@@ -12,7 +12,7 @@ use bulkhead_audit::{Attr, Subject};
 
 use crate::audit::{Rid, Trail};
 use crate::error::{ApiError, ApiResult, ProblemKind};
-use crate::extract::{Admin, OptionalJson, StrictJson};
+use crate::extract::{Admin, OptionalJson, StrictJson, Tenant};
 use crate::wire::{
     CreateTenantRequest, IssueKeyRequest, IssuedKeyResponse, RotateKeyResponse, SetModelsRequest,
     SetPolicyRequest, TenantListResponse, TenantResponse, rfc3339, tenant_response,
@@ -72,6 +72,37 @@ pub async fn set_policy(
 ) -> ApiResult<Json<TenantResponse>> {
     let updated = tenants::set_policy(&state, &rid, &id, &req.policy).await?;
     Ok(Json(tenant_response(&updated)))
+}
+
+/// `PUT /admin/v1/tenants/{id}/quotas`: the tenant's own quotas, replacing
+/// those set before (`{}` lifts them all: the pack's and the server's apply).
+/// Answers with the tenant's usage against the new effective limits.
+pub async fn set_quotas(
+    _: Admin,
+    State(state): State<AppState>,
+    Rid(rid): Rid,
+    Path(id): Path<String>,
+    StrictJson(quotas): StrictJson<bulkhead_api::quotas::Quotas>,
+) -> ApiResult<Json<bulkhead_api::quotas::UsageResponse>> {
+    Ok(Json(tenants::set_quotas(&state, &rid, &id, quotas).await?))
+}
+
+/// `GET /admin/v1/tenants/{id}/usage`: what the tenant used against its quotas.
+pub async fn tenant_usage(
+    _: Admin,
+    State(state): State<AppState>,
+    Rid(rid): Rid,
+    Path(id): Path<String>,
+) -> ApiResult<Json<bulkhead_api::quotas::UsageResponse>> {
+    Ok(Json(tenants::usage(&state, &rid, &id).await?))
+}
+
+/// `GET /v1/usage`: the caller's tenant's usage against its quotas.
+pub async fn own_usage(
+    Tenant(ctx): Tenant,
+    State(state): State<AppState>,
+) -> ApiResult<Json<bulkhead_api::quotas::UsageResponse>> {
+    Ok(Json(state.quotas.usage(ctx.tenant()).await?))
 }
 
 /// `PUT /admin/v1/tenants/{id}/models` `{"models": [...] | null}`.

@@ -31,6 +31,7 @@ pub enum ProblemKind {
     UpstreamFailed,
     UpstreamTimeout,
     RateLimited,
+    QuotaExceeded,
     Internal,
 }
 
@@ -53,6 +54,7 @@ impl ProblemKind {
         ProblemKind::UpstreamFailed,
         ProblemKind::UpstreamTimeout,
         ProblemKind::RateLimited,
+        ProblemKind::QuotaExceeded,
         ProblemKind::Internal,
     ];
 
@@ -75,6 +77,7 @@ impl ProblemKind {
             ProblemKind::UpstreamFailed => "upstream-failed",
             ProblemKind::UpstreamTimeout => "upstream-timeout",
             ProblemKind::RateLimited => "rate-limited",
+            ProblemKind::QuotaExceeded => "quota-exceeded",
             ProblemKind::Internal => "internal",
         }
     }
@@ -93,7 +96,7 @@ impl ProblemKind {
             ProblemKind::ContentRefused => StatusCode::BAD_REQUEST,
             ProblemKind::UpstreamFailed => StatusCode::BAD_GATEWAY,
             ProblemKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProblemKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ProblemKind::RateLimited | ProblemKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::AuditInconsistent | ProblemKind::Internal => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -122,6 +125,7 @@ impl ProblemKind {
             ProblemKind::UpstreamFailed => "The model server failed",
             ProblemKind::UpstreamTimeout => "The model server did not answer in time",
             ProblemKind::RateLimited => "Too many requests",
+            ProblemKind::QuotaExceeded => "A quota of the tenant is used up",
             ProblemKind::Internal => "Internal error",
         }
     }
@@ -176,7 +180,14 @@ impl ProblemKind {
                  Retry later or ask for a shorter answer; the trace records which timeout fired."
             }
             ProblemKind::RateLimited => {
-                "Slow down and retry after a minute; repeated refusals are reported to the operator."
+                "Slow down: retry after the seconds `Retry-After` gives. `detail` names the limit (a rate, \
+                 requests in flight, a token or embedding budget); GET /v1/usage shows every limit and what \
+                 is used of it."
+            }
+            ProblemKind::QuotaExceeded => {
+                "Waiting does not help: the tenant stores as much as its quota allows, or the call is larger \
+                 than a whole budget. Delete documents or sessions, shorten the call, or ask the operator to \
+                 raise the quota named in `detail` (GET /v1/usage shows them all)."
             }
             ProblemKind::Internal => {
                 "Retry later; operators find the cause in the server log by the time of the request."
@@ -293,7 +304,14 @@ impl From<AppError> for ApiError {
             AppError::AuditInconsistent => ProblemKind::AuditInconsistent,
             AppError::UpstreamFailed(_) => ProblemKind::UpstreamFailed,
             AppError::UpstreamTimeout(_) => ProblemKind::UpstreamTimeout,
-            AppError::RateLimited(_) => ProblemKind::RateLimited,
+            AppError::RateLimited {
+                detail,
+                retry_after_secs,
+            } => {
+                return ApiError::new(ProblemKind::RateLimited, detail.clone())
+                    .retry_after(*retry_after_secs);
+            }
+            AppError::QuotaExceeded(_) => ProblemKind::QuotaExceeded,
             AppError::Internal => return ApiError::internal(),
             // A variant added later reads as an internal failure until mapped.
             _ => return ApiError::internal(),

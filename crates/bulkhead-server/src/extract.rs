@@ -178,6 +178,11 @@ impl FromRequestParts<AppState> for Tenant {
                 if let Some(slot) = parts.extensions.get::<crate::traffic::TenantSlot>() {
                     let _ = slot.0.set(ctx.tenant().clone());
                 }
+                // Rate and concurrency limits, before the handler does any work.
+                let permit = state.quotas.admit_request(&ctx).await?;
+                if let Some(slot) = parts.extensions.get::<crate::traffic::PermitSlot>() {
+                    *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
+                }
                 if let Some(anomaly) = state
                     .alerts
                     .baselines

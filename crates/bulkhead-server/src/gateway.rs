@@ -53,6 +53,7 @@ use crate::traces::{self, GuardSummary, Latency, Trace};
 pub use bulkhead_app::answer_guard::*;
 pub use bulkhead_app::chat::{ChatRefusal, Prepared, commit_trace, prepare, set_latency};
 pub use bulkhead_app::gateway::{GATEWAY_SECRET_PURPOSE, GatewayState, TraceCommit};
+use bulkhead_app::quota::TokenGrant;
 
 fn request_error(e: RequestError) -> ApiError {
     match e {
@@ -220,6 +221,7 @@ async fn whole_chat(
         upstream_body,
         mut session,
         new_turn,
+        tokens,
     } = prepared;
     let gw = &state.gateway;
     let asked = Instant::now();
@@ -229,10 +231,12 @@ async fn whole_chat(
     let completion = match result {
         Ok(c) => c,
         Err(e) => {
+            tokens.release();
             return upstream_failed(state, ctx, rid, &pack, trace, (started, upstream), e).await;
         }
     };
     let Completion { mut choices, usage } = completion;
+    tokens.settle(bulkhead_app::quota::reported_tokens(usage.as_ref()));
     let decision = guard_choices(state, &pack, ctx.tenant(), &mut choices).await;
     state
         .traffic
@@ -345,6 +349,7 @@ async fn stream_chat(
     let upstream = match upstream {
         Ok(s) => s,
         Err(e) => {
+            prepared.tokens.release();
             return upstream_failed(
                 state,
                 &ctx,
@@ -655,6 +660,8 @@ impl StreamJob {
         let mut trace = std::mem::replace(&mut self.prepared.trace, placeholder_trace());
         trace.guard = p.decision.summary();
         trace.usage = p.usage.clone();
+        std::mem::replace(&mut self.prepared.tokens, TokenGrant::none())
+            .settle(bulkhead_app::quota::reported_tokens(p.usage.as_ref()));
         if p.decision.blocked {
             for (index, answer) in &mut p.sent {
                 *answer = blocked_answer();
@@ -968,6 +975,14 @@ pub async fn embeddings(
         Ok(r) => r,
         Err(e) => return no_such_model(e).into_response(),
     };
+    // The embedding budget: bytes of text (or of the token arrays' JSON) sent.
+    let bytes = match req.inputs.is_empty() {
+        false => req.inputs.iter().map(|i| i.len() as u64).sum(),
+        true => serde_json::to_vec(&req.raw_input).map_or(0, |b| b.len() as u64),
+    };
+    if let Err(e) = state.quotas.spend_embedding(ctx.tenant(), bytes).await {
+        return ApiError::from(e).into_response();
+    }
     let pack = state.packs.for_tenant(&tenant.policy);
     let mut trace = placeholder_trace();
     trace.id = traces::new_trace_id();

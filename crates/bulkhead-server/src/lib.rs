@@ -184,6 +184,8 @@ pub fn app(state: AppState) -> Router {
         .route("/tenants/{id}/rotate-key", post(admin::rotate_key))
         .route("/tenants/{id}/models", put(admin::set_models))
         .route("/tenants/{id}/policy", put(admin::set_policy))
+        .route("/tenants/{id}/quotas", put(admin::set_quotas))
+        .route("/tenants/{id}/usage", get(admin::tenant_usage))
         .route("/tenants/{id}/export", get(admin::export_tenant))
         .route("/policies", get(admin::policies))
         .route("/config/policy", get(drift::show))
@@ -228,6 +230,7 @@ pub fn app(state: AppState) -> Router {
         .route("/chat/completions", post(gateway::chat_completions))
         .route("/embeddings", post(gateway::embeddings))
         .route("/models", get(gateway::models))
+        .route("/usage", get(admin::own_usage))
         .route("/sessions", post(sessions::create))
         .route("/sessions/{id}", delete(sessions::sanitize))
         .route("/sessions/{id}/messages", get(sessions::messages))
@@ -309,6 +312,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     }
     state.metrics.set_audit(state.audit.stats());
     state.metrics.set_index(&state.retrieval.cache.stats());
+    state.metrics.set_quota_refusals(&state.quotas.refusals());
     let mut response = state.metrics.encode().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

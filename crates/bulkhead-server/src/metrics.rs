@@ -34,10 +34,18 @@ struct PlaneLabels {
     plane: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    quota: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    /// Refusals by quota (all tenants: a tenant label would make the series grow
+    /// with tenants; GET /admin/v1/tenants/{id}/usage has them per tenant).
+    quota_refusals: Family<QuotaLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     auth_failures: Family<PlaneLabels, Counter>,
     tenants: Gauge,
@@ -98,6 +106,7 @@ impl Metrics {
                 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
             ]),
             alerts_dropped: Counter::default(),
+            quota_refusals: Family::default(),
         };
         metrics.register_http();
         metrics.register_inventory();
@@ -125,6 +134,24 @@ impl Metrics {
             "Refused credentials by plane",
             self.auth_failures.clone(),
         );
+        self.registry.register(
+            "quota_refusals",
+            "Requests refused by a tenant quota (rate, concurrency, budget, storage), all tenants",
+            self.quota_refusals.clone(),
+        );
+    }
+
+    /// Mirrors the quota governor's refusal counts.
+    pub fn set_quota_refusals(&self, refusals: &std::collections::BTreeMap<&'static str, u64>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (quota, n) in refusals {
+            self.quota_refusals
+                .get_or_create(&QuotaLabels {
+                    quota: (*quota).to_owned(),
+                })
+                .inner()
+                .store(*n, Relaxed);
+        }
     }
 
     /// Registers what is stored: tenants, quarantines, documents.

@@ -117,6 +117,18 @@ pub struct StoreCounts {
     pub documents: u64,
 }
 
+/// What one tenant stores that its storage quota counts, live (unexpired) now:
+/// documents, their chunks, sessions and session messages. Bytes are the sealed
+/// bytes as written (what the disk holds), not the plaintext.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantUsage {
+    pub documents: u64,
+    pub bytes: u64,
+}
+
+/// The record kinds a storage quota counts (`TenantUsage`).
+pub const QUOTA_KINDS: [&str; 4] = ["document", "chunk", "session", "session_message"];
+
 /// One audit log entry as stored: the leaf hash in the clear (it reveals nothing:
 /// it hashes an event that holds a request id and a time) and the event body sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,6 +388,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The number of live (unexpired at `now`) documents of one tenant, for the
     /// dashboard's tenants view.
     async fn document_count(&self, tenant: &TenantId, now: UnixMillis) -> StoreResult<u64>;
+    /// What the tenant stores of the kinds a storage quota counts, live at
+    /// `now`: one aggregate read, run when a quota's ledger is (re)seeded.
+    async fn tenant_usage(&self, tenant: &TenantId, now: UnixMillis) -> StoreResult<TenantUsage>;
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
     /// Whether other server processes may write this store at the same time (a

@@ -40,7 +40,7 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::{
     ApiKeyRow, AuditAppend, AuditEntryRow, AuditHead, AuditTileRow, DataKeyRow, ErasureCounts,
-    RecordRow, Store, StoreCounts, StoreError, StoreResult, StoredRecord, TenantRow,
+    RecordRow, Store, StoreCounts, StoreError, StoreResult, StoredRecord, TenantRow, TenantUsage,
 };
 
 /// How the PostgreSQL store is tuned. Every field is a limit.
@@ -549,6 +549,27 @@ impl Store for PgStore {
             .await?;
             let row = rows.first().ok_or_else(|| corrupt("count"))?;
             to_u64(row.try_get(0).map_err(pg)?, "count")
+        })
+    }
+
+    async fn tenant_usage(&self, tenant: &TenantId, now: UnixMillis) -> StoreResult<TenantUsage> {
+        in_tx!(self, Plane::Tenant(tenant), |tx| {
+            // octet_length of a TOASTed bytea reads its header, not its value.
+            let rows = query(
+                &tx,
+                "SELECT COUNT(*) FILTER (WHERE kind = 'document'),
+                        COALESCE(SUM(octet_length(sealed)), 0)::BIGINT
+                 FROM records WHERE tenant_id = $1
+                 AND kind IN ('document', 'chunk', 'session', 'session_message')
+                 AND (expires_at IS NULL OR expires_at > $2)",
+                &[&tenant.as_str(), &now.0],
+            )
+            .await?;
+            let row = rows.first().ok_or_else(|| corrupt("usage"))?;
+            Ok(TenantUsage {
+                documents: to_u64(row.try_get(0).map_err(pg)?, "usage documents")?,
+                bytes: to_u64(row.try_get(1).map_err(pg)?, "usage bytes")?,
+            })
         })
     }
 

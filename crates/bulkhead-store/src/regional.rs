@@ -26,7 +26,7 @@ use bulkhead_types::{
 
 use crate::{
     ApiKeyRow, AuditAppend, AuditEntryRow, AuditHead, AuditTileRow, DataKeyRow, ErasureCounts,
-    RecordRow, Store, StoreCounts, StoreError, StoreResult, StoredRecord, TenantRow,
+    RecordRow, Store, StoreCounts, StoreError, StoreResult, StoredRecord, TenantRow, TenantUsage,
 };
 
 /// Bits of a merged cursor that hold a store's own sequence number; the store's
@@ -331,6 +331,10 @@ impl Store for RegionalStore {
             .await?
             .document_count(tenant, now)
             .await
+    }
+
+    async fn tenant_usage(&self, tenant: &TenantId, now: UnixMillis) -> StoreResult<TenantUsage> {
+        self.store_of(tenant).await?.tenant_usage(tenant, now).await
     }
 
     async fn data_keys(&self, id: &TenantId) -> StoreResult<Vec<DataKeyRow>> {

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     ApiKeyRow, AuditAppend, AuditEntryRow, AuditHead, AuditTileRow, DataKeyRow, ErasureCounts,
-    RecordRow, Store, StoreCounts, StoreError, StoreResult, StoredRecord, TenantRow,
+    RecordRow, Store, StoreCounts, StoreError, StoreResult, StoredRecord, TenantRow, TenantUsage,
 };
 
 /// How the SQLite store is tuned. Every field is a limit.
@@ -1470,6 +1470,29 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn tenant_usage(&self, tenant: &TenantId, now: UnixMillis) -> StoreResult<TenantUsage> {
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |conn| {
+            // length() of a blob reads its size from the record header, not the
+            // blob's pages.
+            let (documents, bytes): (i64, i64) = conn
+                .query_row(
+                    "SELECT COALESCE(SUM(kind = 'document'), 0), COALESCE(SUM(length(sealed)), 0)
+                     FROM records WHERE tenant_id = ?1
+                     AND kind IN ('document', 'chunk', 'session', 'session_message')
+                     AND (expires_at IS NULL OR expires_at > ?2)",
+                    rusqlite::params![tenant, now.0],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(backend)?;
+            Ok(TenantUsage {
+                documents: u64::try_from(documents).unwrap_or(0),
+                bytes: u64::try_from(bytes).unwrap_or(0),
+            })
         })
         .await
     }

@@ -295,6 +295,9 @@ impl RecordKind {
     /// window so every replica and a restarted server protect it too. Its record
     /// id is the hex of the evidence's keyed digest.
     pub const GUARD_EVIDENCE: RecordKind = RecordKind("guard_evidence");
+    /// A setting the operator made for one tenant (its quotas). Its record id
+    /// names the setting.
+    pub const TENANT_SETTING: RecordKind = RecordKind("tenant_setting");
 
     /// Every kind there is. Later capabilities (sessions, traces, chunks) add theirs
     /// here as constants; a kind is never a string taken from a request.
@@ -306,6 +309,7 @@ impl RecordKind {
         RecordKind::SESSION_MESSAGE,
         RecordKind::TRACE,
         RecordKind::GUARD_EVIDENCE,
+        RecordKind::TENANT_SETTING,
     ];
 
     /// The kind a stored name stands for; `None` for a name this build does not know.

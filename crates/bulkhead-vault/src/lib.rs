@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admission;
 mod keys;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use bulkhead_types::{
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
+pub use admission::{Admission, Admitted};
 pub use bulkhead_store::{ErasureCounts, StoreCounts, TenantRow as Tenant};
 pub use keys::record_aad;
 use keys::{KeyCache, dek_aad};
@@ -51,6 +53,10 @@ pub enum VaultError {
         "the master key does not open this data directory's keys; supply the BULKHEAD_MASTER_KEY it was created with"
     )]
     MasterKeyMismatch,
+    /// A storage quota would be exceeded; the message names it and is safe to
+    /// show.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("crypto: {0}")]
@@ -291,6 +297,8 @@ pub struct Vault {
     /// tenant how busy the others are) and bound to the listing they came from.
     cursors: Xaes256Gcm,
     limits: VaultLimits,
+    /// The storage quota's gate, once the application sets one.
+    admission: std::sync::OnceLock<Arc<dyn Admission>>,
 }
 
 impl Vault {
@@ -322,7 +330,32 @@ impl Vault {
             api_key_hasher,
             server_secret,
             limits,
+            admission: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the storage quota's gate: from then on every write of rows a quota
+    /// counts asks it first, and every deletion tells it. Set once; a second call
+    /// is ignored.
+    pub fn set_admission(&self, admission: Arc<dyn Admission>) {
+        let _ = self.admission.set(admission);
+    }
+
+    /// Asks the quota's gate to admit `rows` (free when no gate is set or no row
+    /// is counted).
+    async fn admit(&self, tenant: &TenantId, rows: &[RecordRow]) -> VaultResult<Admitted> {
+        let (bytes, documents) = admission::measure(rows);
+        match self.admission.get() {
+            Some(gate) if bytes > 0 => gate.admit(tenant, bytes, documents).await,
+            _ => Ok(Admitted::free()),
+        }
+    }
+
+    /// Tells the quota's gate that counted rows of the tenant went away.
+    fn released(&self, tenant: &TenantId) {
+        if let Some(gate) = self.admission.get() {
+            gate.released(tenant);
+        }
     }
 
     /// A list cursor: the position sealed under the cursor key, bound to its
@@ -602,6 +635,7 @@ impl Vault {
             .await?
             .ok_or(VaultError::NotFound)?;
         self.keys.forget_tenant(id);
+        self.released(id);
         receipt.data_keys_destroyed = counts.data_keys;
         receipt.records_deleted = counts.records;
         receipt.api_keys_deleted = counts.api_keys;
@@ -821,12 +855,16 @@ impl Vault {
                 expires_at,
             });
         }
+        let admitted = self.admit(tenant, &rows).await?;
         match self.store.insert_records(rows).await {
-            Ok(()) => Ok(StoredDocument {
-                id,
-                created_at: now,
-                expires_at,
-            }),
+            Ok(()) => {
+                admitted.commit();
+                Ok(StoredDocument {
+                    id,
+                    created_at: now,
+                    expires_at,
+                })
+            }
             Err(StoreError::Conflict) => Err(VaultError::Conflict),
             Err(e) => Err(e.into()),
         }
@@ -883,6 +921,7 @@ impl Vault {
             )
             .await?
         {
+            self.released(ctx.tenant());
             Ok(())
         } else {
             Err(VaultError::NotFound)
@@ -897,8 +936,12 @@ impl Vault {
     /// Seals and stores records all or nothing; `Conflict` if one exists.
     pub async fn put_sealed(&self, ctx: &TenantCtx, records: Vec<NewSealed>) -> VaultResult<()> {
         let rows = self.seal_records(ctx, records).await?;
+        let admitted = self.admit(ctx.tenant(), &rows).await?;
         match self.store.insert_records(rows).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                admitted.commit();
+                Ok(())
+            }
             Err(StoreError::Conflict) => Err(VaultError::Conflict),
             Err(e) => Err(e.into()),
         }
@@ -989,10 +1032,14 @@ impl Vault {
         part_kind: RecordKind,
     ) -> VaultResult<bool> {
         let now = self.clock.now();
-        Ok(self
+        let deleted = self
             .store
             .delete_record_with_parts(ctx.tenant(), kind, record_id, part_kind, now)
-            .await?)
+            .await?;
+        if deleted && (admission::counted(kind) || admission::counted(part_kind)) {
+            self.released(ctx.tenant());
+        }
+        Ok(deleted)
     }
 
     async fn open_opened(
@@ -1093,6 +1140,71 @@ impl Vault {
             Ok(_) | Err(StoreError::Conflict) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Replaces one operator setting of the tenant (`name` is a constant of the
+    /// calling module), sealed under the tenant's key like its data, so erasure
+    /// shreds it too. `None` removes it. `NotFound` for a missing tenant.
+    pub async fn set_tenant_setting(
+        &self,
+        tenant: &TenantId,
+        name: &'static str,
+        body: Option<&[u8]>,
+    ) -> VaultResult<()> {
+        let version = self.current_version(tenant).await?;
+        let now = self.clock.now();
+        // Delete-then-insert: two operators racing see one of them refused with
+        // `Conflict`, never a torn value.
+        self.store
+            .delete_record(tenant, RecordKind::TENANT_SETTING, name, now)
+            .await?;
+        let Some(body) = body else { return Ok(()) };
+        let key = self
+            .keys
+            .get(&self.store, &*self.kek, tenant, version)
+            .await?;
+        let aad = record_aad(tenant, RecordKind::TENANT_SETTING, name, version);
+        let row = RecordRow {
+            tenant_id: tenant.clone(),
+            kind: RecordKind::TENANT_SETTING,
+            record_id: name.to_owned(),
+            key_version: version,
+            sealed: key.seal(&aad, body)?,
+            created_at: now,
+            expires_at: None,
+        };
+        match self.store.insert_record(row).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict) => Err(VaultError::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One operator setting of the tenant, opened; `None` if never set.
+    pub async fn tenant_setting(
+        &self,
+        tenant: &TenantId,
+        name: &'static str,
+    ) -> VaultResult<Option<bulkhead_crypto::Plaintext>> {
+        let now = self.clock.now();
+        let Some(stored) = self
+            .store
+            .record(tenant, RecordKind::TENANT_SETTING, name, now)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let row = stored.row;
+        let body = self
+            .open_row(
+                tenant,
+                RecordKind::TENANT_SETTING,
+                name,
+                row.key_version,
+                row.sealed,
+            )
+            .await?;
+        Ok(Some(body))
     }
 
     /// Stores the guard's keyed evidence of one ephemeral text of the tenant,
@@ -1255,7 +1367,11 @@ impl Vault {
             .iter()
             .map(|e| (e.tenant.clone(), e.kind, e.record_id.clone()))
             .collect();
-        Ok(self.store.delete_expired(keys, self.clock.now()).await?)
+        let deleted = self.store.delete_expired(keys, self.clock.now()).await?;
+        for item in items.iter().filter(|e| admission::counted(e.kind)) {
+            self.released(&item.tenant);
+        }
+        Ok(deleted)
     }
 
     // ---- audit event bodies ----------------------------------------------------

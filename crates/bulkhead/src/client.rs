@@ -3,6 +3,7 @@
 
 use anyhow::{Context, bail};
 use bulkhead_api::admin_views::TenantExport;
+use bulkhead_api::quotas::UsageResponse;
 use bulkhead_api::receipt::ErasureReceipt;
 use bulkhead_api::{IssuedKeyResponse, RotateKeyResponse, TenantListResponse, TenantResponse};
 use bulkhead_client::{Answer, Method};
@@ -152,6 +153,16 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
                 on_tenant(&client, Method::PUT, &tenant_id, "/models", Some(body)).await?;
             client.print(&t, tenant_line);
         }
+        TenantCommand::Quotas {
+            tenant_id,
+            set,
+            unset,
+        } => set_quotas(&client, &tenant_id, set, &unset).await?,
+        TenantCommand::Usage { tenant_id } => {
+            let u: Answer<UsageResponse> =
+                on_tenant(&client, Method::GET, &tenant_id, "/usage", None).await?;
+            client.print(&u, usage_table);
+        }
         TenantCommand::Show { tenant_id } => {
             let t: Answer<TenantResponse> =
                 on_tenant(&client, Method::GET, &tenant_id, "", None).await?;
@@ -184,6 +195,158 @@ pub async fn tenant(conn: ConnArgs, command: TenantCommand) -> anyhow::Result<()
         } => erase_tenant(&client, &tenant_id, yes, receipt).await?,
     }
     Ok(())
+}
+
+/// Flags of `bulkhead tenant quotas`: each sets one limit of the tenant's own.
+#[derive(Debug, Default, clap::Args)]
+pub struct QuotaFlags {
+    /// Requests a second, all the tenant's keys together.
+    #[arg(long)]
+    requests_per_second: Option<u32>,
+    /// Requests a second from any one key.
+    #[arg(long)]
+    requests_per_second_per_key: Option<u32>,
+    /// Requests in flight at once (a stream counts until its last byte).
+    #[arg(long)]
+    concurrent_requests: Option<u32>,
+    /// Requests of one key in flight at once.
+    #[arg(long)]
+    concurrent_requests_per_key: Option<u32>,
+    /// Model tokens per UTC minute.
+    #[arg(long)]
+    tokens_per_minute: Option<u64>,
+    /// Model tokens per UTC day.
+    #[arg(long)]
+    tokens_per_day: Option<u64>,
+    /// Bytes of text sent to an embedder per UTC day.
+    #[arg(long)]
+    embedding_bytes_per_day: Option<u64>,
+    /// Sealed bytes stored (documents, chunks, sessions, messages).
+    #[arg(long)]
+    stored_bytes: Option<u64>,
+    /// Live documents.
+    #[arg(long)]
+    documents: Option<u64>,
+}
+
+/// The tenant's own quotas (those whose source is `tenant`), the flags laid over
+/// them, the `unset` ones removed, sent as the new set.
+async fn set_quotas(
+    client: &AdminClient,
+    tenant_id: &str,
+    set: QuotaFlags,
+    unset: &[String],
+) -> anyhow::Result<()> {
+    let now: Answer<UsageResponse> =
+        on_tenant(client, Method::GET, tenant_id, "/usage", None).await?;
+    let mut own = serde_json::Map::new();
+    if let Value::Object(effective) = serde_json::to_value(now.value.quotas)? {
+        for (field, value) in effective {
+            if now.value.sources.get(&field).is_some_and(|s| s == "tenant") {
+                own.insert(field, value);
+            }
+        }
+    }
+    if let Value::Object(given) = json!({
+        "requests_per_second": set.requests_per_second,
+        "requests_per_second_per_key": set.requests_per_second_per_key,
+        "concurrent_requests": set.concurrent_requests,
+        "concurrent_requests_per_key": set.concurrent_requests_per_key,
+        "tokens_per_minute": set.tokens_per_minute,
+        "tokens_per_day": set.tokens_per_day,
+        "embedding_bytes_per_day": set.embedding_bytes_per_day,
+        "stored_bytes": set.stored_bytes,
+        "documents": set.documents,
+    }) {
+        for (field, value) in given.into_iter().filter(|(_, v)| !v.is_null()) {
+            own.insert(field, value);
+        }
+    }
+    for field in unset {
+        if !now.value.sources.contains_key(field) {
+            bail!(
+                "--unset {field:?}: not a quota; the names are {}",
+                now.value
+                    .sources
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        own.remove(field);
+    }
+    let u: Answer<UsageResponse> = on_tenant(
+        client,
+        Method::PUT,
+        tenant_id,
+        "/quotas",
+        Some(Value::Object(own)),
+    )
+    .await?;
+    client.print(&u, |u| {
+        format!("quotas of {tenant_id} set\n{}", usage_table(u))
+    });
+    Ok(())
+}
+
+/// One line per quota: used, limit, where the limit comes from.
+fn usage_table(u: &UsageResponse) -> String {
+    let row = |name: &str, m: &bulkhead_api::quotas::Meter, source: &str| {
+        let limit = m.limit.map_or("-".to_owned(), |l| l.to_string());
+        format!("{name:<28} {:>14} {:>14}  {source}\n", m.used, limit)
+    };
+    let source = |f: &str| u.sources.get(f).map_or("none", String::as_str);
+    let mut out = format!(
+        "{:<28} {:>14} {:>14}  {}\n",
+        "quota", "used", "limit", "limit from"
+    );
+    out += &row(
+        "requests_per_second",
+        &u.requests_this_second,
+        source("requests_per_second"),
+    );
+    out += &row(
+        "concurrent_requests",
+        &u.concurrent_requests,
+        source("concurrent_requests"),
+    );
+    out += &row(
+        "tokens_per_minute",
+        &u.tokens_this_minute,
+        source("tokens_per_minute"),
+    );
+    out += &row("tokens_per_day", &u.tokens_today, source("tokens_per_day"));
+    out += &row(
+        "embedding_bytes_per_day",
+        &u.embedding_bytes_today,
+        source("embedding_bytes_per_day"),
+    );
+    out += &row("stored_bytes", &u.stored_bytes, source("stored_bytes"));
+    out += &row("documents", &u.documents, source("documents"));
+    let per_key = |f: &str| match u.sources.get(f).map(String::as_str) {
+        Some("none") | None => None,
+        Some(s) => Some(format!("{f}: {} ({s})", per_key_limit(u, f))),
+    };
+    for line in ["requests_per_second_per_key", "concurrent_requests_per_key"]
+        .iter()
+        .filter_map(|f| per_key(f))
+    {
+        out += &format!("{line}\n");
+    }
+    if !u.refused.is_empty() {
+        let refused: Vec<String> = u.refused.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out += &format!("refused since start: {}\n", refused.join(" "));
+    }
+    out.trim_end().to_owned()
+}
+
+fn per_key_limit(u: &UsageResponse, field: &str) -> String {
+    let limit = match field {
+        "requests_per_second_per_key" => u.quotas.requests_per_second_per_key,
+        _ => u.quotas.concurrent_requests_per_key,
+    };
+    limit.map_or("-".to_owned(), |l| l.to_string())
 }
 
 /// One admin call on `/tenants/{id}{suffix}`, the id checked first.

@@ -406,6 +406,33 @@ settings! {
     anomaly_min_requests_per_min: u64 = anomaly().min_requests_per_min;
     /// Minutes of a tenant's traffic before its baseline may alert.
     anomaly_warmup_minutes: u32 = anomaly().warmup_minutes;
+    /// Default quota: requests a second per tenant, all its keys together (429 with
+    /// Retry-After past it). A pack's `[quotas]` or the tenant's own
+    /// (`bulkhead tenants quotas`) override each default [default: no limit].
+    quota_requests_per_second: u32;
+    /// Default quota: requests a second per API key [default: no limit].
+    quota_requests_per_second_per_key: u32;
+    /// Default quota: requests of a tenant in flight at once (a stream counts until
+    /// its last byte) [default: no limit].
+    quota_concurrent_requests: u32;
+    /// Default quota: requests of one API key in flight at once [default: no limit].
+    quota_concurrent_requests_per_key: u32;
+    /// Default budget: model tokens per tenant per UTC minute, reserved before each
+    /// call and settled from the upstream's usage [default: no limit].
+    quota_tokens_per_minute: u64;
+    /// Default budget: model tokens per tenant per UTC day [default: no limit].
+    quota_tokens_per_day: u64;
+    /// Default budget: bytes of text a tenant sends to an embedder per UTC day
+    /// (documents ingested, /v1/embeddings inputs) [default: no limit].
+    quota_embedding_bytes_per_day: u64;
+    /// Default quota: sealed bytes a tenant stores (documents, chunks, sessions and
+    /// their messages) [default: no limit].
+    quota_stored_bytes: u64;
+    /// Default quota: live documents per tenant [default: no limit].
+    quota_documents: u64;
+    /// Under a token budget, the completion tokens reserved (and sent upstream as
+    /// `max_tokens`) for a call that sets no `max_tokens`.
+    quota_completion_reserve_tokens: u64 = bulkhead_app::quota::COMPLETION_RESERVE_DEFAULT;
 }
 /// One `[[upstreams]]` table of the config file.
 ///
@@ -486,6 +513,10 @@ pub struct Settings {
     pub guard_prompt_window_secs: i64,
     pub policy_packs_dir: Option<PathBuf>,
     pub alerts: bulkhead_server::alerts::AlertSettings,
+    /// The default quotas of every tenant (a pack's or the tenant's own override
+    /// them field by field).
+    pub quotas: bulkhead_api::quotas::Quotas,
+    pub quota_completion_reserve_tokens: u64,
 }
 
 /// A region with its own store, validated: a known-good name and a SQLite file
@@ -586,7 +617,10 @@ impl Keys {
             self.guard_prompt_window_secs,
         )?;
         let alerts = self.alert_settings()?;
+        let quotas = self.quotas()?;
         Ok(Settings {
+            quotas,
+            quota_completion_reserve_tokens: self.quota_completion_reserve_tokens,
             retrieval,
             gateway,
             sweep_interval: Duration::from_secs(self.sweep_interval_secs),
@@ -611,6 +645,33 @@ impl Keys {
             sqlite_group_commit_max: self.sqlite_group_commit_max.max(1),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
         })
+    }
+
+    /// The default quotas; each present one must be at least 1.
+    fn quotas(&self) -> anyhow::Result<bulkhead_api::quotas::Quotas> {
+        let quotas = bulkhead_api::quotas::Quotas {
+            requests_per_second: self.quota_requests_per_second,
+            requests_per_second_per_key: self.quota_requests_per_second_per_key,
+            concurrent_requests: self.quota_concurrent_requests,
+            concurrent_requests_per_key: self.quota_concurrent_requests_per_key,
+            tokens_per_minute: self.quota_tokens_per_minute,
+            tokens_per_day: self.quota_tokens_per_day,
+            embedding_bytes_per_day: self.quota_embedding_bytes_per_day,
+            stored_bytes: self.quota_stored_bytes,
+            documents: self.quota_documents,
+        };
+        if let Err(e) = quotas.validate() {
+            // "requests_per_second must be…" names the field without its prefix.
+            let (field, rest) = e.split_once(' ').unwrap_or((e.as_str(), ""));
+            bail!("{} {rest}", spelled(&format!("quota_{field}")));
+        }
+        if self.quota_completion_reserve_tokens == 0 {
+            bail!(
+                "{} must be at least 1",
+                spelled("quota_completion_reserve_tokens")
+            );
+        }
+        Ok(quotas)
     }
 
     /// The retrieval keys, taken out for `resolve_retrieval`.

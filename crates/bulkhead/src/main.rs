@@ -248,6 +248,26 @@ enum TenantCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Set a tenant's own quotas, rate limits and budgets: each flag given replaces
+    /// that one limit, `--unset` removes some (the pack's or the server's default
+    /// then applies), the others stay. Prints the tenant's usage against the
+    /// effective limits. Audited in the operator's log.
+    ///
+    /// Examples: bulkhead tenant quotas tn_… --requests-per-second 20 --tokens-per-day 2000000
+    ///           bulkhead tenant quotas tn_… --unset stored_bytes,documents
+    Quotas {
+        tenant_id: String,
+        #[command(flatten)]
+        set: client::QuotaFlags,
+        /// Limits to remove, comma-separated (names as in `bulkhead tenant usage`).
+        #[arg(long, value_delimiter = ',')]
+        unset: Vec<String>,
+    },
+    /// Show what a tenant used against each of its quotas, and where each limit
+    /// comes from (tenant, pack or server).
+    ///
+    /// Example: bulkhead tenant usage tn_…
+    Usage { tenant_id: String },
     /// List tenants (all pages).
     List,
     /// Show one tenant.

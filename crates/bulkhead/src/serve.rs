@@ -109,6 +109,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     .with_alerts(bulkhead_server::alerts::Alerts::with_settings(
         settings.alerts.clone(),
     ));
+    state
+        .quotas
+        .set_defaults(settings.quotas, settings.quota_completion_reserve_tokens)
+        .map_err(|e| anyhow::anyhow!("quota settings: {e}"))?;
 
     // Configuration drift: the effective isolation policy against the approved
     // baseline (a fresh store records the current one as the baseline).

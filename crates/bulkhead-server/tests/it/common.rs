@@ -37,8 +37,14 @@ impl Reply {
 
 impl Api {
     pub async fn new() -> Self {
+        Self::with_clock(TestClock::wall()).await
+    }
+
+    /// A server whose clock stands still until the test moves it (rates and
+    /// windows tested without depending on how fast the machine is).
+    pub async fn with_clock(clock: TestClock) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(TestClock::wall());
+        let clock = Arc::new(clock);
         // The one composition root, as `bulkhead serve` uses it: the store is
         // `db` in the temporary directory (tests open it with rusqlite).
         let started = App::start(AppConfig {
@@ -107,28 +113,7 @@ impl Api {
     }
 
     pub async fn raw(&self, request: Request<Body>) -> Reply {
-        let response = app(self.state.clone()).oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Reply {
-            status,
-            content_type,
-            headers,
-            body,
-        }
+        send(self.state.clone(), request).await
     }
 
     pub async fn call(
@@ -138,17 +123,7 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = match body {
-            Some(b) => req
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(b.to_string())),
-            None => req.body(Body::empty()),
-        };
-        self.raw(req.unwrap()).await
+        send(self.state.clone(), request(method, path, token, body)).await
     }
 
     pub async fn tenant_with_key(&self, name: &str) -> (String, String) {
@@ -218,6 +193,53 @@ pub fn hashes(v: &Value) -> Vec<bulkhead_ledger::Hash> {
                 .unwrap()
         })
         .collect()
+}
+
+/// A request as `Api::call` builds it.
+pub fn request(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Request<Body> {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap()
+}
+
+/// Sends one request through the router and reads the whole answer (a stream to
+/// its end).
+pub async fn send(state: AppState, request: Request<Body>) -> Reply {
+    let response = app(state).oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        content_type,
+        headers,
+        body,
+    }
 }
 
 pub fn assert_problem(reply: &Reply, status: StatusCode, what: &str) {

@@ -30,7 +30,11 @@ fn quick_timeouts() -> Timeouts {
     }
 }
 
-fn mock_upstream(mock: &MockUpstream, region: &str, key: Option<&str>) -> UpstreamConfig {
+pub(crate) fn mock_upstream(
+    mock: &MockUpstream,
+    region: &str,
+    key: Option<&str>,
+) -> UpstreamConfig {
     UpstreamConfig {
         name: "mock".into(),
         kind: UpstreamKind::Http {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bulkhead_store::{
     AuditAppend, AuditEntryRow, AuditTileRow, DataKeyRow, ErasureCounts, PgOptions, PgStore,
-    RecordRow, Store, StoreError, StoredRecord, TenantRow,
+    RecordRow, Store, StoreError, StoredRecord, TenantRow, TenantUsage,
 };
 use bulkhead_test_support::pg::fresh_database;
 use bulkhead_test_support::store::{TempSqlite, fresh_pg};
@@ -834,6 +834,52 @@ async fn the_record_generation_moves_with_every_write_and_delete() {
             .await
             .unwrap();
         assert_ne!(store.record_generation(&a.id, chunk).await.unwrap(), g2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tenant_usage_counts_live_quota_kinds_of_one_tenant() {
+    both(|store| async move {
+        let (a, b) = (tenant(1), tenant(2));
+        store.create_tenant(a.clone(), key(1)).await.unwrap();
+        store.create_tenant(b.clone(), key(1)).await.unwrap();
+        let sized = |t: &TenantRow, kind, id: &str, len: usize, expires: Option<i64>| RecordRow {
+            sealed: vec![7; len],
+            ..record(t, kind, id, expires)
+        };
+        store
+            .insert_records(vec![
+                sized(&a, RecordKind::DOCUMENT, "d1", 100, None),
+                sized(&a, RecordKind::CHUNK, "d1#0", 40, None),
+                sized(&a, RecordKind::SESSION_MESSAGE, "s#00000001", 30, None),
+                // Expired: not counted. Not a quota kind: not counted.
+                sized(&a, RecordKind::DOCUMENT, "old", 1000, Some(10)),
+                sized(&a, RecordKind::TRACE, "t1", 500, None),
+                // Another tenant's: not counted.
+                sized(&b, RecordKind::DOCUMENT, "d1", 2000, None),
+            ])
+            .await
+            .unwrap();
+        let now = UnixMillis(20);
+        let usage = store.tenant_usage(&a.id, now).await.unwrap();
+        assert_eq!(
+            usage,
+            TenantUsage {
+                documents: 1,
+                bytes: 170
+            }
+        );
+        let other = store.tenant_usage(&b.id, now).await.unwrap();
+        assert_eq!(
+            other,
+            TenantUsage {
+                documents: 1,
+                bytes: 2000
+            }
+        );
+        let nobody = store.tenant_usage(&tenant(3).id, now).await.unwrap();
+        assert_eq!(nobody, TenantUsage::default());
     })
     .await;
 }
