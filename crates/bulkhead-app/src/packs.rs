@@ -275,11 +275,20 @@ mod tests {
             "acme.toml",
             "name = \"acme-strict\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 400\n[guard.actions]\nemail = \"block\"\n",
         );
+        write(
+            "metered.toml",
+            "name = \"metered\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\n[quotas]\nrequests_per_second = 50\ntokens_per_day = 1000000\n",
+        );
         let packs = Packs::with_folder(dir.path()).unwrap();
         assert_eq!(
             packs.get("acme-strict").unwrap().guard.actions.email,
             bulkhead_guard::Action::Block
         );
+        let metered = packs.get("metered").unwrap().quotas;
+        assert_eq!(metered.requests_per_second, Some(50));
+        assert_eq!(metered.tokens_per_day, Some(1_000_000));
+        assert!(packs.get("acme-strict").unwrap().quotas.is_unset());
+        std::fs::remove_file(dir.path().join("metered.toml")).unwrap();
         for (text, needle) in [
             (
                 "name = \"gdpr\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\n",
@@ -296,6 +305,14 @@ mod tests {
             (
                 "name = \"x\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\nkeep_forever = true\n",
                 "keep_forever",
+            ),
+            (
+                "name = \"x\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\n[quotas]\ndocuments = 0\n",
+                "quotas.documents must be at least 1",
+            ),
+            (
+                "name = \"x\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\n[quotas]\ntokens_per_hour = 5\n",
+                "tokens_per_hour",
             ),
         ] {
             write("bad.toml", text);

@@ -28,6 +28,10 @@ pub struct SessionLimits {
     pub ttl_secs_default: u64,
     /// Messages a session may hold; a full session refuses new turns (409).
     pub messages_max: u32,
+    /// Bytes of messages a session may hold (their stored JSON), so that what
+    /// opening a session loads is bounded whatever its messages hold; a full
+    /// session refuses new turns (409).
+    pub bytes_max: u64,
     /// The most recent messages put in front of the model.
     pub context_messages_max: usize,
 }
@@ -37,6 +41,7 @@ impl Default for SessionLimits {
         Self {
             ttl_secs_default: 7 * 24 * 3600,
             messages_max: 1000,
+            bytes_max: 4 << 20,
             context_messages_max: 50,
         }
     }
@@ -59,6 +64,8 @@ pub struct OpenSession {
     pub expires_at: Option<UnixMillis>,
     pub messages: Vec<StoredMessage>,
     next_seq: u64,
+    /// The stored size of its messages.
+    bytes: u64,
 }
 
 #[derive(Debug)]
@@ -188,7 +195,9 @@ pub async fn open(
         .await?;
     let mut messages = Vec::with_capacity(parts.len());
     let mut next_seq = 0;
+    let mut bytes = 0u64;
     for part in parts {
+        bytes += part.body.as_slice().len() as u64;
         let body: MessageBody = serde_json::from_slice(part.body.as_slice()).map_err(|_| {
             tracing::error!("a stored session message does not parse");
             AppError::from(VaultError::Integrity)
@@ -209,6 +218,7 @@ pub async fn open(
         expires_at: session.expires_at,
         messages,
         next_seq,
+        bytes,
     })
 }
 
@@ -234,22 +244,32 @@ impl OpenSession {
             )));
         }
         let mut records = Vec::with_capacity(turn.len());
+        let mut added = 0u64;
         for (i, message) in turn.into_iter().enumerate() {
             let body = MessageBody {
                 message: message.0,
                 trace_id: Some(trace_id.to_owned()),
             };
+            let body = Zeroizing::new(serde_json::to_vec(&body).map_err(|_| AppError::Internal)?);
+            added += body.len() as u64;
             records.push(NewSealed {
                 kind: RecordKind::SESSION_MESSAGE,
                 record_id: part_id(&self.id, self.next_seq + i as u64),
-                body: Zeroizing::new(serde_json::to_vec(&body).map_err(|_| AppError::Internal)?),
+                body,
                 expires_at: self.expires_at,
             });
+        }
+        if self.bytes + added > limits.bytes_max {
+            return Err(AppError::Conflict(format!(
+                "the session holds {} of its maximum of {} bytes and this turn needs {added}; start a new session",
+                self.bytes, limits.bytes_max
+            )));
         }
         let n = records.len() as u64;
         match app.vault.put_sealed(ctx, records).await {
             Ok(()) => {
                 self.next_seq += n;
+                self.bytes += added;
                 Ok(())
             }
             // Another request appended to the same session meanwhile; this turn is

@@ -359,6 +359,9 @@ settings! {
     upstream_total_timeout_secs: u64 = timeouts().total.as_secs();
     /// TTL of a session created without one, in seconds.
     session_ttl_secs: u64 = bulkhead_server::sessions::SessionLimits::default().ttl_secs_default;
+    /// Bytes of messages one session may hold (their stored JSON); a full session
+    /// refuses new turns (409) and the client starts a new one.
+    session_bytes_max: u64 = bulkhead_server::sessions::SessionLimits::default().bytes_max;
     /// How long decision traces are kept, in seconds; 0 keeps them until the tenant
     /// is erased.
     trace_ttl_secs: u64 = 0;
@@ -534,6 +537,7 @@ pub struct GatewaySettings {
     pub timeouts: bulkhead_gateway::Timeouts,
     pub echo_models: bool,
     pub session_ttl_secs: u64,
+    pub session_bytes_max: u64,
     pub trace_ttl_secs: Option<u64>,
     pub trace_commit_background: bool,
 }
@@ -709,6 +713,7 @@ impl Keys {
             upstream_cache_salt: self.upstream_cache_salt,
             echo_models: self.echo_models,
             session_ttl_secs: self.session_ttl_secs,
+            session_bytes_max: self.session_bytes_max,
             trace_ttl_secs: self.trace_ttl_secs,
             trace_commit: self.trace_commit,
             upstreams: std::mem::take(&mut self.upstreams),
@@ -863,6 +868,7 @@ struct GatewayKeys {
     echo_models: bool,
     timeouts: bulkhead_gateway::Timeouts,
     session_ttl_secs: u64,
+    session_bytes_max: u64,
     trace_ttl_secs: u64,
     trace_commit: TraceCommit,
     upstreams: Vec<UpstreamFile>,
@@ -952,11 +958,15 @@ fn resolve_gateway(keys: GatewayKeys) -> anyhow::Result<GatewaySettings> {
     if session_ttl_secs == 0 {
         bail!("{} must be at least 1", spelled("session_ttl_secs"));
     }
+    if keys.session_bytes_max < 1024 {
+        bail!("{} must be at least 1024", spelled("session_bytes_max"));
+    }
     Ok(GatewaySettings {
         upstreams,
         timeouts: keys.timeouts,
         echo_models,
         session_ttl_secs,
+        session_bytes_max: keys.session_bytes_max,
         trace_ttl_secs: Some(keys.trace_ttl_secs).filter(|t| *t > 0),
         trace_commit_background: keys.trace_commit == TraceCommit::Background,
     })

@@ -209,6 +209,7 @@ fn build_gateway(
     }
     let mut state = GatewayState::new(gateway);
     state.sessions.ttl_secs_default = settings.session_ttl_secs;
+    state.sessions.bytes_max = settings.session_bytes_max;
     state.trace_ttl_secs = settings.trace_ttl_secs;
     if settings.trace_commit_background {
         state.trace_commit = bulkhead_server::gateway::TraceCommit::Background;

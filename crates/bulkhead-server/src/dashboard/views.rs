@@ -135,6 +135,8 @@ pub struct TenantRow {
     pub tenant: bulkhead_vault::Tenant,
     pub documents: u64,
     pub last_activity: Option<UnixMillis>,
+    /// What it used against its quotas.
+    pub usage: bulkhead_api::quotas::UsageResponse,
 }
 
 pub struct TenantsData {
@@ -164,10 +166,12 @@ impl TenantsData {
                 .ok()
                 .and_then(|h| h.checkpoint_at);
             let last_activity = seen.max(logged);
+            let usage = state.quotas.usage(&tenant.id).await?;
             rows.push(TenantRow {
                 tenant,
                 documents,
                 last_activity,
+                usage,
             });
         }
         let totals = state.vault.counts().await?;
@@ -188,6 +192,7 @@ impl TenantsData {
                 "status": r.tenant.status.as_str(),
                 "documents": r.documents,
                 "last_activity": r.last_activity.map(UnixMillis::rfc3339),
+                "usage": r.usage,
             })).collect::<Vec<_>>(),
             "next_cursor": self.next_cursor,
             "totals": {"tenants": self.totals.tenants, "quarantined": self.totals.quarantined_tenants,
@@ -208,10 +213,12 @@ pub fn tenants_panel(s: &DashSession, d: &TenantsData) -> Markup {
         table.grid id="tenants" {
             thead { tr {
                 th { "Tenant" } th { "Name" } th { "Region" } th { "Policy" } th { "Status" }
-                th.num { "Documents" } th { "Last activity" } th { "" }
+                th.num { "Documents" } th.num { "Stored" } th.num { "Tokens today" }
+                th.num title="Requests refused by a quota since the server started" { "Refused" }
+                th { "Last activity" } th { "" }
             } }
             tbody {
-                @if d.rows.is_empty() { tr { td colspan="8" .muted { "No tenants yet." } } }
+                @if d.rows.is_empty() { tr { td colspan="11" .muted { "No tenants yet." } } }
                 @for r in &d.rows {
                     @let id = r.tenant.id.as_str();
                     tr data-tenant=(id) {
@@ -220,7 +227,11 @@ pub fn tenants_panel(s: &DashSession, d: &TenantsData) -> Markup {
                         td { (r.tenant.region.to_string()) }
                         td { span.tag { (r.tenant.policy.to_string()) } }
                         td.status { (status_pill(r.tenant.status)) }
-                        td.num { (r.documents) }
+                        (meter_cell(&bulkhead_api::quotas::Meter { used: r.documents, limit: r.usage.documents.limit }, |n| n.to_string()))
+                        (meter_cell(&r.usage.stored_bytes, human_bytes))
+                        (meter_cell(&r.usage.tokens_today, |n| n.to_string()))
+                        @let refused: u64 = r.usage.refused.values().sum();
+                        td.num class={ @if refused > 0 { "warn" } } title=(refusal_title(&r.usage)) { (refused) }
                         td.muted { (r.last_activity.map_or("—".to_owned(), when)) }
                         td.actions {
                             @if r.tenant.status == TenantStatus::Active {
@@ -244,6 +255,40 @@ pub fn tenants_panel(s: &DashSession, d: &TenantsData) -> Markup {
             p { a href={ "/dashboard?cursor=" (next) } { "Next page →" } }
         }
     }
+}
+
+/// A used/limit cell: the used amount, "of <limit>" under a limit, marked when
+/// 90% or more is used.
+fn meter_cell(m: &bulkhead_api::quotas::Meter, show: fn(u64) -> String) -> Markup {
+    let near = m
+        .limit
+        .is_some_and(|l| m.used.saturating_mul(10) >= l.saturating_mul(9));
+    html! {
+        td.num class={ @if near { "warn" } } {
+            (show(m.used))
+            @if let Some(limit) = m.limit { span.muted { " of " (show(limit)) } }
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn refusal_title(u: &bulkhead_api::quotas::UsageResponse) -> String {
+    if u.refused.is_empty() {
+        return "no refusals".into();
+    }
+    u.refused
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 // ---- traffic --------------------------------------------------------------------

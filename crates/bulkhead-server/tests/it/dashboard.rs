@@ -131,6 +131,16 @@ async fn no_page_or_panel_shows_tenant_content() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
+    // A quota shows as used "of" its limit.
+    let q = api
+        .call(
+            "PUT",
+            &format!("/admin/v1/tenants/{a}/quotas"),
+            Some(ADMIN),
+            Some(json!({"documents": 7, "tokens_per_day": 90210})),
+        )
+        .await;
+    assert_eq!(q.status, StatusCode::OK);
     let canary_a = api
         .state
         .guard
@@ -239,6 +249,8 @@ async fn no_page_or_panel_shows_tenant_content() {
         "redacted",
         "card",
         r#"class="pill ok""#,
+        " of 7",
+        " of 90210",
     ] {
         assert!(
             seen.contains(expected),

@@ -443,3 +443,104 @@ async fn usage_and_quota_endpoints_check_their_input_and_hide_foreign_tenants() 
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_session_is_capped_in_bytes_not_only_in_messages() {
+    let api = Api::new().await.with_upstreams_and(
+        vec![bulkhead_gateway::UpstreamConfig::echo()],
+        patient(),
+        |gw| gw.sessions.bytes_max = 4096,
+    );
+    let (_, key) = api.tenant_with_key("talker").await;
+    let sid = api
+        .call("POST", "/v1/sessions", Some(&key), None)
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Each turn stores the user's 600 characters and the echo of them: two or
+    // three turns fill 4 KiB, long before the message cap.
+    let turn = json!({"model": bulkhead_gateway::ECHO_MODEL,
+                      "messages": [{"role": "user", "content": "y".repeat(600)}],
+                      "bulkhead": {"session_id": sid}});
+    let mut stored = 0;
+    let refused = loop {
+        let r = api
+            .call(
+                "POST",
+                "/v1/chat/completions",
+                Some(&key),
+                Some(turn.clone()),
+            )
+            .await;
+        if r.status != StatusCode::OK {
+            break r;
+        }
+        stored += 1;
+        assert!(stored < 10, "the byte cap never applied");
+    };
+    assert!(stored >= 1);
+    assert_problem(&refused, StatusCode::CONFLICT, "a full session");
+    assert!(refused.json()["detail"].as_str().unwrap().contains("bytes"));
+    let messages = api
+        .call(
+            "GET",
+            &format!("/v1/sessions/{sid}/messages"),
+            Some(&key),
+            None,
+        )
+        .await
+        .json();
+    let kept = serde_json::to_vec(&messages["messages"]).unwrap().len();
+    assert!(kept <= 4096 + 1024, "the session holds {kept} bytes");
+}
+
+#[tokio::test]
+async fn limits_come_from_the_tenant_else_its_pack_else_the_server() {
+    let mut api = fixed_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("metered.toml"),
+        "name = \"metered\"\ndescription = \"metered\"\n[retention]\naudit_retention_days_min = 1\n\
+         [quotas]\nrequests_per_second = 50\ndocuments = 100\n",
+    )
+    .unwrap();
+    api.state = api
+        .state
+        .clone()
+        .with_packs(bulkhead_app::packs::Packs::with_folder(dir.path()).unwrap());
+    api.state
+        .quotas
+        .set_defaults(
+            bulkhead_api::quotas::Quotas {
+                documents: Some(1000),
+                tokens_per_day: Some(5000),
+                ..Default::default()
+            },
+            512,
+        )
+        .unwrap();
+    let (tenant, key) = api
+        .tenant_from(json!({"name": "m", "policy": "metered"}))
+        .await;
+    set_quotas(&api, &tenant, json!({"documents": 7})).await;
+    let u = usage(&api, &key).await;
+    assert_eq!(u["quotas"]["documents"], 7);
+    assert_eq!(u["sources"]["documents"], "tenant");
+    assert_eq!(u["quotas"]["requests_per_second"], 50);
+    assert_eq!(u["sources"]["requests_per_second"], "pack");
+    assert_eq!(u["quotas"]["tokens_per_day"], 5000);
+    assert_eq!(u["sources"]["tokens_per_day"], "server");
+    assert_eq!(u["sources"]["stored_bytes"], "none");
+    // Lifting the tenant's own falls back to the pack's.
+    set_quotas(&api, &tenant, json!({})).await;
+    let u = usage(&api, &key).await;
+    assert_eq!(
+        (
+            u["quotas"]["documents"].clone(),
+            u["sources"]["documents"].clone()
+        ),
+        (json!(100), json!("pack"))
+    );
+}
