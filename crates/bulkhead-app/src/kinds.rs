@@ -297,6 +297,10 @@ pub enum AlertKind {
     /// The effective isolation policy differs from the approved baseline.
     #[serde(rename = "config_drift")]
     ConfigDrift,
+    /// A replica could not reload a tenant's guard state from the shared store
+    /// several passes in a row; it scans with an older set meanwhile.
+    #[serde(rename = "guard_sync_failing")]
+    GuardSyncFailing,
 }
 
 impl AlertKind {
@@ -307,6 +311,7 @@ impl AlertKind {
         AlertKind::IdEnumeration,
         AlertKind::TrafficAnomaly,
         AlertKind::ConfigDrift,
+        AlertKind::GuardSyncFailing,
     ];
 
     /// The name written to logs, records and the wire; never changes with a
@@ -318,6 +323,7 @@ impl AlertKind {
             Self::IdEnumeration => "id_enumeration",
             Self::TrafficAnomaly => "traffic_anomaly",
             Self::ConfigDrift => "config_drift",
+            Self::GuardSyncFailing => "guard_sync_failing",
         }
     }
 

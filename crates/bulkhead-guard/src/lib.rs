@@ -292,16 +292,30 @@ impl Guard {
         let canary_values: Vec<(DocumentId, u128, Vec<u64>)> = build
             .canaries
             .iter()
-            .map(|t| (canary_doc(t), self.digest(t), leak::protected_values(&self.keys, t)))
+            .map(|t| {
+                (
+                    canary_doc(t),
+                    self.digest(t),
+                    leak::protected_values(&self.keys, t),
+                )
+            })
             .collect();
         // The registry's lock is taken before the index's (as `load_evidence`
         // does), so no protected prompt is added or expired half-way through.
         self.ephemeral.with_tenant(tenant, |evidence| {
-            let mut entries: Vec<(DocumentId, u128, &[u64])> = Vec::with_capacity(
-                build.documents.len() + canary_values.len() + evidence.len(),
+            let mut entries: Vec<(DocumentId, u128, &[u64])> =
+                Vec::with_capacity(build.documents.len() + canary_values.len() + evidence.len());
+            entries.extend(
+                build
+                    .documents
+                    .iter()
+                    .map(|(d, g, v)| (d.clone(), *g, v.as_slice())),
             );
-            entries.extend(build.documents.iter().map(|(d, g, v)| (d.clone(), *g, v.as_slice())));
-            entries.extend(canary_values.iter().map(|(d, g, v)| (d.clone(), *g, v.as_slice())));
+            entries.extend(
+                canary_values
+                    .iter()
+                    .map(|(d, g, v)| (d.clone(), *g, v.as_slice())),
+            );
             entries.extend(
                 evidence
                     .iter()

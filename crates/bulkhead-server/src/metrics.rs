@@ -55,6 +55,7 @@ pub struct Metrics {
     leaks_blocked: Counter,
     gateway_overhead: Histogram,
     alerts_dropped: Counter,
+    guard_sync_failures: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -98,6 +99,7 @@ impl Metrics {
                 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
             ]),
             alerts_dropped: Counter::default(),
+            guard_sync_failures: Counter::default(),
         };
         metrics.register_http();
         metrics.register_inventory();
@@ -205,6 +207,7 @@ impl Metrics {
     /// Registers alert delivery.
     fn register_alerts(&mut self) {
         self.registry.register("alerts_dropped", "Alerts not delivered to the webhook because its queue was full (they are still logged)", self.alerts_dropped.clone());
+        self.registry.register("guard_sync_failures", "Tenants a replica's output guard could not reload from the shared store in a sync pass (it keeps the older set and retries)", self.guard_sync_failures.clone());
     }
 
     pub fn model_call(&self, outcome: &str, overhead: std::time::Duration) {
@@ -299,6 +302,10 @@ impl bulkhead_app::Telemetry for Metrics {
 
     fn leak_blocked(&self) {
         self.leaks_blocked.inc();
+    }
+
+    fn guard_sync_failed(&self) {
+        self.guard_sync_failures.inc();
     }
 
     fn model_call(&self, outcome: &str, overhead: std::time::Duration) {

@@ -19,5 +19,6 @@ mod guard;
 mod incident;
 mod packs;
 mod prompts;
+mod replica_sync;
 mod retention;
 mod search;
