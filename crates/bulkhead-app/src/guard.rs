@@ -584,7 +584,7 @@ pub fn spawn_shared_sync(app: Services) {
 /// from it: every tenant that failed to reload is counted in telemetry, and one
 /// that failed `SYNC_FAILURES_ALERT` passes in a row raises an alert (once, until
 /// it reloads again). An erased tenant is also dropped from this replica's
-/// other per-tenant memory (`forget_erased`).
+/// other per-tenant memory (`Services::forget_tenant`).
 pub async fn sync_pass(app: &Services, seen: &mut SyncSeen) -> anyhow::Result<SyncReport> {
     let report = app.guard.sync_shared(&app.vault, seen).await?;
     for (tenant, failures) in &report.failed {
@@ -606,13 +606,7 @@ pub async fn sync_pass(app: &Services, seen: &mut SyncSeen) -> anyhow::Result<Sy
         }
     }
     for tenant in &report.forgotten {
-        crate::guard::forget_erased(app, tenant);
+        app.forget_tenant(tenant);
     }
     Ok(report)
-}
-
-/// Drops what this replica holds in memory of a tenant erased through another
-/// replica, besides the guard (which `sync_shared` already forgot).
-pub fn forget_erased(app: &Services, tenant: &TenantId) {
-    app.retrieval.forget(tenant);
 }

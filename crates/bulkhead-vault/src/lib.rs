@@ -608,6 +608,17 @@ impl Vault {
         Ok(receipt)
     }
 
+    /// Drops the tenant's data keys this process holds in memory: after another
+    /// replica erased the tenant (that replica's own erasure drops them at once).
+    pub fn forget_cached_keys(&self, id: &TenantId) {
+        self.keys.forget_tenant(id);
+    }
+
+    /// Whether this process holds any data key of the tenant in memory.
+    pub fn holds_keys_of(&self, id: &TenantId) -> bool {
+        self.keys.holds(id)
+    }
+
     pub async fn issue_api_key(
         &self,
         tenant: &TenantId,

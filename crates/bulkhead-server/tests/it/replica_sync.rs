@@ -206,3 +206,80 @@ async fn one_tenants_failing_reload_does_not_stop_the_others_and_is_alerted() {
     assert!(blocked(&two, b, &text(10, 300)));
     assert!(seen.failures.is_empty());
 }
+
+#[tokio::test]
+async fn a_tenant_erased_on_one_replica_leaves_nothing_in_the_others_memory() {
+    let api = Api::new().await;
+    let (_, key_a) = api.tenant_with_key("a").await;
+    let (b, key_b) = api.tenant_with_key("b").await;
+    let b = TenantId::parse(&b).unwrap();
+    put(&api, &key_a, "doc", &text(1, 200)).await;
+    put(&api, &key_b, "doc", &text(2, 200)).await;
+
+    // Replica 2 has its own vault (and so its own cache of data keys) over the
+    // same store and master key.
+    let (kek, _) =
+        bulkhead_crypto::LocalKek::load_or_generate(&api.dir.path().join("master.key")).unwrap();
+    let vault = bulkhead_vault::Vault::open(
+        Arc::clone(api.state.vault.store()),
+        Arc::new(kek),
+        api.clock.clone(),
+        bulkhead_vault::VaultLimits::default(),
+    )
+    .await
+    .unwrap();
+    let two = Services {
+        vault: Arc::new(vault),
+        ..replica(&api, Arc::default())
+    };
+    let mut seen = SyncSeen::default();
+    assert_eq!(sync_pass(&two, &mut seen).await.unwrap().reloaded, 2);
+    // Replica 2 serves b for a while: a search, its traffic and alert windows.
+    let ctx = two.vault.authenticate(&key_b).await.unwrap();
+    let hits = two
+        .retrieval
+        .retrieve(
+            &two,
+            &ctx,
+            &text(2, 20),
+            3,
+            bulkhead_index::SearchMode::Bm25,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!hits.is_empty());
+    let now = two.vault.now();
+    two.traffic.record(b.as_str(), now, 200, 3);
+    two.alerts.baselines.observe(&b, now);
+    let _ = two.alerts.not_found(&b, now.0);
+    let holds = |two: &Services| {
+        [
+            !two.guard.guard.canaries(&b).is_empty(),
+            two.vault.holds_keys_of(&b),
+            two.retrieval.cache.contains(&b),
+            two.traffic.last_seen(b.as_str()).is_some(),
+            two.alerts.baselines.tracks(&b),
+        ]
+    };
+    assert_eq!(holds(&two), [true; 5]);
+
+    // Replica 1 erases b; replica 2's next sync forgets all of it.
+    let erased = api
+        .call(
+            "DELETE",
+            &format!("/admin/v1/tenants/{b}"),
+            Some(crate::common::ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(erased.status, StatusCode::OK);
+    let report = sync_pass(&two, &mut seen).await.unwrap();
+    assert_eq!(report.forgotten, vec![b.clone()]);
+    assert_eq!(
+        holds(&two),
+        [false; 5],
+        "[canaries, data keys, hot index, traffic, baseline]"
+    );
+    assert!(!seen.loaded.contains_key(&b));
+}
