@@ -37,12 +37,16 @@ pub struct GuardState {
     scan_hits: std::sync::Mutex<std::collections::HashMap<String, (i64, u32)>>,
 }
 
+/// A record generation (`Store::record_generation`): the largest seq and the
+/// count of a tenant's rows of one kind.
+pub type Generation = (i64, u64);
+
 /// What a replica's guard sync remembers between passes.
 #[derive(Debug, Default)]
 pub struct SyncSeen {
     /// Per tenant, the record generations of its documents and of its protected
     /// prompts that this replica last loaded.
-    pub loaded: std::collections::HashMap<TenantId, ((i64, u64), (i64, u64))>,
+    pub loaded: std::collections::HashMap<TenantId, (Generation, Generation)>,
     /// Per tenant whose last reloads failed, how many passes in a row.
     pub failures: std::collections::HashMap<TenantId, u32>,
 }
