@@ -285,7 +285,9 @@ fn audit_entry_from_row(row: &Row) -> StoreResult<AuditEntryRow> {
 }
 
 /// Locks the tenant's data key `version` against retirement until the
-/// transaction ends (`FOR SHARE`); false if it no longer exists. Every write of
+/// transaction ends (`FOR SHARE`); false if it no longer exists while the
+/// tenant has others (a tenant with no data key at all is erased: whatever
+/// lands now is crypto-shredded already, as before). Every write of
 /// a sealed row takes this lock first, and `retire_data_keys` locks the keys it
 /// may delete `FOR UPDATE` before it looks for rows under them: so a writer
 /// either commits before retirement looks (which then sees its row and keeps
@@ -298,7 +300,16 @@ async fn lock_data_key(tx: &Transaction<'_>, tenant: &TenantId, version: u32) ->
         &[&tenant.as_str(), &i64::from(version)],
     )
     .await?;
-    Ok(!rows.is_empty())
+    if !rows.is_empty() {
+        return Ok(true);
+    }
+    let any = query(
+        tx,
+        "SELECT 1 FROM data_keys WHERE tenant_id = $1 LIMIT 1",
+        &[&tenant.as_str()],
+    )
+    .await?;
+    Ok(any.is_empty())
 }
 
 async fn insert_record_row(

@@ -492,20 +492,25 @@ fn collect<T>(
 }
 
 fn insert_record_row(conn: &Connection, row: &RecordRow) -> StoreResult<()> {
-    if !data_key_exists(conn, &row.tenant_id, row.key_version.get())? {
+    if !key_version_writable(conn, &row.tenant_id, row.key_version.get())? {
         return Err(StoreError::StaleKey);
     }
     insert_record_sql(conn, row, "INSERT")
 }
 
-/// Whether the tenant's data key `version` exists. Every write of a sealed row
+/// Whether a row sealed under the tenant's data key `version` may be written:
+/// the version exists, or the tenant has no data key at all (erased: whatever
+/// lands now is crypto-shredded already, as before). Every write of a sealed row
 /// checks it in the same job: jobs run one at a time, so a retirement
 /// (`retire_data_keys`) is either before the write, which is then refused, or
 /// after it, and then sees the row and keeps the key.
-fn data_key_exists(conn: &Connection, tenant: &TenantId, version: u32) -> StoreResult<bool> {
-    conn.prepare_cached("SELECT 1 FROM data_keys WHERE tenant_id = ?1 AND version = ?2")
-        .and_then(|mut s| s.exists(params![tenant.as_str(), version]))
-        .map_err(backend)
+fn key_version_writable(conn: &Connection, tenant: &TenantId, version: u32) -> StoreResult<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM data_keys WHERE tenant_id = ?1 AND version = ?2)
+             OR NOT EXISTS (SELECT 1 FROM data_keys WHERE tenant_id = ?1)",
+    )
+    .and_then(|mut s| s.query_row(params![tenant.as_str(), version], |r| r.get(0)))
+    .map_err(backend)
 }
 
 fn insert_record_sql(conn: &Connection, row: &RecordRow, verb: &str) -> StoreResult<()> {
@@ -578,7 +583,7 @@ fn apply_audit_append(conn: &Connection, append: AuditAppend) -> StoreResult<boo
         versions.sort_unstable();
         versions.dedup();
         for v in versions {
-            if !data_key_exists(conn, tenant, v)? {
+            if !key_version_writable(conn, tenant, v)? {
                 return Ok(false);
             }
         }
