@@ -180,6 +180,16 @@ impl Alerts {
         false
     }
 
+    /// Forgets an erased tenant's windows and baseline (kept alerts stay: they
+    /// are the operator's record).
+    pub fn forget_tenant(&self, tenant: &TenantId) {
+        self.not_found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant);
+        self.baselines.forget(tenant);
+    }
+
     /// Refused credentials per minute that raise `auth_failure_burst`.
     pub fn burst_threshold(&self) -> u32 {
         self.burst_threshold

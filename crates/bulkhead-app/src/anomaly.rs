@@ -121,6 +121,22 @@ impl TrafficBaselines {
         }
     }
 
+    /// Forgets an erased tenant's baseline.
+    pub fn forget(&self, tenant: &TenantId) {
+        self.tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant);
+    }
+
+    /// Whether the tenant has a baseline.
+    pub fn tracks(&self, tenant: &TenantId) -> bool {
+        self.tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(tenant)
+    }
+
     pub fn settings(&self) -> AnomalySettings {
         self.settings
     }

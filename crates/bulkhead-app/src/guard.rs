@@ -37,9 +37,34 @@ pub struct GuardState {
     scan_hits: std::sync::Mutex<std::collections::HashMap<String, (i64, u32)>>,
 }
 
-/// Per tenant, the record generations of its documents and of its protected
-/// prompts that this replica last loaded.
-pub type SyncSeen = std::collections::HashMap<TenantId, ((i64, u64), (i64, u64))>;
+/// A record generation (`Store::record_generation`): the largest seq and the
+/// count of a tenant's rows of one kind.
+pub type Generation = (i64, u64);
+
+/// What a replica's guard sync remembers between passes.
+#[derive(Debug, Default)]
+pub struct SyncSeen {
+    /// Per tenant, the record generations of its documents and of its protected
+    /// prompts that this replica last loaded.
+    pub loaded: std::collections::HashMap<TenantId, (Generation, Generation)>,
+    /// Per tenant whose last reloads failed, how many passes in a row.
+    pub failures: std::collections::HashMap<TenantId, u32>,
+}
+
+/// What one pass of `GuardState::sync_shared` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Tenants (re)loaded, in whole or only their new protected prompts.
+    pub reloaded: usize,
+    /// Tenants whose reload failed, each with its failures in a row (this one
+    /// included); each keeps what this replica held of it.
+    pub failed: Vec<(TenantId, u32)>,
+    /// Erased tenants forgotten.
+    pub forgotten: Vec<TenantId>,
+}
+
+/// Passes in a row a tenant's guard reload may fail before an alert is raised.
+pub const SYNC_FAILURES_ALERT: u32 = 3;
 
 /// Cross-tenant hits one key may get from `/v1/guard/scan` per minute before it is
 /// refused (429): the endpoint must not become an oracle for what others hold.
@@ -160,52 +185,45 @@ impl GuardState {
     /// fingerprints up to date with tenants and documents that other replicas
     /// created, changed or erased. Per tenant, the documents' record generation
     /// is compared with the one last loaded; a tenant whose documents moved (or a
-    /// new tenant) is reloaded, an erased one forgotten. Returns the tenants
-    /// reloaded. Between a write on another replica and the next sync, this
-    /// replica scans with what it had (canaries of tenants it knows, older
-    /// fingerprints): the bounded delay is the sync interval.
-    pub async fn sync_shared(&self, vault: &Vault, seen: &mut SyncSeen) -> anyhow::Result<usize> {
+    /// new tenant) is reloaded, an erased one forgotten. Between a write on
+    /// another replica and the next sync, this replica scans with what it had
+    /// (canaries of tenants it knows, older fingerprints): the bounded delay is
+    /// the sync interval.
+    ///
+    /// A reload builds the tenant's new set beside the old one and swaps it in
+    /// (`Guard::replace_tenant`): a scan meanwhile sees one or the other, never
+    /// neither. A tenant whose reload fails keeps its old set and generation (so
+    /// the next pass retries it), its consecutive failures are counted in
+    /// `seen`, and the pass goes on with the next tenant. Only a failure to list
+    /// tenants ends the pass (and then nothing is forgotten).
+    pub async fn sync_shared(
+        self: &Arc<Self>,
+        vault: &Vault,
+        seen: &mut SyncSeen,
+    ) -> anyhow::Result<SyncReport> {
         let mut present = std::collections::HashSet::new();
-        let mut reloaded = 0;
+        let mut report = SyncReport::default();
         let mut cursor = None::<String>;
         loop {
             let (page, next) = vault.list_tenants(cursor.as_deref(), 100).await?;
             for tenant in &page {
                 present.insert(tenant.id.clone());
-                let generation = vault
-                    .store()
-                    .record_generation(&tenant.id, bulkhead_types::RecordKind::DOCUMENT)
-                    .await?;
-                let evidence = vault
-                    .store()
-                    .record_generation(&tenant.id, bulkhead_types::RecordKind::GUARD_EVIDENCE)
-                    .await?;
-                match seen.get(&tenant.id) {
-                    Some((g, _)) if *g == generation => {
-                        // Documents unchanged: only new protected prompts to add
-                        // (known ones are skipped).
-                        if seen.get(&tenant.id).is_some_and(|(_, e)| *e != evidence) {
-                            self.load_evidence(vault, &tenant.id).await?;
-                            seen.insert(tenant.id.clone(), (generation, evidence));
-                            reloaded += 1;
-                        }
-                        continue;
+                match self.sync_tenant(vault, &tenant.id, seen).await {
+                    Ok(true) => {
+                        seen.failures.remove(&tenant.id);
+                        report.reloaded += 1;
                     }
-                    _ => {}
+                    Ok(false) => {
+                        seen.failures.remove(&tenant.id);
+                    }
+                    Err(e) => {
+                        let n = seen.failures.entry(tenant.id.clone()).or_insert(0);
+                        *n = n.saturating_add(1);
+                        tracing::warn!(tenant = %tenant.id, consecutive_failures = *n, error = %e,
+                            "the output guard could not reload this tenant from the store; it keeps the tenant's previous canaries and fingerprints and retries at the next sync");
+                        report.failed.push((tenant.id.clone(), *n));
+                    }
                 }
-                // Reload the tenant whole: drop what this replica held (its
-                // fingerprints are refcounted per document, so re-adding alone
-                // would count twice), then its canaries and documents as stored.
-                self.guard.remove_tenant(&tenant.id);
-                for token in &vault.canaries(&tenant.id).await? {
-                    self.guard.add_canary(&tenant.id, token)?;
-                }
-                for doc in vault.documents_of(&tenant.id).await? {
-                    self.index(&tenant.id, &doc.id, &doc.text).await;
-                }
-                self.load_evidence(vault, &tenant.id).await?;
-                seen.insert(tenant.id.clone(), (generation, evidence));
-                reloaded += 1;
             }
             match next {
                 Some(next) => cursor = Some(next),
@@ -213,15 +231,64 @@ impl GuardState {
             }
         }
         let gone: Vec<TenantId> = seen
+            .loaded
             .keys()
+            .chain(seen.failures.keys())
             .filter(|t| !present.contains(*t))
             .cloned()
             .collect();
         for tenant in gone {
             self.guard.remove_tenant(&tenant);
-            seen.remove(&tenant);
+            seen.loaded.remove(&tenant);
+            seen.failures.remove(&tenant);
+            report.forgotten.push(tenant);
         }
-        Ok(reloaded)
+        Ok(report)
+    }
+
+    /// One tenant's part of `sync_shared`: whether it was reloaded.
+    async fn sync_tenant(
+        self: &Arc<Self>,
+        vault: &Vault,
+        tenant: &TenantId,
+        seen: &mut SyncSeen,
+    ) -> anyhow::Result<bool> {
+        let generation = vault
+            .store()
+            .record_generation(tenant, bulkhead_types::RecordKind::DOCUMENT)
+            .await?;
+        let evidence = vault
+            .store()
+            .record_generation(tenant, bulkhead_types::RecordKind::GUARD_EVIDENCE)
+            .await?;
+        if let Some((g, e)) = seen.loaded.get(tenant)
+            && *g == generation
+        {
+            if *e == evidence {
+                return Ok(false);
+            }
+            // Documents unchanged: only new protected prompts to add (known
+            // ones are skipped).
+            self.load_evidence(vault, tenant).await?;
+            seen.loaded.insert(tenant.clone(), (generation, evidence));
+            return Ok(true);
+        }
+        // Build the tenant's set as stored beside what this replica holds, then
+        // swap it in: until the swap, scans use the old set.
+        let mut build = self.guard.tenant_build();
+        for token in &vault.canaries(tenant).await? {
+            build.add_canary(token)?;
+        }
+        for doc in vault.documents_of(tenant).await? {
+            if let Err(e) = build.add_document(&doc.id, &doc.text) {
+                tracing::warn!(tenant = %tenant, error = %e, "document not fingerprinted; cross-tenant detection relies on canaries for it");
+            }
+        }
+        let (me, t) = (Arc::clone(self), tenant.clone());
+        tokio::task::spawn_blocking(move || me.guard.replace_tenant(&t, build)).await??;
+        self.load_evidence(vault, tenant).await?;
+        seen.loaded.insert(tenant.clone(), (generation, evidence));
+        Ok(true)
     }
 
     /// Rebuilds canaries and fingerprints from the store, tenant by tenant, and
@@ -500,19 +567,50 @@ pub fn spawn_shared_sync(app: Services) {
         return;
     }
     tokio::spawn(async move {
-        let mut seen = std::collections::HashMap::new();
+        let mut seen = SyncSeen::default();
         loop {
             expire_protected(&app);
-            match app.guard.sync_shared(&app.vault, &mut seen).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(
-                    tenants = n,
+            match sync_pass(&app, &mut seen).await {
+                Ok(report) if report.reloaded > 0 => tracing::debug!(
+                    tenants = report.reloaded,
                     "output guard synced with other replicas' writes"
                 ),
+                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e,
                     "the output guard could not sync with other replicas; it retries, and meanwhile scans with what it has"),
             }
             tokio::time::sleep(SHARED_SYNC_INTERVAL).await;
         }
     });
+}
+
+/// One pass of the replica sync (`GuardState::sync_shared`) with what follows
+/// from it: every tenant that failed to reload is counted in telemetry, and one
+/// that failed `SYNC_FAILURES_ALERT` passes in a row raises an alert (once, until
+/// it reloads again). An erased tenant is also dropped from this replica's
+/// other per-tenant memory (`Services::forget_tenant`).
+pub async fn sync_pass(app: &Services, seen: &mut SyncSeen) -> anyhow::Result<SyncReport> {
+    let report = app.guard.sync_shared(&app.vault, seen).await?;
+    for (tenant, failures) in &report.failed {
+        app.telemetry.guard_sync_failed();
+        if *failures == SYNC_FAILURES_ALERT {
+            let alert = crate::alerts::new_alert(
+                AlertKind::GuardSyncFailing,
+                Severity::Warning,
+                Some(tenant),
+                format!(
+                    "this replica could not reload the tenant's canaries and fingerprints from the store {failures} times in a row; \
+                     it still scans with what it loaded before, which misses the tenant's newer documents. Check the store and the tenant's records"
+                ),
+                app.vault.now().rfc3339(),
+            );
+            app.alerts
+                .raise(app, &RequestId::internal("guard-sync"), alert)
+                .await;
+        }
+    }
+    for tenant in &report.forgotten {
+        app.forget_tenant(tenant);
+    }
+    Ok(report)
 }

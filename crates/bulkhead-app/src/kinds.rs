@@ -301,6 +301,10 @@ pub enum AlertKind {
     /// The effective isolation policy differs from the approved baseline.
     #[serde(rename = "config_drift")]
     ConfigDrift,
+    /// A replica could not reload a tenant's guard state from the shared store
+    /// several passes in a row; it scans with an older set meanwhile.
+    #[serde(rename = "guard_sync_failing")]
+    GuardSyncFailing,
 }
 
 impl AlertKind {
@@ -311,6 +315,7 @@ impl AlertKind {
         AlertKind::IdEnumeration,
         AlertKind::TrafficAnomaly,
         AlertKind::ConfigDrift,
+        AlertKind::GuardSyncFailing,
     ];
 
     /// The name written to logs, records and the wire; never changes with a
@@ -322,6 +327,7 @@ impl AlertKind {
             Self::IdEnumeration => "id_enumeration",
             Self::TrafficAnomaly => "traffic_anomaly",
             Self::ConfigDrift => "config_drift",
+            Self::GuardSyncFailing => "guard_sync_failing",
         }
     }
 

@@ -79,6 +79,20 @@ impl Services {
         app.with_packs(Packs::builtin())
     }
 
+    /// Drops what this process holds in memory of an erased tenant, besides the
+    /// output guard (`GuardState::forget`, a sweep run off the runtime): cached
+    /// data keys, the hot index, traffic series, alert windows and baseline,
+    /// quota meters.
+    /// Called by the erasure itself and, on a shared store, by the other
+    /// replicas' next guard sync (`guard::sync_pass`).
+    pub fn forget_tenant(&self, tenant: &bulkhead_types::TenantId) {
+        self.vault.forget_cached_keys(tenant);
+        self.retrieval.forget(tenant);
+        self.traffic.forget(tenant.as_str());
+        self.alerts.forget_tenant(tenant);
+        self.quotas.forget(tenant);
+    }
+
     pub fn with_alerts(self, alerts: Alerts) -> Self {
         Self {
             alerts: Arc::new(alerts),

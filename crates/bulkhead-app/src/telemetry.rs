@@ -9,6 +9,9 @@ pub trait Telemetry: Send + Sync + std::fmt::Debug {
     fn alert_dropped(&self) {}
     /// An answer was blocked because it carried another tenant's data.
     fn leak_blocked(&self) {}
+    /// A replica's guard could not reload one tenant from the shared store in a
+    /// sync pass (it keeps the tenant's older set and retries).
+    fn guard_sync_failed(&self) {}
     /// One chat call through the gateway: its outcome and the time the gateway
     /// itself added (everything but the upstream's own time).
     fn model_call(&self, _outcome: &str, _overhead: std::time::Duration) {}

@@ -406,9 +406,8 @@ pub async fn erase(app: &Services, rid: &RequestId, raw_id: &str) -> AppResult<E
         Ok(r) => r,
         Err(e) => return Err(refused(app, rid, KIND, Some(&id), e).await),
     };
-    app.retrieval.forget(&id);
+    app.forget_tenant(&id);
     app.guard.forget(&id).await;
-    app.quotas.forget(&id);
     let statement = serde_json::json!({
         "tenant_id": receipt.tenant_id,
         "erased_at": receipt.erased_at.rfc3339(),

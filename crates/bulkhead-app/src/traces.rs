@@ -184,18 +184,12 @@ pub async fn commit(
     };
     let body = Zeroizing::new(serde_json::to_vec(&stored).map_err(|_| AppError::Internal)?);
     let expires_at = ttl_secs.map(|t| app.vault.now().saturating_add_secs(t));
-    let rows = app
-        .vault
-        .seal_records(
-            ctx,
-            vec![NewSealed {
-                kind: RecordKind::TRACE,
-                record_id: trace.id.clone(),
-                body,
-                expires_at,
-            }],
-        )
-        .await?;
+    let rows = vec![NewSealed {
+        kind: RecordKind::TRACE,
+        record_id: trace.id.clone(),
+        body,
+        expires_at,
+    }];
     trail
         .record_with(LogId::Tenant(ctx.tenant().clone()), rows)
         .await

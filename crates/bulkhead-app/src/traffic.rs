@@ -191,6 +191,13 @@ impl Traffic {
         slot.latency[b] = slot.latency[b].saturating_add(1);
     }
 
+    /// Forgets an erased tenant's series (the guard's outcome counts, which name
+    /// no tenant, stay).
+    pub fn forget(&self, tenant: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.tenants.remove(tenant);
+    }
+
     /// Counts what the guard did to one answer: each finding that blocked it or
     /// was redacted, by type; findings owned by another tenant are `blocked_leak`.
     pub fn record_findings(&self, now: UnixMillis, findings: &[Finding], blocked: bool) {

@@ -123,7 +123,7 @@ impl<'a> Trail<'a> {
     pub async fn record_with(
         self,
         log: LogId,
-        records: Vec<bulkhead_store::RecordRow>,
+        records: Vec<bulkhead_vault::NewSealed>,
     ) -> AppResult<u64> {
         self.app
             .audit

@@ -49,7 +49,7 @@ use bulkhead_store::{
     AuditAppend, AuditEntryRow, AuditHead, AuditTileRow, RecordRow, Store, StoreError,
 };
 use bulkhead_types::{KeyVersion, LogId, UnixMillis};
-use bulkhead_vault::{Vault, VaultError};
+use bulkhead_vault::{NewSealed, Vault, VaultError};
 use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
 
@@ -169,6 +169,11 @@ struct Pending {
     created_at: UnixMillis,
     /// Sealed records committed with this entry (see `record_with`).
     records: Vec<RecordRow>,
+    /// The event body and the records in the clear, kept until the append
+    /// commits: a tenant log's append the store refuses because a data key
+    /// version was retired meanwhile is sealed again under the current one.
+    body: zeroize::Zeroizing<Vec<u8>>,
+    plain_records: Vec<NewSealed>,
     reply: oneshot::Sender<AuditResult<u64>>,
 }
 
@@ -305,20 +310,31 @@ impl Audit {
         self.record_with(log, event, Vec::new()).await
     }
 
-    /// Like `record`, and writes `records` (already sealed, of the same tenant) in
+    /// Like `record`, and writes `records` (of the log's tenant, sealed here) in
     /// the same transaction as the entry: a decision trace and the event that logs
     /// its hash become durable together, with one commit.
     pub async fn record_with(
         &self,
         log: &LogId,
         event: &AuditEvent,
-        records: Vec<RecordRow>,
+        plain_records: Vec<NewSealed>,
     ) -> AuditResult<EntryRef> {
-        debug_assert!(
-            records.iter().all(|r| log.tenant() == Some(&r.tenant_id)),
-            "attached records belong to the log's tenant"
-        );
-        let body = event.canonical_bytes();
+        let created_at = self.vault.now();
+        let records = match log {
+            LogId::Tenant(tenant) if !plain_records.is_empty() => {
+                self.vault
+                    .seal_for_log(tenant, &plain_records, created_at)
+                    .await?
+            }
+            LogId::Tenant(_) => Vec::new(),
+            LogId::Operator if plain_records.is_empty() => Vec::new(),
+            LogId::Operator => {
+                return Err(AuditError::Invalid(
+                    "records ride only with their tenant's log".into(),
+                ));
+            }
+        };
+        let body = zeroize::Zeroizing::new(event.canonical_bytes());
         let leaf = leaf_hash(&body);
         let leaf_hex = hex(&leaf);
         let (key_version, sealed) = match log {
@@ -344,8 +360,10 @@ impl Audit {
             leaf,
             key_version,
             sealed,
-            created_at: self.vault.now(),
+            created_at,
             records,
+            body,
+            plain_records,
             reply,
         };
         let sender = {
@@ -848,6 +866,7 @@ async fn sequence(audit: Arc<Audit>, mut queue: mpsc::Receiver<Pending>) {
                 tokio::time::sleep(retry_pause(attempt)).await;
             }
             groups = commit_groups(&audit, &mut edges, groups).await;
+            groups = reseal_stale(&audit, groups).await;
         }
         for (log, pendings) in groups {
             tracing::error!(log = %log, events = pendings.len(), "audit append kept losing the race for the log; giving up");
@@ -858,6 +877,60 @@ async fn sequence(audit: Arc<Audit>, mut queue: mpsc::Receiver<Pending>) {
             }
         }
     }
+}
+
+/// Seals again, under the tenant's current data key version, the retried events
+/// (and their records) of tenant logs that are under an older version: the
+/// store refuses an append sealed under a version retired meanwhile. An event
+/// whose tenant can no longer seal (erased) is answered with the error.
+async fn reseal_stale(
+    audit: &Audit,
+    groups: Vec<(LogId, Vec<Pending>)>,
+) -> Vec<(LogId, Vec<Pending>)> {
+    let mut out = Vec::with_capacity(groups.len());
+    for (log, pendings) in groups {
+        let LogId::Tenant(tenant) = &log else {
+            out.push((log, pendings));
+            continue;
+        };
+        let mut kept = Vec::with_capacity(pendings.len());
+        for mut p in pendings {
+            let resealed = match audit
+                .vault
+                .seal_audit_event(tenant, &hex(&p.leaf), &p.body)
+                .await
+            {
+                Ok((version, sealed))
+                    if version.get() != p.key_version
+                        || p.records.iter().any(|r| r.key_version != version) =>
+                {
+                    p.key_version = version.get();
+                    p.sealed = sealed;
+                    if p.plain_records.is_empty() {
+                        Ok(())
+                    } else {
+                        audit
+                            .vault
+                            .seal_for_log(tenant, &p.plain_records, p.created_at)
+                            .await
+                            .map(|rows| p.records = rows)
+                    }
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            match resealed {
+                Ok(()) => kept.push(p),
+                Err(e) => {
+                    let _ = p.reply.send(Err(e.into()));
+                }
+            }
+        }
+        if !kept.is_empty() {
+            out.push((log, kept));
+        }
+    }
+    out
 }
 
 /// Attempts at one batch's appends before its callers are told the log is

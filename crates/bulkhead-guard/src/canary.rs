@@ -104,6 +104,49 @@ impl Canaries {
         Ok(true)
     }
 
+    /// Replaces the tenant's canaries with `tokens` in one step (a snapshot has
+    /// the old set or the new one). Refused, with nothing changed, if a token
+    /// belongs to another tenant or there are too many.
+    pub(crate) fn replace_tenant(
+        &self,
+        tenant: &TenantId,
+        tokens: &[String],
+        per_tenant_max: usize,
+    ) -> Result<(), AddRefusal> {
+        let mut r = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let mut list: Vec<String> = Vec::with_capacity(tokens.len());
+        let mut lowers = std::collections::HashSet::new();
+        for token in tokens {
+            let lower = token.to_ascii_lowercase();
+            if r.by_token.get(&lower).is_some_and(|owner| owner != tenant) {
+                return Err(AddRefusal::TakenByOther);
+            }
+            if lowers.insert(lower) {
+                list.push(token.clone());
+            }
+        }
+        if list.len() > per_tenant_max {
+            return Err(AddRefusal::TooMany);
+        }
+        let old = r.by_tenant.remove(tenant).unwrap_or_default();
+        if old == list {
+            r.by_tenant.insert(tenant.clone(), old);
+            return Ok(());
+        }
+        for t in &old {
+            r.by_token.remove(&t.to_ascii_lowercase());
+        }
+        for (t, lower) in list.iter().map(|t| (t, t.to_ascii_lowercase())) {
+            r.by_token.insert(lower, tenant.clone());
+            debug_assert!(check_token(t).is_ok());
+        }
+        if !list.is_empty() {
+            r.by_tenant.insert(tenant.clone(), list);
+        }
+        r.dirty = true;
+        Ok(())
+    }
+
     pub(crate) fn remove_tenant(&self, tenant: &TenantId) -> usize {
         let mut r = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let removed = r.by_tenant.remove(tenant).unwrap_or_default();

@@ -189,6 +189,18 @@ impl Registry {
         out
     }
 
+    /// Calls `f` with the tenant's evidence, under the registry's lock: nothing
+    /// is added, evicted or expired meanwhile (an insert calls the index under
+    /// this lock too, so the index's entries of the tenant match what `f` sees).
+    pub(crate) fn with_tenant<R>(&self, tenant: &TenantId, f: impl FnOnce(&[&Evidence]) -> R) -> R {
+        let g = self.lock();
+        let evidence: Vec<&Evidence> = g
+            .get(tenant)
+            .map(|t| t.by_digest.values().collect())
+            .unwrap_or_default();
+        f(&evidence)
+    }
+
     pub(crate) fn remove_tenant(&self, tenant: &TenantId) {
         self.lock().remove(tenant);
     }

@@ -362,6 +362,36 @@ impl FingerprintIndex {
         Ok(removed)
     }
 
+    /// Replaces everything the tenant holds with `entries` (each a document, its
+    /// digest and its distinct fingerprints), shard by shard: a lookup at any
+    /// instant finds the tenant's old references or its new ones, never neither,
+    /// which removing the tenant and adding it again would not give. A document
+    /// id given twice counts once (`add_document` would refuse the second). A
+    /// full sweep of the map: call it off the async runtime.
+    pub(crate) fn replace_tenant(&self, tenant: &TenantId, entries: &[(DocumentId, u128, &[u64])]) {
+        let mut docs = lock(&self.docs);
+        let t = self.intern(tenant);
+        docs.retain(|(owner, _), _| *owner != t);
+        let mut by_shard: Vec<Vec<u64>> = vec![Vec::new(); SHARDS];
+        for (doc, digest, fps) in entries {
+            let key = (t, doc.clone());
+            if docs.contains_key(&key) {
+                continue;
+            }
+            docs.insert(key, DocEntry { digest: *digest });
+            for &fp in *fps {
+                by_shard[shard_of(fp)].push(fp);
+            }
+        }
+        for (shard, list) in self.shards.iter().zip(&by_shard) {
+            let mut shard = write(shard);
+            shard.remove_tenant(t);
+            for &fp in list {
+                shard.add(fp, t);
+            }
+        }
+    }
+
     /// Drops every fingerprint reference and document of a tenant (a full sweep
     /// of the map: call it off the async runtime).
     pub(crate) fn remove_tenant(&self, tenant: &TenantId) -> usize {

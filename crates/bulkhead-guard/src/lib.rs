@@ -264,6 +264,68 @@ impl Guard {
         self.index.remove_tenant(tenant)
     }
 
+    /// Starts building a tenant's canaries and document evidence off to the side
+    /// (the CPU work happens here, without any lock), to swap in whole with
+    /// `replace_tenant`.
+    pub fn tenant_build(&self) -> TenantBuild {
+        TenantBuild {
+            keys: self.keys.clone(),
+            document_bytes_max: self.limits.document_bytes_max,
+            canaries: Vec::new(),
+            documents: Vec::new(),
+        }
+    }
+
+    /// Swaps a built set in for what the guard holds of the tenant: its canaries
+    /// in one step, then its document evidence shard by shard, so a scan at any
+    /// instant sees the tenant's old set or its new one, never neither. Protected
+    /// prompts (ephemeral evidence) stay as they are. Refused, with nothing
+    /// changed, if a canary belongs to another tenant or there are too many. A
+    /// sweep of the whole map: run it off the async runtime.
+    pub fn replace_tenant(&self, tenant: &TenantId, build: TenantBuild) -> Result<(), GuardError> {
+        self.canaries
+            .replace_tenant(tenant, &build.canaries, self.limits.canaries_per_tenant_max)
+            .map_err(|r| match r {
+                AddRefusal::TakenByOther => GuardError::CanaryTaken,
+                AddRefusal::TooMany => GuardError::TooManyCanaries,
+            })?;
+        let canary_values: Vec<(DocumentId, u128, Vec<u64>)> = build
+            .canaries
+            .iter()
+            .map(|t| {
+                (
+                    canary_doc(t),
+                    self.digest(t),
+                    leak::protected_values(&self.keys, t),
+                )
+            })
+            .collect();
+        // The registry's lock is taken before the index's (as `load_evidence`
+        // does), so no protected prompt is added or expired half-way through.
+        self.ephemeral.with_tenant(tenant, |evidence| {
+            let mut entries: Vec<(DocumentId, u128, &[u64])> =
+                Vec::with_capacity(build.documents.len() + canary_values.len() + evidence.len());
+            entries.extend(
+                build
+                    .documents
+                    .iter()
+                    .map(|(d, g, v)| (d.clone(), *g, v.as_slice())),
+            );
+            entries.extend(
+                canary_values
+                    .iter()
+                    .map(|(d, g, v)| (d.clone(), *g, v.as_slice())),
+            );
+            entries.extend(
+                evidence
+                    .iter()
+                    .map(|e| (ephemeral::doc_id(e.digest), e.digest, e.values.as_slice())),
+            );
+            self.index.replace_tenant(tenant, &entries);
+        });
+        Ok(())
+    }
+
     /// Protects ephemeral content a tenant sent (a prompt message of any role, a
     /// tool result, session history, retrieved context) for
     /// `GuardLimits::ephemeral_ttl_ms` from `now_ms`: its evidence joins the
@@ -432,6 +494,58 @@ impl Guard {
             index: self.index.stats(),
             canaries: self.canaries.count(),
         }
+    }
+}
+
+/// A tenant's canaries and document evidence built beside what the guard holds
+/// (`Guard::tenant_build`), swapped in whole by `Guard::replace_tenant`.
+pub struct TenantBuild {
+    keys: FingerprintKeys,
+    document_bytes_max: usize,
+    canaries: Vec<String>,
+    documents: Vec<(DocumentId, u128, Vec<u64>)>,
+}
+
+impl std::fmt::Debug for TenantBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantBuild")
+            .field("canaries", &self.canaries.len())
+            .field("documents", &self.documents.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantBuild {
+    /// Adds a canary token (checked like `Guard::add_canary`).
+    pub fn add_canary(&mut self, token: &str) -> Result<(), GuardError> {
+        canary::check_token(token).map_err(|p| match p {
+            TokenProblem::Length => GuardError::CanaryLength,
+            TokenProblem::Charset => GuardError::CanaryCharset,
+        })?;
+        self.canaries.push(token.to_owned());
+        Ok(())
+    }
+
+    /// Adds a document's evidence; returns how many distinct fingerprints it has.
+    /// CPU-bound like `Guard::index_document`. A document too large is refused,
+    /// as `index_document` refuses it.
+    pub fn add_document(&mut self, doc: &DocumentId, text: &str) -> Result<usize, GuardError> {
+        if text.len() > self.document_bytes_max {
+            return Err(GuardError::DocumentTooLarge);
+        }
+        let values = leak::protected_values(&self.keys, text);
+        let n = values.len();
+        let (k0, k1) = self.keys.digest;
+        let mut h = SipHasher128::new_with_keys(k0, k1);
+        h.write(text.as_bytes());
+        self.documents
+            .push((doc.clone(), h.finish128().as_u128(), values));
+        Ok(n)
+    }
+
+    /// Documents added so far.
+    pub fn documents(&self) -> usize {
+        self.documents.len()
     }
 }
 

@@ -63,6 +63,7 @@ pub struct Metrics {
     leaks_blocked: Counter,
     gateway_overhead: Histogram,
     alerts_dropped: Counter,
+    guard_sync_failures: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -107,6 +108,7 @@ impl Metrics {
             ]),
             alerts_dropped: Counter::default(),
             quota_refusals: Family::default(),
+            guard_sync_failures: Counter::default(),
         };
         metrics.register_http();
         metrics.register_inventory();
@@ -232,6 +234,7 @@ impl Metrics {
     /// Registers alert delivery.
     fn register_alerts(&mut self) {
         self.registry.register("alerts_dropped", "Alerts not delivered to the webhook because its queue was full (they are still logged)", self.alerts_dropped.clone());
+        self.registry.register("guard_sync_failures", "Tenants a replica's output guard could not reload from the shared store in a sync pass (it keeps the older set and retries)", self.guard_sync_failures.clone());
     }
 
     pub fn model_call(&self, outcome: &str, overhead: std::time::Duration) {
@@ -326,6 +329,10 @@ impl bulkhead_app::Telemetry for Metrics {
 
     fn leak_blocked(&self) {
         self.leaks_blocked.inc();
+    }
+
+    fn guard_sync_failed(&self) {
+        self.guard_sync_failures.inc();
     }
 
     fn model_call(&self, outcome: &str, overhead: std::time::Duration) {

@@ -41,6 +41,11 @@ pub enum StoreError {
     /// The store has shut down.
     #[error("the store is shut down")]
     Closed,
+    /// A row sealed under a data key version that no longer exists (retired
+    /// while the row was being sealed) was refused; seal it again under the
+    /// tenant's current version.
+    #[error("the data key version the row is sealed under was retired")]
+    StaleKey,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -284,11 +284,42 @@ fn audit_entry_from_row(row: &Row) -> StoreResult<AuditEntryRow> {
     })
 }
 
+/// Locks the tenant's data key `version` against retirement until the
+/// transaction ends (`FOR SHARE`); false if it no longer exists while the
+/// tenant has others (a tenant with no data key at all is erased: whatever
+/// lands now is crypto-shredded already, as before). Every write of
+/// a sealed row takes this lock first, and `retire_data_keys` locks the keys it
+/// may delete `FOR UPDATE` before it looks for rows under them: so a writer
+/// either commits before retirement looks (which then sees its row and keeps
+/// the key) or waits for retirement and then finds the key gone (under READ
+/// COMMITTED a row deleted meanwhile is skipped by the lock), and is refused.
+async fn lock_data_key(tx: &Transaction<'_>, tenant: &TenantId, version: u32) -> StoreResult<bool> {
+    let rows = query(
+        tx,
+        "SELECT 1 FROM data_keys WHERE tenant_id = $1 AND version = $2 FOR SHARE",
+        &[&tenant.as_str(), &i64::from(version)],
+    )
+    .await?;
+    if !rows.is_empty() {
+        return Ok(true);
+    }
+    let any = query(
+        tx,
+        "SELECT 1 FROM data_keys WHERE tenant_id = $1 LIMIT 1",
+        &[&tenant.as_str()],
+    )
+    .await?;
+    Ok(any.is_empty())
+}
+
 async fn insert_record_row(
     tx: &Transaction<'_>,
     row: &RecordRow,
     or_ignore: bool,
 ) -> StoreResult<Option<i64>> {
+    if !lock_data_key(tx, &row.tenant_id, row.key_version.get()).await? {
+        return Err(StoreError::StaleKey);
+    }
     let sql = if or_ignore {
         "INSERT INTO records (tenant_id, kind, record_id, key_version, sealed, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING seq"
@@ -337,6 +368,20 @@ async fn apply_audit_append(tx: &Transaction<'_>, append: AuditAppend) -> StoreR
         .map_err(pg)?;
     if size != to_i64(append.old_size)? {
         return Ok(false);
+    }
+    // A tenant log's bodies and the attached records are sealed under the
+    // tenant's data keys: refused (as if the log had moved, so the sequencer
+    // seals again and retries) if a version was retired meanwhile.
+    if let Some(tenant) = append.log.tenant() {
+        let mut versions: Vec<u32> = append.entries.iter().map(|e| e.key_version).collect();
+        versions.extend(append.records.iter().map(|r| r.key_version.get()));
+        versions.sort_unstable();
+        versions.dedup();
+        for v in versions {
+            if !lock_data_key(tx, tenant, v).await? {
+                return Ok(false);
+            }
+        }
     }
     let new_size = append.old_size + append.entries.len() as u64;
     for (offset, entry) in append.entries.iter().enumerate() {
@@ -736,6 +781,16 @@ impl Store for PgStore {
 
     async fn retire_data_keys(&self, id: &TenantId, below: KeyVersion) -> StoreResult<u64> {
         in_tx!(self, Plane::Tenant(id), |tx| {
+            // First wait for every writer holding one of these keys (`FOR
+            // SHARE`, see `lock_data_key`) and hold off new ones; the DELETE's
+            // snapshot, taken after, sees the rows they committed.
+            query(
+                &tx,
+                "SELECT version FROM data_keys WHERE tenant_id = $1 AND version < $2
+                 ORDER BY version FOR UPDATE",
+                &[&id.as_str(), &i64::from(below.get())],
+            )
+            .await?;
             execute(
                 &tx,
                 "DELETE FROM data_keys WHERE tenant_id = $1 AND version < $2
@@ -1083,6 +1138,9 @@ impl Store for PgStore {
         sealed: Vec<u8>,
     ) -> StoreResult<bool> {
         in_tx!(self, Plane::Tenant(tenant), |tx| {
+            if !lock_data_key(&tx, tenant, new_version.get()).await? {
+                return Ok(false);
+            }
             let n = execute(
                 &tx,
                 "UPDATE records SET sealed = $4, key_version = $5
@@ -1328,6 +1386,9 @@ impl Store for PgStore {
         sealed: Vec<u8>,
     ) -> StoreResult<bool> {
         in_tx!(self, Plane::Tenant(tenant), |tx| {
+            if !lock_data_key(&tx, tenant, new_version.get()).await? {
+                return Ok(false);
+            }
             let n = execute(
                 &tx,
                 "UPDATE audit_entries SET sealed = $4, key_version = $5

@@ -492,7 +492,25 @@ fn collect<T>(
 }
 
 fn insert_record_row(conn: &Connection, row: &RecordRow) -> StoreResult<()> {
+    if !key_version_writable(conn, &row.tenant_id, row.key_version.get())? {
+        return Err(StoreError::StaleKey);
+    }
     insert_record_sql(conn, row, "INSERT")
+}
+
+/// Whether a row sealed under the tenant's data key `version` may be written:
+/// the version exists, or the tenant has no data key at all (erased: whatever
+/// lands now is crypto-shredded already, as before). Every write of a sealed row
+/// checks it in the same job: jobs run one at a time, so a retirement
+/// (`retire_data_keys`) is either before the write, which is then refused, or
+/// after it, and then sees the row and keeps the key.
+fn key_version_writable(conn: &Connection, tenant: &TenantId, version: u32) -> StoreResult<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM data_keys WHERE tenant_id = ?1 AND version = ?2)
+             OR NOT EXISTS (SELECT 1 FROM data_keys WHERE tenant_id = ?1)",
+    )
+    .and_then(|mut s| s.query_row(params![tenant.as_str(), version], |r| r.get(0)))
+    .map_err(backend)
 }
 
 fn insert_record_sql(conn: &Connection, row: &RecordRow, verb: &str) -> StoreResult<()> {
@@ -555,6 +573,20 @@ fn apply_audit_append(conn: &Connection, append: AuditAppend) -> StoreResult<boo
         .map_err(backend)?;
     if size != to_i64(append.old_size)? {
         return Ok(false);
+    }
+    // A tenant log's bodies and the attached records are sealed under the
+    // tenant's data keys: refused (as if the log had moved, so the sequencer
+    // seals again and retries) if a version was retired meanwhile.
+    if let Some(tenant) = append.log.tenant() {
+        let mut versions: Vec<u32> = append.entries.iter().map(|e| e.key_version).collect();
+        versions.extend(append.records.iter().map(|r| r.key_version.get()));
+        versions.sort_unstable();
+        versions.dedup();
+        for v in versions {
+            if !key_version_writable(conn, tenant, v)? {
+                return Ok(false);
+            }
+        }
     }
     let new_size = append.old_size + append.entries.len() as u64;
     {
@@ -1171,7 +1203,9 @@ impl Store for SqliteStore {
             let n = conn
                 .execute(
                     "UPDATE records SET sealed = ?4, key_version = ?5
-                     WHERE seq = ?1 AND tenant_id = ?2 AND key_version = ?3",
+                     WHERE seq = ?1 AND tenant_id = ?2 AND key_version = ?3
+                       AND EXISTS (SELECT 1 FROM data_keys
+                                   WHERE tenant_id = ?2 AND version = ?5)",
                     params![
                         seq,
                         tenant.as_str(),
@@ -1408,7 +1442,9 @@ impl Store for SqliteStore {
                 .execute(
                     "UPDATE audit_entries SET sealed = ?4, key_version = ?5
                      WHERE log = (SELECT seq FROM audit_logs WHERE log_id = ?1)
-                       AND idx = ?2 AND key_version = ?3 AND sealed IS NOT NULL",
+                       AND idx = ?2 AND key_version = ?3 AND sealed IS NOT NULL
+                       AND EXISTS (SELECT 1 FROM data_keys
+                                   WHERE tenant_id = ?1 AND version = ?5)",
                     params![
                         tenant.as_str(),
                         to_i64(index)?,

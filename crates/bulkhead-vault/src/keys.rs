@@ -91,6 +91,11 @@ impl KeyCache {
         self.forget(|t, _| t == tenant);
     }
 
+    pub(crate) fn holds(&self, tenant: &TenantId) -> bool {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter().any(|((t, _), _)| t == tenant)
+    }
+
     pub(crate) fn forget_below(&self, tenant: &TenantId, below: KeyVersion) {
         self.forget(|t, v| t == tenant && v < below);
     }

@@ -157,6 +157,20 @@ pub struct NewSealed {
     pub expires_at: Option<UnixMillis>,
 }
 
+/// A row to seal: a `RecordRow` before its key version and ciphertext are known.
+struct ToSeal {
+    kind: RecordKind,
+    record_id: String,
+    plain: Zeroizing<Vec<u8>>,
+    created_at: UnixMillis,
+    expires_at: Option<UnixMillis>,
+}
+
+/// Times a write is sealed and tried while the store refuses it as sealed under
+/// a retired key version (each retry reads the current version again; more
+/// than one retry means rotations finishing back to back).
+const STALE_KEY_ATTEMPTS: u32 = 4;
+
 /// A record whose TTL ran out, found by the retention sweeper.
 #[derive(Debug)]
 pub struct Expired {
@@ -534,7 +548,9 @@ impl Vault {
         let mut done = 0;
         for stored in &rows {
             let row = &stored.row;
-            let sealed = self
+            // The current key gone meanwhile: another rotation moved on (the
+            // next pass reads the current version again); the row is left.
+            let sealed = match self
                 .reseal_one(
                     id,
                     row.kind,
@@ -543,7 +559,13 @@ impl Vault {
                     current,
                     &row.sealed,
                 )
-                .await?;
+                .await
+            {
+                Err(VaultError::NotFound) if self.current_version(id).await? != current => {
+                    continue;
+                }
+                other => other?,
+            };
             if self
                 .store
                 .reseal_record(id, stored.seq, row.key_version, current, sealed)
@@ -563,7 +585,7 @@ impl Vault {
                 continue;
             };
             let record_id = bulkhead_types::hex_lower(&entry.leaf_hash);
-            let resealed = self
+            let resealed = match self
                 .reseal_one(
                     id,
                     RecordKind::AUDIT_EVENT,
@@ -572,7 +594,13 @@ impl Vault {
                     current,
                     sealed,
                 )
-                .await?;
+                .await
+            {
+                Err(VaultError::NotFound) if self.current_version(id).await? != current => {
+                    continue;
+                }
+                other => other?,
+            };
             if self
                 .store
                 .reseal_audit_entry(id, entry.index, old, current, resealed)
@@ -640,6 +668,17 @@ impl Vault {
         receipt.records_deleted = counts.records;
         receipt.api_keys_deleted = counts.api_keys;
         Ok(receipt)
+    }
+
+    /// Drops the tenant's data keys this process holds in memory: after another
+    /// replica erased the tenant (that replica's own erasure drops them at once).
+    pub fn forget_cached_keys(&self, id: &TenantId) {
+        self.keys.forget_tenant(id);
+    }
+
+    /// Whether this process holds any data key of the tenant in memory.
+    pub fn holds_keys_of(&self, id: &TenantId) -> bool {
+        self.keys.holds(id)
     }
 
     pub async fn issue_api_key(
@@ -810,26 +849,16 @@ impl Vault {
             )));
         }
         let tenant = ctx.tenant();
-        let version = self.current_version(tenant).await?;
-        let key = self
-            .keys
-            .get(&self.store, &*self.kek, tenant, version)
-            .await?;
-        let aad = record_aad(tenant, RecordKind::DOCUMENT, id.as_str(), version);
-        key.seal_in_place(&aad, &mut plain)?;
         let now = self.clock.now();
         let expires_at = expires_at.map(|t| now.saturating_add_secs(t));
-        let row = RecordRow {
-            tenant_id: tenant.clone(),
+        let mut rows = Vec::with_capacity(1 + chunks.len());
+        rows.push(ToSeal {
             kind: RecordKind::DOCUMENT,
             record_id: id.as_str().to_owned(),
-            key_version: version,
-            sealed: plain,
+            plain: Zeroizing::new(plain),
             created_at: now,
             expires_at,
-        };
-        let mut rows = Vec::with_capacity(1 + chunks.len());
-        rows.push(row);
+        });
         for chunk in chunks {
             let record_id = chunk_id(&id, chunk.index);
             let body = ChunkBody {
@@ -839,35 +868,24 @@ impl Vault {
                 metadata: body.metadata.clone(),
                 embedding: chunk.embedding.as_deref().map(encode_embedding),
             };
-            let mut plain =
+            let plain =
                 serde_json::to_vec(&body).map_err(|e| VaultError::Invalid(e.to_string()))?;
             let mut body = body;
             body.text.zeroize();
-            let aad = record_aad(tenant, RecordKind::CHUNK, &record_id, version);
-            key.seal_in_place(&aad, &mut plain)?;
-            rows.push(RecordRow {
-                tenant_id: tenant.clone(),
+            rows.push(ToSeal {
                 kind: RecordKind::CHUNK,
                 record_id,
-                key_version: version,
-                sealed: plain,
+                plain: Zeroizing::new(plain),
                 created_at: now,
                 expires_at,
             });
         }
-        let admitted = self.admit(tenant, &rows).await?;
-        match self.store.insert_records(rows).await {
-            Ok(()) => {
-                admitted.commit();
-                Ok(StoredDocument {
-                    id,
-                    created_at: now,
-                    expires_at,
-                })
-            }
-            Err(StoreError::Conflict) => Err(VaultError::Conflict),
-            Err(e) => Err(e.into()),
-        }
+        self.insert_sealing(tenant, &rows).await?;
+        Ok(StoredDocument {
+            id,
+            created_at: now,
+            expires_at,
+        })
     }
 
     pub async fn document(&self, ctx: &TenantCtx, id: &DocumentId) -> VaultResult<Document> {
@@ -935,48 +953,91 @@ impl Vault {
 
     /// Seals and stores records all or nothing; `Conflict` if one exists.
     pub async fn put_sealed(&self, ctx: &TenantCtx, records: Vec<NewSealed>) -> VaultResult<()> {
-        let rows = self.seal_records(ctx, records).await?;
-        let admitted = self.admit(ctx.tenant(), &rows).await?;
-        match self.store.insert_records(rows).await {
-            Ok(()) => {
-                admitted.commit();
-                Ok(())
+        let now = self.clock.now();
+        let rows: Vec<ToSeal> = records
+            .into_iter()
+            .map(|r| ToSeal {
+                kind: r.kind,
+                record_id: r.record_id,
+                plain: r.body,
+                created_at: now,
+                expires_at: r.expires_at,
+            })
+            .collect();
+        self.insert_sealing(ctx.tenant(), &rows).await
+    }
+
+    /// Seals rows of the tenant under its current data key version and inserts
+    /// them all or nothing; `Conflict` if one exists. A version retired between
+    /// reading it and inserting (a rotation finishing on this or another replica)
+    /// makes the store refuse the rows (`StaleKey`): they are sealed again under
+    /// the version that is current now, and inserted again.
+    /// Rows a storage quota counts are admitted first (`Admission`); sealing
+    /// again under another version keeps every size, so one admission covers
+    /// every attempt.
+    async fn insert_sealing(&self, tenant: &TenantId, rows: &[ToSeal]) -> VaultResult<()> {
+        let mut sealed = self.seal_rows(tenant, rows).await?;
+        let admitted = self.admit(tenant, &sealed).await?;
+        let mut attempt = 1;
+        loop {
+            match self.store.insert_records(sealed).await {
+                Ok(()) => {
+                    admitted.commit();
+                    return Ok(());
+                }
+                Err(StoreError::Conflict) => return Err(VaultError::Conflict),
+                Err(StoreError::StaleKey) if attempt < STALE_KEY_ATTEMPTS => {
+                    tracing::debug!(tenant = %tenant, attempt, "data key retired while sealing; sealing again under the current version");
+                    attempt += 1;
+                    sealed = self.seal_rows(tenant, rows).await?;
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(StoreError::Conflict) => Err(VaultError::Conflict),
-            Err(e) => Err(e.into()),
         }
     }
 
-    /// Seals records of the tenant without storing them, for a caller that
-    /// commits them with something else (a trace with its audit entry).
-    pub async fn seal_records(
-        &self,
-        ctx: &TenantCtx,
-        records: Vec<NewSealed>,
-    ) -> VaultResult<Vec<RecordRow>> {
-        let tenant = ctx.tenant();
-        let version = self.current_version(tenant).await?;
-        let key = self
-            .keys
-            .get(&self.store, &*self.kek, tenant, version)
-            .await?;
-        let now = self.clock.now();
-        let mut rows = Vec::with_capacity(records.len());
-        for record in records {
-            let aad = record_aad(tenant, record.kind, &record.record_id, version);
-            let mut sealed = record.body.to_vec();
+    /// `rows` sealed under the tenant's current data key version.
+    async fn seal_rows(&self, tenant: &TenantId, rows: &[ToSeal]) -> VaultResult<Vec<RecordRow>> {
+        let (version, key) = self.current_key(tenant).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let aad = record_aad(tenant, row.kind, &row.record_id, version);
+            let mut sealed = row.plain.to_vec();
             key.seal_in_place(&aad, &mut sealed)?;
-            rows.push(RecordRow {
+            out.push(RecordRow {
                 tenant_id: tenant.clone(),
-                kind: record.kind,
-                record_id: record.record_id,
+                kind: row.kind,
+                record_id: row.record_id.clone(),
                 key_version: version,
                 sealed,
-                created_at: now,
-                expires_at: record.expires_at,
+                created_at: row.created_at,
+                expires_at: row.expires_at,
             });
         }
-        Ok(rows)
+        Ok(out)
+    }
+
+    /// Seals records of the log's tenant for `Audit::record_with`, which commits
+    /// them with an audit entry (and seals them again if the store refuses them
+    /// as `StaleKey`). For the audit crate only: the tenant here comes from the
+    /// log being written, never from a request.
+    pub async fn seal_for_log(
+        &self,
+        tenant: &TenantId,
+        records: &[NewSealed],
+        created_at: UnixMillis,
+    ) -> VaultResult<Vec<RecordRow>> {
+        let rows: Vec<ToSeal> = records
+            .iter()
+            .map(|r| ToSeal {
+                kind: r.kind,
+                record_id: r.record_id.clone(),
+                plain: r.body.clone(),
+                created_at,
+                expires_at: r.expires_at,
+            })
+            .collect();
+        self.seal_rows(tenant, &rows).await
     }
 
     /// One record of the kind, opened; `None` if missing or expired.
@@ -1119,26 +1180,20 @@ impl Vault {
     /// Stores a canary token of the tenant, sealed. Its record id is a hash prefix,
     /// so the token never appears in the clear.
     pub async fn put_canary(&self, tenant: &TenantId, token: &str) -> VaultResult<()> {
-        let version = self.current_version(tenant).await?;
-        let key = self
-            .keys
-            .get(&self.store, &*self.kek, tenant, version)
-            .await?;
         let digest = bulkhead_crypto::sha256(token.as_bytes());
-        let record_id = format!("canary-{}", bulkhead_types::hex_lower(&digest[..8]));
-        let aad = record_aad(tenant, RecordKind::CANARY, &record_id, version);
-        let row = RecordRow {
-            tenant_id: tenant.clone(),
+        let row = ToSeal {
             kind: RecordKind::CANARY,
-            record_id,
-            key_version: version,
-            sealed: key.seal(&aad, token.as_bytes())?,
+            record_id: format!("canary-{}", bulkhead_types::hex_lower(&digest[..8])),
+            plain: Zeroizing::new(token.as_bytes().to_vec()),
             created_at: self.clock.now(),
             expires_at: None,
         };
-        match self.store.insert_record(row).await {
-            Ok(_) | Err(StoreError::Conflict) => Ok(()),
-            Err(e) => Err(e.into()),
+        match self
+            .insert_sealing(tenant, std::slice::from_ref(&row))
+            .await
+        {
+            Ok(()) | Err(VaultError::Conflict) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -1151,7 +1206,8 @@ impl Vault {
         name: &'static str,
         body: Option<&[u8]>,
     ) -> VaultResult<()> {
-        let version = self.current_version(tenant).await?;
+        // Checks the tenant exists (a missing one is `NotFound`).
+        self.current_version(tenant).await?;
         let now = self.clock.now();
         // Delete-then-insert: two operators racing see one of them refused with
         // `Conflict`, never a torn value.
@@ -1159,25 +1215,15 @@ impl Vault {
             .delete_record(tenant, RecordKind::TENANT_SETTING, name, now)
             .await?;
         let Some(body) = body else { return Ok(()) };
-        let key = self
-            .keys
-            .get(&self.store, &*self.kek, tenant, version)
-            .await?;
-        let aad = record_aad(tenant, RecordKind::TENANT_SETTING, name, version);
-        let row = RecordRow {
-            tenant_id: tenant.clone(),
+        let row = ToSeal {
             kind: RecordKind::TENANT_SETTING,
             record_id: name.to_owned(),
-            key_version: version,
-            sealed: key.seal(&aad, body)?,
+            plain: Zeroizing::new(body.to_vec()),
             created_at: now,
             expires_at: None,
         };
-        match self.store.insert_record(row).await {
-            Ok(_) => Ok(()),
-            Err(StoreError::Conflict) => Err(VaultError::Conflict),
-            Err(e) => Err(e.into()),
-        }
+        self.insert_sealing(tenant, std::slice::from_ref(&row))
+            .await
     }
 
     /// One operator setting of the tenant, opened; `None` if never set.
@@ -1216,24 +1262,19 @@ impl Vault {
         body: &[u8],
         expires_at: UnixMillis,
     ) -> VaultResult<()> {
-        let version = self.current_version(tenant).await?;
-        let key = self
-            .keys
-            .get(&self.store, &*self.kek, tenant, version)
-            .await?;
-        let aad = record_aad(tenant, RecordKind::GUARD_EVIDENCE, record_id, version);
-        let row = RecordRow {
-            tenant_id: tenant.clone(),
+        let row = ToSeal {
             kind: RecordKind::GUARD_EVIDENCE,
             record_id: record_id.to_owned(),
-            key_version: version,
-            sealed: key.seal(&aad, body)?,
+            plain: Zeroizing::new(body.to_vec()),
             created_at: self.clock.now(),
             expires_at: Some(expires_at),
         };
-        match self.store.insert_record(row).await {
-            Ok(_) | Err(StoreError::Conflict) => Ok(()),
-            Err(e) => Err(e.into()),
+        match self
+            .insert_sealing(tenant, std::slice::from_ref(&row))
+            .await
+        {
+            Ok(()) | Err(VaultError::Conflict) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -1387,11 +1428,7 @@ impl Vault {
         leaf_hex: &str,
         body: &[u8],
     ) -> VaultResult<(KeyVersion, Vec<u8>)> {
-        let version = self.current_version(tenant).await?;
-        let key = self
-            .keys
-            .get(&self.store, &*self.kek, tenant, version)
-            .await?;
+        let (version, key) = self.current_key(tenant).await?;
         let aad = record_aad(tenant, RecordKind::AUDIT_EVENT, leaf_hex, version);
         Ok((version, key.seal(&aad, body)?))
     }
@@ -1424,6 +1461,29 @@ impl Vault {
                 self.limits.ttl_secs_max
             ))),
             other => Ok(other),
+        }
+    }
+
+    /// The tenant's current data key version and key. A version retired between
+    /// reading it and fetching its key (rotations back to back) is read again.
+    async fn current_key(&self, tenant: &TenantId) -> VaultResult<(KeyVersion, Arc<Xaes256Gcm>)> {
+        let mut attempt = 1;
+        loop {
+            let version = self.current_version(tenant).await?;
+            match self
+                .keys
+                .get(&self.store, &*self.kek, tenant, version)
+                .await
+            {
+                Ok(key) => return Ok((version, key)),
+                Err(VaultError::NotFound)
+                    if attempt < STALE_KEY_ATTEMPTS
+                        && self.current_version(tenant).await? != version =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 

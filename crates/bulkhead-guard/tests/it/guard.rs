@@ -304,3 +304,56 @@ fn injection_screening_uses_the_policy_thresholds() {
     let r = g.screen_input("Please ignore my previous message, wrong file.", &p);
     assert_eq!(r.action, bulkhead_guard::InjectionAction::Allow, "{r:?}");
 }
+
+#[test]
+fn replacing_a_tenant_swaps_its_set_and_keeps_protected_prompts() {
+    let g = guard();
+    let (a, b) = (tenant(1), tenant(2));
+    let (old, new) = (prose(21, 2000), prose(22, 2000));
+    let prompt = prose(23, 2000);
+    g.index_document(&b, &doc("d1"), &old).expect("index");
+    let old_token = g.seed_canary(&b).expect("seed");
+    g.protect(&b, &prompt, 0).expect("protected");
+    let before = g.stats();
+
+    // The same set again changes nothing (no reference counted twice).
+    let mut same = g.tenant_build();
+    same.add_canary(&old_token).expect("canary");
+    same.add_document(&doc("d1"), &old).expect("document");
+    g.replace_tenant(&b, same).expect("replace");
+    assert_eq!(g.stats(), before);
+
+    // A new set: d1 changed, d2 added, a second canary.
+    let new_token = "bhc_replacedcanarytoken0";
+    let mut build = g.tenant_build();
+    build.add_canary(&old_token).expect("canary");
+    build.add_canary(new_token).expect("canary");
+    build.add_document(&doc("d1"), &new).expect("document");
+    build.add_document(&doc("d2"), &old).expect("document");
+    assert_eq!(build.documents(), 2);
+    g.replace_tenant(&b, build).expect("replace");
+    let blocked = |text: &str| g.scan(&a, text, &Policy::default()).verdict == Verdict::Blocked;
+    assert!(blocked(&new[..800]) && blocked(&old[..800]) && blocked(&prompt[..800]));
+    assert!(blocked(&format!("x {new_token} y")) && blocked(&format!("x {old_token} y")));
+    assert_eq!(g.canaries(&b).len(), 2);
+
+    // Dropping d2 and the old canary: gone, the rest stays, and removing a
+    // document afterwards still balances (the refcounts are exact).
+    let mut build = g.tenant_build();
+    build.add_canary(new_token).expect("canary");
+    build.add_document(&doc("d1"), &new).expect("document");
+    g.replace_tenant(&b, build).expect("replace");
+    assert!(!blocked(&old[..800]) && !blocked(&format!("x {old_token} y")));
+    assert!(blocked(&new[..800]) && blocked(&prompt[..800]));
+    g.remove_document(&b, &doc("d1"), &new).expect("remove");
+    assert!(!blocked(&new[..800]) && blocked(&format!("x {new_token} y")));
+
+    // A canary of another tenant is refused and nothing changes.
+    let token_a = g.seed_canary(&a).expect("seed");
+    let mut bad = g.tenant_build();
+    bad.add_canary(&token_a).expect("format");
+    let stats = g.stats();
+    assert_eq!(g.replace_tenant(&b, bad), Err(GuardError::CanaryTaken));
+    assert_eq!(g.stats(), stats);
+    assert_eq!(g.canaries(&b), vec![new_token.to_owned()]);
+}

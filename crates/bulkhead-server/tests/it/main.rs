@@ -20,5 +20,6 @@ mod incident;
 mod packs;
 mod prompts;
 mod quotas;
+mod replica_sync;
 mod retention;
 mod search;

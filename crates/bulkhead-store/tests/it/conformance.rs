@@ -357,6 +357,63 @@ async fn keys_rotate_reseal_and_retire() {
             .collect();
         assert_eq!(versions, [2]);
         assert!(store.tenants_with_old_keys(10).await.unwrap().is_empty());
+
+        // A row sealed under the retired version (by a writer that read it just
+        // before) is refused on every path that writes one.
+        let late = record(&a, doc, "late", None);
+        assert_eq!(late.key_version, KeyVersion::FIRST);
+        let refused = store.insert_record(late.clone()).await;
+        assert!(matches!(refused, Err(StoreError::StaleKey)), "{refused:?}");
+        let refused = store.insert_records(vec![late.clone()]).await;
+        assert!(matches!(refused, Err(StoreError::StaleKey)), "{refused:?}");
+        let log = LogId::Tenant(a.id.clone());
+        let append = |records: Vec<RecordRow>, key_version: u32| AuditAppend {
+            log: log.clone(),
+            old_size: 0,
+            entries: vec![AuditEntryRow {
+                key_version,
+                ..entry(0)
+            }],
+            tiles: Vec::new(),
+            records,
+        };
+        let stale_entry = store.audit_append(vec![append(Vec::new(), 1)]).await;
+        assert_eq!(stale_entry.unwrap(), [false]);
+        let stale_record = store
+            .audit_append(vec![append(vec![late.clone()], 2)])
+            .await;
+        assert_eq!(stale_record.unwrap(), [false]);
+        assert_eq!(store.audit_head(&log).await.unwrap().size, 0);
+        assert!(
+            store
+                .record(&a.id, doc, "late", UnixMillis(1))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Under the current version all of them go through.
+        let current = RecordRow {
+            key_version: v2,
+            ..late
+        };
+        let applied = store
+            .audit_append(vec![append(vec![current.clone()], 2)])
+            .await;
+        assert_eq!(applied.unwrap(), [true]);
+        // A re-seal to a version that does not exist is not applied either.
+        let v3 = KeyVersion::new(3).unwrap();
+        assert!(
+            !store
+                .reseal_record(&a.id, old[0].seq, v2, v3, vec![9])
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .reseal_audit_entry(&a.id, 0, v2, v3, vec![9])
+                .await
+                .unwrap()
+        );
     })
     .await;
 }
