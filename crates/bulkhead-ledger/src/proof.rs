@@ -196,7 +196,9 @@ fn inner_proof_size(index: u64, size: u64) -> usize {
 
 fn decompose_inclusion(index: u64, size: u64) -> (usize, usize) {
     let inner = inner_proof_size(index, size);
-    let border = (index >> inner).count_ones() as usize;
+    // `inner` is 64 when size - 1 has its top bit set: shifting by the width is
+    // an overflow (found by fuzzing), and the border is then empty.
+    let border = index.checked_shr(inner as u32).unwrap_or(0).count_ones() as usize;
     (inner, border)
 }
 
@@ -352,6 +354,20 @@ mod tests {
         let begin = usize::try_from(id.index << id.level).ok()?;
         let end = begin + (1usize << id.level);
         (end <= leaves.len()).then(|| root_of(&leaves[begin..end]))
+    }
+
+    /// Found by fuzzing: a size above 2^63 made the inner proof 64 levels and
+    /// the border's shift overflow (a panic in debug, a wrong length in release).
+    /// Such a proof is refused by length, without a panic.
+    #[test]
+    fn inclusion_at_sizes_above_two_to_the_63_is_refused_cleanly() {
+        for (index, size) in [(1u64, u64::MAX), (u64::MAX - 1, u64::MAX), (0, 1 << 63 | 1)] {
+            let r = verify_inclusion(index, size, &[0u8; 32], &[], &[0u8; 32]);
+            assert!(
+                matches!(r, Err(ProofError::WrongLength { .. })),
+                "{index}/{size}: {r:?}"
+            );
+        }
     }
 
     proptest! {
