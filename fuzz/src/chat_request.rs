@@ -34,9 +34,23 @@ const FORWARDED: &[&str] = &[
     "repetition_penalty",
 ];
 
-const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
-const MESSAGE_FIELDS: &[&str] = &["role", "content", "name", "tool_calls", "tool_call_id", "refusal"];
+const MESSAGE_FIELDS: &[&str] = &[
+    "role",
+    "content",
+    "name",
+    "tool_calls",
+    "tool_call_id",
+    "refusal",
+];
 
 fn check_model(model: &str) {
     assert!(!model.is_empty() && model.len() <= 256, "model {model:?}");
@@ -56,7 +70,10 @@ pub fn run(data: &[u8]) {
         assert!(!req.messages.is_empty() && req.messages.len() <= limits.messages_max);
         for m in &req.messages {
             assert!(ROLES.contains(&m.role()), "role {:?}", m.role());
-            assert!(m.0.keys().all(|k| MESSAGE_FIELDS.contains(&k.as_str())), "{m:?}");
+            assert!(
+                m.0.keys().all(|k| MESSAGE_FIELDS.contains(&k.as_str())),
+                "{m:?}"
+            );
             match m.0.get("content") {
                 None | Some(Value::Null) | Some(Value::String(_)) => {}
                 Some(Value::Array(parts)) => assert!(parts.iter().all(Value::is_object)),
@@ -67,12 +84,21 @@ pub fn run(data: &[u8]) {
         for (k, v) in &req.forward {
             assert!(FORWARDED.contains(&k.as_str()), "forwards {k:?}");
             if k == "n" {
-                assert!(v.as_u64().is_some_and(|n| (1..=N_MAX).contains(&n)), "n = {v}");
+                assert!(
+                    v.as_u64().is_some_and(|n| (1..=N_MAX).contains(&n)),
+                    "n = {v}"
+                );
             }
         }
         for k in &req.dropped {
-            assert!(!FORWARDED.contains(&k.as_str()), "dropped {k:?} is forwarded");
-            assert!(!req.forward.contains_key(k), "{k:?} both dropped and forwarded");
+            assert!(
+                !FORWARDED.contains(&k.as_str()),
+                "dropped {k:?} is forwarded"
+            );
+            assert!(
+                !req.forward.contains_key(k),
+                "{k:?} both dropped and forwarded"
+            );
         }
         if let Some(r) = &req.extension.retrieve {
             assert!((1..=limits.top_k_max).contains(&r.top_k));

@@ -29,7 +29,8 @@ use crate::Input;
 
 /// The signing key of the C2SP / Go `sumdb/note` documentation example; its vkey
 /// and a note it signed are in `shared/testdata/signed-note/known-answer.json`.
-pub const SKEY: &str = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
+pub const SKEY: &str =
+    "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
 pub const VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
 
 /// Leaves of the reference tree.
@@ -53,7 +54,9 @@ pub fn world() -> &'static World {
         let signer = NoteSigner::from_skey(SKEY).expect("the example skey parses");
         let verifier = NoteVerifier::from_vkey(VKEY).expect("the example vkey parses");
         assert_eq!(signer.vkey(), VKEY, "the example keys are one pair");
-        let leaves = (0..LEAVES_MAX).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let leaves = (0..LEAVES_MAX)
+            .map(|i| leaf_hash(&i.to_be_bytes()))
+            .collect();
         World {
             signer,
             verifier,
@@ -87,19 +90,21 @@ fn notes(bytes: &[u8]) {
         let genuine = w.signer.sign(opened).expect("an opened text is signable");
         let signature_line = genuine[opened.len() + 1..].trim_end_matches('\n');
         assert!(
-            text[opened.len() + 1..].lines().any(|l| l == signature_line),
+            text[opened.len() + 1..]
+                .lines()
+                .any(|l| l == signature_line),
             "a note opened without the key's own signature"
         );
     }
-    match Checkpoint::parse_body(&text) {
-        Ok(cp) => {
-            assert_eq!(Checkpoint::parse_body(&cp.body()).as_ref(), Ok(&cp));
-            assert!(text.starts_with(&format!("{}\n{}\n", cp.origin, cp.size)));
-        }
-        Err(_) => {}
+    if let Ok(cp) = Checkpoint::parse_body(&text) {
+        assert_eq!(Checkpoint::parse_body(&cp.body()).as_ref(), Ok(&cp));
+        assert!(text.starts_with(&format!("{}\n{}\n", cp.origin, cp.size)));
     }
     if let Ok(cp) = Checkpoint::open(&text, &w.verifier) {
-        assert_eq!(Checkpoint::parse_body(w.verifier.open(&text).unwrap()), Ok(cp));
+        assert_eq!(
+            Checkpoint::parse_body(w.verifier.open(&text).unwrap()),
+            Ok(cp)
+        );
     }
     // Keys: whatever parses works.
     let first_line = text.lines().next().unwrap_or("");
@@ -144,7 +149,10 @@ fn inclusion(input: &mut Input<'_>) {
     let leaves = &w.leaves[..size as usize];
     let genuine = inclusion_plan(index, size)
         .ok()
-        .map(|p| p.resolve(|id| node(leaves, id)).expect("every node is there"))
+        .map(|p| {
+            p.resolve(|id| node(leaves, id))
+                .expect("every node is there")
+        })
         .unwrap_or_default();
     let root = root_of(leaves);
     let leaf: Vec<u8> = match input.byte() % 4 {
@@ -155,7 +163,11 @@ fn inclusion(input: &mut Input<'_>) {
     let proof = proof_hashes(input, &genuine, leaves);
     if verify_inclusion(index, size, &leaf, &proof, &root).is_ok() {
         assert!(index < size);
-        assert_eq!(leaf.as_slice(), leaves[index as usize].as_slice(), "a wrong leaf proved");
+        assert_eq!(
+            leaf.as_slice(),
+            leaves[index as usize].as_slice(),
+            "a wrong leaf proved"
+        );
         assert_eq!(proof, genuine, "another proof for the same leaf");
     }
     // Arbitrary sizes: never a panic. (The same proof may lead to the same root
@@ -175,7 +187,10 @@ fn consistency(input: &mut Input<'_>) {
     let leaves = &w.leaves[..new as usize];
     let genuine = consistency_plan(old, new)
         .ok()
-        .map(|p| p.resolve(|id| node(leaves, id)).expect("every node is there"))
+        .map(|p| {
+            p.resolve(|id| node(leaves, id))
+                .expect("every node is there")
+        })
         .unwrap_or_default();
     let real_old = root_of(&leaves[..(old.min(new)) as usize]);
     let real_new = root_of(leaves);
@@ -199,8 +214,16 @@ fn consistency(input: &mut Input<'_>) {
     let proof = proof_hashes(input, &genuine, leaves);
     if verify_consistency(old, new, &proof, &old_root, &new_root).is_ok() {
         assert!(0 < old && old <= new);
-        assert_eq!(old_root.as_slice(), real_old.as_slice(), "a wrong old root proved");
-        assert_eq!(new_root.as_slice(), real_new.as_slice(), "a wrong new root proved");
+        assert_eq!(
+            old_root.as_slice(),
+            real_old.as_slice(),
+            "a wrong old root proved"
+        );
+        assert_eq!(
+            new_root.as_slice(),
+            real_new.as_slice(),
+            "a wrong new root proved"
+        );
         if old < new {
             assert_eq!(proof, genuine, "another proof for the same trees");
         }
@@ -229,7 +252,11 @@ fn bundle(bytes: &[u8]) {
         assert_eq!(report.size, Some(cp.size));
         assert_eq!(report.root, Some(cp.root));
         let whole = bundle.entries.len() as u64 == cp.size
-            && bundle.entries.iter().enumerate().all(|(i, e)| e.index == i as u64);
+            && bundle
+                .entries
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.index == i as u64);
         if whole {
             let leaves: Option<Vec<Hash>> = bundle
                 .entries
@@ -237,7 +264,11 @@ fn bundle(bytes: &[u8]) {
                 .map(|e| hash_from_b64(&e.leaf_hash))
                 .collect();
             let leaves = leaves.expect("an accepted bundle's leaf hashes parse");
-            assert_eq!(root_of(&leaves), cp.root, "accepted entries of another tree");
+            assert_eq!(
+                root_of(&leaves),
+                cp.root,
+                "accepted entries of another tree"
+            );
         }
     }
 }

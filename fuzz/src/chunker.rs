@@ -36,17 +36,33 @@ pub fn run(data: &[u8]) {
     for (i, s) in spans.iter().enumerate() {
         assert_eq!(s.index as usize, i);
         assert!(s.start < s.end && s.end <= text.len(), "{s:?}");
-        assert!(text.is_char_boundary(s.start) && text.is_char_boundary(s.end), "{s:?}");
+        assert!(
+            text.is_char_boundary(s.start) && text.is_char_boundary(s.end),
+            "{s:?}"
+        );
         let chars = text[s.start..s.end].chars().count();
         assert!(chars <= max, "chunk of {chars} chars, max {max}");
     }
     for w in spans.windows(2) {
         // Contiguous or overlapping, always moving forward: together with the
         // first and last span this covers every byte of the text.
-        assert!(w[1].start <= w[0].end, "gap between {:?} and {:?}", w[0], w[1]);
-        assert!(w[1].start > w[0].start && w[1].end > w[0].end, "{:?} {:?}", w[0], w[1]);
+        assert!(
+            w[1].start <= w[0].end,
+            "gap between {:?} and {:?}",
+            w[0],
+            w[1]
+        );
+        assert!(
+            w[1].start > w[0].start && w[1].end > w[0].end,
+            "{:?} {:?}",
+            w[0],
+            w[1]
+        );
         let shared = text[w[1].start..w[0].end].chars().count();
-        assert!(shared <= overlap, "{shared} chars shared, overlap {overlap}");
+        assert!(
+            shared <= overlap,
+            "{shared} chars shared, overlap {overlap}"
+        );
     }
     assert_eq!(chunker.split(&text), spans, "not deterministic");
 }

@@ -9,8 +9,7 @@
 use std::sync::OnceLock;
 
 use bulkhead_guard::{
-    Action, DetectorActions, Finding, FindingKind, Guard, GuardLimits, Policy, ScanOutcome,
-    Verdict,
+    Action, DetectorActions, Finding, FindingKind, Guard, GuardLimits, Policy, ScanOutcome, Verdict,
 };
 use bulkhead_types::{DocumentId, TenantId};
 
@@ -38,11 +37,44 @@ impl std::fmt::Debug for World {
 }
 
 const WORDS: &[&str] = &[
-    "account", "agreement", "amount", "balance", "billing", "budget", "carrier", "claim",
-    "contract", "courier", "credit", "customer", "deadline", "delivery", "deposit", "dispute",
-    "estimate", "freight", "harbor", "invoice", "ledger", "license", "margin", "meeting",
-    "order", "payment", "pallet", "quarter", "refund", "renewal", "shipment", "supplier",
-    "tariff", "terminal", "transfer", "vessel", "warehouse", "window",
+    "account",
+    "agreement",
+    "amount",
+    "balance",
+    "billing",
+    "budget",
+    "carrier",
+    "claim",
+    "contract",
+    "courier",
+    "credit",
+    "customer",
+    "deadline",
+    "delivery",
+    "deposit",
+    "dispute",
+    "estimate",
+    "freight",
+    "harbor",
+    "invoice",
+    "ledger",
+    "license",
+    "margin",
+    "meeting",
+    "order",
+    "payment",
+    "pallet",
+    "quarter",
+    "refund",
+    "renewal",
+    "shipment",
+    "supplier",
+    "tariff",
+    "terminal",
+    "transfer",
+    "vessel",
+    "warehouse",
+    "window",
 ];
 
 /// Deterministic prose of about `bytes` bytes (splitmix64 over `WORDS`).
@@ -86,10 +118,14 @@ pub fn world() -> &'static World {
         let doc_me = prose(10, 2000);
         let doc_b = prose(20, 2000);
         let boiler = prose(30, 400);
-        guard.index_document(&me, &doc("own"), &doc_me).expect("index");
+        guard
+            .index_document(&me, &doc("own"), &doc_me)
+            .expect("index");
         guard.index_document(&b, &doc("b"), &doc_b).expect("index");
         for t in [&b, &c] {
-            guard.index_document(t, &doc("boiler"), &boiler).expect("index");
+            guard
+                .index_document(t, &doc("boiler"), &boiler)
+                .expect("index");
         }
         guard.add_canary(&b, CANARY_B).expect("canary");
         guard.add_canary(&me, CANARY_ME).expect("canary");
@@ -129,7 +165,10 @@ fn stream(w: &World, chunks: &[&str], policy: &Policy) -> Streamed {
     let mut released_upto = 0;
     for c in chunks {
         let out = s.push(c);
-        assert!(!blocked || out.release.is_empty(), "released after blocking");
+        assert!(
+            !blocked || out.release.is_empty(),
+            "released after blocking"
+        );
         released.push_str(&out.release);
         findings.extend(out.findings);
         blocked |= out.blocked;
@@ -138,14 +177,21 @@ fn stream(w: &World, chunks: &[&str], policy: &Policy) -> Streamed {
         }
     }
     let out = s.finish();
-    assert!(!blocked || out.release.is_empty(), "released after blocking");
+    assert!(
+        !blocked || out.release.is_empty(),
+        "released after blocking"
+    );
     released.push_str(&out.release);
     findings.extend(out.findings);
     blocked |= out.blocked;
     assert_eq!(s.held_bytes(), 0, "holds bytes after finish");
     findings.sort_by(|a, b| {
-        (a.span.start, a.span.end, a.kind, a.owner.clone())
-            .cmp(&(b.span.start, b.span.end, b.kind, b.owner.clone()))
+        (a.span.start, a.span.end, a.kind, a.owner.clone()).cmp(&(
+            b.span.start,
+            b.span.end,
+            b.kind,
+            b.owner.clone(),
+        ))
     });
     Streamed {
         released,
@@ -208,13 +254,24 @@ pub fn run(data: &[u8]) {
         o.dedup();
         o
     };
-    assert_eq!(owners(&ct_got), owners(&ct_whole), "cross-tenant owners differ");
-    assert_eq!(got.blocked, whole.verdict == Verdict::Blocked, "verdicts differ");
+    assert_eq!(
+        owners(&ct_got),
+        owners(&ct_whole),
+        "cross-tenant owners differ"
+    );
+    assert_eq!(
+        got.blocked,
+        whole.verdict == Verdict::Blocked,
+        "verdicts differ"
+    );
     if got.blocked {
         let redacted = w.guard.scan(&w.me, &text, &block_to_redact(policy));
         let full = redacted.output(&text).expect("not blocked once redacting");
         if ct_whole.is_empty() {
-            assert!(full.starts_with(&got.released), "released text is not a prefix");
+            assert!(
+                full.starts_with(&got.released),
+                "released text is not a prefix"
+            );
         }
         let first_block = got
             .findings
@@ -230,7 +287,11 @@ pub fn run(data: &[u8]) {
             got.released_upto
         );
     } else if ct_whole.is_empty() && ct_got.is_empty() {
-        assert_eq!(Some(got.released.as_str()), whole.output(&text), "released text differs");
+        assert_eq!(
+            Some(got.released.as_str()),
+            whole.output(&text),
+            "released text differs"
+        );
     } else {
         assert!(got.released.len() <= text.len() + 64);
     }

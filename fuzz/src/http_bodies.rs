@@ -45,7 +45,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/admin/v1/tenants/{t}/policy"),
     ("POST", "/admin/v1/config/approve"),
     ("POST", "/admin/v1/incidents"),
-    ("POST", "/admin/v1/incidents/inc_0000000000000000000000/close"),
+    (
+        "POST",
+        "/admin/v1/incidents/inc_0000000000000000000000/close",
+    ),
     ("POST", "/admin/v1/alerts/al_0000000000000000000000/ack"),
     ("POST", "/v1/documents"),
     ("POST", "/v1/search"),
@@ -142,7 +145,15 @@ pub fn world() -> &'static World {
             .enable_all()
             .build()
             .expect("a runtime");
-        let dir = tempfile::tempdir().expect("a temporary folder");
+        // In memory where there is a tmpfs: every audited request commits (and
+        // fsyncs) SQLite, which on a disk would bound the run at a few per second.
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .expect("a temporary folder");
         let state = rt.block_on(async {
             let started = App::start(AppConfig {
                 store: StoreSpec::Sqlite(dir.path().join("db")),
@@ -185,12 +196,20 @@ pub fn world() -> &'static World {
             _dir: dir,
         };
         let (key, victim, victim_key_id) = w.rt.block_on(async {
-            let me = w.created("/admin/v1/tenants", json!({"name": "fuzz"})).await;
+            let me = w
+                .created("/admin/v1/tenants", json!({"name": "fuzz"}))
+                .await;
             let me = me["id"].as_str().expect("an id").to_owned();
-            let key = w.created(&format!("/admin/v1/tenants/{me}/keys"), json!({})).await;
-            let victim = w.created("/admin/v1/tenants", json!({"name": "victim"})).await;
+            let key = w
+                .created(&format!("/admin/v1/tenants/{me}/keys"), json!({}))
+                .await;
+            let victim = w
+                .created("/admin/v1/tenants", json!({"name": "victim"}))
+                .await;
             let victim = victim["id"].as_str().expect("an id").to_owned();
-            let vkey = w.created(&format!("/admin/v1/tenants/{victim}/keys"), json!({})).await;
+            let vkey = w
+                .created(&format!("/admin/v1/tenants/{victim}/keys"), json!({}))
+                .await;
             (
                 key["key"].as_str().expect("a key").to_owned(),
                 victim,
@@ -247,14 +266,25 @@ fn check(method: &str, path: &str, reply: &Reply) {
     }
     if status.is_client_error() || status.is_server_error() {
         assert_eq!(
-            reply.content_type, "application/problem+json",
+            reply.content_type,
+            "application/problem+json",
             "{method} {path}: {status} {}",
             text()
         );
-        let body: Value = serde_json::from_slice(&reply.body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {status}, body not JSON ({e}): {}", text()));
-        assert_eq!(body["status"], status.as_u16(), "{method} {path}: {}", text());
-        assert!(body["type"].is_string() && body["detail"].is_string(), "{}", text());
+        let body: Value = serde_json::from_slice(&reply.body).unwrap_or_else(|e| {
+            panic!("{method} {path}: {status}, body not JSON ({e}): {}", text())
+        });
+        assert_eq!(
+            body["status"],
+            status.as_u16(),
+            "{method} {path}: {}",
+            text()
+        );
+        assert!(
+            body["type"].is_string() && body["detail"].is_string(),
+            "{}",
+            text()
+        );
         assert!(
             body["error"]["message"].is_string() && body["error"]["code"].is_string(),
             "{method} {path}: no OpenAI error member: {}",

@@ -5,8 +5,8 @@
 //! Every `run` must never panic on any input except when a property of the code
 //! under test is broken: a panic is a finding.
 
-pub mod checkpoint;
 pub mod chat_request;
+pub mod checkpoint;
 pub mod chunker;
 pub mod guard_stream;
 pub mod http_bodies;
@@ -58,7 +58,10 @@ impl<'a> Input<'a> {
 
     pub fn hash(&mut self) -> [u8; 32] {
         let mut h = [0u8; 32];
-        h[..].iter_mut().zip(self.bytes(32)).for_each(|(d, s)| *d = *s);
+        h[..]
+            .iter_mut()
+            .zip(self.bytes(32))
+            .for_each(|(d, s)| *d = *s);
         h
     }
 

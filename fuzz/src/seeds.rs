@@ -125,10 +125,18 @@ fn guard_seeds() -> Vec<Vec<u8>> {
 
 fn event(i: u64) -> Value {
     let mut e = AuditEvent::new(
-        if i % 3 == 0 { "document.read" } else { "search.query" },
+        if i.is_multiple_of(3) {
+            "document.read"
+        } else {
+            "search.query"
+        },
         format!("2026-11-27T12:00:{:02}.000Z", i % 60),
         format!("key:bhk_fuzz{i}"),
-        if i % 5 == 4 { Outcome::Denied } else { Outcome::Allowed },
+        if i % 5 == 4 {
+            Outcome::Denied
+        } else {
+            Outcome::Allowed
+        },
     );
     e.subjects
         .push(Subject::new("document", format!("doc-{i}")).with_content(b"text"));
@@ -153,7 +161,10 @@ fn checkpoint_seeds() -> Vec<Vec<u8>> {
             }
         })
         .collect();
-    let leaves: Vec<_> = entries.iter().map(|e| hash_from_b64(&e.leaf_hash).expect("b64")).collect();
+    let leaves: Vec<_> = entries
+        .iter()
+        .map(|e| hash_from_b64(&e.leaf_hash).expect("b64"))
+        .collect();
     let cp = |n: usize| Checkpoint {
         origin: origin.into(),
         size: n as u64,
@@ -292,7 +303,12 @@ fn seeds_are_written_or_current_and_the_corpus_replays() {
             } else {
                 let stored = std::fs::read(&path)
                     .unwrap_or_else(|e| panic!("{}: {e}; write the seeds", path.display()));
-                assert_eq!(&stored, seed, "{} is stale; write the seeds", path.display());
+                assert_eq!(
+                    &stored,
+                    seed,
+                    "{} is stale; write the seeds",
+                    path.display()
+                );
             }
         }
         let run = runner(target);

@@ -62,11 +62,17 @@ pub fn run(data: &[u8]) {
     // Pushed a byte at a time, every push completes at most one event, so the
     // events before an error are all the good ones: the reference.
     assert_eq!(chunked.error, bytewise.error, "errors differ by chunking");
-    assert_eq!(whole.error, bytewise.error, "errors differ whole vs bytewise");
+    assert_eq!(
+        whole.error, bytewise.error,
+        "errors differ whole vs bytewise"
+    );
     match bytewise.error {
         None => {
             assert_eq!(chunked.events, bytewise.events, "events differ by chunking");
-            assert_eq!(whole.events, bytewise.events, "events differ whole vs bytewise");
+            assert_eq!(
+                whole.events, bytewise.events,
+                "events differ whole vs bytewise"
+            );
         }
         // A push that fails returns no events, even those it completed before the
         // bad one; what came out before it is still in order.
