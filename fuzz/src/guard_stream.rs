@@ -273,19 +273,30 @@ pub fn run(data: &[u8]) {
                 "released text is not a prefix"
             );
         }
-        let first_block = got
-            .findings
+        // A detector's blocking finding is exact: nothing at or after its start
+        // was released. Cross-tenant evidence is located coarsely (its span is
+        // the white-space-cut segment it was read in, which may begin with
+        // unrelated bytes already released), so for it the check is on content:
+        // no run of another tenant's text far longer than the least evidence the
+        // guard acts on (a shorter fragment alone is allowed by design) left.
+        let first_block = rest_whole
             .iter()
-            .chain(rest_whole.iter().copied())
             .filter(|f| f.action == Action::Block)
             .map(|f| f.span.start)
-            .min()
-            .expect("a blocking finding");
-        assert!(
-            got.released_upto <= first_block,
-            "released up to {} but a blocking finding starts at {first_block}",
-            got.released_upto
-        );
+            .min();
+        if let Some(first_block) = first_block {
+            assert!(
+                got.released_upto <= first_block,
+                "released up to {} but a blocking finding starts at {first_block}",
+                got.released_upto
+            );
+        }
+        for foreign in [LEAKED_PROMPT, w.doc_b.as_str(), CANARY_B] {
+            assert!(
+                !shares_a_run(&got.released, foreign, 128),
+                "released text carries 128 bytes of another tenant's text before the block"
+            );
+        }
     } else if ct_whole.is_empty() && ct_got.is_empty() {
         assert_eq!(
             Some(got.released.as_str()),
@@ -295,4 +306,14 @@ pub fn run(data: &[u8]) {
     } else {
         assert!(got.released.len() <= text.len() + 64);
     }
+}
+
+/// Whether `a` and `b` share a run of `n` bytes (on char boundaries of `b`).
+fn shares_a_run(a: &str, b: &str, n: usize) -> bool {
+    if a.len() < n {
+        return false;
+    }
+    (0..=b.len().saturating_sub(n))
+        .filter(|&i| b.is_char_boundary(i) && b.is_char_boundary(i + n))
+        .any(|i| a.contains(&b[i..i + n]))
 }
