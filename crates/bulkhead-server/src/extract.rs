@@ -95,6 +95,9 @@ async fn refuse(
     let check = state.auth_flood.check(address, state.vault.now().0);
     let (reason, limited) = match check {
         FloodCheck::Log => (refusal.reason, None),
+        // The server's budget of logged refusals this minute is spent: counted
+        // (metrics, burst alert, the next summary entry), not written.
+        FloodCheck::Counted => return error,
         FloodCheck::Tripped { retry_after_secs } => {
             tracing::warn!(address = ?address, "refused credentials from one address passed the per-minute limit; \
                 further refusals from it are answered 429 and not logged until the minute ends \
@@ -105,6 +108,20 @@ async fn refuse(
             return flood_error(retry_after_secs);
         }
     };
+    if let Some(unlogged) = state.auth_flood.take_unreported() {
+        tracing::warn!(
+            unlogged,
+            "refused credentials went unlogged past the server's per-minute log budget"
+        );
+        let _ = Trail::new(state, EventKind::Auth, "anonymous".to_owned(), rid)
+            .denied("refusals_not_logged")
+            .attr(
+                "count",
+                bulkhead_audit::Attr::Int(unlogged.min(i64::MAX as u64) as i64),
+            )
+            .record(LogId::Operator)
+            .await;
+    }
     let _ = Trail::new(state, refusal.kind, refusal.actor, rid)
         .denied(reason)
         .record(refusal.log)

@@ -63,6 +63,12 @@ pub struct ServerLimits {
     /// Refused credentials per client address per minute that are answered and
     /// logged; past it, 429 and nothing written (`flood.rs`). 0: no limit.
     pub auth_failures_per_address_per_min: u32,
+    /// Refused credentials the whole server writes to the audit log a minute;
+    /// past it they are counted and summarised in one entry (`flood.rs`). 0: no
+    /// budget.
+    pub auth_refusals_logged_per_min: u32,
+    /// When set, `/metrics` answers only `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ServerLimits {
@@ -71,6 +77,8 @@ impl Default for ServerLimits {
             body_bytes_max: 2 << 20,
             request_timeout: Duration::from_secs(30),
             auth_failures_per_address_per_min: 60,
+            auth_refusals_logged_per_min: flood::LOGGED_PER_MIN_DEFAULT,
+            metrics_token: None,
         }
     }
 }
@@ -115,8 +123,9 @@ impl AppState {
                 .with_telemetry(Arc::clone(&metrics) as Arc<dyn bulkhead_app::Telemetry>),
             metrics,
             dashboard: Arc::new(dashboard::Dashboard::new()),
-            auth_flood: Arc::new(flood::AuthFlood::new(
+            auth_flood: Arc::new(flood::AuthFlood::with_budget(
                 limits.auth_failures_per_address_per_min,
+                limits.auth_refusals_logged_per_min,
             )),
             limits,
             admin_token_digest: bulkhead_crypto::sha256(admin_token.as_bytes()),
@@ -305,10 +314,30 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
-    match state.vault.counts().await {
-        Ok(counts) => state.metrics.set_counts(&counts),
-        Err(e) => tracing::warn!(error = %e, "could not count rows for metrics"),
+async fn metrics_text(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &state.limits.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok =
+            bulkhead_crypto::sha256(given.as_bytes()) == bulkhead_crypto::sha256(token.as_bytes());
+        if !ok {
+            return ApiError::new(
+                ProblemKind::Unauthorized,
+                "/metrics needs `Authorization: Bearer <metrics_token>`",
+            )
+            .into_response();
+        }
+    }
+    // Counting rows reads whole tables: at most once per COUNTS_TTL, however often
+    // (or by however many scrapers) /metrics is read.
+    if state.metrics.counts_due(state.vault.now().0) {
+        match state.vault.counts().await {
+            Ok(counts) => state.metrics.set_counts(&counts),
+            Err(e) => tracing::warn!(error = %e, "could not count rows for metrics"),
+        }
     }
     state.metrics.set_audit(state.audit.stats());
     state.metrics.set_index(&state.retrieval.cache.stats());

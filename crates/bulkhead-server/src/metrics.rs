@@ -34,6 +34,9 @@ struct PlaneLabels {
     plane: String,
 }
 
+/// How long the row counts in `/metrics` are reused: counting reads whole tables.
+const COUNTS_TTL_MS: i64 = 15_000;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QuotaLabels {
     quota: String,
@@ -46,6 +49,8 @@ pub struct Metrics {
     /// Refusals by quota (all tenants: a tenant label would make the series grow
     /// with tenants; GET /admin/v1/tenants/{id}/usage has them per tenant).
     quota_refusals: Family<QuotaLabels, Counter>,
+    /// When the row counts (tenants, documents) were last read.
+    counts_at_ms: std::sync::atomic::AtomicI64,
     latency: Family<RouteLabels, Histogram>,
     auth_failures: Family<PlaneLabels, Counter>,
     tenants: Gauge,
@@ -108,6 +113,7 @@ impl Metrics {
             ]),
             alerts_dropped: Counter::default(),
             quota_refusals: Family::default(),
+            counts_at_ms: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
             guard_sync_failures: Counter::default(),
         };
         metrics.register_http();
@@ -252,6 +258,18 @@ impl Metrics {
                 plane: plane.to_owned(),
             })
             .inc();
+    }
+
+    /// Whether the row counts are older than `COUNTS_TTL_MS` (and, if so, marks
+    /// them fresh: one caller refreshes them).
+    pub fn counts_due(&self, now_ms: i64) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        let last = self.counts_at_ms.load(std::sync::atomic::Ordering::Acquire);
+        now_ms - last >= COUNTS_TTL_MS
+            && self
+                .counts_at_ms
+                .compare_exchange(last, now_ms, AcqRel, std::sync::atomic::Ordering::Acquire)
+                .is_ok()
     }
 
     pub fn set_counts(&self, counts: &bulkhead_vault::StoreCounts) {

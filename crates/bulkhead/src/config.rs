@@ -287,6 +287,14 @@ settings! {
     /// logged; past it the address gets 429 and nothing is written until the minute
     /// ends (0: no limit).
     auth_failures_per_address_per_min: u32 = server_limits().auth_failures_per_address_per_min;
+    /// Refused credentials the whole server writes to the audit log per minute;
+    /// past it they are still refused, counted (metrics, alert) and summarised in
+    /// one operator-log entry the next minute, so many addresses together cannot
+    /// make it write without bound (0: no budget).
+    auth_refusals_logged_per_min: u32 = server_limits().auth_refusals_logged_per_min;
+    /// Bearer token `/metrics` requires; unset, it answers anyone who can reach it.
+    #[arg(hide_env_values = true)]
+    metrics_token: String;
     /// Largest document text, in bytes.
     document_text_bytes_max: usize = bulkhead_vault::VaultLimits::default().document_text_bytes_max;
     /// Most writes committed (and fsynced) together; 1 disables group commit.
@@ -503,6 +511,8 @@ pub struct Settings {
     pub body_bytes_max: usize,
     pub request_timeout: Duration,
     pub auth_failures_per_address_per_min: u32,
+    pub auth_refusals_logged_per_min: u32,
+    pub metrics_token: Option<String>,
     pub document_text_bytes_max: usize,
     pub sqlite_group_commit_max: usize,
     pub shutdown_grace: Duration,
@@ -645,6 +655,8 @@ impl Keys {
             body_bytes_max: self.body_bytes_max,
             request_timeout,
             auth_failures_per_address_per_min: self.auth_failures_per_address_per_min,
+            auth_refusals_logged_per_min: self.auth_refusals_logged_per_min,
+            metrics_token: self.metrics_token.take(),
             document_text_bytes_max: self.document_text_bytes_max,
             sqlite_group_commit_max: self.sqlite_group_commit_max.max(1),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),

@@ -102,6 +102,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
             body_bytes_max: settings.body_bytes_max,
             request_timeout: settings.request_timeout,
             auth_failures_per_address_per_min: settings.auth_failures_per_address_per_min,
+            auth_refusals_logged_per_min: settings.auth_refusals_logged_per_min,
+            metrics_token: settings.metrics_token.clone(),
         },
     )
     .with_gateway(gateway)

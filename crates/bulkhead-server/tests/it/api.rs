@@ -727,3 +727,69 @@ async fn a_credential_flood_from_one_address_is_limited_before_any_write() {
     let r = api.raw(from_address(attacker, "/v1/documents", &key)).await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+/// Many addresses, each under its own limit, cannot make the server write without
+/// bound: past the server's budget of logged refusals a minute they are answered
+/// 401 as usual and counted, and one entry the next minute says how many went
+/// unlogged. Every refusal still counts in the metrics.
+#[tokio::test]
+async fn refusals_from_many_addresses_are_logged_within_a_budget() {
+    let mut api = crate::common::Api::with_clock(bulkhead_test_support::TestClock::fixed(
+        bulkhead_types::UnixMillis(1_800_000_000_000),
+    ))
+    .await;
+    api.state.auth_flood =
+        std::sync::Arc::new(bulkhead_server::flood::AuthFlood::with_budget(60, 10));
+    let refusals = || async { api.events("/admin/v1/audit", ADMIN, "auth").await };
+    for i in 0..40u8 {
+        let r = api
+            .raw(from_address(
+                [198, 51, 100, i],
+                "/v1/documents",
+                "bhk_nope.guess",
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "address {i}");
+    }
+    assert_eq!(refusals().await.len(), 10, "only the budget is logged");
+    api.clock.advance_secs(60);
+    let r = api
+        .raw(from_address(
+            [203, 0, 113, 1],
+            "/v1/documents",
+            "bhk_nope.guess",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let logged = refusals().await;
+    assert_eq!(logged.len(), 12, "the summary, then the refusal itself");
+    let summary = &logged[10];
+    assert_eq!(summary["reason"], "refusals_not_logged");
+    assert_eq!(summary["attrs"]["count"], 30, "{summary}");
+    let metrics = api.call("GET", "/metrics", None, None).await;
+    let text = String::from_utf8(metrics.body).unwrap();
+    assert!(
+        text.contains("bulkhead_auth_failures_total{plane=\"tenant\"} 41"),
+        "every refusal is counted: {text}"
+    );
+}
+
+/// With `metrics_token` set, /metrics answers only that bearer token.
+#[tokio::test]
+async fn metrics_can_require_a_token() {
+    let mut api = crate::common::Api::new().await;
+    api.state.limits.metrics_token = Some("scrape-token-0123456789".into());
+    let none = api.call("GET", "/metrics", None, None).await;
+    assert_problem(&none, StatusCode::UNAUTHORIZED, "no token");
+    let wrong = api.call("GET", "/metrics", Some(ADMIN), None).await;
+    assert_problem(&wrong, StatusCode::UNAUTHORIZED, "another token");
+    let ok = api
+        .call("GET", "/metrics", Some("scrape-token-0123456789"), None)
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert!(
+        String::from_utf8(ok.body)
+            .unwrap()
+            .contains("bulkhead_tenants")
+    );
+}
