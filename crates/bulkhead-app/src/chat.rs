@@ -130,7 +130,8 @@ async fn reserve_tokens(
     ctx: &TenantCtx,
     body: &mut serde_json::Map<String, Value>,
 ) -> AppResult<crate::quota::TokenGrant> {
-    let prompt_estimate = serde_json::to_vec(&*body).map_or(0, |b| b.len() as u64);
+    // Serialising the body is work on every call: done only under a budget.
+    let prompt_estimate = || serde_json::to_vec(&*body).map_or(0, |b| b.len() as u64);
     let choices = body
         .get("n")
         .and_then(Value::as_u64)

@@ -446,8 +446,9 @@ impl Governor {
         })
     }
 
-    /// Reserves model tokens for one call before it is made: `prompt_estimate` (an
-    /// upper bound of the prompt's tokens) plus `choices` × the completion cap.
+    /// Reserves model tokens for one call before it is made: `prompt_estimate()` (an
+    /// upper bound of the prompt's tokens, computed only when a budget applies)
+    /// plus `choices` × the completion cap.
     /// Without a budget the grant only records what is used. With one, a call
     /// that sets no cap gets `completion_reserve` (or what is left, if less) as
     /// its cap, which the caller sends upstream, so the budget cannot be
@@ -455,11 +456,21 @@ impl Governor {
     pub async fn reserve_tokens(
         &self,
         tenant: &TenantId,
-        prompt_estimate: u64,
+        prompt_estimate: impl FnOnce() -> u64,
         choices: u32,
         requested_cap: Option<u64>,
     ) -> AppResult<TokenGrant> {
         let limits = self.limits(tenant).await?.quotas;
+        if limits.tokens_per_minute.is_none() && limits.tokens_per_day.is_none() {
+            // No budget: nothing to reserve; the grant only records what is used.
+            return Ok(TokenGrant {
+                meter: Some(self.meter(tenant)),
+                vault: self.vault.clone(),
+                reserved: 0,
+                cap: None,
+            });
+        }
+        let prompt_estimate = prompt_estimate();
         let meter = self.meter(tenant);
         let now = self.now_ms();
         let choices = u64::from(choices.max(1));
