@@ -442,6 +442,24 @@ pub async fn commit_trace(
     }
 }
 
+/// Makes a streamed call's intent durable, with `trace_commit = durable`: the
+/// caller releases no byte of the answer before this returns `Ok`. With
+/// `background` nothing is written here (the answer never waits for the disk;
+/// the call's `model.call` entry follows it).
+pub async fn commit_stream_intent(
+    app: &Services,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    trace: &Trace,
+) -> AppResult<()> {
+    match app.gateway.trace_commit {
+        TraceCommit::Durable => traces::commit_intent(app, ctx, rid, trace)
+            .await
+            .map(|_| ()),
+        TraceCommit::Background => Ok(()),
+    }
+}
+
 pub fn set_latency(
     trace: &mut Trace,
     started: Instant,

@@ -56,6 +56,8 @@ pub enum EventKind {
     KeyRevoke,
     #[serde(rename = "model.call")]
     ModelCall,
+    #[serde(rename = "model.call.start")]
+    ModelCallStart,
     #[serde(rename = "retention.expired")]
     RetentionExpired,
     #[serde(rename = "retention.sweep")]
@@ -117,6 +119,7 @@ impl EventKind {
         EventKind::KeyRelease,
         EventKind::KeyRevoke,
         EventKind::ModelCall,
+        EventKind::ModelCallStart,
         EventKind::RetentionExpired,
         EventKind::RetentionSweep,
         EventKind::Search,
@@ -163,6 +166,7 @@ impl EventKind {
             Self::KeyRelease => "key.release",
             Self::KeyRevoke => "key.revoke",
             Self::ModelCall => "model.call",
+            Self::ModelCallStart => "model.call.start",
             Self::RetentionExpired => "retention.expired",
             Self::RetentionSweep => "retention.sweep",
             Self::Search => "search",

@@ -195,6 +195,36 @@ pub async fn commit(
         .await
 }
 
+/// Appends a streamed call's intent to the tenant's log, before any of its
+/// answer is released: `model.call.start` with the trace id, key, model,
+/// upstream and the context items put in front of the model (with their
+/// hashes). A stream's outcome is known only at its end; without this entry an
+/// answer could be on the wire while nothing durable said the call happened.
+/// The `model.call` entry with the whole trace follows when the stream ends.
+pub async fn commit_intent(
+    app: &Services,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    trace: &Trace,
+) -> AppResult<u64> {
+    let mut trail = Trail::tenant(app, ctx, EventKind::ModelCallStart, rid)
+        .subject(Subject::new("trace", &*trace.id))
+        .attr("call", Attr::Text(trace.call.clone()))
+        .attr("model", Attr::Text(trace.model.clone()))
+        .attr("upstream", Attr::Text(trace.upstream.clone()))
+        .attr("context_items", Attr::Int(trace.context.len() as i64));
+    for item in trace.context.iter().filter(|c| c.used) {
+        trail = trail.subject(Subject {
+            kind: item.kind.clone(),
+            id: item.id.clone(),
+            hash: Some(item.hash.clone()),
+        });
+    }
+    trail
+        .record_with(LogId::Tenant(ctx.tenant().clone()), Vec::new())
+        .await
+}
+
 /// Reads one of the tenant's own traces, with where its hash is in the tenant's
 /// log. A foreign or unknown id is the same `NotFound`, and logged as a denied
 /// read.

@@ -51,7 +51,9 @@ use crate::guard::report_leak;
 use crate::traces::{self, GuardSummary, Latency, Trace};
 
 pub use bulkhead_app::answer_guard::*;
-pub use bulkhead_app::chat::{ChatRefusal, Prepared, commit_trace, prepare, set_latency};
+pub use bulkhead_app::chat::{
+    ChatRefusal, Prepared, commit_stream_intent, commit_trace, prepare, set_latency,
+};
 pub use bulkhead_app::gateway::{GATEWAY_SECRET_PURPOSE, GatewayState, TraceCommit};
 use bulkhead_app::quota::TokenGrant;
 
@@ -341,11 +343,22 @@ async fn stream_chat(
 ) -> Response {
     let gw = &state.gateway;
     let asked = Instant::now();
-    let upstream = gw
-        .gateway
-        .chat_stream(route, ctx.tenant(), &prepared.upstream_body)
-        .await;
+    // The call's intent is written while the upstream starts answering, so the
+    // fsync costs no time to first token unless it is the slower of the two;
+    // no byte of the answer is released before it is durable.
+    let (upstream, intent) = tokio::join!(
+        gw.gateway
+            .chat_stream(route, ctx.tenant(), &prepared.upstream_body),
+        commit_stream_intent(state, &ctx, &rid, &prepared.trace),
+    );
     let waited = asked.elapsed();
+    if let Err(e) = intent {
+        tracing::error!(trace = %prepared.trace.id, error = %e,
+            "a streamed call's intent could not be written to the audit log, so none of its \
+             answer is sent; check the store");
+        prepared.tokens.release();
+        return ApiError::from(e).into_response();
+    }
     let upstream = match upstream {
         Ok(s) => s,
         Err(e) => {

@@ -1122,6 +1122,59 @@ async fn a_client_that_leaves_mid_stream_ends_the_call() {
     upstream_goes_idle(&mock).await;
 }
 
+/// Audit before content, for streams too: with `trace_commit = durable` a
+/// streamed call's `model.call.start` entry is in the tenant's log before the
+/// first byte of its answer reaches the client, while the answer is still
+/// running (the call's `model.call` entry comes only at its end).
+#[tokio::test]
+async fn a_streamed_call_is_in_the_log_before_its_first_byte() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let (mock, api) = mock_api(
+        Duration::from_millis(200),
+        Timeouts {
+            total: Duration::from_secs(60),
+            ..quick_timeouts()
+        },
+    )
+    .await;
+    let (_a, key) = api.tenant_with_key("Acme").await;
+    let request = axum::http::Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            json!({"model": "fault-drip", "messages": user("x"), "stream": true}).to_string(),
+        ))
+        .unwrap();
+    let response = bulkhead_server::app(api.state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    let trace_id = response.headers()["x-bulkhead-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.data_ref().is_some());
+    assert_eq!(mock.in_flight(), 1, "the answer is still running");
+    let started = api.events("/v1/audit", &key, "model.call.start").await;
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert!(
+        started[0].to_string().contains(&trace_id),
+        "the intent names the call's trace: {}",
+        started[0]
+    );
+    assert!(
+        api.events("/v1/audit", &key, "model.call").await.is_empty(),
+        "the outcome is not known yet"
+    );
+    drop(body);
+    let trace = eventually_verified_trace(&api, &key, &trace_id).await;
+    assert_eq!(trace["outcome"], "client_disconnected");
+    upstream_goes_idle(&mock).await;
+}
+
 /// With `trace_commit = background` the answer does not wait for the disk, and the
 /// trace still lands in the tenant's log with a proof that verifies.
 #[tokio::test]
