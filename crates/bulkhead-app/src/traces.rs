@@ -167,13 +167,7 @@ pub async fn commit(
         .attr("upstream", Attr::Text(trace.upstream.clone()))
         .attr("outcome", Attr::Text(trace.outcome.as_str().into()))
         .attr("context_items", Attr::Int(trace.context.len() as i64));
-    for item in trace.context.iter().filter(|c| c.used) {
-        trail = trail.subject(Subject {
-            kind: item.kind.clone(),
-            id: item.id.clone(),
-            hash: Some(item.hash.clone()),
-        });
-    }
+    trail = with_context_subjects(trail, trace);
     if trace.guard.cross_tenant {
         trail = trail.denied("cross_tenant");
     }
@@ -195,6 +189,19 @@ pub async fn commit(
         .await
 }
 
+/// Names each context item put in front of the model, with its hash, as a
+/// subject of the call's entry.
+fn with_context_subjects<'a>(mut trail: Trail<'a>, trace: &Trace) -> Trail<'a> {
+    for item in trace.context.iter().filter(|c| c.used) {
+        trail = trail.subject(Subject {
+            kind: item.kind.clone(),
+            id: item.id.clone(),
+            hash: Some(item.hash.clone()),
+        });
+    }
+    trail
+}
+
 /// Appends a streamed call's intent to the tenant's log, before any of its
 /// answer is released: `model.call.start` with the trace id, key, model,
 /// upstream and the context items put in front of the model (with their
@@ -213,13 +220,7 @@ pub async fn commit_intent(
         .attr("model", Attr::Text(trace.model.clone()))
         .attr("upstream", Attr::Text(trace.upstream.clone()))
         .attr("context_items", Attr::Int(trace.context.len() as i64));
-    for item in trace.context.iter().filter(|c| c.used) {
-        trail = trail.subject(Subject {
-            kind: item.kind.clone(),
-            id: item.id.clone(),
-            hash: Some(item.hash.clone()),
-        });
-    }
+    trail = with_context_subjects(trail, trace);
     trail
         .record_with(LogId::Tenant(ctx.tenant().clone()), Vec::new())
         .await

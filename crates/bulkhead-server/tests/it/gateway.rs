@@ -1085,8 +1085,6 @@ async fn fifty_tenants_concurrently_see_zero_cross_delivery() {
 /// closed, the task finishes, and the trace says the client disconnected.
 #[tokio::test]
 async fn a_client_that_leaves_mid_stream_ends_the_call() {
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
     let (mock, api) = mock_api(
         Duration::from_millis(100),
         Timeouts {
@@ -1096,6 +1094,20 @@ async fn a_client_that_leaves_mid_stream_ends_the_call() {
     )
     .await;
     let (_a, key) = api.tenant_with_key("Acme").await;
+    let (trace_id, body) = dripping_stream_started(&api, &key).await;
+    assert_eq!(mock.in_flight(), 1, "the drip is running");
+    drop(body);
+    // The drip would go on for a minute; the call must end long before.
+    let trace = eventually_verified_trace(&api, &key, &trace_id).await;
+    assert_eq!(trace["outcome"], "client_disconnected");
+    upstream_goes_idle(&mock).await;
+}
+
+/// Starts a streamed `fault-drip` call and reads its first frame: the trace id
+/// and the body, still running.
+async fn dripping_stream_started(api: &Api, key: &str) -> (String, axum::body::Body) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
     let request = axum::http::Request::post("/v1/chat/completions")
         .header("authorization", format!("Bearer {key}"))
         .header("content-type", "application/json")
@@ -1114,12 +1126,7 @@ async fn a_client_that_leaves_mid_stream_ends_the_call() {
     let mut body = response.into_body();
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.data_ref().is_some());
-    assert_eq!(mock.in_flight(), 1, "the drip is running");
-    drop(body);
-    // The drip would go on for a minute; the call must end long before.
-    let trace = eventually_verified_trace(&api, &key, &trace_id).await;
-    assert_eq!(trace["outcome"], "client_disconnected");
-    upstream_goes_idle(&mock).await;
+    (trace_id, body)
 }
 
 /// Audit before content, for streams too: with `trace_commit = durable` a
@@ -1128,8 +1135,6 @@ async fn a_client_that_leaves_mid_stream_ends_the_call() {
 /// running (the call's `model.call` entry comes only at its end).
 #[tokio::test]
 async fn a_streamed_call_is_in_the_log_before_its_first_byte() {
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
     let (mock, api) = mock_api(
         Duration::from_millis(200),
         Timeouts {
@@ -1139,24 +1144,7 @@ async fn a_streamed_call_is_in_the_log_before_its_first_byte() {
     )
     .await;
     let (_a, key) = api.tenant_with_key("Acme").await;
-    let request = axum::http::Request::post("/v1/chat/completions")
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(
-            json!({"model": "fault-drip", "messages": user("x"), "stream": true}).to_string(),
-        ))
-        .unwrap();
-    let response = bulkhead_server::app(api.state.clone())
-        .oneshot(request)
-        .await
-        .unwrap();
-    let trace_id = response.headers()["x-bulkhead-trace-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let mut body = response.into_body();
-    let first = body.frame().await.unwrap().unwrap();
-    assert!(first.data_ref().is_some());
+    let (trace_id, body) = dripping_stream_started(&api, &key).await;
     assert_eq!(mock.in_flight(), 1, "the answer is still running");
     let started = api.events("/v1/audit", &key, "model.call.start").await;
     assert_eq!(started.len(), 1, "{started:?}");
