@@ -3,19 +3,27 @@
 //! webhook signed with HMAC-SHA256.
 //!
 //! Raised today: `cross_tenant_leak` (an answer carried another tenant's canary or
-//! fingerprints; it was blocked) and `auth_failure_burst` (refused credentials past
-//! a threshold in a one-minute window). An alert carries ids, kinds and counts,
-//! never content. Must never: block a request on the webhook (its queue is bounded
-//! and a full queue drops with a warning and a metric).
+//! fingerprints that did not come in through the requester's own input; it was
+//! blocked), `foreign_data_supplied` (it did: blocked, but no proof of a leak),
+//! `auth_failure_burst` (refused credentials past a threshold in a one-minute
+//! window) and the others of `AlertKind`. An alert carries ids, kinds and counts,
+//! never content.
+//!
+//! Flooding: the same alert (kind, tenant, what it names) raised again within
+//! `DEDUPE_WINDOW_MS` of the first and not yet acknowledged is counted on the kept
+//! alert (`repeats`), not raised again; and webhook deliveries wait in one bounded
+//! queue per tenant, sent round-robin, so a tenant that makes alerts fire delays
+//! and drops only its own. Must never: block a request on the webhook (a full
+//! queue drops with a warning and a metric).
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bulkhead_audit::{Attr, Subject};
 use bulkhead_types::{LogId, TenantId};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::error::{AppError, AppResult};
 use crate::kinds::{AlertKind, EventKind, Severity};
@@ -28,8 +36,15 @@ const RECENT_MAX: usize = 1000;
 pub const NOT_FOUND_BURST_DEFAULT: u32 = 30;
 /// Tenants whose not-found window is tracked at once.
 const NOT_FOUND_TENANTS_MAX: usize = 10_000;
-/// Webhook deliveries waiting at most.
+/// Webhook deliveries waiting at most, over all tenants.
 const QUEUE_MAX: usize = 1000;
+/// Webhook deliveries waiting at most for one tenant (or for the server's own
+/// alerts, which concern no tenant).
+const TENANT_QUEUE_MAX: usize = 100;
+/// An identical alert within this long of the first one is a repeat of it.
+pub const DEDUPE_WINDOW_MS: i64 = 10 * 60_000;
+/// Alert identities remembered for deduplication at once.
+const DEDUPE_KEYS_MAX: usize = 10_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Alert {
@@ -50,6 +65,20 @@ pub struct Alert {
     pub acknowledged_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged_at: Option<String>,
+    /// How many times the same alert was raised again since (`DEDUPE_WINDOW_MS`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeats: u32,
+    /// When the last repeat was raised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<String>,
+    /// What makes two alerts of one kind and tenant the same one (for a leak,
+    /// the owners it names); never sent.
+    #[serde(skip)]
+    pub dedupe_key: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where alerts go besides the log.
@@ -102,10 +131,94 @@ struct Window {
     raised: bool,
 }
 
+/// Webhook deliveries waiting, one queue per tenant (`None`: alerts that concern
+/// no tenant), taken round-robin.
+#[derive(Debug, Default)]
+struct WebhookQueue {
+    state: Mutex<QueueState>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    queues: HashMap<Option<TenantId>, VecDeque<Vec<u8>>>,
+    /// Tenants with deliveries waiting, in the order they are served next.
+    turn: VecDeque<Option<TenantId>>,
+    total: usize,
+    closed: bool,
+}
+
+impl WebhookQueue {
+    /// Queues a delivery; false (dropped) when its tenant's queue or the whole
+    /// queue is full.
+    fn push(&self, tenant: Option<&TenantId>, body: Vec<u8>) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.total >= QUEUE_MAX {
+            return false;
+        }
+        let key = tenant.cloned();
+        let queue = s.queues.entry(key.clone()).or_default();
+        if queue.len() >= TENANT_QUEUE_MAX {
+            return false;
+        }
+        queue.push_back(body);
+        if queue.len() == 1 {
+            s.turn.push_back(key);
+        }
+        s.total += 1;
+        drop(s);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next delivery: one of the tenant whose turn it is, which then goes
+    /// to the back of the line.
+    fn pop(&self) -> Option<Vec<u8>> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let key = s.turn.pop_front()?;
+        let queue = s.queues.get_mut(&key)?;
+        let body = queue.pop_front();
+        if queue.is_empty() {
+            s.queues.remove(&key);
+        } else {
+            s.turn.push_back(key);
+        }
+        s.total -= usize::from(body.is_some());
+        body
+    }
+
+    /// Waits for the next delivery; `None` once the alerts are gone.
+    async fn next(&self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(body) = self.pop() {
+                return Some(body);
+            }
+            if self.state.lock().unwrap_or_else(|p| p.into_inner()).closed {
+                return None;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.ready.notify_one();
+    }
+}
+
+/// Whether `raise` kept a new alert or counted a repeat of a kept one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Raised {
+    New,
+    Repeat,
+}
+
 #[derive(Debug)]
 pub struct Alerts {
     recent: Mutex<VecDeque<Alert>>,
-    webhook: Option<mpsc::Sender<Vec<u8>>>,
+    webhook: Option<Arc<WebhookQueue>>,
+    /// Alert identity → the id of the kept alert and when it was raised.
+    dedupe: Mutex<HashMap<String, (String, i64)>>,
     auth_failures: Mutex<Window>,
     burst_threshold: u32,
     pub contain_on_leak: Containment,
@@ -128,14 +241,15 @@ impl Alerts {
     /// Starts the webhook sender when a URL is configured (needs a tokio runtime).
     pub fn with_settings(settings: AlertSettings) -> Self {
         let webhook = settings.webhook_url.map(|url| {
-            let (tx, rx) = mpsc::channel(QUEUE_MAX);
+            let queue = Arc::new(WebhookQueue::default());
             let secret = settings.webhook_secret.map(zeroize::Zeroizing::new);
-            tokio::spawn(deliver(url, secret, rx));
-            tx
+            tokio::spawn(deliver(url, secret, Arc::clone(&queue)));
+            queue
         });
         Self {
             recent: Mutex::new(VecDeque::new()),
             webhook,
+            dedupe: Mutex::new(HashMap::new()),
             auth_failures: Mutex::new(Window::default()),
             burst_threshold: settings.auth_failure_burst.max(1),
             contain_on_leak: settings.contain_on_leak,
@@ -214,8 +328,45 @@ impl Alerts {
         Some((alert.clone(), true))
     }
 
-    /// Raises an alert: kept, logged, in the operator log, sent to the webhook.
-    pub async fn raise(&self, app: &Services, rid: &RequestId, alert: Alert) {
+    /// Counts `alert` on the kept alert it repeats (same kind, tenant and
+    /// `dedupe_key`, raised less than `DEDUPE_WINDOW_MS` ago, not acknowledged);
+    /// false when it is new, and then it is remembered as the one to count on.
+    fn repeat(&self, alert: &Alert, now_ms: i64) -> bool {
+        let identity = format!(
+            "{}|{}|{}",
+            alert.kind.as_str(),
+            alert.tenant.as_ref().map_or("", |t| t.as_str()),
+            alert.dedupe_key
+        );
+        let mut dedupe = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((id, first_ms)) = dedupe.get(&identity)
+            && now_ms - *first_ms < DEDUPE_WINDOW_MS
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(kept) = recent
+                .iter_mut()
+                .find(|a| a.id == *id && a.acknowledged_by.is_none())
+            {
+                kept.repeats = kept.repeats.saturating_add(1);
+                kept.last_seen_at = Some(alert.created_at.clone());
+                return true;
+            }
+        }
+        if dedupe.len() >= DEDUPE_KEYS_MAX {
+            dedupe.retain(|_, (_, first)| now_ms - *first < DEDUPE_WINDOW_MS);
+        }
+        dedupe.insert(identity, (alert.id.clone(), now_ms));
+        false
+    }
+
+    /// Raises an alert: kept, logged, in the operator log, sent to the webhook;
+    /// or, if it repeats a kept one (`repeat`), counted on that one only.
+    pub async fn raise(&self, app: &Services, rid: &RequestId, alert: Alert) -> Raised {
+        if self.repeat(&alert, app.vault.now().0) {
+            tracing::debug!(kind = %alert.kind, tenant = ?alert.tenant,
+                "an alert repeated within the dedupe window; counted on the kept one");
+            return Raised::Repeat;
+        }
         tracing::warn!(alert = %alert.id, kind = %alert.kind, severity = %alert.severity,
             tenant = ?alert.tenant, "ALERT: {}", alert.summary);
         let mut trail = Trail::new(app, EventKind::Alert, "system:alerts".into(), rid)
@@ -228,11 +379,11 @@ impl Alerts {
         if let Err(e) = trail.record(LogId::Operator).await {
             tracing::error!(alert = %alert.id, error = %e, "an alert could not be written to the operator log");
         }
-        if let Some(tx) = &self.webhook {
+        if let Some(queue) = &self.webhook {
             let body = serde_json::to_vec(&alert).unwrap_or_default();
-            if tx.try_send(body).is_err() {
+            if !queue.push(alert.tenant.as_ref(), body) {
                 app.telemetry.alert_dropped();
-                tracing::warn!(alert = %alert.id, "the alert webhook queue is full; this alert was not delivered (it is in the log and at /admin/v1/alerts)");
+                tracing::warn!(alert = %alert.id, tenant = ?alert.tenant, "the alert webhook queue (this tenant's, or the whole one) is full; this alert was not delivered (it is in the log and at /admin/v1/alerts)");
             }
         }
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
@@ -240,6 +391,7 @@ impl Alerts {
             recent.pop_front();
         }
         recent.push_back(alert);
+        Raised::New
     }
 
     /// Counts a refused credential; returns true when this one crosses the burst
@@ -264,6 +416,14 @@ impl Alerts {
 impl Default for Alerts {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl Drop for Alerts {
+    fn drop(&mut self) {
+        if let Some(queue) = &self.webhook {
+            queue.close();
+        }
     }
 }
 
@@ -353,6 +513,9 @@ pub fn new_alert(
         related: Vec::new(),
         acknowledged_by: None,
         acknowledged_at: None,
+        repeats: 0,
+        last_seen_at: None,
+        dedupe_key: String::new(),
     }
 }
 
@@ -361,7 +524,7 @@ pub fn new_alert(
 async fn deliver(
     url: String,
     secret: Option<zeroize::Zeroizing<String>>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    queue: Arc<WebhookQueue>,
 ) {
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -373,7 +536,7 @@ async fn deliver(
             return;
         }
     };
-    while let Some(body) = rx.recv().await {
+    while let Some(body) = queue.next().await {
         let signature = secret.as_ref().map(|s| {
             let mac = bulkhead_crypto::hmac_sha256(s.as_bytes(), &body);
             format!("sha256={}", bulkhead_types::hex_lower(&mac))
@@ -403,5 +566,97 @@ async fn deliver(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(i: u8) -> TenantId {
+        TenantId::from_random([i; 12])
+    }
+
+    #[test]
+    fn one_tenants_flood_of_deliveries_drops_only_its_own_and_waits_its_turn() {
+        let q = WebhookQueue::default();
+        let (noisy, quiet) = (tenant(1), tenant(2));
+        let accepted = (0..TENANT_QUEUE_MAX + 50)
+            .filter(|i| q.push(Some(&noisy), vec![1, *i as u8]))
+            .count();
+        assert_eq!(
+            accepted, TENANT_QUEUE_MAX,
+            "the noisy tenant's queue is bounded"
+        );
+        assert!(
+            q.push(Some(&quiet), vec![2]),
+            "the quiet tenant still queues"
+        );
+        assert!(q.push(None, vec![3]), "so do the server's own alerts");
+        let order: Vec<u8> = std::iter::from_fn(|| q.pop()).map(|b| b[0]).collect();
+        assert_eq!(order.len(), TENANT_QUEUE_MAX + 2);
+        assert_eq!(
+            &order[..4],
+            &[1, 2, 3, 1],
+            "served round-robin, not in arrival order"
+        );
+        assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn the_whole_queue_is_bounded_too() {
+        let q = WebhookQueue::default();
+        let mut accepted = 0;
+        for i in 0..=(QUEUE_MAX / TENANT_QUEUE_MAX) as u8 {
+            for _ in 0..TENANT_QUEUE_MAX {
+                accepted += usize::from(q.push(Some(&tenant(i)), vec![i]));
+            }
+        }
+        assert_eq!(accepted, QUEUE_MAX);
+    }
+
+    #[test]
+    fn an_identical_alert_within_the_window_is_a_repeat_until_acknowledged() {
+        let alerts = Alerts::new();
+        let raise = |summary: &str, key: &str, now: i64| {
+            let mut a = new_alert(
+                AlertKind::CrossTenantLeak,
+                Severity::Critical,
+                Some(&tenant(1)),
+                summary.into(),
+                format!("t{now}"),
+            );
+            a.dedupe_key = key.into();
+            let repeat = alerts.repeat(&a, now);
+            if !repeat {
+                alerts.recent.lock().unwrap().push_back(a);
+            }
+            repeat
+        };
+        assert!(!raise("first", "owner-a", 0));
+        assert!(
+            raise("again", "owner-a", 1000),
+            "same kind, tenant and owners"
+        );
+        assert!(
+            !raise("other owner", "owner-b", 2000),
+            "another owner is another alert"
+        );
+        let kept = alerts.recent(10);
+        let first = kept.iter().find(|a| a.summary == "first").unwrap();
+        assert_eq!(
+            (first.repeats, first.last_seen_at.as_deref()),
+            (1, Some("t1000"))
+        );
+        assert!(
+            !raise("later", "owner-a", DEDUPE_WINDOW_MS + 1),
+            "after the window: new"
+        );
+        let id = alerts.recent(1)[0].id.clone();
+        alerts.mark_acknowledged(&id, "admin", "now".into());
+        assert!(
+            !raise("after ack", "owner-a", DEDUPE_WINDOW_MS + 2),
+            "an acknowledged alert is not counted on: it is raised anew"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! trace committed as the settings say. The answer's own guard is
 //! `answer_guard`; the wire (whole JSON or SSE) is the HTTP edge's.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,9 @@ pub enum ChatRefusal {
     App(AppError),
     /// The model is not one this tenant may call.
     NoSuchModel(NoSuchModel),
+    /// A content part the tenant's pack does not open, or one that is malformed,
+    /// oversize or whose image could not be fetched; `message` names the part.
+    Content { message: String },
     /// The user's input read as a prompt injection; its trace is committed.
     InputRefused {
         score: u32,
@@ -83,6 +87,7 @@ pub async fn prepare<'a>(
     if !req.dropped.is_empty() {
         tracing::debug!(fields = ?req.dropped, "dropped request fields that are not forwarded");
     }
+    let messages = admit_content(app, req, &pack).await?;
     let mut trace = chat_trace(app, ctx, rid, req, route, tenant.region.to_string());
     screen_user_input(app, ctx, rid, req, &pack, &mut trace, started).await?;
 
@@ -104,7 +109,7 @@ pub async fn prepare<'a>(
         ),
     };
     let (mut upstream_body, new_turn) =
-        upstream_body(app, ctx, req, route, &pack, context, &mut trace).await;
+        upstream_body(app, ctx, req, &messages, route, &pack, context, &mut trace).await;
     let tokens = reserve_tokens(app, ctx, &mut upstream_body).await?;
     Ok((
         Prepared {
@@ -156,25 +161,64 @@ struct TurnContext {
     history: Vec<Message>,
 }
 
+/// The client's messages as they go upstream: every part besides text checked
+/// against the tenant's pack and the caps, and every image URL replaced by the
+/// image Bulkhead fetched itself, as a `data:` URL (the model's host never fetches
+/// for a tenant). Refused before anything is traced, like an unknown model.
+async fn admit_content<'r>(
+    app: &Services,
+    req: &'r ChatRequest,
+    pack: &crate::packs::Pack,
+) -> Result<Cow<'r, [Message]>, ChatRefusal> {
+    use bulkhead_gateway::content;
+    let gw = &app.gateway;
+    let fetches = content::admit(&req.messages, &pack.content, gw.content_limits).map_err(|e| {
+        ChatRefusal::Content {
+            message: e.to_string(),
+        }
+    })?;
+    if fetches.is_empty() {
+        return Ok(Cow::Borrowed(&req.messages));
+    }
+    let mut messages = req.messages.clone();
+    for fetch in &fetches {
+        let image = gw.fetcher.fetch(&fetch.url).await.map_err(|e| {
+            tracing::debug!(part = %fetch.at(), error = %e, "an image URL was not fetched");
+            ChatRefusal::Content {
+                message: format!("{}: {e}", fetch.at()),
+            }
+        })?;
+        // Base64 of up to the part cap: more than the async path should carry.
+        let url =
+            tokio::task::spawn_blocking(move || content::data_url(&image.media_type, &image.bytes))
+                .await
+                .map_err(|_| AppError::Internal)?;
+        content::set_image_data(&mut messages, fetch, url);
+    }
+    Ok(Cow::Owned(messages))
+}
+
 /// Protects everything the tenant sends, then builds the upstream body: the
 /// client's leading system prompts, the context message, the session history,
-/// the new turn. Also returns the new turn, which a session stores.
+/// the new turn (`messages`: the client's, as `admit_content` made them). Also
+/// returns the new turn, which a session stores.
+#[allow(clippy::too_many_arguments)]
 async fn upstream_body(
     app: &Services,
     ctx: &TenantCtx,
     req: &ChatRequest,
+    client_messages: &[Message],
     route: Route<'_>,
     pack: &crate::packs::Pack,
     context: TurnContext,
     trace: &mut Trace,
 ) -> (serde_json::Map<String, Value>, Vec<Message>) {
     let TurnContext { text, history } = context;
-    let lead = req
-        .messages
+    let lead = client_messages
         .iter()
         .take_while(|m| matches!(m.role(), "system" | "developer"))
         .count();
-    let mut messages: Vec<Message> = req.messages[..lead].to_vec();
+    let mut messages: Vec<Message> = client_messages[..lead].to_vec();
     if !text.is_empty() || !history.is_empty() {
         messages.push(context_message(app, ctx, &text, trace));
     }
@@ -183,15 +227,14 @@ async fn upstream_body(
     // turns, tool results; and the session history): a model that regurgitates
     // it to another tenant is caught. Retrieved chunks are the tenant's documents,
     // protected already.
-    let sent: Vec<String> = req
-        .messages
+    let sent: Vec<String> = client_messages
         .iter()
         .chain(history.iter())
         .map(Message::text)
         .collect();
     crate::guard::protect_sent(app, ctx.tenant(), pack, sent).await;
     messages.extend(history);
-    let new_turn: Vec<Message> = req.messages[lead..].to_vec();
+    let new_turn: Vec<Message> = client_messages[lead..].to_vec();
     messages.extend(new_turn.iter().cloned());
     let body =
         app.gateway
@@ -316,16 +359,9 @@ async fn retrieve_context(
     }
     let found = app
         .retrieval
-        .retrieve(
-            app,
-            ctx,
-            &query,
-            retrieve.top_k,
-            app.retrieval.default_mode,
-            None,
-        )
+        .retrieve(app, ctx, &query, retrieve.top_k, None, None)
         .await?;
-    for hit in found {
+    for hit in found.hits {
         let text: &str = &hit.chunk.text;
         let screened = app.guard.guard.screen_retrieved(text, &pack.guard);
         let dropped = matches!(

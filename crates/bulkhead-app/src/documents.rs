@@ -71,13 +71,20 @@ pub async fn create(
     let content = Subject::new("document", "").with_content(input.text.as_bytes());
     let requested_id = input.id.clone();
     let metadata = input.metadata.clone().unwrap_or_default();
-    if app.retrieval.embedder.is_some() {
+    // Only the embedder of the tenant's region may see its text; a region
+    // without one stores the document without vectors (BM25 still finds it).
+    let embedder = app.retrieval.embedder_for(app, ctx.tenant()).await?;
+    let embedder = embedder.embedder();
+    if embedder.is_some() {
         // The embedding budget is spent before anything reaches the embedder.
         app.quotas
             .spend_embedding(ctx.tenant(), input.text.len() as u64)
             .await?;
     }
-    let chunks = app.retrieval.prepare(ctx.tenant(), &input.text).await?;
+    let chunks = app
+        .retrieval
+        .prepare(ctx.tenant(), embedder, &input.text)
+        .await?;
     let text = zeroize::Zeroizing::new(input.text.clone());
     let ttl_secs = pack_ttl(app, ctx, input.ttl_seconds).await?;
     let new = NewDocument {

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use bulkhead_gateway::content::ContentLimits;
+use bulkhead_gateway::fetch::{FetchConfig, ImageFetcher};
 use bulkhead_gateway::openai::RequestLimits;
 use bulkhead_gateway::{Gateway, GatewayConfig};
 use bulkhead_vault::Vault;
@@ -29,6 +31,10 @@ pub struct GatewayState {
     /// How long a streamed piece may wait for a client that does not read.
     pub client_stall: Duration,
     pub trace_commit: TraceCommit,
+    /// Caps on the non-text parts a pack opens.
+    pub content_limits: ContentLimits,
+    /// Fetches the image URLs of opened `image_url` parts (public addresses only).
+    pub fetcher: ImageFetcher,
 }
 
 /// When a call's trace (and its audit entry) must be durable.
@@ -66,7 +72,27 @@ impl GatewayState {
             embedding_inputs_max: 2048,
             client_stall: Duration::from_secs(30),
             trace_commit: TraceCommit::Durable,
+            content_limits: ContentLimits::default(),
+            fetcher: ImageFetcher::new(FetchConfig::default())
+                // The same client builder as the upstreams' (`Gateway::new` built
+                // one already), with a resolver and a redirect policy added: it
+                // fails only where TLS cannot start at all.
+                .expect("the image fetcher's client builds"),
         }
+    }
+
+    /// These caps on content parts; the fetcher's image cap follows the part cap.
+    pub fn with_content(self, limits: ContentLimits, fetch: FetchConfig) -> Result<Self, String> {
+        let fetcher = ImageFetcher::new(FetchConfig {
+            bytes_max: limits.part_bytes_max,
+            ..fetch
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Self {
+            content_limits: limits,
+            fetcher,
+            ..self
+        })
     }
 
     /// A gateway with no upstream: every model is unknown. What a server without

@@ -385,38 +385,63 @@ pub fn leak_owners(findings: &[Finding]) -> Vec<TenantId> {
     owners
 }
 
+/// Where a text the guard found another tenant's data in came from: that decides
+/// whose alarm the finding is.
+#[derive(Debug, Clone, Copy)]
+pub enum LeakSource<'a> {
+    /// A model's answer to this upstream body: everything the model was given
+    /// for the requester (its prompt, tool results, session history, retrieved
+    /// context). Foreign data the body itself carried came in through the
+    /// requester (`supplied_owners`).
+    ModelAnswer(&'a serde_json::Map<String, serde_json::Value>),
+    /// A text the requester sent to `/v1/guard/scan`: Bulkhead delivered
+    /// nothing and cannot tell what produced it, so a hit is alerted but never
+    /// contained.
+    ScanRequest,
+}
+
 /// Invariant 3: a leak is blocked (by the caller), logged where the operator sees
 /// whose data it was, and raised loudly. The requesting tenant's own log gets the
 /// denial from the caller's event; nothing here names the owner to it.
+///
+/// Who sent the foreign text is weighed first (framing): an owner whose data
+/// the model's input already carried (`LeakSource::ModelAnswer`) was not leaked
+/// by the shared stack — the requester supplied it, or the owner planted it in
+/// the requester's documents or prompts. For those owners the operator log gets
+/// the block with `attribution: requester_input` and a warning
+/// `foreign_data_supplied` alert; no `cross_tenant_leak`, no incident, no
+/// containment of the requester. The other owners' data is a leak: a critical
+/// alert (repeats within the dedupe window are counted on the first), an
+/// incident for a new alert, and containment as configured.
 pub async fn report_leak(
     app: &Services,
     ctx: &TenantCtx,
     rid: &RequestId,
+    pack: &Arc<crate::packs::Pack>,
     findings: &[Finding],
+    source: LeakSource<'_>,
 ) -> AppResult<()> {
     let owners = leak_owners(findings);
     if owners.is_empty() {
         return Ok(());
     }
     app.telemetry.leak_blocked();
-    tracing::warn!(tenant = %ctx.tenant(), owners = owners.len(), request_id = %rid.0,
+    let supplied = match source {
+        LeakSource::ModelAnswer(body) => supplied_owners(app, ctx.tenant(), pack, body).await,
+        LeakSource::ScanRequest => std::collections::BTreeSet::new(),
+    };
+    let (from_input, leaked): (Vec<TenantId>, Vec<TenantId>) =
+        owners.into_iter().partition(|o| supplied.contains(o));
+    if !from_input.is_empty() {
+        report_supplied(app, ctx, rid, &from_input, findings).await?;
+    }
+    if leaked.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(tenant = %ctx.tenant(), owners = leaked.len(), request_id = %rid.0,
         "CROSS-TENANT LEAK BLOCKED: a text for this tenant carried another tenant's canary or \
          fingerprints. See the operator audit log; consider quarantining the upstream or the tenant.");
-    let mut alert = Trail::new(
-        app,
-        EventKind::GuardLeak,
-        format!("key:{}", ctx.key_id()),
-        rid,
-    )
-    .about_tenant(ctx.tenant())
-    .denied("cross_tenant");
-    for owner in &owners {
-        alert = alert.subject(Subject::new("owner_tenant", owner.as_str()));
-    }
-    for (kind, n) in &type_counts(findings) {
-        alert = alert.attr(&format!("found.{kind}"), Attr::Int(*n));
-    }
-    alert.record(LogId::Operator).await?;
+    leak_entry(app, ctx, rid, &leaked, findings, "upstream").await?;
     let mut raised = crate::alerts::new_alert(
         AlertKind::CrossTenantLeak,
         Severity::Critical,
@@ -424,32 +449,165 @@ pub async fn report_leak(
         format!(
             "an answer for this tenant carried data of {} other tenant(s) (canary or fingerprints) and was blocked; \
              check the upstream model for shared caching or memorisation, and consider quarantining the key or tenant",
+            leaked.len()
+        ),
+        app.vault.now().rfc3339(),
+    );
+    raised.related = leaked.iter().map(ToString::to_string).collect();
+    raised.dedupe_key = raised.related.join(",");
+    raised.related.push(rid.0.clone());
+    let alert_id = raised.id.clone();
+    if app.alerts.raise(app, rid, raised).await == crate::alerts::Raised::New {
+        // A confirmed leak is an incident at once: the window starts an hour
+        // back so the report shows what led up to it. A repeat of the same
+        // alert is the same incident.
+        let now = app.vault.now();
+        crate::incident::open(
+            app,
+            rid,
+            crate::incident::NewIncident {
+                title: "cross-tenant leak blocked".into(),
+                tenant: ctx.tenant().clone(),
+                related_tenants: leaked.iter().map(ToString::to_string).collect(),
+                from: bulkhead_types::UnixMillis(now.0 - 3_600_000),
+                to: now,
+                actor: "system:alerts".into(),
+                alert_id: Some(alert_id),
+            },
+        )
+        .await?;
+    }
+    match source {
+        // Every blocked delivery is contained, repeat or not: another key of the
+        // tenant may be the one receiving now.
+        LeakSource::ModelAnswer(_) => contain(app, ctx, rid).await,
+        LeakSource::ScanRequest => Ok(()),
+    }
+}
+
+/// The operator-log entry of a blocked text: the owners named (`owner_tenant`),
+/// the finding types and counts, and whom the attribution points at.
+async fn leak_entry(
+    app: &Services,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    owners: &[TenantId],
+    findings: &[Finding],
+    attribution: &str,
+) -> AppResult<()> {
+    let mut entry = Trail::new(
+        app,
+        EventKind::GuardLeak,
+        format!("key:{}", ctx.key_id()),
+        rid,
+    )
+    .about_tenant(ctx.tenant())
+    .denied("cross_tenant")
+    .attr("attribution", Attr::Text(attribution.into()));
+    for owner in owners {
+        entry = entry.subject(Subject::new("owner_tenant", owner.as_str()));
+    }
+    let theirs: Vec<Finding> = findings
+        .iter()
+        .filter(|f| f.owner.as_ref().is_some_and(|o| owners.contains(o)))
+        .cloned()
+        .collect();
+    for (kind, n) in &type_counts(&theirs) {
+        entry = entry.attr(&format!("found.{kind}"), Attr::Int(*n));
+    }
+    entry.record(LogId::Operator).await
+}
+
+/// A blocked answer whose foreign data the model's own input carried: logged
+/// and raised as a warning, never contained (see `report_leak`).
+async fn report_supplied(
+    app: &Services,
+    ctx: &TenantCtx,
+    rid: &RequestId,
+    owners: &[TenantId],
+    findings: &[Finding],
+) -> AppResult<()> {
+    app.telemetry.leak_supplied();
+    tracing::warn!(tenant = %ctx.tenant(), owners = owners.len(), request_id = %rid.0,
+        "an answer for this tenant repeated another tenant's canary or text that this tenant's own input \
+         (prompt, tool results, documents) carried; it was blocked, no containment. See the operator audit log.");
+    leak_entry(app, ctx, rid, owners, findings, "requester_input").await?;
+    let mut raised = crate::alerts::new_alert(
+        AlertKind::ForeignDataSupplied,
+        Severity::Warning,
+        Some(ctx.tenant()),
+        format!(
+            "an answer for this tenant repeated data of {} other tenant(s) (canary or fingerprints) that this tenant's own input \
+             carried (its prompt, tool results, session or documents); it was blocked. This is no leak by the shared stack: \
+             either that data reached this tenant some other way, or its owner planted it there to have this tenant blocked. \
+             Nothing was contained; run an impact report for both tenants if either is unexpected",
             owners.len()
         ),
         app.vault.now().rfc3339(),
     );
     raised.related = owners.iter().map(ToString::to_string).collect();
+    raised.dedupe_key = raised.related.join(",");
     raised.related.push(rid.0.clone());
-    let alert_id = raised.id.clone();
     app.alerts.raise(app, rid, raised).await;
-    // A confirmed leak is an incident at once: the window starts an hour back so
-    // the report shows what led up to it.
-    let now = app.vault.now();
-    crate::incident::open(
-        app,
-        rid,
-        crate::incident::NewIncident {
-            title: "cross-tenant leak blocked".into(),
-            tenant: ctx.tenant().clone(),
-            related_tenants: owners.iter().map(ToString::to_string).collect(),
-            from: bulkhead_types::UnixMillis(now.0 - 3_600_000),
-            to: now,
-            actor: "system:alerts".into(),
-            alert_id: Some(alert_id),
-        },
-    )
-    .await?;
-    contain(app, ctx, rid).await
+    Ok(())
+}
+
+/// Inputs bigger than this are attributed off the async runtime.
+const ATTRIBUTE_INLINE_BYTES_MAX: usize = 16 << 10;
+
+/// The other tenants whose data an upstream body carried (`Guard::supplied_owners`
+/// over every text in it but inline media). Only run once an answer was caught:
+/// a call without a finding never pays for it.
+async fn supplied_owners(
+    app: &Services,
+    tenant: &TenantId,
+    pack: &Arc<crate::packs::Pack>,
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> std::collections::BTreeSet<TenantId> {
+    let mut texts = Vec::new();
+    for (key, value) in body {
+        body_texts(key, value, &mut texts);
+    }
+    let bytes: usize = texts.iter().map(|t| t.len()).sum();
+    if bytes <= ATTRIBUTE_INLINE_BYTES_MAX {
+        return app.guard.guard.supplied_owners(tenant, &texts, &pack.guard);
+    }
+    let owned: Zeroizing<Vec<String>> =
+        Zeroizing::new(texts.iter().map(|t| (*t).to_owned()).collect());
+    let (guard, tenant, pack) = (Arc::clone(&app.guard), tenant.clone(), Arc::clone(pack));
+    tokio::task::spawn_blocking(move || {
+        let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
+        guard.guard.supplied_owners(&tenant, &texts, &pack.guard)
+    })
+    .await
+    // A panicked attribution attributes nothing: the leak is then alerted in full.
+    .unwrap_or_default()
+}
+
+/// Every string of an upstream body a model reads (message texts, tool
+/// definitions, schemas), leaving out inline media: `data:` URLs, audio and file
+/// payloads.
+fn body_texts<'a>(key: &str, value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            let media = matches!(key, "data" | "file_data") || s.starts_with("data:");
+            if !media && !s.is_empty() {
+                out.push(s);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                body_texts(key, item, out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                body_texts(k, v, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Automatic containment after a confirmed leak, as configured: the receiving key

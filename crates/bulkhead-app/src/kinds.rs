@@ -10,10 +10,16 @@ use serde::{Deserialize, Serialize};
 pub enum EventKind {
     #[serde(rename = "admin.auth")]
     AdminAuth,
+    /// A read through the admin plane (bounded: `reads.rs`).
+    #[serde(rename = "admin.read")]
+    AdminRead,
     #[serde(rename = "alert")]
     Alert,
     #[serde(rename = "alert.acknowledged")]
     AlertAcknowledged,
+    /// A key's reads of its tenant's own audit log (bounded: `reads.rs`).
+    #[serde(rename = "audit.read")]
+    AuditRead,
     #[serde(rename = "audit.verify")]
     AuditVerify,
     #[serde(rename = "auth")]
@@ -96,8 +102,10 @@ impl EventKind {
     /// Every variant, in declaration order.
     pub const ALL: &[EventKind] = &[
         EventKind::AdminAuth,
+        EventKind::AdminRead,
         EventKind::Alert,
         EventKind::AlertAcknowledged,
+        EventKind::AuditRead,
         EventKind::AuditVerify,
         EventKind::Auth,
         EventKind::ComplianceReport,
@@ -143,8 +151,10 @@ impl EventKind {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::AdminAuth => "admin.auth",
+            Self::AdminRead => "admin.read",
             Self::Alert => "alert",
             Self::AlertAcknowledged => "alert.acknowledged",
+            Self::AuditRead => "audit.read",
             Self::AuditVerify => "audit.verify",
             Self::Auth => "auth",
             Self::ComplianceReport => "compliance.report",
@@ -293,6 +303,11 @@ pub enum AlertKind {
     /// An answer carried another tenant's canary or fingerprints; it was blocked.
     #[serde(rename = "cross_tenant_leak")]
     CrossTenantLeak,
+    /// An answer repeated another tenant's data that the requester's own input
+    /// carried; it was blocked, nothing was contained (framing, or data that
+    /// reached the requester outside Bulkhead).
+    #[serde(rename = "foreign_data_supplied")]
+    ForeignDataSupplied,
     /// Refused credentials past the threshold in one minute.
     #[serde(rename = "auth_failure_burst")]
     AuthFailureBurst,
@@ -315,6 +330,7 @@ impl AlertKind {
     /// Every variant, in declaration order.
     pub const ALL: &[AlertKind] = &[
         AlertKind::CrossTenantLeak,
+        AlertKind::ForeignDataSupplied,
         AlertKind::AuthFailureBurst,
         AlertKind::IdEnumeration,
         AlertKind::TrafficAnomaly,
@@ -327,6 +343,7 @@ impl AlertKind {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::CrossTenantLeak => "cross_tenant_leak",
+            Self::ForeignDataSupplied => "foreign_data_supplied",
             Self::AuthFailureBurst => "auth_failure_burst",
             Self::IdEnumeration => "id_enumeration",
             Self::TrafficAnomaly => "traffic_anomaly",

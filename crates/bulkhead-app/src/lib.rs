@@ -24,6 +24,7 @@ pub mod incident;
 pub mod kinds;
 pub mod packs;
 pub mod quota;
+pub mod reads;
 pub mod retention;
 pub mod retrieval;
 pub mod services;

@@ -91,6 +91,15 @@ pub struct Pack {
         skip_serializing_if = "bulkhead_api::quotas::Quotas::is_unset"
     )]
     pub quotas: bulkhead_api::quotas::Quotas,
+    /// The content parts besides text the pack's tenants may send (`[content]
+    /// allow = ["image_url", …]`); none by default. Left out of the pack's JSON
+    /// when unset, like `quotas`, so the policy hash of a pack without it is what
+    /// it was before it existed.
+    #[serde(
+        default,
+        skip_serializing_if = "bulkhead_gateway::content::ContentPolicy::is_unset"
+    )]
+    pub content: bulkhead_gateway::content::ContentPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +298,30 @@ mod tests {
         assert_eq!(metered.tokens_per_day, Some(1_000_000));
         assert!(packs.get("acme-strict").unwrap().quotas.is_unset());
         std::fs::remove_file(dir.path().join("metered.toml")).unwrap();
+        write(
+            "vision.toml",
+            "name = \"vision\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\n[content]\nallow = [\"image_url\", \"file\"]\n",
+        );
+        let packs = Packs::with_folder(dir.path()).unwrap();
+        let vision = &packs.get("vision").unwrap().content;
+        use bulkhead_gateway::content::PartType;
+        assert!(vision.allows(PartType::ImageUrl) && vision.allows(PartType::File));
+        assert!(!vision.allows(PartType::InputAudio));
+        // A pack without the table opens nothing, and its JSON (what the policy
+        // hash covers) has no `content` key: hashes of existing packs are unchanged.
+        let strict = packs.get("acme-strict").unwrap();
+        assert!(strict.content.is_unset());
+        let json = serde_json::to_value(&**strict).unwrap();
+        assert!(
+            json.get("content").is_none() && json.get("quotas").is_none(),
+            "{json}"
+        );
+        let json = serde_json::to_value(&**packs.get("vision").unwrap()).unwrap();
+        assert_eq!(
+            json["content"],
+            serde_json::json!({"allow": ["image_url", "file"]})
+        );
+        std::fs::remove_file(dir.path().join("vision.toml")).unwrap();
         for (text, needle) in [
             (
                 "name = \"gdpr\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\n",
@@ -313,6 +346,14 @@ mod tests {
             (
                 "name = \"x\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\n[quotas]\ntokens_per_hour = 5\n",
                 "tokens_per_hour",
+            ),
+            (
+                "name = \"x\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\n[content]\nallow = [\"video_url\"]\n",
+                "video_url",
+            ),
+            (
+                "name = \"x\"\ndescription = \"x\"\n[retention]\naudit_retention_days_min = 1\n[content]\nallow = [\"file\"]\nfetch = true\n",
+                "fetch",
             ),
         ] {
             write("bad.toml", text);

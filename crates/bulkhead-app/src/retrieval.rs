@@ -5,14 +5,22 @@
 //! There is no tenant filter anywhere here to forget: the index searched is the one
 //! the cache holds under the API key's tenant, built only from that tenant's chunk
 //! records, opened with that tenant's key.
+//!
+//! Nor is there an embedder to pick by hand: `Embedders` hands out the one of
+//! the tenant's region, and a tenant whose region has none gets no vectors
+//! rather than another region's embedder.
+//!
+//! Must never: send a tenant's text (a chunk, a query) to an embedder that does
+//! not serve the tenant's region.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bulkhead_index::{
     Chunker, Embedder, IndexCache, IndexConfig, IndexError, IndexedChunk, MetadataFilter, Query,
     SearchMode, TenantIndex,
 };
-use bulkhead_types::{DocumentId, TenantId};
+use bulkhead_types::{DocumentId, Region, TenantId};
 use bulkhead_vault::{Chunk, NewChunk, TenantCtx, VaultError, chunk_id};
 use zeroize::Zeroizing;
 
@@ -23,8 +31,8 @@ use crate::services::Services;
 #[derive(Debug)]
 pub struct Retrieval {
     pub chunker: Chunker,
-    /// `None`: BM25 only.
-    pub embedder: Option<Arc<dyn Embedder>>,
+    /// The embedders and the regions they serve; none: BM25 only.
+    pub embedders: Embedders,
     pub index: IndexConfig,
     pub cache: IndexCache,
     /// The mode of a search that names none.
@@ -45,7 +53,7 @@ impl Retrieval {
                 vector_dims: Some(256),
                 ..IndexConfig::default()
             },
-            embedder: Some(Arc::new(embedder)),
+            embedders: Embedders::every_region(embedder),
             cache: IndexCache::new(256 << 20),
             default_mode: SearchMode::Bm25,
             top_k_max: 50,
@@ -53,11 +61,31 @@ impl Retrieval {
         }
     }
 
-    /// Cuts and embeds a document's text (one embedder call, one tenant).
-    pub async fn prepare(&self, tenant: &TenantId, text: &str) -> AppResult<Vec<NewChunk>> {
+    /// The embedder this tenant's text may go to: the one of its region (the
+    /// tenant is looked up only when embedders are by region).
+    pub async fn embedder_for(
+        &self,
+        app: &Services,
+        tenant: &TenantId,
+    ) -> AppResult<TenantEmbedder> {
+        if !self.embedders.is_by_region() {
+            return Ok(self.embedders.for_region(&Region::default()));
+        }
+        let region = app.vault.tenant(tenant).await?.region;
+        Ok(self.embedders.for_region(&region))
+    }
+
+    /// Cuts a document's text and embeds it with `embedder` (one call, one
+    /// tenant); without an embedder the chunks have no vectors (BM25 only).
+    pub async fn prepare(
+        &self,
+        tenant: &TenantId,
+        embedder: Option<&Arc<dyn Embedder>>,
+        text: &str,
+    ) -> AppResult<Vec<NewChunk>> {
         let spans = self.chunker.split(text);
         let texts: Vec<&str> = spans.iter().map(|s| &text[s.start..s.end]).collect();
-        let embeddings = match (&self.embedder, texts.is_empty()) {
+        let embeddings = match (embedder, texts.is_empty()) {
             (Some(embedder), false) => Some(embedder.embed(tenant, &texts).await.map_err(|e| {
                 tracing::warn!(tenant = %tenant, error = %e, "embedding failed; the document was not stored");
                 AppError::unavailable("the embedder did not answer; retry later")
@@ -123,26 +151,38 @@ impl Retrieval {
         self.cache.invalidate(tenant);
     }
 
-    /// The tenant's best `top_k` chunks for a query, opened. Each was re-read from
-    /// the store, which is the check that it still exists and has not expired: a
-    /// deleted or expired document never comes back. The caller logs what it uses.
+    /// The tenant's best `top_k` chunks for a query, opened, and the mode they
+    /// were ranked by. Each was re-read from the store, which is the check that
+    /// it still exists and has not expired: a deleted or expired document never
+    /// comes back. The caller logs what it uses.
+    ///
+    /// `mode` `None` is the server's default, which becomes BM25 for a tenant
+    /// whose region has no embedder (its chunks have no vectors); a vector or
+    /// hybrid search asked for by name is refused for such a tenant.
     pub async fn retrieve(
         &self,
         app: &Services,
         ctx: &TenantCtx,
         query: &str,
         top_k: usize,
-        mode: SearchMode,
+        mode: Option<SearchMode>,
         filter: Option<&MetadataFilter>,
-    ) -> AppResult<Vec<Retrieved>> {
-        let embedding = match (mode, &self.embedder) {
-            (SearchMode::Bm25, _) => None,
-            (_, None) => {
-                return Err(AppError::invalid(
-                    "vector and hybrid search need an embedder; this server has none configured",
-                ));
+    ) -> AppResult<Found> {
+        let bm25 = mode.unwrap_or(self.default_mode) == SearchMode::Bm25;
+        let (mode, embedder) = match bm25 {
+            true => (SearchMode::Bm25, None),
+            false => {
+                let found = self.embedder_for(app, ctx.tenant()).await?;
+                match (mode, found.embedder()) {
+                    (_, Some(e)) => (mode.unwrap_or(self.default_mode), Some(Arc::clone(e))),
+                    (None, None) => (SearchMode::Bm25, None),
+                    (Some(_), None) => return Err(found.refusal()),
+                }
             }
-            (_, Some(embedder)) => Some(
+        };
+        let embedding = match embedder {
+            None => None,
+            Some(embedder) => Some(
                 embedder
                     .embed(ctx.tenant(), &[query])
                     .await
@@ -177,7 +217,7 @@ impl Retrieval {
                 });
             }
         }
-        Ok(out)
+        Ok(Found { hits: out, mode })
     }
 
     async fn index_for(&self, app: &Services, ctx: &TenantCtx) -> AppResult<Arc<TenantIndex>> {
@@ -214,11 +254,15 @@ fn build(config: IndexConfig, chunks: &[Chunk]) -> Result<TenantIndex, VaultErro
             metadata: Some(&c.metadata),
             embedding: c.embedding.as_deref().map(Vec::as_slice),
         })
-        .collect();
-    TenantIndex::build(config, &views).map_err(|e| {
-        tracing::error!(error = %e, "a tenant's index could not be built from its chunks");
-        VaultError::Invalid(format!("the index could not be built: {e}"))
-    })
+        .collect()
+}
+
+/// What a search found, and the mode it ranked by (the server's default may
+/// have become BM25 for this tenant).
+#[derive(Debug)]
+pub struct Found {
+    pub hits: Vec<Retrieved>,
+    pub mode: SearchMode,
 }
 
 /// A chunk found for a query, opened (its text is wiped when dropped).
@@ -237,5 +281,203 @@ pub fn index_error(e: IndexError) -> AppError {
             tracing::error!(error = %other, "search failed inside the index");
             AppError::Internal
         }
+    }
+}
+
+/// The embedders of a server and the regions each serves. A tenant's text goes
+/// only to the embedder of its region: an HTTP embedder is a service somewhere,
+/// and sending a tenant's documents or queries to another region's service would
+/// move them out of their residency region. The built-in hashed embedder runs in
+/// this process, so it serves every region (no text leaves).
+#[derive(Debug, Clone, Default)]
+pub struct Embedders {
+    serves: Serves,
+}
+
+#[derive(Debug, Clone, Default)]
+enum Serves {
+    /// BM25 only.
+    #[default]
+    Nothing,
+    /// One in-process embedder for every region.
+    EveryRegion(Arc<dyn Embedder>),
+    /// One embedder per region, all of one vector length; a region absent here
+    /// has none.
+    ByRegion(HashMap<Region, Arc<dyn Embedder>>),
+}
+
+/// Why a server's embedders cannot be used together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddersError {
+    #[error("region {0} has two embedders; one embedder serves each region")]
+    RegionTwice(Region),
+    #[error(
+        "the embedder of region {region} returns {got} dimensions and that of region {first} \
+         {expected}; all embedders of a server must share one vector length (the index has one)"
+    )]
+    Dimensions {
+        first: Region,
+        expected: usize,
+        region: Region,
+        got: usize,
+    },
+}
+
+/// The embedder a tenant's text may go to, or why there is none.
+#[derive(Debug, Clone)]
+pub enum TenantEmbedder {
+    Serves(Arc<dyn Embedder>),
+    /// The server has no embedder at all.
+    NoneConfigured,
+    /// The server has embedders, but none serves this region.
+    NoneInRegion(Region),
+}
+
+impl TenantEmbedder {
+    pub fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
+        match self {
+            TenantEmbedder::Serves(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The refusal of a vector or hybrid search without an embedder.
+    fn refusal(&self) -> AppError {
+        match self {
+            TenantEmbedder::NoneInRegion(region) => AppError::Conflict(format!(
+                "vector and hybrid search need an embedder; no embedder serves region {region} \
+                 (this tenant's region), so its text is never sent to one; search with mode bm25"
+            )),
+            _ => AppError::invalid(
+                "vector and hybrid search need an embedder; this server has none configured",
+            ),
+        }
+    }
+}
+
+impl Embedders {
+    /// BM25 only.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The hashed n-grams for every region: it runs in this process, so no
+    /// text leaves. Typed so that no other embedder can serve every region.
+    pub fn every_region(embedder: bulkhead_index::HashedNgramEmbedder) -> Self {
+        Self {
+            serves: Serves::EveryRegion(Arc::new(embedder)),
+        }
+    }
+
+    /// One embedder per region: no region twice, one vector length for all.
+    pub fn by_region(
+        embedders: impl IntoIterator<Item = (Region, Arc<dyn Embedder>)>,
+    ) -> Result<Self, EmbeddersError> {
+        let mut first: Option<(Region, usize)> = None;
+        let mut map = HashMap::new();
+        for (region, embedder) in embedders {
+            let got = embedder.dimensions();
+            match &first {
+                None => first = Some((region.clone(), got)),
+                Some((first, expected)) if *expected != got => {
+                    return Err(EmbeddersError::Dimensions {
+                        first: first.clone(),
+                        expected: *expected,
+                        region,
+                        got,
+                    });
+                }
+                Some(_) => {}
+            }
+            if map.contains_key(&region) {
+                return Err(EmbeddersError::RegionTwice(region));
+            }
+            map.insert(region, embedder);
+        }
+        Ok(Self {
+            serves: match map.is_empty() {
+                true => Serves::Nothing,
+                false => Serves::ByRegion(map),
+            },
+        })
+    }
+
+    /// The vector length of every embedder, if there is one.
+    pub fn dimensions(&self) -> Option<usize> {
+        match &self.serves {
+            Serves::Nothing => None,
+            Serves::EveryRegion(e) => Some(e.dimensions()),
+            Serves::ByRegion(map) => map.values().next().map(|e| e.dimensions()),
+        }
+    }
+
+    /// Whether the embedder depends on the tenant's region (else no lookup of
+    /// the tenant is needed to pick it).
+    pub fn is_by_region(&self) -> bool {
+        matches!(self.serves, Serves::ByRegion(_))
+    }
+
+    /// The embedder of a tenant of this region.
+    pub fn for_region(&self, region: &Region) -> TenantEmbedder {
+        match &self.serves {
+            Serves::Nothing => TenantEmbedder::NoneConfigured,
+            Serves::EveryRegion(e) => TenantEmbedder::Serves(Arc::clone(e)),
+            Serves::ByRegion(map) => match map.get(region) {
+                Some(e) => TenantEmbedder::Serves(Arc::clone(e)),
+                None => TenantEmbedder::NoneInRegion(region.clone()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_index::HashedNgramEmbedder;
+
+    fn hashed(dims: usize) -> Arc<dyn Embedder> {
+        Arc::new(HashedNgramEmbedder::new(dims).expect("dims in range"))
+    }
+
+    fn region(name: &str) -> Region {
+        Region::parse(name).expect("a valid region")
+    }
+
+    #[test]
+    fn embedders_by_region_serve_their_region_only() {
+        let e = Embedders::by_region([(region("eu"), hashed(16)), (region("us"), hashed(16))])
+            .expect("two regions, one length");
+        assert!(e.is_by_region());
+        assert_eq!(e.dimensions(), Some(16));
+        assert!(e.for_region(&region("eu")).embedder().is_some());
+        assert!(matches!(
+            e.for_region(&region("ap")),
+            TenantEmbedder::NoneInRegion(r) if r == region("ap")
+        ));
+        assert_eq!(
+            Embedders::by_region([(region("eu"), hashed(16)), (region("eu"), hashed(16))])
+                .unwrap_err(),
+            EmbeddersError::RegionTwice(region("eu"))
+        );
+        assert_eq!(
+            Embedders::by_region([(region("eu"), hashed(16)), (region("us"), hashed(32))])
+                .unwrap_err(),
+            EmbeddersError::Dimensions {
+                first: region("eu"),
+                expected: 16,
+                region: region("us"),
+                got: 32,
+            }
+        );
+        // In process, one embedder serves every region; none serves no region.
+        let every = Embedders::every_region(HashedNgramEmbedder::new(16).expect("dims"));
+        assert!(every.for_region(&region("ap")).embedder().is_some());
+        assert!(!every.is_by_region());
+        assert!(matches!(
+            Embedders::none().for_region(&region("eu")),
+            TenantEmbedder::NoneConfigured
+        ));
+        assert_eq!(Embedders::none().dimensions(), None);
     }
 }

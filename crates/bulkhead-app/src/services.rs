@@ -43,6 +43,8 @@ pub struct Services {
     pub quotas: Arc<crate::quota::Governor>,
     /// Where counters go (the HTTP edge's metrics).
     pub telemetry: Arc<dyn Telemetry>,
+    /// The windows that bound the logging of reads (`reads.rs`).
+    pub reads: Arc<crate::reads::ReadLog>,
     /// Test-only: isolation deliberately broken (`weakened.rs`).
     #[cfg(feature = "weakened-isolation-for-tests")]
     pub weakened: bool,
@@ -72,6 +74,7 @@ impl Services {
             sweeps: Arc::default(),
             traffic: Arc::new(Traffic::new()),
             telemetry: Arc::new(NoTelemetry),
+            reads: Arc::default(),
             #[cfg(feature = "weakened-isolation-for-tests")]
             weakened: crate::weakened::enabled_from_env(),
         };
@@ -91,6 +94,7 @@ impl Services {
         self.traffic.forget(tenant.as_str());
         self.alerts.forget_tenant(tenant);
         self.quotas.forget(tenant);
+        self.reads.forget_tenant(tenant);
     }
 
     pub fn with_alerts(self, alerts: Alerts) -> Self {

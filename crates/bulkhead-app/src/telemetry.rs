@@ -9,6 +9,9 @@ pub trait Telemetry: Send + Sync + std::fmt::Debug {
     fn alert_dropped(&self) {}
     /// An answer was blocked because it carried another tenant's data.
     fn leak_blocked(&self) {}
+    /// Of those, one whose foreign data the model's own input carried (supplied
+    /// by the requester, or planted in its input by the owner): not contained.
+    fn leak_supplied(&self) {}
     /// A replica's guard could not reload one tenant from the shared store in a
     /// sync pass (it keeps the tenant's older set and retries).
     fn guard_sync_failed(&self) {}

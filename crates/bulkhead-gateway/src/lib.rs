@@ -12,7 +12,9 @@
 #![forbid(unsafe_code)]
 
 mod answer;
+pub mod content;
 mod echo;
+pub mod fetch;
 pub mod openai;
 pub mod sse;
 

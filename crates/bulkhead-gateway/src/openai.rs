@@ -91,16 +91,21 @@ impl Message {
         self.0.get("role").and_then(Value::as_str).unwrap_or("")
     }
 
-    /// The message's text: the content string, or its text parts joined by
-    /// newlines, plus tool call arguments and custom tool inputs (which are text a
-    /// model reads too).
+    /// The message's text: the content string, or its text (and refusal) parts
+    /// joined by newlines, plus tool call arguments and custom tool inputs (which
+    /// are text a model reads too). Other parts are not text: which of them may be
+    /// sent at all is `crate::content`'s.
     pub fn text(&self) -> String {
         let mut out = String::new();
         match self.0.get("content") {
             Some(Value::String(s)) => out.push_str(s),
             Some(Value::Array(parts)) => {
                 for part in parts {
-                    if let Some(t) = part.get("text").and_then(Value::as_str) {
+                    let text = match part.get("type").and_then(Value::as_str) {
+                        Some("refusal") => part.get("refusal"),
+                        _ => part.get("text"),
+                    };
+                    if let Some(t) = text.and_then(Value::as_str) {
                         if !out.is_empty() {
                             out.push('\n');
                         }
@@ -242,7 +247,7 @@ fn take_model(map: &mut Map<String, Value>) -> Result<String, RequestError> {
 }
 
 fn parse_message(i: usize, value: Value) -> Result<Message, RequestError> {
-    let Value::Object(map) = value else {
+    let Value::Object(mut map) = value else {
         return Err(invalid(format!("messages[{i}] must be an object")));
     };
     let role = map.get("role").and_then(Value::as_str).unwrap_or("");
@@ -254,20 +259,20 @@ fn parse_message(i: usize, value: Value) -> Result<Message, RequestError> {
     }
     match map.get("content") {
         None | Some(Value::Null) | Some(Value::String(_)) => {}
-        Some(Value::Array(parts)) => {
-            for part in parts {
-                if !part.is_object() {
-                    return Err(invalid(format!(
-                        "messages[{i}].content parts must be objects"
-                    )));
-                }
-            }
-        }
+        Some(Value::Array(_)) => {}
         Some(_) => {
             return Err(invalid(format!(
                 "messages[{i}].content must be a string or an array of parts"
             )));
         }
+    }
+    let role = role.to_owned();
+    if let Some(Value::Array(parts)) = map.get_mut("content") {
+        let parts = std::mem::take(parts);
+        map.insert(
+            "content".into(),
+            Value::Array(crate::content::sanitize_parts(i, &role, parts)?),
+        );
     }
     // Keep only the fields of a chat message; anything else is dropped.
     let kept: Map<String, Value> = map
@@ -505,6 +510,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.text(), "a\nb\n{\"q\":1}");
+        // A refusal part is text a model reads too.
+        let m = parse_message(
+            1,
+            json!({"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}, {"type": "text", "text": "c"}]}),
+        )
+        .unwrap();
+        assert_eq!(m.text(), "no\nc");
     }
 
     #[test]

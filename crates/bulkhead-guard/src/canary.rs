@@ -55,6 +55,24 @@ pub(crate) fn check_token(token: &str) -> Result<(), TokenProblem> {
 pub(crate) struct CanarySet {
     pub(crate) ac: Option<AhoCorasick>,
     pub(crate) owners: Vec<TenantId>,
+    /// The same tokens with only their letters (lowercased) and digits kept, for
+    /// attribution (`attribution`): a token spelled out with separators between
+    /// its characters reads as one of these once the text is stripped alike.
+    /// Tokens with fewer than `LOOSE_CHARS_MIN` such characters are left out.
+    pub(crate) loose: Option<AhoCorasick>,
+    pub(crate) loose_owners: Vec<TenantId>,
+}
+
+/// Letters and digits a stripped token needs to be matched loosely: fewer could
+/// turn up in ordinary text by chance.
+pub(crate) const LOOSE_CHARS_MIN: usize = 12;
+
+/// `text` with only its ASCII letters (lowercased) and digits.
+pub(crate) fn stripped(text: &str) -> String {
+    text.bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| char::from(b.to_ascii_lowercase()))
+        .collect()
 }
 
 #[derive(Debug, Default)]
@@ -187,24 +205,38 @@ impl Canaries {
                     owners.push(tenant.clone());
                 }
             }
-            let ac = if patterns.is_empty() {
-                None
-            } else {
-                Some(
-                    AhoCorasick::builder()
-                        .ascii_case_insensitive(true)
-                        .match_kind(MatchKind::LeftmostLongest)
-                        .build(&patterns)
-                        // Tokens are validated to 12–64 printable ASCII bytes, far
-                        // inside the automaton's limits.
-                        .expect("canary automaton builds"),
-                )
-            };
-            r.snapshot = Arc::new(CanarySet { ac, owners });
+            let (mut loose, mut loose_owners) = (Vec::new(), Vec::new());
+            for (t, owner) in patterns.iter().zip(&owners) {
+                let s = stripped(t);
+                if s.len() >= LOOSE_CHARS_MIN {
+                    loose.push(s);
+                    loose_owners.push(owner.clone());
+                }
+            }
+            r.snapshot = Arc::new(CanarySet {
+                ac: automaton(&patterns),
+                owners,
+                loose: automaton(&loose),
+                loose_owners,
+            });
             r.dirty = false;
         }
         Arc::clone(&r.snapshot)
     }
+}
+
+/// One leftmost-longest, ASCII case-insensitive automaton over `patterns`, or
+/// none for no patterns.
+fn automaton(patterns: &[String]) -> Option<AhoCorasick> {
+    (!patterns.is_empty()).then(|| {
+        AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(patterns)
+            // Tokens are validated to 12–64 printable ASCII bytes, far inside the
+            // automaton's limits.
+            .expect("canary automaton builds")
+    })
 }
 
 #[cfg(test)]

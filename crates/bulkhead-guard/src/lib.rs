@@ -59,6 +59,7 @@
 
 #![forbid(unsafe_code)]
 
+mod attribution;
 mod canary;
 mod canon;
 mod detect;
@@ -476,6 +477,33 @@ impl Guard {
     /// into a response task.
     pub fn stream(&self, tenant: &TenantId, policy: &Policy) -> StreamScanner {
         StreamScanner::new(Engine::new(self.scope(), tenant, policy))
+    }
+
+    /// The other tenants whose data `texts` carries, where `texts` is what
+    /// `tenant` itself supplied to a model (its prompt, tool results, retrieved
+    /// context): another tenant's canary in any form the answer's scan reads,
+    /// or spelled out with separators (`attribution`), ignoring what `tenant`
+    /// holds; and the owners a scan of `texts` for `tenant` finds leaked. When an
+    /// answer for `tenant` carries one of these tenants' data, the requester may
+    /// have put it there itself: still blocked, but no proof of a leak by the
+    /// shared stack. CPU-bound like a scan of `texts`.
+    pub fn supplied_owners(
+        &self,
+        tenant: &TenantId,
+        texts: &[&str],
+        policy: &Policy,
+    ) -> std::collections::BTreeSet<TenantId> {
+        let scope = self.scope();
+        let mut owners = attribution::canary_owners(&scope.canaries, tenant, texts);
+        let scanned = parts::scan_parts(&scope, tenant, texts, policy);
+        owners.extend(
+            scanned
+                .findings
+                .into_iter()
+                .filter_map(|(_, f)| f.owner)
+                .filter(|o| o != tenant),
+        );
+        owners
     }
 
     /// Screens a retrieved chunk with the policy's `injection.retrieved`

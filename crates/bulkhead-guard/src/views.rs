@@ -438,7 +438,7 @@ fn html_decode(s: &str) -> String {
     out
 }
 
-fn rot13(s: &str) -> String {
+pub(crate) fn rot13(s: &str) -> String {
     s.chars()
         .map(|c| match c {
             'a'..='z' => char::from(b'a' + (c as u8 - b'a' + 13) % 26),

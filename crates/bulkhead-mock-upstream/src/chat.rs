@@ -48,11 +48,12 @@ enum Model {
     FaultDrip,
     FaultHang,
     FaultEmpty,
+    Gullible,
 }
 
 impl Model {
     /// In the order of [`crate::MODELS`].
-    const ALL: [Model; 16] = [
+    const ALL: [Model; 17] = [
         Model::Echo,
         Model::Leaky,
         Model::Fast,
@@ -69,6 +70,7 @@ impl Model {
         Model::FaultDrip,
         Model::FaultHang,
         Model::FaultEmpty,
+        Model::Gullible,
     ];
 
     fn name(self) -> &'static str {
@@ -89,6 +91,7 @@ impl Model {
             Model::FaultDrip => "fault-drip",
             Model::FaultHang => "fault-hang",
             Model::FaultEmpty => "fault-empty",
+            Model::Gullible => "gullible",
         }
     }
 
@@ -202,6 +205,42 @@ impl<'a> ChatRequest<'a> {
         }
         words.count
     }
+}
+
+/// What `gullible` answers: the prompt with what a model obeying instructions
+/// planted in it would undo — every base64 word decoded, every run of
+/// one-character words joined into one word, and every word after `reversed:`
+/// reversed. A framing attacker's tool: its encoded text reaches the answer
+/// decoded.
+fn gullible(prompt: &str) -> String {
+    use base64::Engine as _;
+    let mut out: Vec<String> = Vec::new();
+    let mut letters = String::new();
+    let mut reverse_next = false;
+    for word in prompt.split_whitespace() {
+        if word.chars().count() == 1 {
+            letters.push_str(word);
+            continue;
+        }
+        if !letters.is_empty() {
+            out.push(std::mem::take(&mut letters));
+        }
+        let decoded = (word.len() >= 16)
+            .then(|| base64::engine::general_purpose::STANDARD.decode(word).ok())
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok());
+        let word = decoded.unwrap_or_else(|| word.to_owned());
+        if reverse_next {
+            out.push(word.chars().rev().collect());
+        } else {
+            out.push(word.clone());
+        }
+        reverse_next = word.eq_ignore_ascii_case("reversed:");
+    }
+    if !letters.is_empty() {
+        out.push(letters);
+    }
+    out.join(" ")
 }
 
 /// Counts whitespace-separated words across pieces of one text, as
@@ -394,9 +433,10 @@ pub(crate) async fn completions(
     let prompt_tokens = request.prompt_tokens();
 
     match model {
-        Model::Echo | Model::Leaky | Model::Fast => {
+        Model::Echo | Model::Leaky | Model::Fast | Model::Gullible => {
             let answer = match model {
                 Model::Echo => request.render_prompt(),
+                Model::Gullible => gullible(&request.render_prompt()),
                 Model::Leaky => shared.leak(request.render_prompt()),
                 _ => "ok".to_owned(),
             };

@@ -33,6 +33,11 @@
 //!   `multi`, `tools` and `refusal`, but with the `leaky` answer instead of the
 //!   echo, from the same memory: one caller's prompt comes back to the next
 //!   split across choices, cut into tool calls, or as a refusal.
+//! - `gullible` answers with the echo as a model obeying instructions planted
+//!   in its input would: base64 words decoded, runs of one-character words
+//!   joined, the word after `reversed:` reversed. It stands in for a model that
+//!   a framing tenant steers into turning its encoded canary back into the
+//!   canary in another tenant's answer.
 //! - `fault-500` answers 500 with an OpenAI `server_error` body.
 //! - `fault-malformed` answers 200 with JSON that does not parse (or, when
 //!   streaming, one good chunk and then an event that is not JSON).
@@ -97,6 +102,7 @@ pub const MODELS: &[&str] = &[
     "fault-drip",
     "fault-hang",
     "fault-empty",
+    "gullible",
 ];
 
 /// In every value of the fields `extras` adds that no OpenAI client knows, so a

@@ -242,32 +242,43 @@ pub async fn public_key(State(state): State<AppState>) -> Response {
 pub async fn tenant_checkpoint(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
+    Rid(rid): Rid,
 ) -> ApiResult<Response> {
+    bulkhead_app::reads::audit_read(&state, &ctx, &rid, "checkpoint").await?;
     checkpoint_of(&state, LogId::Tenant(ctx.tenant().clone())).await
 }
 
 pub async fn tenant_entries(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
+    Rid(rid): Rid,
     q: Result<Query<EntriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<EntriesResponse>> {
-    entries_of(&state, LogId::Tenant(ctx.tenant().clone()), query(q)?).await
+    let q = query(q)?;
+    bulkhead_app::reads::audit_read(&state, &ctx, &rid, "entries").await?;
+    entries_of(&state, LogId::Tenant(ctx.tenant().clone()), q).await
 }
 
 pub async fn tenant_inclusion(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
+    Rid(rid): Rid,
     q: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<InclusionResponse>> {
-    inclusion_of(&state, LogId::Tenant(ctx.tenant().clone()), query(q)?).await
+    let q = query(q)?;
+    bulkhead_app::reads::audit_read(&state, &ctx, &rid, "proof/inclusion").await?;
+    inclusion_of(&state, LogId::Tenant(ctx.tenant().clone()), q).await
 }
 
 pub async fn tenant_consistency(
     Tenant(ctx): Tenant,
     State(state): State<AppState>,
+    Rid(rid): Rid,
     q: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<ConsistencyResponse>> {
-    consistency_of(&state, LogId::Tenant(ctx.tenant().clone()), query(q)?).await
+    let q = query(q)?;
+    bulkhead_app::reads::audit_read(&state, &ctx, &rid, "proof/consistency").await?;
+    consistency_of(&state, LogId::Tenant(ctx.tenant().clone()), q).await
 }
 
 // Admin plane: the operator log, and any tenant's log by id (erased tenants

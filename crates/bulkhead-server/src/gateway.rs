@@ -47,7 +47,7 @@ use crate::AppState;
 use crate::audit::{Arrival, RequestId, Rid};
 use crate::error::{ApiError, ApiResult, ProblemKind};
 use crate::extract::{JsonBytes, Tenant};
-use crate::guard::report_leak;
+use crate::guard::{LeakSource, report_leak};
 use crate::traces::{self, GuardSummary, Latency, Trace};
 
 pub use bulkhead_app::answer_guard::*;
@@ -118,6 +118,12 @@ fn refusal_response(refusal: ChatRefusal) -> Response {
     match refusal {
         ChatRefusal::App(e) => ApiError::from(e).into_response(),
         ChatRefusal::NoSuchModel(e) => no_such_model(e).into_response(),
+        // Every refusal of a content part is the client's to fix (400), an image
+        // host that failed included: the detail says which part and why, and no
+        // model was asked.
+        ChatRefusal::Content { message } => {
+            ApiError::new(ProblemKind::InvalidRequest, message).into_response()
+        }
         ChatRefusal::InputRefused {
             score,
             trace_id,
@@ -229,7 +235,6 @@ async fn whole_chat(
     let asked = Instant::now();
     let result = gw.gateway.chat(route, ctx.tenant(), &upstream_body).await;
     let upstream = asked.elapsed();
-    drop(upstream_body);
     let completion = match result {
         Ok(c) => c,
         Err(e) => {
@@ -243,9 +248,11 @@ async fn whole_chat(
     state
         .traffic
         .record_findings(state.vault.now(), &decision.findings, decision.blocked);
-    if let Err(e) = report_leak(state, ctx, rid, &decision.findings).await {
+    let source = LeakSource::ModelAnswer(&upstream_body);
+    if let Err(e) = report_leak(state, ctx, rid, &pack, &decision.findings, source).await {
         return ApiError::from(e).into_response();
     }
+    drop(upstream_body);
     trace.guard = decision.summary();
     trace.outcome = decision.outcome();
     trace.finish_reason = choices.first().map(|c| c.finish_reason.clone());
@@ -515,9 +522,16 @@ impl StreamJob {
         state
             .traffic
             .record_findings(state.vault.now(), &p.decision.findings, p.decision.blocked);
-        let leak_report = report_leak(&state, &self.ctx, &self.rid, &p.decision.findings)
-            .await
-            .map_err(ApiError::from);
+        let leak_report = report_leak(
+            &state,
+            &self.ctx,
+            &self.rid,
+            &self.prepared.pack,
+            &p.decision.findings,
+            LeakSource::ModelAnswer(&self.prepared.upstream_body),
+        )
+        .await
+        .map_err(ApiError::from);
         self.settle_trace(&mut p);
         let saved = self.save_turn(&p).await;
         let overhead = self

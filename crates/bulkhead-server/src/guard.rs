@@ -160,7 +160,15 @@ impl ScanCall<'_> {
             &outcome.findings,
             outcome.verdict == Verdict::Blocked,
         );
-        report_leak(state, ctx, self.rid, &outcome.findings).await?;
+        report_leak(
+            state,
+            ctx,
+            self.rid,
+            &self.pack,
+            &outcome.findings,
+            LeakSource::ScanRequest,
+        )
+        .await?;
         if leaked {
             // No oracle: a text that matched another tenant's data is "blocked" and
             // nothing else — no spans, no kinds, no count, no partial text — so a

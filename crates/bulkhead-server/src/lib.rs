@@ -27,6 +27,7 @@ pub mod gateway;
 pub mod guard;
 pub mod incident;
 pub mod metrics;
+mod reads;
 /// Moved to `bulkhead-app`; re-exported at the old path.
 pub use bulkhead_app::packs;
 /// Moved to `bulkhead-app`; re-exported at the old path.
@@ -227,7 +228,11 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/audit/tenants/{id}/proof/consistency",
             get(audit::admin_tenant_consistency),
-        );
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            reads::log_admin_read,
+        ));
     let tenant = Router::new()
         .route("/documents", post(documents::create).get(documents::list))
         .route(

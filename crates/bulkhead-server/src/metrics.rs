@@ -66,6 +66,7 @@ pub struct Metrics {
     index_evictions: Counter,
     model_calls: Family<OutcomeLabels, Counter>,
     leaks_blocked: Counter,
+    leaks_supplied: Counter,
     gateway_overhead: Histogram,
     alerts_dropped: Counter,
     guard_sync_failures: Counter,
@@ -108,6 +109,7 @@ impl Metrics {
             index_evictions: Counter::default(),
             model_calls: Family::default(),
             leaks_blocked: Counter::default(),
+            leaks_supplied: Counter::default(),
             gateway_overhead: Histogram::new([
                 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
             ]),
@@ -230,6 +232,7 @@ impl Metrics {
             self.model_calls.clone(),
         );
         self.registry.register("leaks_blocked", "Answers blocked because they carried another tenant's canary or fingerprints: investigate each", self.leaks_blocked.clone());
+        self.registry.register("leaks_supplied", "Of the blocked answers, those whose foreign data the model's own input carried (the requester supplied it, or its owner planted it there): alerted as foreign_data_supplied, never contained", self.leaks_supplied.clone());
         self.registry.register(
             "gateway_overhead_seconds",
             "Time the gateway added to a model call (everything but waiting on the upstream)",
@@ -347,6 +350,10 @@ impl bulkhead_app::Telemetry for Metrics {
 
     fn leak_blocked(&self) {
         self.leaks_blocked.inc();
+    }
+
+    fn leak_supplied(&self) {
+        self.leaks_supplied.inc();
     }
 
     fn guard_sync_failed(&self) {

@@ -29,7 +29,8 @@ pub struct SearchRequest {
     /// Exact-match metadata conditions, all of which a chunk must meet.
     #[serde(default)]
     pub filter: Option<serde_json::Map<String, serde_json::Value>>,
-    /// `bm25`, `vector` or `hybrid` [default: the server's].
+    /// `bm25`, `vector` or `hybrid` [default: the server's; bm25 for a tenant
+    /// whose region has no embedder].
     #[serde(default)]
     pub mode: Option<SearchMode>,
 }
@@ -79,13 +80,13 @@ pub async fn search(
         }
         None => None,
     };
-    let mode = req.mode.unwrap_or(retrieval.default_mode);
     let found = retrieval
-        .retrieve(&state, &ctx, &query, top_k, mode, filter.as_ref())
+        .retrieve(&state, &ctx, &query, top_k, req.mode, filter.as_ref())
         .await?;
-    let mut results = Vec::with_capacity(found.len());
+    let mode = found.mode;
+    let mut results = Vec::with_capacity(found.hits.len());
     let mut trail = Trail::tenant(&state, &ctx, EventKind::Search, &rid);
-    for hit in found {
+    for hit in found.hits {
         trail = trail.subject(
             Subject::new("chunk", &*hit.chunk.chunk_id).with_content(hit.chunk.text.as_bytes()),
         );

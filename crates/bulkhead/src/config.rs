@@ -51,6 +51,10 @@ macro_rules! settings {
             #[arg(skip)]
             #[serde(default)]
             pub regions: Vec<RegionFile>,
+            /// The HTTP embedders, one per region (file only, like the upstreams).
+            #[arg(skip)]
+            #[serde(default)]
+            pub embedders: Vec<EmbedderFile>,
         }
 
         /// Every key after layering; a key with a fixed default is no longer optional.
@@ -59,6 +63,7 @@ macro_rules! settings {
             $( $key: keys_ty!($ty $(, $default)?), )*
             upstreams: Vec<UpstreamFile>,
             regions: Vec<RegionFile>,
+            embedders: Vec<EmbedderFile>,
         }
 
         impl ServeArgs {
@@ -69,6 +74,7 @@ macro_rules! settings {
                     $( $key: self.$key.or(lower.$key), )*
                     upstreams: lower.upstreams,
                     regions: lower.regions,
+                    embedders: lower.embedders,
                 }
             }
 
@@ -78,6 +84,7 @@ macro_rules! settings {
                     $( $key: keys_value!(self.$key $(, $default)?), )*
                     upstreams: self.upstreams,
                     regions: self.regions,
+                    embedders: self.embedders,
                 }
             }
 
@@ -321,18 +328,27 @@ settings! {
     /// Characters repeated between neighbouring chunks.
     chunk_overlap_chars: usize = chunker().overlap_chars;
     /// Embedder for vector search: `hashed` (built in, no model: hashed character
-    /// n-grams, lexical), `http` (an OpenAI-compatible /v1/embeddings: TEI, Ollama,
-    /// vLLM…) or `none` (BM25 only).
+    /// n-grams, lexical; runs in this process, so it serves every region), `http`
+    /// (OpenAI-compatible /v1/embeddings services: TEI, Ollama, vLLM…, each serving
+    /// one region) or `none` (BM25 only).
     embedder: Embedder = Embedder::Hashed;
-    /// With `embedder = "http"`: base URL ending in /v1, e.g. http://127.0.0.1:8080/v1.
+    /// With `embedder = "http"`: one embedding service without a config file, its
+    /// base URL ending in /v1, e.g. http://127.0.0.1:8080/v1. More services, one
+    /// per region, go in the file's [[embedders]] tables.
     embedder_url: String;
     /// With `embedder = "http"`: the model name to ask for.
     embedder_model: String;
     /// With `embedder = "http"`: bearer token for the embedding service.
     #[arg(hide_env_values = true)]
     embedder_api_key: String;
-    /// Embedding dimensions [default: 256 for `hashed`; required for `http`].
+    /// Embedding dimensions [default: 256 for `hashed`; required for `http`, where
+    /// an [[embedders]] table may repeat it but every embedder must share it].
     embedder_dimensions: usize;
+    /// With --embedder-url: the residency region it serves. Only tenants of that
+    /// region send it text; a tenant of a region without an embedder keeps BM25
+    /// search and its documents get no vectors (no fallback to another region's
+    /// embedder) [default: default].
+    embedder_region: String;
     /// Ranking of a search that names none: `bm25`, `vector` or `hybrid`
     /// [default: hybrid with an http embedder, else bm25].
     search_default_mode: SearchDefaultMode;
@@ -378,6 +394,10 @@ settings! {
     /// or `background` (just after, batched: no fsync on the answer's path; a machine
     /// crash can lose the entries of the last few milliseconds).
     trace_commit: TraceCommit = TraceCommit::Durable;
+    /// Largest content part besides text that a compliance pack's `[content]`
+    /// table opens (an inline image, audio or file, or an image Bulkhead fetches
+    /// from a URL), decoded, in bytes.
+    content_part_bytes_max: usize = bulkhead_gateway::content::PART_BYTES_MAX_DEFAULT;
     /// How often the retention sweeper deletes expired documents, sessions and
     /// traces, in seconds (they are invisible from the moment they expire).
     sweep_interval_secs: u64 = 60;
@@ -405,7 +425,9 @@ settings! {
     /// raise an `id_enumeration` alert.
     alert_not_found_burst: u32 = bulkhead_server::alerts::NOT_FOUND_BURST_DEFAULT;
     /// What a blocked cross-tenant leak quarantines at once: `off` (alert only),
-    /// `key` (the key that received it) or `tenant` (its whole tenant).
+    /// `key` (the key that received it) or `tenant` (its whole tenant). Never
+    /// applied when the foreign text came in through the receiver's own input
+    /// (a planted canary: a `foreign_data_supplied` warning instead).
     contain_on_leak: ContainOnLeak = ContainOnLeak::Off;
     /// Weight of the newest minute in each tenant's requests-per-minute baseline
     /// (EWMA), in (0, 1].
@@ -480,6 +502,34 @@ pub struct UpstreamFile {
     pub tenant_api_keys: std::collections::BTreeMap<String, String>,
 }
 
+/// One `[[embedders]]` table of the config file: an OpenAI-compatible embedding
+/// service that only tenants of its region send text to (with
+/// `embedder = "http"`). One per region; all share one vector length.
+///
+/// ```toml
+/// [[embedders]]
+/// region = "eu-west"                 # [default: default]
+/// base_url = "http://10.0.0.6:8080/v1"
+/// model = "bge-m3"
+/// api_key_env = "TEI_EU_KEY"         # or api_key = "…"
+/// dimensions = 1024                  # [default: embedder_dimensions]
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedderFile {
+    #[serde(default)]
+    pub region: Option<String>,
+    pub base_url: String,
+    pub model: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// The name of an environment variable holding the key (keeps it out of the file).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub dimensions: Option<usize>,
+}
+
 /// One `[[regions]]` table of the config file: a residency region whose tenants'
 /// rows live in a store of their own. A tenant of a region without such a table
 /// lives in the home store (`store`).
@@ -550,6 +600,7 @@ pub struct GatewaySettings {
     pub session_bytes_max: u64,
     pub trace_ttl_secs: Option<u64>,
     pub trace_commit_background: bool,
+    pub content_part_bytes_max: usize,
 }
 
 /// How retrieval is set up, validated.
@@ -564,8 +615,20 @@ pub struct RetrievalSettings {
 #[derive(Debug)]
 pub enum EmbedderSetting {
     None,
-    Hashed { dimensions: usize },
-    Http(bulkhead_index::HttpEmbedderConfig),
+    /// In process: serves every region.
+    Hashed {
+        dimensions: usize,
+    },
+    /// HTTP services, each serving one region: no region twice, one vector
+    /// length for all.
+    Http(Vec<RegionalEmbedder>),
+}
+
+/// An HTTP embedder and the one region whose tenants' text it receives.
+#[derive(Debug)]
+pub struct RegionalEmbedder {
+    pub region: bulkhead_types::Region,
+    pub config: bulkhead_index::HttpEmbedderConfig,
 }
 
 /// The three spellings of a key, for error messages.
@@ -704,6 +767,8 @@ impl Keys {
             embedder_model: self.embedder_model.take(),
             embedder_api_key: self.embedder_api_key.take(),
             embedder_dimensions: self.embedder_dimensions,
+            embedder_region: self.embedder_region.take(),
+            embedders: std::mem::take(&mut self.embedders),
             search_default_mode: self.search_default_mode,
         }
     }
@@ -728,6 +793,7 @@ impl Keys {
             session_bytes_max: self.session_bytes_max,
             trace_ttl_secs: self.trace_ttl_secs,
             trace_commit: self.trace_commit,
+            content_part_bytes_max: self.content_part_bytes_max,
             upstreams: std::mem::take(&mut self.upstreams),
         })
     }
@@ -806,6 +872,8 @@ struct RetrievalKeys {
     embedder_model: Option<String>,
     embedder_api_key: Option<String>,
     embedder_dimensions: Option<usize>,
+    embedder_region: Option<String>,
+    embedders: Vec<EmbedderFile>,
     search_default_mode: Option<SearchDefaultMode>,
 }
 
@@ -814,37 +882,87 @@ fn resolve_retrieval(keys: RetrievalKeys) -> anyhow::Result<RetrievalSettings> {
     let chunker = keys.chunker;
     bulkhead_index::Chunker::new(chunker)
         .context("chunk_target_chars / chunk_max_chars / chunk_overlap_chars")?;
-    let embedder = match keys.embedder {
-        Embedder::None => EmbedderSetting::None,
-        Embedder::Hashed => EmbedderSetting::Hashed {
-            dimensions: keys
-                .embedder_dimensions
-                .unwrap_or(bulkhead_index::HashedNgramEmbedder::DEFAULT_DIMS),
-        },
-        Embedder::Http => {
-            let url = keys
-                .embedder_url
-                .context("embedder = \"http\" needs embedder_url (an OpenAI-compatible base URL ending in /v1)")?;
-            let model = keys
-                .embedder_model
-                .context("embedder = \"http\" needs embedder_model")?;
-            let dimensions = keys.embedder_dimensions.context(
-                "embedder = \"http\" needs embedder_dimensions (the model's vector length)",
-            )?;
-            let mut config = HttpEmbedderConfig::new(url, model, dimensions);
-            config.api_key = keys.embedder_api_key.map(zeroize::Zeroizing::new);
-            EmbedderSetting::Http(config)
-        }
-    };
-    if let EmbedderSetting::Hashed { dimensions }
-    | EmbedderSetting::Http(HttpEmbedderConfig { dimensions, .. }) = &embedder
-        && !(8..=8192).contains(dimensions)
-    {
+    let flat_http = keys.embedder == Embedder::Http && keys.embedder_url.is_some();
+    if keys.embedder_region.is_some() && !flat_http {
         bail!(
-            "{} must be between 8 and 8192",
-            spelled("embedder_dimensions")
+            "embedder_region names the region of the embedder at embedder_url (with embedder = \"http\"); \
+             give an [[embedders]] table its own region"
         );
     }
+    if keys.embedder != Embedder::Http && !keys.embedders.is_empty() {
+        bail!("[[embedders]] tables are HTTP embedders; set embedder = \"http\"");
+    }
+    let check_dimensions = |dimensions: usize| {
+        if !(8..=8192).contains(&dimensions) {
+            bail!(
+                "{} must be between 8 and 8192",
+                spelled("embedder_dimensions")
+            );
+        }
+        Ok(())
+    };
+    let embedder = match keys.embedder {
+        Embedder::None => EmbedderSetting::None,
+        Embedder::Hashed => {
+            let dimensions = keys
+                .embedder_dimensions
+                .unwrap_or(bulkhead_index::HashedNgramEmbedder::DEFAULT_DIMS);
+            check_dimensions(dimensions)?;
+            EmbedderSetting::Hashed { dimensions }
+        }
+        Embedder::Http => {
+            let mut embedders = resolve_embedders(keys.embedders, keys.embedder_dimensions)?;
+            if keys.embedder_url.is_none()
+                && !embedders.is_empty()
+                && (keys.embedder_model.is_some() || keys.embedder_api_key.is_some())
+            {
+                bail!(
+                    "embedder_model and embedder_api_key go with embedder_url; an [[embedders]] table names its own"
+                );
+            }
+            if let Some(url) = keys.embedder_url {
+                let model = keys
+                    .embedder_model
+                    .context("embedder = \"http\" needs embedder_model")?;
+                let dimensions = keys.embedder_dimensions.context(
+                    "embedder = \"http\" needs embedder_dimensions (the model's vector length)",
+                )?;
+                let mut config = HttpEmbedderConfig::new(url, model, dimensions);
+                config.api_key = keys.embedder_api_key.map(zeroize::Zeroizing::new);
+                let region = region(keys.embedder_region.as_deref(), "embedder_region")?;
+                embedders.push((
+                    "embedder_url".to_owned(),
+                    RegionalEmbedder { region, config },
+                ));
+            }
+            if embedders.is_empty() {
+                bail!(
+                    "embedder = \"http\" needs embedder_url (an OpenAI-compatible base URL ending in /v1) \
+                     or [[embedders]] tables in the config file"
+                );
+            }
+            for (i, (what, e)) in embedders.iter().enumerate() {
+                check_dimensions(e.config.dimensions).with_context(|| what.clone())?;
+                if let Some((other, _)) = embedders[..i].iter().find(|(_, o)| o.region == e.region)
+                {
+                    bail!(
+                        "{what}: region {} already has an embedder ({other}); one embedder serves each region",
+                        e.region
+                    );
+                }
+                let (first, f) = &embedders[0];
+                if f.config.dimensions != e.config.dimensions {
+                    bail!(
+                        "{what}: dimensions {} differ from {first}'s {}; all embedders of a server \
+                         share one vector length (the index has one)",
+                        e.config.dimensions,
+                        f.config.dimensions
+                    );
+                }
+            }
+            EmbedderSetting::Http(embedders.into_iter().map(|(_, e)| e).collect())
+        }
+    };
     let default_mode = match keys.search_default_mode {
         None if matches!(embedder, EmbedderSetting::Http(_)) => SearchMode::Hybrid,
         None | Some(SearchDefaultMode::Bm25) => SearchMode::Bm25,
@@ -883,6 +1001,7 @@ struct GatewayKeys {
     session_bytes_max: u64,
     trace_ttl_secs: u64,
     trace_commit: TraceCommit,
+    content_part_bytes_max: usize,
     upstreams: Vec<UpstreamFile>,
 }
 
@@ -973,7 +1092,11 @@ fn resolve_gateway(keys: GatewayKeys) -> anyhow::Result<GatewaySettings> {
     if keys.session_bytes_max < 1024 {
         bail!("{} must be at least 1024", spelled("session_bytes_max"));
     }
+    if keys.content_part_bytes_max == 0 {
+        bail!("{} must be at least 1", spelled("content_part_bytes_max"));
+    }
     Ok(GatewaySettings {
+        content_part_bytes_max: keys.content_part_bytes_max,
         upstreams,
         timeouts: keys.timeouts,
         echo_models,
@@ -982,6 +1105,38 @@ fn resolve_gateway(keys: GatewayKeys) -> anyhow::Result<GatewaySettings> {
         trace_ttl_secs: Some(keys.trace_ttl_secs).filter(|t| *t > 0),
         trace_commit_background: keys.trace_commit == TraceCommit::Background,
     })
+}
+
+/// The `[[embedders]]` tables, each named for error messages; `dimensions`
+/// (from `embedder_dimensions`) for a table that gives none.
+fn resolve_embedders(
+    tables: Vec<EmbedderFile>,
+    dimensions: Option<usize>,
+) -> anyhow::Result<Vec<(String, RegionalEmbedder)>> {
+    use bulkhead_index::HttpEmbedderConfig;
+    let mut out = Vec::with_capacity(tables.len());
+    for (i, t) in tables.into_iter().enumerate() {
+        let what = format!(
+            "embedders[{i}] ({:?})",
+            t.region.as_deref().unwrap_or("default")
+        );
+        let region = region(t.region.as_deref(), &what)?;
+        let api_key = match (t.api_key, t.api_key_env) {
+            (Some(_), Some(_)) => bail!("{what}: set api_key or api_key_env, not both"),
+            (Some(k), None) => Some(zeroize::Zeroizing::new(k)),
+            (None, Some(var)) => Some(secret_from_env(&var, &what)?),
+            (None, None) => None,
+        };
+        let dimensions = t.dimensions.or(dimensions).with_context(|| {
+            format!(
+                "{what}: needs dimensions (the model's vector length), or set embedder_dimensions"
+            )
+        })?;
+        let mut config = HttpEmbedderConfig::new(t.base_url, t.model, dimensions);
+        config.api_key = api_key;
+        out.push((what, RegionalEmbedder { region, config }));
+    }
+    Ok(out)
 }
 
 /// Validates the `[[regions]]` tables. Two regions in one file would put both
@@ -1473,6 +1628,140 @@ tn_000000000000000000000000 = "tenant-key"
         );
         let off = ServeArgs::default().resolve().unwrap();
         assert!(off.gateway.upstreams.is_empty() && !off.gateway.echo_models);
+    }
+
+    #[test]
+    fn embedders_serve_one_region_each_with_one_vector_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolve = |toml: &str, args: ServeArgs| {
+            let file = dir.path().join("bulkhead.toml");
+            std::fs::write(&file, toml).unwrap();
+            ServeArgs {
+                config: Some(file),
+                ..args
+            }
+            .resolve()
+        };
+        let http = |url: Option<&str>, region: Option<&str>| ServeArgs {
+            embedder: Some(Embedder::Http),
+            embedder_url: url.map(str::to_owned),
+            embedder_model: url.map(|_| "m".to_owned()),
+            embedder_dimensions: Some(16),
+            embedder_region: region.map(str::to_owned),
+            ..ServeArgs::default()
+        };
+        let table = |region: &str, dims: &str| {
+            format!(
+                "[[embedders]]\nregion = \"{region}\"\nbase_url = \"http://{region}:1/v1\"\nmodel = \"m\"\n{dims}"
+            )
+        };
+        // Tables and the flat embedder together; a table without dimensions
+        // takes embedder_dimensions.
+        let file = format!(
+            "{}{}",
+            table("eu-west", "dimensions = 16\n"),
+            table("us-east", "")
+        );
+        let s = resolve(&file, http(Some("http://home:1/v1"), None)).unwrap();
+        let EmbedderSetting::Http(list) = &s.retrieval.embedder else {
+            panic!("http embedders: {:?}", s.retrieval.embedder);
+        };
+        let got: Vec<(&str, &str, usize)> = list
+            .iter()
+            .map(|e| {
+                (
+                    e.region.as_str(),
+                    e.config.base_url.as_str(),
+                    e.config.dimensions,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("eu-west", "http://eu-west:1/v1", 16),
+                ("us-east", "http://us-east:1/v1", 16),
+                ("default", "http://home:1/v1", 16),
+            ],
+            "the flat embedder serves the default region unless embedder_region names one"
+        );
+        assert_eq!(s.retrieval.default_mode, bulkhead_index::SearchMode::Hybrid);
+        let s = resolve("", http(Some("http://x:1/v1"), Some("eu-west"))).unwrap();
+        let EmbedderSetting::Http(list) = &s.retrieval.embedder else {
+            panic!("an http embedder");
+        };
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].region.as_str(), "eu-west");
+        // The hashed embedder serves every region: no region to give it.
+        let hashed = resolve("", ServeArgs::default()).unwrap();
+        assert!(matches!(
+            hashed.retrieval.embedder,
+            EmbedderSetting::Hashed { dimensions: 256 }
+        ));
+        for (toml, args, needle) in [
+            (
+                format!("{}{}", table("eu", ""), table("eu", "")),
+                http(None, None),
+                "embedders[1] (\"eu\"): region eu already has an embedder (embedders[0] (\"eu\")); \
+                 one embedder serves each region",
+            ),
+            (
+                table("default", ""),
+                http(Some("http://x:1/v1"), None),
+                "embedder_url: region default already has an embedder (embedders[0] (\"default\"))",
+            ),
+            (
+                format!("{}{}", table("eu", ""), table("us", "dimensions = 32\n")),
+                http(None, None),
+                "embedders[1] (\"us\"): dimensions 32 differ from embedders[0] (\"eu\")'s 16; \
+                 all embedders of a server share one vector length",
+            ),
+            (
+                String::new(),
+                http(None, None),
+                "embedder = \"http\" needs embedder_url (an OpenAI-compatible base URL ending in /v1) \
+                 or [[embedders]] tables",
+            ),
+            (
+                table("eu", ""),
+                ServeArgs::default(),
+                "[[embedders]] tables are HTTP embedders; set embedder = \"http\"",
+            ),
+            (
+                String::new(),
+                ServeArgs {
+                    embedder_region: Some("eu".into()),
+                    ..ServeArgs::default()
+                },
+                "embedder_region names the region of the embedder at embedder_url",
+            ),
+            (
+                table("EU", ""),
+                http(None, None),
+                "embedders[0] (\"EU\"): region \"EU\": must be lowercase",
+            ),
+            (
+                table("eu", "api_key = \"a\"\napi_key_env = \"B\"\n"),
+                http(None, None),
+                "embedders[0] (\"eu\"): set api_key or api_key_env, not both",
+            ),
+            (
+                table("eu", ""),
+                ServeArgs {
+                    embedder_dimensions: None,
+                    ..http(None, None)
+                },
+                "embedders[0] (\"eu\"): needs dimensions",
+            ),
+            (
+                table("eu", "url = \"x\"\n"),
+                http(None, None),
+                "unknown field `url`",
+            ),
+        ] {
+            let err = format!("{:#}", resolve(&toml, args).unwrap_err());
+            assert!(err.contains(needle), "{toml}: {err}");
+        }
     }
 
     #[test]

@@ -209,7 +209,16 @@ fn build_gateway(
         tracing::info!(upstream = %u.name(), region = ?u.config.region.as_ref().map(|r| r.to_string()),
             models = ?u.config.models, cache_salt = u.config.cache_salt, "model upstream ready");
     }
-    let mut state = GatewayState::new(gateway);
+    let mut state = GatewayState::new(gateway)
+        .with_content(
+            bulkhead_gateway::content::ContentLimits {
+                part_bytes_max: settings.content_part_bytes_max,
+                ..bulkhead_gateway::content::ContentLimits::default()
+            },
+            bulkhead_gateway::fetch::FetchConfig::default(),
+        )
+        .map_err(anyhow::Error::msg)
+        .context("configure the image fetcher")?;
     state.sessions.ttl_secs_default = settings.session_ttl_secs;
     state.sessions.bytes_max = settings.session_bytes_max;
     state.trace_ttl_secs = settings.trace_ttl_secs;
@@ -259,25 +268,35 @@ fn build_retrieval(
 ) -> anyhow::Result<bulkhead_server::retrieval::Retrieval> {
     use crate::config::EmbedderSetting;
     use bulkhead_index::{Embedder, HashedNgramEmbedder, HttpEmbedder, IndexConfig};
-    let embedder: Option<Arc<dyn Embedder>> = match &settings.embedder {
-        EmbedderSetting::None => None,
-        EmbedderSetting::Hashed { dimensions } => Some(Arc::new(
+    use bulkhead_server::retrieval::Embedders;
+    let embedders = match &settings.embedder {
+        EmbedderSetting::None => Embedders::none(),
+        // In process: no text leaves, so one embedder serves every region.
+        EmbedderSetting::Hashed { dimensions } => Embedders::every_region(
             HashedNgramEmbedder::new(*dimensions).context("the hashed embedder")?,
-        )),
-        EmbedderSetting::Http(config) => {
-            tracing::info!(url = %config.base_url, model = %config.model, "embedding with an OpenAI-compatible service");
-            Some(Arc::new(
-                HttpEmbedder::new(config.clone()).context("the HTTP embedder")?,
-            ))
+        ),
+        EmbedderSetting::Http(list) => {
+            let mut built: Vec<(bulkhead_types::Region, Arc<dyn Embedder>)> = Vec::new();
+            for e in list {
+                tracing::info!(region = %e.region, url = %e.config.base_url, model = %e.config.model,
+                    "embedding this region's text with an OpenAI-compatible service");
+                let embedder = HttpEmbedder::new(e.config.clone())
+                    .with_context(|| format!("the HTTP embedder of region {}", e.region))?;
+                built.push((e.region.clone(), Arc::new(embedder)));
+            }
+            tracing::info!(
+                "tenants of regions without an embedder get BM25 search only: their text is sent to no embedder"
+            );
+            Embedders::by_region(built).context("the HTTP embedders")?
         }
     };
     Ok(bulkhead_server::retrieval::Retrieval {
         chunker: bulkhead_index::Chunker::new(settings.chunker).context("the chunker")?,
         index: IndexConfig {
-            vector_dims: embedder.as_ref().map(|e| e.dimensions()),
+            vector_dims: embedders.dimensions(),
             ..IndexConfig::default()
         },
-        embedder,
+        embedders,
         cache: bulkhead_index::IndexCache::new(settings.index_cache_bytes_max),
         default_mode: settings.default_mode,
         top_k_max: 50,

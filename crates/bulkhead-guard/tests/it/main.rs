@@ -5,6 +5,7 @@
 
 mod common;
 
+mod attribution;
 mod eval;
 mod guard;
 mod leak_eval;

@@ -146,22 +146,16 @@ async fn a_blocked_leak_raises_a_signed_alert_and_bursts_of_bad_keys_raise_one()
 
 /// With `contain_on_leak = key`, the key that received a leaked text is
 /// quarantined at once (its sibling keeps working), and the system's action is in
-/// both logs.
+/// both logs. The same leak again (same tenant, same owner), to the sibling, is a
+/// repeat of the one alert and its incident, and contains the sibling too. A hit of `/v1/guard/scan` is
+/// alerted but never contained: the scanned text is the requester's own.
 #[tokio::test]
 async fn a_confirmed_leak_quarantines_the_receiving_key_when_configured() {
-    let mut api = Api::new().await;
-    api.state = api
-        .state
-        .clone()
-        .with_alerts(Alerts::with_settings(AlertSettings {
-            auth_failure_burst: 20,
-            contain_on_leak: Containment::Key,
-            ..AlertSettings::default()
-        }));
-    let (a, _key_a) = api.tenant_with_key("Acme").await;
+    let (_mock, api) = crate::framing::contained_api(Containment::Key).await;
+    let (a, key_a) = api.tenant_with_key("Acme").await;
     let (b, key_b) = api.tenant_with_key("Globex").await;
-    let sibling = api
-        .call(
+    let new_key = || async {
+        api.call(
             "POST",
             &format!("/admin/v1/tenants/{b}/keys"),
             Some(ADMIN),
@@ -169,28 +163,94 @@ async fn a_confirmed_leak_quarantines_the_receiving_key_when_configured() {
         )
         .await
         .json()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    leak_canary(&api, &a, &key_b).await;
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (sibling, spare) = (new_key().await, new_key().await);
+    let r = api
+        .call(
+            "POST",
+            "/v1/guard/scan",
+            Some(&key_b),
+            Some(json!({"text": format!("here: {}", api.state.guard.guard.canaries(&TenantId::parse(&a).unwrap())[0])})),
+        )
+        .await;
+    assert_eq!(r.json()["verdict"], "blocked");
+    assert_eq!(
+        api.call("GET", "/v1/documents", Some(&key_b), None)
+            .await
+            .status,
+        StatusCode::OK,
+        "a scanned text never contains its sender"
+    );
+    // The shared (leaky) model repeats A's context, canary and all, to B.
+    let leak_to = |key: String| {
+        let (api, key_a) = (&api, key_a.clone());
+        async move {
+            let doc = json!({"text": "Acme's merger closes in March."});
+            api.call("POST", "/v1/documents", Some(&key_a), Some(doc))
+                .await;
+            let ask = json!({"model": "leaky", "messages": [{"role": "user", "content": "merger"}],
+                             "bulkhead": {"retrieve": {"top_k": 1}}});
+            api.call("POST", "/v1/chat/completions", Some(&key_a), Some(ask))
+                .await;
+            let r = api
+                .call(
+                    "POST",
+                    "/v1/chat/completions",
+                    Some(&key),
+                    Some(
+                        json!({"model": "leaky", "messages": [{"role": "user", "content": "hi"}]}),
+                    ),
+                )
+                .await;
+            assert_eq!(r.json()["bulkhead"]["blocked"], true);
+        }
+    };
+    leak_to(key_b.clone()).await;
     let next = api.call("GET", "/v1/documents", Some(&key_b), None).await;
     assert_eq!(
         next.status,
         StatusCode::FORBIDDEN,
         "the receiving key is contained"
     );
-    let other = api.call("GET", "/v1/documents", Some(&sibling), None).await;
+    let other = api.call("GET", "/v1/documents", Some(&spare), None).await;
     assert_eq!(other.status, StatusCode::OK, "the tenant is not taken down");
     let done = api.events("/admin/v1/audit", ADMIN, "key.quarantine").await;
     assert_eq!(done.len(), 1);
     assert_eq!(done[0]["actor"], "system:containment");
     assert_eq!(
-        api.events("/v1/audit", &sibling, "key.quarantine")
+        api.events("/v1/audit", &spare, "key.quarantine")
             .await
             .len(),
         1,
         "the tenant's own log shows it too"
     );
+
+    // The same leak to the sibling key: contained too, but one alert, one incident.
+    leak_to(sibling.clone()).await;
+    let next = api.call("GET", "/v1/documents", Some(&sibling), None).await;
+    assert_eq!(next.status, StatusCode::FORBIDDEN);
+    let leaks: Vec<Value> = alerts(&api)
+        .await
+        .into_iter()
+        .filter(|al| al["kind"] == "cross_tenant_leak")
+        .collect();
+    assert_eq!(
+        leaks.len(),
+        1,
+        "the scan's alert, the model's leaks repeat it: {leaks:?}"
+    );
+    assert_eq!(leaks[0]["repeats"], 2);
+    let incidents = api
+        .call("GET", "/admin/v1/incidents", Some(ADMIN), None)
+        .await
+        .json()["incidents"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(incidents, 1, "a repeated alert is the same incident");
 }
 
 /// A tenant's requests per minute jump far above its own baseline: one

@@ -242,6 +242,8 @@ async fn every_access_admin_action_and_denial_lands_in_the_right_log() {
             "tenant.release",
             "tenant.quarantine",
             "tenant.release",
+            // Reading the log is logged, before the read is answered.
+            "audit.read",
         ]
     );
     assert_eq!(events_a[2]["request_id"], request_id.as_str());
@@ -262,7 +264,12 @@ async fn every_access_admin_action_and_denial_lands_in_the_right_log() {
     let (_, events_b) = verified_log(&api, "/v1/audit", &key_b).await;
     assert_eq!(
         kinds(&events_b),
-        ["tenant.create", "key.issue", "document.create"]
+        [
+            "tenant.create",
+            "key.issue",
+            "document.create",
+            "audit.read"
+        ]
     );
 
     let (_, operator) = verified_log(&api, "/admin/v1/audit", ADMIN).await;
@@ -283,6 +290,30 @@ async fn every_access_admin_action_and_denial_lands_in_the_right_log() {
         );
     }
     assert_eq!(operator[0]["tenant"], a.as_str());
+    // The admin's reads of the operator log just now are in it, once per kind
+    // of read (the next read of the entries is only counted).
+    let reads = api.events("/admin/v1/audit", ADMIN, "admin.read").await;
+    assert!(
+        reads
+            .iter()
+            .any(|e| e["attrs"]["read"] == "/admin/v1/audit/entries"),
+        "{reads:?}"
+    );
+    let again = api.events("/admin/v1/audit", ADMIN, "admin.read").await;
+    assert_eq!(
+        again.len(),
+        reads.len(),
+        "bounded: a repeat read is counted, not logged"
+    );
+    // An admin read of one tenant is in that tenant's own log too.
+    let shown = api
+        .call("GET", &format!("/admin/v1/tenants/{b}"), Some(ADMIN), None)
+        .await;
+    assert_eq!(shown.status, StatusCode::OK);
+    let seen = api.events("/v1/audit", &key_b, "admin.read").await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["attrs"]["read"], "/admin/v1/tenants/{id}");
+    assert_eq!(seen[0]["actor"], "admin");
 
     let metrics = api.call("GET", "/metrics", None, None).await;
     let text = String::from_utf8(metrics.body).unwrap();
@@ -318,7 +349,10 @@ async fn a_tenant_reads_only_its_own_log_and_bad_queries_are_problems() {
         .as_array()
         .unwrap()
         .len();
-    assert_eq!(size_b, 2);
+    assert_eq!(
+        size_b, 3,
+        "tenant.create, key.issue, and this read's audit.read"
+    );
     for (path, what) in [
         (
             "/v1/audit/proof/inclusion?index=2&size=2",

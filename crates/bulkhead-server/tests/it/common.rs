@@ -43,6 +43,22 @@ impl Api {
     /// A server whose clock stands still until the test moves it (rates and
     /// windows tested without depending on how fast the machine is).
     pub async fn with_clock(clock: TestClock) -> Self {
+        Self::with_clock_and_retrieval(
+            clock,
+            bulkhead_server::retrieval::Retrieval::with_defaults(),
+        )
+        .await
+    }
+
+    /// A server with this retrieval set-up (embedders, index, default mode).
+    pub async fn with_retrieval(retrieval: bulkhead_server::retrieval::Retrieval) -> Self {
+        Self::with_clock_and_retrieval(TestClock::wall(), retrieval).await
+    }
+
+    async fn with_clock_and_retrieval(
+        clock: TestClock,
+        retrieval: bulkhead_server::retrieval::Retrieval,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(clock);
         // The one composition root, as `bulkhead serve` uses it: the store is
@@ -68,7 +84,7 @@ impl Api {
             state: AppState::new(
                 Arc::clone(&vault),
                 audit,
-                Arc::new(bulkhead_server::retrieval::Retrieval::with_defaults()),
+                Arc::new(retrieval),
                 Arc::new(bulkhead_server::guard::GuardState::new(&vault)),
                 started.admin_token(),
                 server_limits,

@@ -243,11 +243,12 @@ async fn a_tenant_erased_on_one_replica_leaves_nothing_in_the_others_memory() {
             &ctx,
             &text(2, 20),
             3,
-            bulkhead_index::SearchMode::Bm25,
+            Some(bulkhead_index::SearchMode::Bm25),
             None,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .hits;
     assert!(!hits.is_empty());
     let now = two.vault.now();
     two.traffic.record(b.as_str(), now, 200, 3);

@@ -174,7 +174,10 @@ async fn every_search_is_logged_with_chunk_ids_and_hashes() {
         .call("GET", "/v1/audit/entries", Some(&key), None)
         .await
         .json();
-    let event = entries["entries"].as_array().unwrap().last().unwrap()["event"].clone();
+    // The last entry is this read's own `audit.read`; the search is before it.
+    let all = entries["entries"].as_array().unwrap();
+    assert_eq!(all.last().unwrap()["event"]["kind"], "audit.read");
+    let event = all[all.len() - 2]["event"].clone();
     assert_eq!(event["kind"], "search");
     assert_eq!(event["subjects"][0]["kind"], "chunk");
     assert_eq!(event["subjects"][0]["id"], hits[0]["chunk_id"]);

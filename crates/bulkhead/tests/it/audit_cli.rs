@@ -266,9 +266,11 @@ async fn an_auditor_with_only_the_public_key_catches_every_rewrite() {
     add_documents(&client, &server, &key, "again", 250).await;
     assert!(server.terminate().success());
 
-    // Life 4: an interior hash of the tenant's tree is edited (node 2/0, the root of
-    // the first four leaves, which the consistency proof from `early.cp` uses; the
-    // 250 documents above filled the first tile, and full tiles are what is stored).
+    // Life 4: an interior hash of the tenant's tree is edited (node 3/1, the root of
+    // leaves 8..16, which the consistency proof from `early.cp` uses: that
+    // checkpoint is of size 8 — seven entries and the verify's own `audit.read` —
+    // so the proof starts from the sibling of the first eight leaves; the 250
+    // documents above filled the first tile, and full tiles are what is stored).
     // The entries still hash to the signed root, but the server's proof no longer
     // holds.
     let log_seq = format!("(SELECT seq FROM audit_logs WHERE log_id = '{tenant_id}')");
@@ -276,11 +278,11 @@ async fn an_auditor_with_only_the_public_key_catches_every_rewrite() {
     let tile_sql =
         format!("SELECT data FROM audit_tiles WHERE log = {log_seq} AND level = 0 AND idx = 0");
     let mut tile: Vec<u8> = conn.query_row(&tile_sql, [], |r| r.get(0)).unwrap();
-    // Row j of a tile of width w holds w >> j hashes; row 2 starts after rows 0 and 1.
+    // Row j of a tile of width w holds w >> j hashes; row 3 starts after rows 0–2.
     let width = (1..=256usize)
         .find(|w| (0..8).map(|j| w >> j).sum::<usize>() * 32 == tile.len())
         .expect("a tile's length gives its width");
-    tile[(width + width / 2) * 32] ^= 0x01;
+    tile[(width + width / 2 + width / 4 + 1) * 32] ^= 0x01;
     conn.execute(
         &format!(
             "UPDATE audit_tiles SET data = ?1 WHERE log = {log_seq} AND level = 0 AND idx = 0"
