@@ -73,6 +73,10 @@ pub const SCAN_HITS_PER_MINUTE_MAX: u32 = 5;
 const SCAN_HIT_KEYS_MAX: usize = 10_000;
 /// Above this much text to protect, the evidence is computed off the runtime.
 const PROTECT_INLINE_BYTES_MAX: usize = 16 << 10;
+/// Documents opened per page when a whole tenant is read back (start-up rebuild,
+/// replica sync). A document is at most 1 MiB, so a page holds at most 16 MiB of
+/// opened text beside the fingerprints, whatever the tenant stores.
+const DOCUMENT_PAGE: u32 = 16;
 
 impl GuardState {
     /// The guard with its fingerprint key derived from the server secret, and the
@@ -137,18 +141,24 @@ impl GuardState {
     /// written by another replica). Evidence already known is skipped.
     async fn load_evidence(&self, vault: &Vault, tenant: &TenantId) -> anyhow::Result<usize> {
         let now = vault.now().0;
-        let mut n = 0;
-        for body in vault.guard_evidence(tenant).await? {
-            match bulkhead_guard::Evidence::from_bytes(&body) {
-                Some(ev) => {
-                    self.guard.load_evidence(tenant, &ev, now);
-                    n += 1;
+        let (mut n, mut after) = (0, 0);
+        loop {
+            let page = vault.guard_evidence_page(tenant, after, 256).await?;
+            for body in &page.items {
+                match bulkhead_guard::Evidence::from_bytes(body) {
+                    Some(ev) => {
+                        self.guard.load_evidence(tenant, &ev, now);
+                        n += 1;
+                    }
+                    None => tracing::warn!(tenant = %tenant,
+                        "a stored guard evidence record has an unknown format; it is ignored"),
                 }
-                None => tracing::warn!(tenant = %tenant,
-                    "a stored guard evidence record has an unknown format; it is ignored"),
+            }
+            match page.next {
+                Some(next) => after = next,
+                None => return Ok(n),
             }
         }
-        Ok(n)
     }
 
     /// Gives a new tenant its first canary, stored sealed so it survives restarts.
@@ -279,9 +289,17 @@ impl GuardState {
         for token in &vault.canaries(tenant).await? {
             build.add_canary(token)?;
         }
-        for doc in vault.documents_of(tenant).await? {
-            if let Err(e) = build.add_document(&doc.id, &doc.text) {
-                tracing::warn!(tenant = %tenant, error = %e, "document not fingerprinted; cross-tenant detection relies on canaries for it");
+        let mut after = 0;
+        loop {
+            let page = vault.documents_page(tenant, after, DOCUMENT_PAGE).await?;
+            for doc in &page.items {
+                if let Err(e) = build.add_document(&doc.id, &doc.text) {
+                    tracing::warn!(tenant = %tenant, error = %e, "document not fingerprinted; cross-tenant detection relies on canaries for it");
+                }
+            }
+            match page.next {
+                Some(next) => after = next,
+                None => break,
             }
         }
         let (me, t) = (Arc::clone(self), tenant.clone());
@@ -291,7 +309,8 @@ impl GuardState {
         Ok(true)
     }
 
-    /// Rebuilds canaries and fingerprints from the store, tenant by tenant, and
+    /// Rebuilds canaries and fingerprints from the store, tenant by tenant and
+    /// page by page (a tenant's documents are never all in memory at once), and
     /// seeds a canary for any tenant that has none. Logs progress: on a large
     /// deployment this reads every document once.
     pub async fn rebuild(&self, vault: &Vault) -> anyhow::Result<()> {
@@ -310,9 +329,19 @@ impl GuardState {
                 for token in &canaries {
                     self.guard.add_canary(&tenant.id, token)?;
                 }
-                for doc in vault.documents_of(&tenant.id).await? {
-                    self.index(&tenant.id, &doc.id, &doc.text).await;
-                    documents += 1;
+                let mut after = 0;
+                loop {
+                    let page = vault
+                        .documents_page(&tenant.id, after, DOCUMENT_PAGE)
+                        .await?;
+                    for doc in &page.items {
+                        self.index(&tenant.id, &doc.id, &doc.text).await;
+                        documents += 1;
+                    }
+                    match page.next {
+                        Some(next) => after = next,
+                        None => break,
+                    }
                 }
                 ephemeral += self.load_evidence(vault, &tenant.id).await?;
                 tenants += 1;

@@ -233,19 +233,48 @@ impl Retrieval {
             self.cache.observe_generation(ctx.tenant(), generation);
         }
         self.cache
-            .get_or_load(ctx.tenant(), || async {
-                let chunks = app.vault.chunks(ctx).await?;
-                tokio::task::spawn_blocking(move || build(config, &chunks))
-                    .await
-                    .map_err(|e| VaultError::Invalid(format!("index build task: {e}")))?
-            })
+            .get_or_load(ctx.tenant(), || build(app, ctx, config))
             .await
             .map_err(AppError::from)
     }
 }
 
-fn build(config: IndexConfig, chunks: &[Chunk]) -> Result<TenantIndex, VaultError> {
-    let views: Vec<IndexedChunk<'_>> = chunks
+/// Chunks read per page while an index is built: the opened texts and vectors
+/// of one page are all a build holds beside the index itself, whatever the
+/// tenant stores.
+const INDEX_BUILD_PAGE: u32 = 256;
+
+/// Builds a tenant's index from its stored chunks, page by page.
+async fn build(
+    app: &Services,
+    ctx: &TenantCtx,
+    config: IndexConfig,
+) -> Result<TenantIndex, VaultError> {
+    let failed = |e: bulkhead_index::IndexError| {
+        tracing::error!(error = %e, "a tenant's index could not be built from its chunks");
+        VaultError::Invalid(format!("the index could not be built: {e}"))
+    };
+    let index = Arc::new(TenantIndex::new(config).map_err(failed)?);
+    let mut after = 0;
+    loop {
+        let page = app.vault.chunks_page(ctx, after, INDEX_BUILD_PAGE).await?;
+        let next = page.next;
+        let into = Arc::clone(&index);
+        tokio::task::spawn_blocking(move || into.insert(&indexed(&page.items)).map(drop))
+            .await
+            .map_err(|e| VaultError::Invalid(format!("index build task: {e}")))?
+            .map_err(failed)?;
+        match next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    // Every page's task has finished, so this is the only handle left.
+    Arc::try_unwrap(index).map_err(|_| VaultError::Invalid("index build: still shared".into()))
+}
+
+fn indexed(chunks: &[Chunk]) -> Vec<IndexedChunk<'_>> {
+    chunks
         .iter()
         .map(|c| IndexedChunk {
             chunk_id: &c.chunk_id,

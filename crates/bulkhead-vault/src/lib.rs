@@ -264,6 +264,14 @@ pub struct StoredDocument {
     pub expires_at: Option<UnixMillis>,
 }
 
+/// One page of a whole-tenant pass (`documents_page`, `chunks_page`): the items
+/// and where the next page starts (`None`: this was the last).
+#[derive(Debug)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next: Option<i64>,
+}
+
 #[derive(Debug)]
 pub struct DocumentPage {
     pub documents: Vec<Document>,
@@ -1122,15 +1130,6 @@ impl Vault {
         })
     }
 
-    /// Every unexpired chunk of the tenant, opened: what an index is rebuilt from.
-    pub async fn chunks(&self, ctx: &TenantCtx) -> VaultResult<Vec<Chunk>> {
-        let mut out = Vec::new();
-        for row in self.all_records(ctx.tenant(), RecordKind::CHUNK).await? {
-            out.push(self.open_chunk(ctx.tenant(), row).await?);
-        }
-        Ok(out)
-    }
-
     /// One chunk, if it exists and has not expired.
     pub async fn chunk(&self, ctx: &TenantCtx, chunk_id: &str) -> VaultResult<Option<Chunk>> {
         let now = self.clock.now();
@@ -1278,22 +1277,36 @@ impl Vault {
         }
     }
 
-    /// The tenant's unexpired guard evidence records, opened.
+    /// The tenant's unexpired guard evidence records, opened, all at once.
     pub async fn guard_evidence(&self, tenant: &TenantId) -> VaultResult<Vec<Zeroizing<Vec<u8>>>> {
-        let mut out = Vec::new();
-        for row in self.all_records(tenant, RecordKind::GUARD_EVIDENCE).await? {
-            let plain = self
-                .open_row(
-                    tenant,
-                    RecordKind::GUARD_EVIDENCE,
-                    &row.record_id,
-                    row.key_version,
-                    row.sealed,
-                )
-                .await?;
-            out.push(Zeroizing::new(plain.as_slice().to_vec()));
+        let (mut out, mut after) = (Vec::new(), 0);
+        loop {
+            let page = self.guard_evidence_page(tenant, after, 1000).await?;
+            out.extend(page.items);
+            match page.next {
+                Some(next) => after = next,
+                None => return Ok(out),
+            }
         }
-        Ok(out)
+    }
+
+    /// `documents_page` for guard evidence records.
+    pub async fn guard_evidence_page(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: u32,
+    ) -> VaultResult<Paged<Zeroizing<Vec<u8>>>> {
+        let kind = RecordKind::GUARD_EVIDENCE;
+        let (rows, next) = self.records_page(tenant, kind, after, limit).await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            let plain = self
+                .open_row(tenant, kind, &row.record_id, row.key_version, row.sealed)
+                .await?;
+            items.push(Zeroizing::new(plain.as_slice().to_vec()));
+        }
+        Ok(Paged { items, next })
     }
 
     /// The tenant's canary tokens.
@@ -1315,14 +1328,78 @@ impl Vault {
         Ok(out)
     }
 
-    /// Every unexpired document of the tenant, opened, for rebuilding the guard's
-    /// fingerprints at start.
+    /// Every unexpired document of the tenant, opened, all at once: for the
+    /// operator's export, whose caller bounds the total. Whole-tenant passes
+    /// (the guard's rebuild and sync) page with `documents_page` instead, so
+    /// that memory does not grow with what a tenant stores.
     pub async fn documents_of(&self, tenant: &TenantId) -> VaultResult<Vec<Document>> {
         let mut out = Vec::new();
         for row in self.all_records(tenant, RecordKind::DOCUMENT).await? {
             out.push(self.open_document(tenant, row).await?);
         }
         Ok(out)
+    }
+
+    /// Up to `limit` of the tenant's unexpired documents after position `after`
+    /// (0: from the start), opened, in insertion order; `next` is where the
+    /// following page starts, `None` at the end. A server-side pass over a whole
+    /// tenant reads this way and holds one page at a time.
+    pub async fn documents_page(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: u32,
+    ) -> VaultResult<Paged<Document>> {
+        let (rows, next) = self
+            .records_page(tenant, RecordKind::DOCUMENT, after, limit)
+            .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            items.push(self.open_document(tenant, row).await?);
+        }
+        Ok(Paged { items, next })
+    }
+
+    /// `documents_page` for chunks: what an index is built from, page by page.
+    pub async fn chunks_page(
+        &self,
+        ctx: &TenantCtx,
+        after: i64,
+        limit: u32,
+    ) -> VaultResult<Paged<Chunk>> {
+        let (rows, next) = self
+            .records_page(ctx.tenant(), RecordKind::CHUNK, after, limit)
+            .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            items.push(self.open_chunk(ctx.tenant(), row).await?);
+        }
+        Ok(Paged { items, next })
+    }
+
+    async fn records_page(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        after: i64,
+        limit: u32,
+    ) -> VaultResult<(Vec<RecordRow>, Option<i64>)> {
+        let limit = limit.max(1);
+        let rows = self
+            .store
+            .list_records(tenant, kind, after, limit + 1, self.clock.now())
+            .await?;
+        let next = match rows.len() > limit as usize {
+            true => Some(rows[limit as usize - 1].seq),
+            false => None,
+        };
+        Ok((
+            rows.into_iter()
+                .take(limit as usize)
+                .map(|r| r.row)
+                .collect(),
+            next,
+        ))
     }
 
     /// Every unexpired record of one kind of the tenant, opened, in insertion

@@ -436,3 +436,101 @@ async fn verify_one(
     }
     Ok(())
 }
+
+/// Issue 17, item 2: a tenant holding more than its quota (the operator lowered
+/// it after the tenant filled up) cannot stop the server from restarting. The
+/// restart reads the tenant page by page, serves it, still refuses its new
+/// writes, and its documents are protected by the guard again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_quota_does_not_stop_a_restart() {
+    use bulkhead_test_support::ADMIN_TOKEN;
+    let data_dir = tempfile::tempdir().expect("create a temporary data directory");
+    let client = Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("build the HTTP client");
+    let mut server = Server::start(BULKHEAD, data_dir.path()).await;
+    let base = server.base_url.clone();
+    let (owner, owner_key) =
+        bulkhead_test_support::tenant_with_key(&client, &base, "hoarder").await;
+    let (_, other_key) = bulkhead_test_support::tenant_with_key(&client, &base, "other").await;
+    // More documents than one page of the rebuild (16), each with text of its own.
+    let text = |i: usize| {
+        format!(
+            "Ledger entry {i}: the quarterly reconciliation of account {} moved {} units \
+             from the reserve to the operating pool after the audit committee signed off.",
+            1000 + i * 37,
+            50 + i * 11
+        )
+    };
+    let mut first = String::new();
+    for i in 0..40 {
+        let doc = expect_json(
+            client
+                .post(format!("{base}/v1/documents"))
+                .bearer_auth(&owner_key)
+                .json(&json!({ "text": text(i) })),
+            StatusCode::CREATED,
+            "store a document",
+        )
+        .await;
+        if i == 0 {
+            first = string_field(&doc, "id");
+        }
+    }
+    let quotas = client
+        .put(format!("{base}/admin/v1/tenants/{owner}/quotas"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "documents": 5, "stored_bytes": 1024 }))
+        .send()
+        .await
+        .expect("set the quotas");
+    assert!(quotas.status().is_success(), "{:?}", quotas.text().await);
+    let status = server.terminate();
+    assert!(status.success(), "{status}\n{}", server.log_tail());
+    drop(server);
+
+    let server = Server::start(BULKHEAD, data_dir.path()).await;
+    let base = server.base_url.clone();
+    let usage = expect_json(
+        client
+            .get(format!("{base}/v1/usage"))
+            .bearer_auth(&owner_key),
+        StatusCode::OK,
+        "read the usage",
+    )
+    .await;
+    assert_eq!(usage["documents"]["used"], 40, "{usage}");
+    assert_eq!(usage["documents"]["limit"], 5, "{usage}");
+    // Its data is served …
+    let doc = expect_json(
+        client
+            .get(format!("{base}/v1/documents/{first}"))
+            .bearer_auth(&owner_key),
+        StatusCode::OK,
+        "read a document after the restart",
+    )
+    .await;
+    assert_eq!(doc["text"], text(0));
+    // … new writes are refused by the quota, not by a broken server …
+    let refused = client
+        .post(format!("{base}/v1/documents"))
+        .bearer_auth(&owner_key)
+        .json(&json!({ "text": "one more" }))
+        .send()
+        .await
+        .expect("send a write");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    // … and the guard knows every page of it again: the last document, in
+    // another tenant's output, is blocked.
+    let scan = expect_json(
+        client
+            .post(format!("{base}/v1/guard/scan"))
+            .bearer_auth(&other_key)
+            .json(&json!({ "text": format!("Sure. {}", text(39)), "direction": "output" })),
+        StatusCode::OK,
+        "scan another tenant's output",
+    )
+    .await;
+    assert_eq!(scan["verdict"], "blocked", "{scan}");
+}
