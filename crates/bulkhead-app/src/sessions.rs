@@ -3,7 +3,9 @@
 //!
 //! A session is a record of kind `session`; each message is a part
 //! (`<session id>#<seq>`) of kind `session_message`, sealed on its own, so an
-//! append writes only the new messages. Sanitizing deletes the session and every
+//! append writes only the new messages, and only while the session exists (checked
+//! in the append's transaction, so a call in flight when its session is sanitized
+//! cannot bring messages back). Sanitizing deletes the session and every
 //! message in one transaction (SQLite's `secure_delete` zeroes the freed pages)
 //! and wipes the opened copies from memory as they drop. A foreign session id is
 //! the same `NotFound` as a missing one, and logged as a denied read.
@@ -266,12 +268,24 @@ impl OpenSession {
             )));
         }
         let n = records.len() as u64;
-        match app.vault.put_sealed(ctx, records).await {
+        let parent = (RecordKind::SESSION, self.id.as_str());
+        match app
+            .vault
+            .put_sealed_parts(ctx, parent.0, parent.1, records)
+            .await
+        {
             Ok(()) => {
                 self.next_seq += n;
                 self.bytes += added;
                 Ok(())
             }
+            // The session was sanitized (or expired) while this call ran: the
+            // turn is not stored, so nothing of the conversation outlives the
+            // sanitize (the messages are written only while the session exists,
+            // in the same transaction).
+            Err(VaultError::NotFound) => Err(AppError::Conflict(
+                "the session was sanitized or expired while this call ran; this turn was not stored".into(),
+            )),
             // Another request appended to the same session meanwhile; this turn is
             // not lost silently, the client is told.
             Err(VaultError::Conflict) => Err(AppError::Conflict(

@@ -169,6 +169,12 @@ impl Store for SlowWrites {
         self.inner().delete_record(tenant, kind, record_id, now).await
     }
 
+    async fn insert_parts(&self, parent_kind: RecordKind, parent_id: &str, rows: Vec<RecordRow>, now: UnixMillis) -> StoreResult<bool> {
+        let ids: Vec<Vec<u8>> = rows.iter().map(|r| r.record_id.clone().into_bytes()).collect();
+        self.pause_first(ids.into_iter()).await;
+        self.inner().insert_parts(parent_kind, parent_id, rows, now).await
+    }
+
     async fn delete_record_with_parts(&self, tenant: &TenantId, kind: RecordKind, record_id: &str, part_kind: RecordKind, now: UnixMillis) -> StoreResult<bool> {
         self.inner().delete_record_with_parts(tenant, kind, record_id, part_kind, now).await
     }

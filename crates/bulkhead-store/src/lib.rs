@@ -248,6 +248,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn insert_record(&self, row: RecordRow) -> StoreResult<i64>;
     /// Inserts records all or nothing (one transaction): `Conflict` if any exists.
     async fn insert_records(&self, rows: Vec<RecordRow>) -> StoreResult<()>;
+    /// `insert_records` for parts of one record of the same tenant (a session's
+    /// messages): inserted only if the record (`parent_kind`, `parent_id`) exists
+    /// unexpired at `now`, checked in the same transaction; false (nothing
+    /// inserted) if it does not. A concurrent `delete_record_with_parts` of the
+    /// parent therefore either runs first (this returns false) or deletes these
+    /// parts with it: parts never outlive a deleted parent.
+    async fn insert_parts(
+        &self,
+        parent_kind: RecordKind,
+        parent_id: &str,
+        rows: Vec<RecordRow>,
+        now: UnixMillis,
+    ) -> StoreResult<bool>;
     /// One record, if it exists and has not expired at `now`.
     async fn record(
         &self,

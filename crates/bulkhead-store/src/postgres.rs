@@ -931,6 +931,42 @@ impl Store for PgStore {
         })
     }
 
+    async fn insert_parts(
+        &self,
+        parent_kind: RecordKind,
+        parent_id: &str,
+        rows: Vec<RecordRow>,
+        now: UnixMillis,
+    ) -> StoreResult<bool> {
+        let Some(tenant) = rows.first().map(|r| r.tenant_id.clone()) else {
+            return Ok(true);
+        };
+        in_tx!(self, Plane::Tenant(&tenant), |tx| {
+            // FOR SHARE holds the parent row until this commits: a concurrent
+            // delete of it waits, then (read committed) deletes the parts it
+            // finds in a later statement, these ones included.
+            let live = query(
+                &tx,
+                "SELECT 1 FROM records WHERE tenant_id = $1 AND kind = $2 AND record_id = $3
+                   AND (expires_at IS NULL OR expires_at > $4) FOR SHARE",
+                &[&tenant.as_str(), &parent_kind.as_str(), &parent_id, &now.0],
+            )
+            .await?;
+            if live.is_empty() {
+                return Ok(false);
+            }
+            for row in &rows {
+                if row.tenant_id != tenant {
+                    return Err(StoreError::Backend(
+                        "parts of one record span two tenants".into(),
+                    ));
+                }
+                insert_record_row(&tx, row, false).await?;
+            }
+            Ok(true)
+        })
+    }
+
     async fn record(
         &self,
         tenant: &TenantId,

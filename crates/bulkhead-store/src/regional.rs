@@ -506,6 +506,27 @@ impl Store for RegionalStore {
             .await
     }
 
+    async fn insert_parts(
+        &self,
+        parent_kind: RecordKind,
+        parent_id: &str,
+        rows: Vec<RecordRow>,
+        now: UnixMillis,
+    ) -> StoreResult<bool> {
+        let Some(tenant) = rows.first().map(|r| r.tenant_id.clone()) else {
+            return Ok(true);
+        };
+        if rows.iter().any(|r| r.tenant_id != tenant) {
+            return Err(StoreError::Backend(
+                "parts of one record span two tenants".into(),
+            ));
+        }
+        self.store_of(&tenant)
+            .await?
+            .insert_parts(parent_kind, parent_id, rows, now)
+            .await
+    }
+
     async fn delete_record_with_parts(
         &self,
         tenant: &TenantId,

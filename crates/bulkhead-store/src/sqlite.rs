@@ -974,6 +974,41 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn insert_parts(
+        &self,
+        parent_kind: RecordKind,
+        parent_id: &str,
+        rows: Vec<RecordRow>,
+        now: UnixMillis,
+    ) -> StoreResult<bool> {
+        let Some(tenant) = rows.first().map(|r| r.tenant_id.clone()) else {
+            return Ok(true);
+        };
+        let parent_id = parent_id.to_owned();
+        // One writer at a time: the check and the insert see the same database.
+        self.write(move |conn| {
+            let live = conn
+                .query_row(
+                    "SELECT 1 FROM records WHERE tenant_id = ?1 AND kind = ?2 AND record_id = ?3
+                       AND (expires_at IS NULL OR expires_at > ?4)",
+                    params![tenant.as_str(), parent_kind.as_str(), parent_id, now.0],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(backend)?
+                .is_some();
+            if !live {
+                return Ok(false);
+            }
+            rows.iter().try_for_each(|row| {
+                debug_assert_eq!(row.tenant_id, tenant);
+                insert_record_row(conn, row)
+            })?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn delete_record_with_parts(
         &self,
         tenant: &TenantId,

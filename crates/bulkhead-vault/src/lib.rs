@@ -888,7 +888,7 @@ impl Vault {
                 expires_at,
             });
         }
-        self.insert_sealing(tenant, &rows).await?;
+        self.insert_sealing(tenant, &rows, None).await?;
         Ok(StoredDocument {
             id,
             created_at: now,
@@ -972,7 +972,34 @@ impl Vault {
                 expires_at: r.expires_at,
             })
             .collect();
-        self.insert_sealing(ctx.tenant(), &rows).await
+        self.insert_sealing(ctx.tenant(), &rows, None).await
+    }
+
+    /// `put_sealed` for parts of one of the tenant's records (a session's
+    /// messages, `<parent id>#…`): stored only while the parent exists,
+    /// checked in the same transaction, else `NotFound` and nothing is stored.
+    /// A concurrent `delete_sealed` of the parent deletes them or runs first;
+    /// parts never outlive it.
+    pub async fn put_sealed_parts(
+        &self,
+        ctx: &TenantCtx,
+        parent_kind: RecordKind,
+        parent_id: &str,
+        records: Vec<NewSealed>,
+    ) -> VaultResult<()> {
+        let now = self.clock.now();
+        let rows: Vec<ToSeal> = records
+            .into_iter()
+            .map(|r| ToSeal {
+                kind: r.kind,
+                record_id: r.record_id,
+                plain: r.body,
+                created_at: now,
+                expires_at: r.expires_at,
+            })
+            .collect();
+        self.insert_sealing(ctx.tenant(), &rows, Some((parent_kind, parent_id)))
+            .await
     }
 
     /// Seals rows of the tenant under its current data key version and inserts
@@ -982,17 +1009,32 @@ impl Vault {
     /// the version that is current now, and inserted again.
     /// Rows a storage quota counts are admitted first (`Admission`); sealing
     /// again under another version keeps every size, so one admission covers
-    /// every attempt.
-    async fn insert_sealing(&self, tenant: &TenantId, rows: &[ToSeal]) -> VaultResult<()> {
+    /// every attempt. With a `parent` (kind, id), the rows are its parts and are
+    /// inserted only while it exists (`NotFound` otherwise).
+    async fn insert_sealing(
+        &self,
+        tenant: &TenantId,
+        rows: &[ToSeal],
+        parent: Option<(RecordKind, &str)>,
+    ) -> VaultResult<()> {
         let mut sealed = self.seal_rows(tenant, rows).await?;
         let admitted = self.admit(tenant, &sealed).await?;
         let mut attempt = 1;
         loop {
-            match self.store.insert_records(sealed).await {
-                Ok(()) => {
+            let inserted = match parent {
+                None => self.store.insert_records(sealed).await.map(|()| true),
+                Some((kind, id)) => {
+                    let now = self.clock.now();
+                    self.store.insert_parts(kind, id, sealed, now).await
+                }
+            };
+            match inserted {
+                Ok(true) => {
                     admitted.commit();
                     return Ok(());
                 }
+                // Dropping the admission gives its bytes back.
+                Ok(false) => return Err(VaultError::NotFound),
                 Err(StoreError::Conflict) => return Err(VaultError::Conflict),
                 Err(StoreError::StaleKey) if attempt < STALE_KEY_ATTEMPTS => {
                     tracing::debug!(tenant = %tenant, attempt, "data key retired while sealing; sealing again under the current version");
@@ -1188,7 +1230,7 @@ impl Vault {
             expires_at: None,
         };
         match self
-            .insert_sealing(tenant, std::slice::from_ref(&row))
+            .insert_sealing(tenant, std::slice::from_ref(&row), None)
             .await
         {
             Ok(()) | Err(VaultError::Conflict) => Ok(()),
@@ -1221,7 +1263,7 @@ impl Vault {
             created_at: now,
             expires_at: None,
         };
-        self.insert_sealing(tenant, std::slice::from_ref(&row))
+        self.insert_sealing(tenant, std::slice::from_ref(&row), None)
             .await
     }
 
@@ -1269,7 +1311,7 @@ impl Vault {
             expires_at: Some(expires_at),
         };
         match self
-            .insert_sealing(tenant, std::slice::from_ref(&row))
+            .insert_sealing(tenant, std::slice::from_ref(&row), None)
             .await
         {
             Ok(()) | Err(VaultError::Conflict) => Ok(()),

@@ -259,6 +259,112 @@ async fn records_expiry_parts_and_cursors() {
     .await;
 }
 
+/// Parts (a session's messages) are written only while their parent lives, in
+/// the same transaction: raced against the parent's deletion, either the insert
+/// is refused or the deletion takes the new parts with it; none outlive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_are_inserted_only_while_their_parent_lives() {
+    both(|store| async move {
+        let (a, b) = (tenant(1), tenant(2));
+        store.create_tenant(a.clone(), key(1)).await.unwrap();
+        store.create_tenant(b.clone(), key(1)).await.unwrap();
+        let (session, part) = (RecordKind::SESSION, RecordKind::SESSION_MESSAGE);
+        let now = UnixMillis(10);
+        let parts = |t: &TenantRow, parent: &str| {
+            vec![
+                record(t, part, &format!("{parent}#0"), None),
+                record(t, part, &format!("{parent}#1"), None),
+            ]
+        };
+        // No parent, an expired one, another tenant's: nothing is written.
+        assert!(
+            !store
+                .insert_parts(session, "s1", parts(&a, "s1"), now)
+                .await
+                .unwrap()
+        );
+        store
+            .insert_record(record(&a, session, "old", Some(5)))
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .insert_parts(session, "old", parts(&a, "old"), now)
+                .await
+                .unwrap()
+        );
+        store
+            .insert_record(record(&a, session, "s1", None))
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .insert_parts(session, "s1", parts(&b, "s1"), now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .record_parts(&b.id, part, "s1", 10, now)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // A live parent: written, all or nothing.
+        assert!(
+            store
+                .insert_parts(session, "s1", parts(&a, "s1"), now)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            ids(store
+                .record_parts(&a.id, part, "s1", 10, now)
+                .await
+                .unwrap()),
+            ["s1#0", "s1#1"]
+        );
+        assert!(matches!(
+            store
+                .insert_parts(session, "s1", parts(&a, "s1"), now)
+                .await,
+            Err(StoreError::Conflict)
+        ));
+
+        // The race, many times over.
+        for i in 0..40 {
+            let parent = format!("race{i}");
+            store
+                .insert_record(record(&a, session, &parent, None))
+                .await
+                .unwrap();
+            let (s1, s2) = (Arc::clone(&store), Arc::clone(&store));
+            let rows = parts(&a, &parent);
+            let (p1, p2, t) = (parent.clone(), parent.clone(), a.id.clone());
+            let insert =
+                tokio::spawn(async move { s1.insert_parts(session, &p1, rows, now).await });
+            let delete = tokio::spawn(async move {
+                s2.delete_record_with_parts(&t, session, &p2, part, now)
+                    .await
+            });
+            let (inserted, deleted) = (
+                insert.await.unwrap().unwrap(),
+                delete.await.unwrap().unwrap(),
+            );
+            assert!(deleted);
+            assert!(
+                store
+                    .record_parts(&a.id, part, &parent, 10, now)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "round {i}: parts outlived their deleted parent (insert returned {inserted})"
+            );
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_sweeper_sees_and_deletes_only_what_expired() {
     both(|store| async move {
