@@ -961,17 +961,7 @@ impl Vault {
 
     /// Seals and stores records all or nothing; `Conflict` if one exists.
     pub async fn put_sealed(&self, ctx: &TenantCtx, records: Vec<NewSealed>) -> VaultResult<()> {
-        let now = self.clock.now();
-        let rows: Vec<ToSeal> = records
-            .into_iter()
-            .map(|r| ToSeal {
-                kind: r.kind,
-                record_id: r.record_id,
-                plain: r.body,
-                created_at: now,
-                expires_at: r.expires_at,
-            })
-            .collect();
+        let rows = to_seal(records, self.clock.now());
         self.insert_sealing(ctx.tenant(), &rows, None).await
     }
 
@@ -987,17 +977,7 @@ impl Vault {
         parent_id: &str,
         records: Vec<NewSealed>,
     ) -> VaultResult<()> {
-        let now = self.clock.now();
-        let rows: Vec<ToSeal> = records
-            .into_iter()
-            .map(|r| ToSeal {
-                kind: r.kind,
-                record_id: r.record_id,
-                plain: r.body,
-                created_at: now,
-                expires_at: r.expires_at,
-            })
-            .collect();
+        let rows = to_seal(records, self.clock.now());
         self.insert_sealing(ctx.tenant(), &rows, Some((parent_kind, parent_id)))
             .await
     }
@@ -1698,4 +1678,18 @@ fn decode_embedding(text: &str) -> VaultResult<Vec<f32>> {
         .collect();
     bulkhead_crypto::wipe(&mut bytes);
     Ok(values)
+}
+
+/// New sealed records as rows to seal, created at `now`.
+fn to_seal(records: Vec<NewSealed>, now: UnixMillis) -> Vec<ToSeal> {
+    records
+        .into_iter()
+        .map(|r| ToSeal {
+            kind: r.kind,
+            record_id: r.record_id,
+            plain: r.body,
+            created_at: now,
+            expires_at: r.expires_at,
+        })
+        .collect()
 }
